@@ -1,0 +1,1 @@
+//! embtune coordinator (to come).

@@ -1,0 +1,1 @@
+//! embtune dashboards (to come).

@@ -1,0 +1,19 @@
+//! What embtune's parts say to each other.
+//!
+//! - [`plan`]: the placement plan (where each table lives, which data flow reads it) that the
+//!   tuner makes, the coordinator deploys and routes by, and the worker executes.
+//!
+//! Pure data and pure functions: no I/O here, so every rule about plans is tested fast.
+
+pub mod plan;
+
+pub use plan::{CoreId, DataFlow, Knobs, LocalLayout, LocalShard, LocalTable, Placement, Plan, ShardRows, TablePlan, Topology, WorkerAssignment, WorkerShape};
+
+/// Why a plan cannot be used.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum PlanError {
+    #[error("invalid plan: {0}")]
+    Invalid(String),
+    #[error("the plan does not fit in memory: {0}")]
+    Memory(String),
+}

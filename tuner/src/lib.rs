@@ -1,0 +1,1 @@
+//! embtune tuner (to come).

@@ -1,0 +1,281 @@
+//! Engine tests: every data flow, row type and placement against the naive reference.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_workloads::{AccessDist, BatchGenerator, ModelSpec, Pooling, PoolingMode, QueryBatch, RowType, TableSpec};
+
+use super::kernels::Isa;
+use super::reference::Reference;
+use super::*;
+
+fn engine(cores: usize, isa: Option<Isa>) -> Engine {
+    Engine::start(EngineConfig { cpus: (0..cores).collect(), pin: false, huge_pages: false, isa })
+}
+
+fn table(name: &str, rows: u64, dim: u32, row_type: RowType, mode: PoolingMode, dist: &str) -> TableSpec {
+    TableSpec {
+        name: name.into(),
+        rows,
+        dim,
+        row_type,
+        pooling: Pooling::Uniform { min: 0, max: 9 },
+        mode,
+        dist: dist.parse().unwrap(),
+        quantizable: false,
+    }
+}
+
+fn plan_for(spec: &ModelSpec, cores: u16, placements: Vec<Placement>, flows: Vec<DataFlow>, sub_batch: u32) -> Plan {
+    Plan {
+        strategy: "test".into(),
+        spec_digest: spec.digest(),
+        topology: Topology::uniform(1, cores, 1 << 40),
+        tables: spec.tables.iter().zip(placements).zip(flows)
+            .map(|((t, placement), flow)| TablePlan { name: t.name.clone(), placement, flow, row_type: t.row_type })
+            .collect(),
+        knobs: Knobs { sub_batch, inflight_per_worker: 1 },
+    }
+}
+
+/// Deploys `plan` (hot ids from the batches' profile) and checks `batches` against the reference.
+fn check(spec: &ModelSpec, plan: &Plan, batches: &[QueryBatch], isa: Option<Isa>) {
+    plan.validate(spec).unwrap();
+    let cores = plan.topology.workers[0].cores as usize;
+    let e = engine(cores, isa);
+    let mut a = plan.assignment(spec, 0);
+    let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
+    let profile = embtune_workloads::AccessProfile::from_batches(&rows, batches);
+    for t in &mut a.tables {
+        if let DataFlow::HotCache { hot_rows, .. } = t.flow {
+            t.hot_ids = profile.tables[t.table as usize].hottest(hot_rows as usize);
+        }
+    }
+    e.deploy(&a).unwrap();
+    let reference = Reference::new(spec, &plan.tables.iter().map(|t| t.row_type).collect::<Vec<_>>());
+    for b in batches {
+        let b = Arc::new(b.clone());
+        let out = e.lookup(Lookup::all_tables(b.clone())).unwrap();
+        let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();
+        reference.pool(&b, &tables).check(&out.pooled).unwrap_or_else(|m| panic!("{}: {m}", plan.summary()));
+    }
+}
+
+fn arb_flow() -> impl Strategy<Value = DataFlow> {
+    prop_oneof![
+        (0u16..40).prop_map(|prefetch| DataFlow::Direct { prefetch }),
+        (1u32..200, 0u16..40).prop_map(|(hot_rows, prefetch)| DataFlow::HotCache { hot_rows, prefetch }),
+        (1u32..300).prop_map(|block_rows| DataFlow::Blocked { block_rows }),
+    ]
+}
+
+fn arb_row_type() -> impl Strategy<Value = RowType> {
+    prop_oneof![Just(RowType::F32), Just(RowType::F16), Just(RowType::Int8)]
+}
+
+/// A placement of a table of `rows` rows over `cores` cores of one worker.
+fn arb_placement(rows: u64, cores: u16) -> impl Strategy<Value = Placement> {
+    let core = move |c: u16| CoreId::new(0, c % cores);
+    prop_oneof![
+        Just(Placement::Replicated),
+        (0..cores).prop_map(move |c| Placement::Owned(core(c))),
+        (1usize..5, any::<u64>()).prop_map(move |(k, seed)| {
+            let k = k.min(rows as usize).max(1);
+            // k - 1 distinct cut points inside (0, rows).
+            let mut cuts: Vec<u64> = (1..k as u64).map(|i| (i * rows / k as u64 + seed % 3).clamp(1, rows - 1)).collect();
+            cuts.dedup();
+            let mut bounds = vec![0];
+            bounds.extend(cuts);
+            bounds.push(rows);
+            bounds.dedup();
+            let owners = (0..bounds.len() - 1).map(|i| core(i as u16 + (seed % 7) as u16)).collect();
+            Placement::RowRange { bounds, owners }
+        }),
+        (1usize..4).prop_map(move |k| Placement::Hash { owners: (0..k).map(|i| core(i as u16)).collect() }),
+    ]
+}
+
+fn arb_case() -> impl Strategy<Value = (ModelSpec, Plan, u64)> {
+    (1u16..4, 1usize..4, any::<u64>(), 1u32..20).prop_flat_map(|(cores, ntables, seed, sub)| {
+        let tables = proptest::collection::vec(
+            (1u64..3000, prop_oneof![Just(1u32), Just(8), Just(16), Just(20), Just(64), Just(130)], arb_row_type(),
+             prop_oneof![Just(PoolingMode::Sum), Just(PoolingMode::Mean)],
+             prop_oneof![Just("uniform"), Just("zipf:1.1"), Just("hotset:0.9:0.01")]),
+            ntables);
+        tables.prop_flat_map(move |ts| {
+            let spec = ModelSpec {
+                name: "prop".into(),
+                batch_size: 13,
+                seed,
+                source: String::new(),
+                tables: ts.iter().enumerate()
+                    .map(|(i, (rows, dim, rt, mode, dist))| table(&format!("t{i}"), *rows, *dim, *rt, *mode, dist))
+                    .collect(),
+            };
+            let placements: Vec<_> = spec.tables.iter().map(|t| arb_placement(t.rows, cores)).collect();
+            let flows = proptest::collection::vec(arb_flow(), spec.tables.len());
+            (Just(spec), placements, flows).prop_map(move |(spec, p, f)| {
+                let plan = plan_for(&spec, cores, p, f, sub);
+                (spec, plan, seed)
+            })
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random specs, plans and batches: the engine equals the f64 reference.
+    #[test]
+    fn engine_matches_reference((spec, plan, seed) in arb_case()) {
+        let g = BatchGenerator::with_seed(&spec, seed).unwrap();
+        let batches: Vec<QueryBatch> = (0..3).map(|i| g.batch(i)).collect();
+        check(&spec, &plan, &batches, None);
+    }
+}
+
+#[test]
+fn every_isa_and_flow_agrees_on_a_skewed_model() {
+    let spec = ModelSpec {
+        name: "skew".into(),
+        batch_size: 64,
+        seed: 3,
+        source: String::new(),
+        tables: vec![
+            table("a", 5000, 64, RowType::F32, PoolingMode::Sum, "hotset:0.99:0.01"),
+            table("b", 4000, 48, RowType::F16, PoolingMode::Mean, "zipf:1.05"),
+            table("c", 3000, 16, RowType::Int8, PoolingMode::Sum, "uniform"),
+        ],
+    };
+    let g = BatchGenerator::new(&spec).unwrap();
+    let batches: Vec<QueryBatch> = (0..4).map(|i| g.batch(i)).collect();
+    let flows = [DataFlow::Direct { prefetch: 16 }, DataFlow::HotCache { hot_rows: 100, prefetch: 8 }, DataFlow::Blocked { block_rows: 64 }];
+    for isa in Isa::supported() {
+        for flow in flows {
+            let placements = vec![
+                Placement::Replicated,
+                Placement::RowRange { bounds: vec![0, 1000, 4000], owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] },
+                Placement::Hash { owners: vec![CoreId::new(0, 1), CoreId::new(0, 0), CoreId::new(0, 1)] },
+            ];
+            let plan = plan_for(&spec, 2, placements, vec![flow; 3], 7);
+            check(&spec, &plan, &batches, Some(isa));
+        }
+    }
+}
+
+fn simple() -> (Engine, ModelSpec) {
+    let spec = ModelSpec {
+        name: "s".into(),
+        batch_size: 4,
+        seed: 1,
+        source: String::new(),
+        tables: vec![table("x", 100, 8, RowType::F32, PoolingMode::Sum, "uniform"), table("y", 50, 4, RowType::F32, PoolingMode::Sum, "uniform")],
+    };
+    let plan = plan_for(&spec, 2, vec![Placement::Replicated, Placement::Owned(CoreId::new(0, 1))], vec![DataFlow::DEFAULT; 2], 2);
+    let e = engine(2, None);
+    e.deploy(&plan.assignment(&spec, 0)).unwrap();
+    (e, spec)
+}
+
+#[test]
+fn out_of_range_ids_are_a_typed_error() {
+    let (e, _) = simple();
+    let b = QueryBatch::from_bags(&[vec![vec![1], vec![], vec![99], vec![3]], vec![vec![0], vec![50], vec![], vec![]]]);
+    let err = e.lookup(Lookup::all_tables(Arc::new(b))).unwrap_err();
+    assert_eq!(err, EngineError::RowOutOfRange { table: 1, name: "y".into(), id: 50, rows: 50 });
+    // The engine still serves good requests afterwards.
+    let ok = QueryBatch::from_bags(&[vec![vec![1], vec![], vec![99], vec![3]], vec![vec![0], vec![49], vec![], vec![]]]);
+    assert!(e.lookup(Lookup::all_tables(Arc::new(ok))).is_ok());
+}
+
+#[test]
+fn unknown_tables_and_bad_layouts_are_typed_errors() {
+    let (e, _) = simple();
+    let b = Arc::new(QueryBatch::from_bags(&[vec![vec![1]]]));
+    let err = e.lookup(Lookup { batch: b.clone(), tables: Arc::from(vec![7u16]), finalize_mean: true }).unwrap_err();
+    assert_eq!(err, EngineError::UnknownTable { table: 7 });
+    let mut broken = (*b).clone();
+    broken.offsets = vec![0, 5];
+    let err = e.lookup(Lookup::all_tables(Arc::new(broken))).unwrap_err();
+    assert!(matches!(err, EngineError::BadRequest(_)), "{err:?}");
+    let err = e.lookup(Lookup { batch: b, tables: Arc::from(vec![0u16, 1]), finalize_mean: true }).unwrap_err();
+    assert!(matches!(err, EngineError::BadRequest(_)), "{err:?}");
+}
+
+#[test]
+fn ids_of_shards_held_elsewhere_are_refused() {
+    let spec = ModelSpec {
+        name: "s".into(),
+        batch_size: 2,
+        seed: 1,
+        source: String::new(),
+        tables: vec![table("x", 100, 8, RowType::F32, PoolingMode::Sum, "uniform")],
+    };
+    // Worker 0 holds rows 0..40; rows 40..100 live on worker 1.
+    let mut plan = plan_for(&spec, 1, vec![Placement::RowRange { bounds: vec![0, 40, 100], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] }], vec![DataFlow::DEFAULT], 1);
+    plan.topology = Topology::uniform(2, 1, 1 << 30);
+    let e = engine(1, None);
+    e.deploy(&plan.assignment(&spec, 0)).unwrap();
+    let b = QueryBatch::from_bags(&[vec![vec![3, 39], vec![40]]]);
+    let err = e.lookup(Lookup::all_tables(Arc::new(b))).unwrap_err();
+    assert_eq!(err, EngineError::NotHeld { table: 0, name: "x".into(), id: 40 });
+}
+
+#[test]
+fn empty_batches_and_empty_bags_complete() {
+    let (e, _) = simple();
+    let b = QueryBatch { batch_size: 0, num_tables: 2, offsets: vec![0], ids: vec![] };
+    let out = e.lookup(Lookup::all_tables(Arc::new(b))).unwrap();
+    assert!(out.pooled.is_empty());
+    let b = QueryBatch::from_bags(&[vec![vec![], vec![]], vec![vec![], vec![]]]);
+    let out = e.lookup(Lookup::all_tables(Arc::new(b))).unwrap();
+    assert!(out.pooled.iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn many_concurrent_requests_all_complete_correctly() {
+    let spec = embtune_workloads::Preset::Synthetic.spec(&embtune_workloads::PresetOptions {
+        tables: Some(4), rows: Some(20_000), dim: Some(32), dist: Some(AccessDist::Zipf { s: 1.05 }), batch: Some(32),
+        ..Default::default()
+    }).unwrap();
+    let plan = plan_for(&spec, 2, vec![
+        Placement::Replicated,
+        Placement::Owned(CoreId::new(0, 0)),
+        Placement::RowRange { bounds: vec![0, 7000, 20_000], owners: vec![CoreId::new(0, 1), CoreId::new(0, 0)] },
+        Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] },
+    ], vec![DataFlow::DEFAULT, DataFlow::HotCache { hot_rows: 500, prefetch: 16 }, DataFlow::Blocked { block_rows: 256 }, DataFlow::DEFAULT], 8);
+    let e = Arc::new(engine(2, None));
+    e.deploy(&plan.assignment(&spec, 0)).unwrap();
+    let g = BatchGenerator::new(&spec).unwrap();
+    let batches: Vec<Arc<QueryBatch>> = (0..40).map(|i| Arc::new(g.batch(i))).collect();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for (i, b) in batches.iter().enumerate() {
+        let tx = tx.clone();
+        e.submit(Lookup::all_tables(b.clone()), Box::new(move |r| tx.send((i, r)).unwrap()));
+    }
+    let reference = Reference::new(&spec, &[RowType::F32; 4]);
+    for _ in 0..batches.len() {
+        let (i, r) = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        reference.pool(&batches[i], &[0, 1, 2, 3]).check(&r.unwrap().pooled).unwrap();
+    }
+    let stats = e.stats();
+    assert!(stats.iter().all(|s| s.tasks > 0), "every core worked: {stats:?}");
+}
+
+#[test]
+fn redeploying_swaps_tables_without_disturbing_requests() {
+    let (e, spec) = simple();
+    let b = Arc::new(QueryBatch::from_bags(&[vec![vec![1, 2], vec![3]], vec![vec![4], vec![]]]));
+    let before = e.lookup(Lookup::all_tables(b.clone())).unwrap().pooled;
+    let plan = plan_for(&spec, 2, vec![Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] }, Placement::Replicated],
+        vec![DataFlow::Blocked { block_rows: 4 }, DataFlow::HotCache { hot_rows: 3, prefetch: 2 }], 1);
+    e.deploy(&plan.assignment(&spec, 0)).unwrap();
+    let after = e.lookup(Lookup::all_tables(b)).unwrap().pooled;
+    // Same rows, same sums: contents depend on the seed, not on the placement.
+    for (x, y) in before.iter().zip(&after) {
+        assert!((x - y).abs() < 1e-5);
+    }
+}
+
