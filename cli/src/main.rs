@@ -1,1 +1,81 @@
-fn main() {}
+//! `embtune`: benchmark and autotune where a recommender model's embedding tables live.
+//!
+//! One binary with a subcommand per job; each subcommand's module holds its flags and its run
+//! function, and the crates below hold the logic.
+
+mod bench;
+mod compare;
+mod ui;
+mod workload;
+mod workload_cmd;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Benchmark and autotune embedding look-ups of deep recommender models.
+///
+/// Embedding look-ups (gather rows by id, sum-pool them per sample) dominate recommender
+/// inference. embtune places each table (replicated, sharded or owned by one core), picks a
+/// data flow per table (prefetching gather, cache-resident hot rows, blocked gather) and
+/// measures the result on a real engine.
+///
+/// Start with:
+///   embtune workload presets                          the datasets it knows
+///   embtune bench --preset criteo-kaggle --scale 0.1  measure the default plan on this machine
+#[derive(Parser, Debug)]
+#[command(name = "embtune", version, verbatim_doc_comment, propagate_version = true)]
+struct Cli {
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Measure look-up throughput and latency of a plan on this machine's engine.
+    ///
+    /// Example: embtune bench --preset synthetic --tables 4 --rows 1000000 --dim 64
+    ///            --pooling 20 --dist hotset:0.99:0.001 --flows auto --verify
+    Bench(bench::BenchArgs),
+    /// Compare plans on one workload in alternating rounds: medians and ratios.
+    ///
+    /// Example: embtune compare --preset synthetic --tables 1 --rows 4000000 --dim 64
+    ///            --dist hotset:0.99:0.001 --cores 1 --variants round-robin:direct,round-robin:auto
+    Compare(compare::CompareArgs),
+    /// Measure this machine's random-gather ceiling beside the engine's direct flow.
+    Limit(compare::LimitArgs),
+    /// Inspect workloads: presets, specs and access skew.
+    #[command(subcommand)]
+    Workload(workload_cmd::WorkloadCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Err(e) = run(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Bench(a) => bench::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Limit(a) => compare::limit(a),
+        Command::Workload(c) => workload_cmd::run(c),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -2,10 +2,12 @@
 //!
 //! - [`plan`]: the placement plan (where each table lives, which data flow reads it) that the
 //!   tuner makes, the coordinator deploys and routes by, and the worker executes.
+//! - [`report`]: benchmark reports, the stable JSON of `embtune bench`.
 //!
 //! Pure data and pure functions: no I/O here, so every rule about plans is tested fast.
 
 pub mod plan;
+pub mod report;
 
 pub use plan::{CoreId, DataFlow, Knobs, LocalLayout, LocalShard, LocalTable, Placement, Plan, ShardRows, TablePlan, Topology, WorkerAssignment, WorkerShape};
 

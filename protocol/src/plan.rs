@@ -432,6 +432,20 @@ pub struct WorkerAssignment {
     pub knobs: Knobs,
 }
 
+impl WorkerAssignment {
+    /// Gives every hot-cache table its hot row list: `hottest(table, n)` returns the `n` most
+    /// frequent row ids of a table. Each shard keeps the hottest of its own rows, so a table of
+    /// `k` shards asks for `k` times its per-shard budget.
+    pub fn fill_hot_ids(&mut self, plan: &Plan, hottest: impl Fn(usize, usize) -> Vec<u32>) {
+        for t in &mut self.tables {
+            if let DataFlow::HotCache { hot_rows, .. } = t.flow {
+                let shards = plan.tables[t.table as usize].placement.shards().max(1);
+                t.hot_ids = hottest(t.table as usize, hot_rows as usize * shards);
+            }
+        }
+    }
+}
+
 /// One table (or some of its shards) on a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LocalTable {

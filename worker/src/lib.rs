@@ -3,7 +3,15 @@
 //! - [`engine`]: the multi-core look-up engine: tables in aligned, huge-page-backed buffers,
 //!   one pinned thread per core, per-table data flows (prefetching gather, cache-resident hot
 //!   rows, blocked gather) over f32/f16/int8 rows, SIMD kernels chosen at run time.
+//! - [`bench`]: the in-process closed-loop benchmark behind `embtune bench`.
+//! - [`compare`]: several plans measured in alternating rounds (`embtune compare`).
+//! - [`limit`]: this machine's gather ceiling measured beside the engine, in one run.
+//! - [`machine`]: cache sizes, memory and CPUs of this node.
 
+pub mod bench;
+pub mod compare;
 pub mod engine;
+pub mod limit;
+pub mod machine;
 
 pub use engine::{CoreStats, DeployReport, Engine, EngineConfig, EngineError, Lookup, LookupOutput};

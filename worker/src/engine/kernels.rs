@@ -82,8 +82,10 @@ impl Resolved {
     pub const SKIP: Resolved = Resolved { row: std::ptr::null(), prefetch: false };
 }
 
-/// A data flow's policy for turning ids into rows.
-pub trait Resolver {
+/// A data flow's policy for turning ids into rows. Resolvers are small `Copy` values passed by
+/// value, so their fields live in registers inside the kernel's loop instead of being reloaded
+/// through a pointer after every store.
+pub trait Resolver: Copy {
     fn resolve(&self, id: u32) -> Resolved;
 }
 
@@ -104,20 +106,16 @@ pub struct RowShape {
     pub dim: usize,
 }
 
-impl RowShape {
-    fn lines(&self) -> usize {
-        self.row_type.row_bytes(self.dim as u32).div_ceil(64)
-    }
-}
-
 /// Pools every bag of `run` into its output (overwriting it), reading rows through `r`.
 ///
 /// # Safety
 /// Every pointer the resolver returns must point at a full row of `shape`, and `run.out` must
 /// have room for `bags * out_stride` floats, of which this call writes `dim` per bag.
-pub unsafe fn pool<R: Resolver>(isa: Isa, shape: RowShape, run: BagRun<'_>, r: &R, prefetch: usize) {
+pub unsafe fn pool<R: Resolver>(isa: Isa, shape: RowShape, run: BagRun<'_>, r: R, prefetch: usize) {
     let pf = prefetch.min(MAX_PREFETCH);
-    let lines = shape.lines().min(8);
+    // Without a prefetch distance nothing is prefetched at all: prefetching the row being
+    // added this very moment only costs load slots.
+    let lines = if pf == 0 { 0 } else { prefetch_lines(shape) };
     let mut col = 0;
     while col < shape.dim.max(1) {
         let width = (shape.dim - col).min(COL_BLOCK);
@@ -145,7 +143,7 @@ pub unsafe fn pool<R: Resolver>(isa: Isa, shape: RowShape, run: BagRun<'_>, r: &
 /// As for [`pool`]; every `bags[i]` must index an output row.
 pub unsafe fn scatter_add(isa: Isa, shape: RowShape, rows: &[*const u8], bags: &[u32], out: *mut f32, out_stride: usize, prefetch: usize) {
     let pf = prefetch.min(MAX_PREFETCH);
-    let lines = shape.lines().min(8);
+    let lines = if pf == 0 { 0 } else { prefetch_lines(shape) };
     let mut col = 0;
     while col < shape.dim {
         let width = (shape.dim - col).min(COL_BLOCK);
@@ -161,17 +159,37 @@ pub unsafe fn scatter_add(isa: Isa, shape: RowShape, rows: &[*const u8], bags: &
     }
 }
 
+/// Cache lines to prefetch per row: the row's lines, plus one when rows are not line-aligned
+/// (a row then straddles one more line), at most 8 (the hardware's next-line prefetcher covers
+/// longer rows).
+fn prefetch_lines(shape: RowShape) -> usize {
+    let bytes = shape.row_type.row_bytes(shape.dim as u32);
+    let lines = bytes.div_ceil(64) + usize::from(bytes % 64 != 0);
+    lines.min(8)
+}
+
+/// Prefetches `lines` lines from `p`. The count is the same for every row of a call, so the
+/// match is a perfectly predicted jump, not a loop.
 #[inline(always)]
 fn prefetch_row(p: *const u8, lines: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // Prefetch from the line holding the row's first byte: rows of odd sizes straddle lines.
-        let start = (p as usize & !63) as *const i8;
-        let extra = ((p as usize & 63) != 0) as usize;
-        for l in 0..(lines + extra).min(8) {
-            // SAFETY: prefetch never faults, even past the mapping.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(l * 64)) };
+        let s = p as *const i8;
+        // SAFETY: prefetch never faults, even past the mapping.
+        unsafe {
+            macro_rules! pf { ($($l:literal)*) => {{ $(_mm_prefetch::<_MM_HINT_T0>(s.wrapping_add($l * 64));)* }} }
+            match lines {
+                0 => {}
+                1 => pf!(0),
+                2 => pf!(0 1),
+                3 => pf!(0 1 2),
+                4 => pf!(0 1 2 3),
+                5 => pf!(0 1 2 3 4),
+                6 => pf!(0 1 2 3 4 5),
+                7 => pf!(0 1 2 3 4 5 6),
+                _ => pf!(0 1 2 3 4 5 6 7),
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -180,30 +198,16 @@ fn prefetch_row(p: *const u8, lines: usize) {
     }
 }
 
-/// The software pipeline shared by every ISA: resolve `pf` ids ahead into a ring and prefetch
-/// them, so that by the time a row is added its lines have arrived.
-struct Ring {
-    slots: [*const u8; MAX_PREFETCH + 1],
-}
-
-impl Ring {
-    #[inline(always)]
-    fn new() -> Ring {
-        Ring { slots: [std::ptr::null(); MAX_PREFETCH + 1] }
-    }
-
-    #[inline(always)]
-    fn put<R: Resolver>(&mut self, k: usize, id: u32, r: &R, lines: usize) {
+/// Resolves `ids` into `out`, prefetching the rows that are worth it. Phase A of [`drive`]: a
+/// tight scalar loop that holds only the resolver in registers.
+#[inline(always)]
+fn resolve_chunk<R: Resolver>(ids: &[u32], r: R, lines: usize, out: &mut [*const u8; CHUNK]) {
+    for (slot, &id) in out.iter_mut().zip(ids) {
         let res = r.resolve(id);
-        if res.prefetch {
+        if res.prefetch && lines > 0 {
             prefetch_row(res.row, lines);
         }
-        self.slots[k & MAX_PREFETCH] = res.row;
-    }
-
-    #[inline(always)]
-    fn get(&self, k: usize) -> *const u8 {
-        self.slots[k & MAX_PREFETCH]
+        *slot = res.row;
     }
 }
 
@@ -218,43 +222,78 @@ enum Step {
     Flush(usize),
 }
 
-/// Drives one pass over a run, with the prefetch pipeline around it, and hands every step to
-/// `f`. Each ISA passes one closure that owns its vector accumulators; `inline(always)` puts
-/// the loop into the ISA's target-feature function, where the match on the step folds away.
+/// Ids resolved per step of the pipeline: small, so that prefetches go out in short bursts
+/// (a burst of 16 rows' worth of lines overran the core's miss buffers and cost about 5% of
+/// the gather ceiling), and the prefetch distance is a whole number of chunks ahead.
+const CHUNK: usize = 8;
+
+/// Chunks the resolve stage can run ahead: with [`CHUNK`], a prefetch distance up to 64 ids.
+const DEPTH: usize = (MAX_PREFETCH + 1) / CHUNK;
+
+/// Drives one pass over a run as a two-stage software pipeline over chunks of [`CHUNK`] ids:
+/// while chunk `c` is added up (phase B, the ISA's closure `f` with its vector accumulators),
+/// chunks up to `c + pf / CHUNK` have already been resolved and their rows prefetched (phase
+/// A). Splitting the phases keeps each loop's live values within the register file; one fused
+/// loop spilled the resolver and the bag bookkeeping to the stack on every id. `inline(always)`
+/// puts the loops into the ISA's target-feature function, where the match on the step folds
+/// away.
 #[inline(always)]
-unsafe fn drive<R: Resolver>(run: BagRun<'_>, r: &R, pf: usize, lines: usize, mut f: impl FnMut(Step)) {
+unsafe fn drive<R: Resolver>(run: BagRun<'_>, r: R, pf: usize, lines: usize, mut f: impl FnMut(Step)) {
     let bags = run.offsets.len().saturating_sub(1);
     if bags == 0 {
         return;
     }
     let base = run.offsets[0] as usize;
-    let end = run.offsets[bags] as usize;
-    let n = end - base;
-    let ids = &run.ids[base..end];
-    let mut ring = Ring::new();
-    // Prime the pipeline with the first `pf` ids.
-    for (k, &id) in ids.iter().enumerate().take(pf) {
-        ring.put(k, id, r, lines);
+    let n = run.offsets[bags] as usize - base;
+    let ids = &run.ids[base..base + n];
+    let off = |b: usize| run.offsets[b] as usize - base;
+    // How many chunks phase A runs ahead of phase B (at least the chunk being added).
+    let ahead = pf.div_ceil(CHUNK).clamp(1, DEPTH - 1);
+    let chunks = n.div_ceil(CHUNK);
+    let mut ring = [[std::ptr::null::<u8>(); CHUNK]; DEPTH];
+    let chunk_ids = |c: usize| &ids[c * CHUNK..((c + 1) * CHUNK).min(n)];
+    for c in 0..ahead.min(chunks) {
+        resolve_chunk(chunk_ids(c), r, lines, &mut ring[c % DEPTH]);
     }
-    let mut k = 0usize;
-    for b in 0..bags {
+
+    // Bag `b` is open and ends at position `bag_end`; bags that are empty close at once.
+    let mut b = 0usize;
+    let mut bag_end = off(1);
+    f(Step::Start);
+    while bag_end == 0 {
+        f(Step::Flush(b));
+        b += 1;
+        if b == bags {
+            return;
+        }
+        bag_end = off(b + 1);
         f(Step::Start);
-        let len = (run.offsets[b + 1] - run.offsets[b]) as usize;
-        for _ in 0..len {
-            // With a prefetch distance, resolve the id `pf` ahead; without, resolve this one
-            // (its prefetch is then pointless but harmless).
-            let ahead = k + pf;
-            if ahead < n {
-                // SAFETY: ahead < n = ids.len().
-                ring.put(ahead, unsafe { *ids.get_unchecked(ahead) }, r, lines);
-            }
-            let row = ring.get(k);
+    }
+    for c in 0..chunks {
+        if c + ahead < chunks {
+            resolve_chunk(chunk_ids(c + ahead), r, lines, &mut ring[(c + ahead) % DEPTH]);
+        }
+        let k = c * CHUNK;
+        let end = (k + CHUNK).min(n);
+        for (j, &row) in (k..end).zip(ring[c % DEPTH].iter()) {
             if !row.is_null() {
                 f(Step::Add(row));
             }
-            k += 1;
+            if j + 1 == bag_end {
+                loop {
+                    f(Step::Flush(b));
+                    b += 1;
+                    if b == bags {
+                        return;
+                    }
+                    bag_end = off(b + 1);
+                    f(Step::Start);
+                    if bag_end != j + 1 {
+                        break;
+                    }
+                }
+            }
         }
-        f(Step::Flush(b));
     }
 }
 
@@ -264,7 +303,7 @@ mod portable {
     /// Portable kernel: plain loops over a column block that the compiler vectorises for the
     /// baseline target (SSE2 on x86-64, NEON on aarch64).
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn pool<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: &R, pf: usize, lines: usize) {
+    pub(super) unsafe fn pool<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
         let mut acc = [0f32; COL_BLOCK];
         let mut bias = 0f32;
         let dim = shape.dim;
@@ -350,7 +389,7 @@ mod x86 {
     /// array the compiler keeps in zmm registers.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-    pub(super) unsafe fn pool_avx512<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: &R, pf: usize, lines: usize) {
+    pub(super) unsafe fn pool_avx512<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
         macro_rules! go { ($($v:literal)*) => { match width.div_ceil(16) {
             $($v => unsafe { pool512::<R, $v>(shape, col, width, run, r, pf, lines) },)*
             _ => unreachable!(),
@@ -358,10 +397,11 @@ mod x86 {
         go!(1 2 3 4 5 6 7 8)
     }
 
+    /// One width's loop, kept out of line so that each width gets the whole register file.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(never)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-    unsafe fn pool512<R: Resolver, const V: usize>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: &R, pf: usize, lines: usize) {
+    unsafe fn pool512<R: Resolver, const V: usize>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
         let tail = width - 16 * (V - 1);
         let mask: __mmask16 = if tail >= 16 { 0xffff } else { (1u16 << tail) - 1 };
         let mut acc = [_mm512_setzero_ps(); V];
@@ -466,7 +506,7 @@ mod x86 {
     /// blocks are split in halves by the caller's loop below.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn pool_avx2<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: &R, pf: usize, lines: usize) {
+    pub(super) unsafe fn pool_avx2<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
         let mut c = col;
         let end = col + width;
         while c < end {
@@ -483,9 +523,9 @@ mod x86 {
 
     /// `V` full 8-lane vectors plus a scalar tail of `width - 8V` columns.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(never)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn pool256<R: Resolver, const V: usize>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: &R, pf: usize, lines: usize) {
+    unsafe fn pool256<R: Resolver, const V: usize>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
         let tail = width - 8 * V;
         let mut acc = [_mm256_setzero_ps(); V];
         let mut tacc = [0f32; 8];
@@ -555,6 +595,7 @@ mod x86 {
 mod tests {
     use super::*;
 
+    #[derive(Clone, Copy)]
     struct Plain<'a> {
         rows: &'a [u8],
         stride: usize,
@@ -586,7 +627,7 @@ mod tests {
                             let mut out = vec![f32::NAN; 5 * (dim + 3)];
                             let r = Plain { rows: bytes, stride: store.stride, skip_odd };
                             let run = BagRun { offsets: &offsets, ids: &ids, out: out.as_mut_ptr(), out_stride: dim + 3 };
-                            unsafe { pool(isa, RowShape { row_type: rt, dim }, run, &r, pf) };
+                            unsafe { pool(isa, RowShape { row_type: rt, dim }, run, r, pf) };
                             let mut dec = vec![0f64; dim];
                             for b in 0..5 {
                                 let mut want = vec![0f64; dim];

@@ -164,6 +164,8 @@ struct Stats {
 
 struct Shared {
     isa: Isa,
+    /// This machine's per-core L2, for data-flow decisions made at deployment.
+    l2_bytes: u64,
     cpus: Vec<usize>,
     huge_pages: bool,
     deployment: RwLock<Arc<Deployment>>,
@@ -188,6 +190,7 @@ impl Engine {
         let n = config.cpus.len();
         let shared = Arc::new(Shared {
             isa: config.isa.unwrap_or_else(Isa::detect),
+            l2_bytes: crate::machine::MachineInfo::detect().l2_bytes,
             cpus: config.cpus.clone(),
             huge_pages: config.huge_pages,
             deployment: RwLock::new(Arc::new(Deployment { tables: Vec::new(), knobs: Knobs::default() })),
@@ -241,7 +244,6 @@ impl Engine {
             dim: usize,
             mode: PoolingMode,
             seed: u64,
-            row_type: RowType,
             flow: DataFlow,
             hot_ids: Vec<u32>,
             replicated: bool,
@@ -258,7 +260,6 @@ impl Engine {
                 dim: t.spec.dim as usize,
                 mode: t.spec.mode,
                 seed: t.content_seed,
-                row_type: t.row_type,
                 flow: t.flow,
                 hot_ids: t.hot_ids.clone(),
                 replicated: matches!(t.layout, LocalLayout::Replicated),
@@ -336,8 +337,7 @@ impl Engine {
             for (core, rows, store) in p.pieces {
                 let hot = match p.flow {
                     DataFlow::HotCache { hot_rows, .. } => {
-                        let ids = &p.hot_ids[..p.hot_ids.len().min(hot_rows as usize)];
-                        let h = HotCache::build(&store, &rows, ids, huge)
+                        let h = HotCache::build(&store, &rows, &p.hot_ids, hot_rows as usize, huge, self.shared.l2_bytes)
                             .map_err(|e| EngineError::Deploy(format!("table `{}`: hot cache: {e}", p.name)))?;
                         report.hot_rows += h.len() as u64;
                         Some(h)

@@ -48,11 +48,7 @@ fn check(spec: &ModelSpec, plan: &Plan, batches: &[QueryBatch], isa: Option<Isa>
     let mut a = plan.assignment(spec, 0);
     let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
     let profile = embtune_workloads::AccessProfile::from_batches(&rows, batches);
-    for t in &mut a.tables {
-        if let DataFlow::HotCache { hot_rows, .. } = t.flow {
-            t.hot_ids = profile.tables[t.table as usize].hottest(hot_rows as usize);
-        }
-    }
+    a.fill_hot_ids(plan, |t, n| profile.tables[t].hottest(n));
     e.deploy(&a).unwrap();
     let reference = Reference::new(spec, &plan.tables.iter().map(|t| t.row_type).collect::<Vec<_>>());
     for b in batches {

@@ -1,0 +1,214 @@
+//! `embtune bench`: measure look-up throughput and latency of a plan.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use embtune_protocol::report::BenchReport;
+use embtune_protocol::{Plan, Topology};
+use embtune_tuner::{BaselineOptions, CacheSizes, FlowChoice, Strategy};
+use embtune_worker::bench::{LocalBench, Progress};
+use embtune_worker::machine::{MachineInfo, parse_cpu_list};
+use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec, QueryBatch, TableProfile};
+
+use crate::ui;
+use crate::workload::WorkloadArgs;
+
+/// Where batches for profiling come from: far from the benchmark's own batch indices, so hot
+/// rows are learned from traffic the benchmark does not replay.
+pub const PROFILE_BATCH_BASE: u64 = 1 << 40;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Engine threads, one pinned per core (default: every CPU of this machine).
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// CPUs to pin the engine threads to, e.g. 0-3,8 (default: 0..N).
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+    /// A plan exported by `embtune plan export` or `embtune results best`.
+    #[arg(long, value_name = "FILE", conflicts_with = "strategy")]
+    pub plan: Option<PathBuf>,
+    /// How to place tables: auto (replicate small, shard large, flows by rule), round-robin,
+    /// all-replicate, all-shard, size-threshold (alias replicate-small), greedy-cost.
+    #[arg(long, value_name = "S")]
+    pub strategy: Option<String>,
+    /// Data flow per table: auto (by skew and size), direct, hot, blocked, or keep (the
+    /// strategy's own: direct for the baselines).
+    #[arg(long, value_name = "F")]
+    pub flows: Option<String>,
+    /// Prefetch distance in rows for direct and hot-cache flows.
+    #[arg(long, value_name = "ROWS")]
+    pub prefetch: Option<u16>,
+    /// Seconds to measure (after the warm-up).
+    #[arg(long, default_value_t = 5.0, value_name = "S")]
+    pub duration: f64,
+    /// Seconds of warm-up, excluded from the figures.
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    pub warmup: f64,
+    /// Batches kept in flight (closed loop; default cores + 1).
+    #[arg(long, value_name = "Q")]
+    pub concurrency: Option<usize>,
+    /// Check every pooled result of a sample of batches against the naive f64 reference.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not ask the kernel for transparent huge pages.
+    #[arg(long)]
+    pub no_huge_pages: bool,
+}
+
+/// The local machine's caches in the planner's terms.
+pub fn cache_sizes(m: &MachineInfo) -> CacheSizes {
+    CacheSizes { l2_bytes: m.l2_bytes, llc_bytes: m.llc_bytes, llc_cores: m.llc_cpus }
+}
+
+/// Access profiles of every table, counted over profiling batches (about four million ids).
+pub fn profile(generator: &BatchGenerator) -> AccessProfile {
+    let spec = generator.spec();
+    let per_batch = (spec.mean_lookups_per_sample() * spec.batch_size as f64).max(1.0);
+    let n = ((4e6 / per_batch).ceil() as usize).clamp(1, 64);
+    let batches = generator.pool(PROFILE_BATCH_BASE, n);
+    let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
+    AccessProfile::from_batches(&rows, &batches)
+}
+
+/// Batches a benchmark rotates through, generated in parallel before timing.
+pub fn batch_pool(generator: &BatchGenerator, llc: u64) -> Vec<Arc<QueryBatch>> {
+    let n = generator.pool_size_for(llc, 1 << 30);
+    generator.pool(0, n).into_iter().map(Arc::new).collect()
+}
+
+/// A plan from `--plan`, `--strategy` and `--flows`, for `topo`.
+pub fn resolve_plan(
+    spec: &ModelSpec,
+    topo: &Topology,
+    plan_file: Option<&PathBuf>,
+    strategy: Option<&str>,
+    flows: Option<&str>,
+    prefetch: Option<u16>,
+    profiles: &[TableProfile],
+    cache: &CacheSizes,
+) -> Result<Plan> {
+    let mut plan = if let Some(path) = plan_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading plan {}", path.display()))?;
+        let plan: Plan = serde_json::from_str(&text).with_context(|| format!("{} is not an embtune plan (JSON)", path.display()))?;
+        if plan.spec_digest != spec.digest() {
+            bail!("{} was made for another model (spec digest {:#x}, this one {:#x}): use the same preset, scale and flags it was tuned with",
+                path.display(), plan.spec_digest, spec.digest());
+        }
+        plan
+    } else {
+        match strategy.unwrap_or("auto") {
+            "auto" => embtune_tuner::default_plan(spec, topo, profiles, cache)?,
+            s => s.parse::<Strategy>().map_err(anyhow::Error::msg)?.plan(spec, topo, &BaselineOptions::default())?,
+        }
+    };
+    let choice = match flows {
+        Some(f) => f.parse::<FlowChoice>().map_err(anyhow::Error::msg)?,
+        None => FlowChoice::Keep,
+    };
+    embtune_tuner::set_flows(&mut plan, spec, profiles, cache, choice, prefetch);
+    plan.validate(spec)?;
+    Ok(plan)
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let spec = args.workload.spec()?;
+    let machine = MachineInfo::detect();
+    let cpus = match (&args.cpus, args.cores) {
+        (Some(list), _) => parse_cpu_list(list).map_err(anyhow::Error::msg)?,
+        (None, Some(n)) => (0..n).map(|c| c % machine.cpus).collect(),
+        (None, None) => (0..machine.cpus).collect(),
+    };
+    if cpus.is_empty() {
+        bail!("--cores must be at least 1");
+    }
+    let cache = cache_sizes(&machine);
+    let memory = (machine.mem_available as f64 * 0.85) as u64;
+    let topo = Topology::uniform(1, cpus.len() as u16, memory);
+    if spec.total_bytes() > memory {
+        bail!("the model `{}` needs {} of tables but {} is available: pass --scale {:.3} or smaller",
+            spec.name, ui::bytes(spec.total_bytes()), ui::bytes(memory), memory as f64 / spec.total_bytes() as f64 * 0.9);
+    }
+    let quiet = args.json;
+    let sp = ui::spinner("generating batches and access profiles", quiet);
+    let generator = BatchGenerator::new(&spec)?;
+    let profile = profile(&generator);
+    let pool = batch_pool(&generator, machine.llc_bytes);
+    sp.finish_and_clear();
+    let plan = resolve_plan(&spec, &topo, args.plan.as_ref(), args.strategy.as_deref(), args.flows.as_deref(), args.prefetch, &profile.tables, &cache)?;
+    let hot_profile = profile.clone();
+    let bar = ui::bar(1000, quiet);
+    let duration = Duration::from_secs_f64(args.duration.max(0.05));
+    let report = embtune_worker::bench::run(
+        LocalBench {
+            spec: spec.clone(),
+            plan: plan.clone(),
+            cpus: cpus.clone(),
+            duration,
+            warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
+            concurrency: args.concurrency.unwrap_or(cpus.len() + 1),
+            pool,
+            hot: Box::new(move |t, n| hot_profile.tables[t].hottest(n)),
+            verify: if args.verify { 8 } else { 0 },
+            huge_pages: !args.no_huge_pages,
+        },
+        &|p| match p {
+            Progress::Deploying => bar.set_prefix("deploying"),
+            Progress::Deployed { seconds, bytes } => bar.set_message(format!("{} in {seconds:.1}s", ui::bytes(bytes))),
+            Progress::WarmingUp => bar.set_prefix("warm-up"),
+            Progress::Measuring { fraction, lookups_per_s } => {
+                bar.set_prefix("measuring");
+                bar.set_position((fraction * 1000.0) as u64);
+                bar.set_message(format!("{} look-ups/s", ui::si(lookups_per_s)));
+            }
+            Progress::Verifying { done, of } => {
+                bar.set_prefix("verifying");
+                bar.set_message(format!("batch {done}/{of}"));
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report, &spec);
+    }
+    if report.verified == Some(false) {
+        bail!("verification failed: the engine's results differ from the reference (see the log above)");
+    }
+    Ok(())
+}
+
+/// The human form of a report.
+pub fn print_report(r: &BenchReport, spec: &ModelSpec) {
+    println!("model   {} ({} tables, batch {}, {} of rows)", r.model, spec.tables.len(), r.batch_size, ui::bytes(spec.total_bytes()));
+    println!("plan    {}", r.plan);
+    println!("engine  {} worker(s), {} cores, {} kernels, concurrency {}", r.workers, r.cores, r.isa, r.concurrency);
+    if let Some(h) = &r.huge_pages {
+        println!("pages   huge pages on {} of {} eligible (THP mode {})", ui::bytes(h.granted_bytes), ui::bytes(h.eligible_bytes), h.thp_mode);
+    }
+    let mut t = ui::table(&["look-ups/s", "GB/s rows", "samples/s", "batches", "p50", "p95", "p99", "p99.9", "errors"]);
+    t.add_row(vec![ui::si(r.lookups_per_s), format!("{:.2}", r.gbytes_per_s), ui::si(r.samples_per_s), r.batches.to_string(),
+        ui::us(r.p50_us), ui::us(r.p95_us), ui::us(r.p99_us), ui::us(r.p999_us), r.errors.to_string()]);
+    println!("{t}");
+    let mut c = ui::table(&["worker", "core", "cpu", "busy", "tasks", "look-ups"]);
+    for l in &r.per_core {
+        c.add_row(vec![l.worker.to_string(), l.core.to_string(), l.cpu.to_string(), format!("{:.0}%", l.busy * 100.0), l.tasks.to_string(), ui::si(l.lookups as f64)]);
+    }
+    println!("{c}");
+    if let Some(f) = r.network_fraction {
+        println!("network and coordinator: {:.0}% of request time", f * 100.0);
+    }
+    if let Some(v) = r.verified {
+        println!("verified: {} ({} batches checked against the f64 reference)", if v { "yes" } else { "NO" }, r.verified_batches.unwrap_or(0));
+    }
+}

@@ -1,0 +1,146 @@
+//! `embtune workload`: inspect workloads before running them.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use embtune_workloads::dist::analytic_top_share;
+use embtune_workloads::profile::TOP_FRACTIONS;
+use embtune_workloads::trace::Empirical;
+use embtune_workloads::{AccessProfile, BatchGenerator, Preset, TableProfile};
+
+use crate::ui;
+use crate::workload::WorkloadArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum WorkloadCmd {
+    /// List the dataset presets.
+    Presets,
+    /// Print a workload's model spec (TOML, or JSON with --json): a starting point for --model.
+    Show {
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-table skew: distinct ids and the share of look-ups on the top 0.1%, 1% and 10% of
+    /// rows, measured over generated batches (or a whole trace with --trace).
+    Profile(ProfileArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Profile a trace file (one id a line) instead of a model.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["preset", "model"])]
+    pub trace: Option<PathBuf>,
+    /// Rows of the table the trace indexes (default: the largest id + 1).
+    #[arg(long, value_name = "N", requires = "trace")]
+    pub trace_rows: Option<u64>,
+    /// Batches to generate and count.
+    #[arg(long, default_value_t = 8)]
+    pub batches: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    table: String,
+    rows: u64,
+    dist: String,
+    lookups: u64,
+    unique: usize,
+    distinct_per_batch: Option<f64>,
+    top_0_1pct: f64,
+    top_1pct: f64,
+    top_10pct: f64,
+    /// The distribution's own shares, where it has a closed form.
+    expected: Option<[f64; 3]>,
+}
+
+pub fn run(cmd: WorkloadCmd) -> Result<()> {
+    match cmd {
+        WorkloadCmd::Presets => {
+            let mut t = ui::table(&["preset", "tables", "rows", "bytes (f32)", "about"]);
+            for p in Preset::ALL {
+                let s = p.spec(&Default::default())?;
+                t.add_row(vec![p.name().to_string(), s.tables.len().to_string(), ui::si(s.tables.iter().map(|t| t.rows as f64).sum()),
+                    ui::bytes(s.total_bytes()), p.about().to_string()]);
+            }
+            println!("{t}");
+            println!("Shrink a preset to fit with --scale X; e.g. `embtune bench --preset criteo-kaggle --scale 0.1`.");
+        }
+        WorkloadCmd::Show { workload, json } => {
+            let spec = workload.spec()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&spec)?);
+            } else {
+                print!("{}", toml::to_string(&spec)?);
+            }
+        }
+        WorkloadCmd::Profile(a) => profile(a)?,
+    }
+    Ok(())
+}
+
+fn profile(a: ProfileArgs) -> Result<()> {
+    let rows_out: Vec<Row> = if let Some(path) = &a.trace {
+        let e = Empirical::from_trace_file(path)?;
+        let rows = a.trace_rows.unwrap_or_else(|| e.id_space());
+        let p = AccessProfile::from_empirical(&e, rows);
+        vec![row(path.display().to_string(), "trace".into(), &p, None, None)]
+    } else {
+        let spec = a.workload.spec()?;
+        let generator = BatchGenerator::new(&spec)?;
+        let sp = ui::spinner("generating batches", a.json);
+        let batches = generator.pool(0, a.batches.max(1));
+        sp.finish_and_clear();
+        let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
+        let p = AccessProfile::from_batches(&rows, &batches);
+        spec.tables.iter().zip(&p.tables).zip(&p.distinct_per_batch)
+            .map(|((t, tp), d)| {
+                let expected = TOP_FRACTIONS.map(|f| analytic_top_share(&t.dist, t.rows, ((t.rows as f64 * f).ceil() as u64).max(1)));
+                let expected = expected.iter().all(Option::is_some).then(|| expected.map(Option::unwrap));
+                row(t.name.clone(), t.dist.label(), tp, Some(*d), expected)
+            })
+            .collect()
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows_out)?);
+        return Ok(());
+    }
+    let mut t = ui::table(&["table", "rows", "dist", "look-ups", "unique", "distinct/batch", "top 0.1%", "top 1%", "top 10%", "expected (0.1/1/10%)"]);
+    for r in &rows_out {
+        t.add_row(vec![
+            r.table.clone(), ui::si(r.rows as f64), r.dist.clone(), ui::si(r.lookups as f64), ui::si(r.unique as f64),
+            r.distinct_per_batch.map_or("-".into(), |d| format!("{:.0}", d)),
+            pct(r.top_0_1pct), pct(r.top_1pct), pct(r.top_10pct),
+            r.expected.map_or("-".into(), |e| format!("{} / {} / {}", pct(e[0]), pct(e[1]), pct(e[2]))),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+fn row(table: String, dist: String, p: &TableProfile, distinct: Option<f64>, expected: Option<[f64; 3]>) -> Row {
+    Row {
+        table,
+        rows: p.rows,
+        dist,
+        lookups: p.lookups,
+        unique: p.unique(),
+        distinct_per_batch: distinct,
+        top_0_1pct: p.top_share(TOP_FRACTIONS[0]),
+        top_1pct: p.top_share(TOP_FRACTIONS[1]),
+        top_10pct: p.top_share(TOP_FRACTIONS[2]),
+        expected,
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}

@@ -1,0 +1,225 @@
+//! Named placement strategies: the baselines a tuned plan is measured against, and the
+//! starting points of the search.
+//!
+//! Each strategy is a pure function from a spec and a topology to a [`Plan`], usable wherever
+//! a plan is (`embtune bench --strategy`, `embtune tune` baselines, the search's seed).
+
+use std::fmt;
+use std::str::FromStr;
+
+use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, PlanError, TablePlan, Topology};
+use embtune_workloads::{ModelSpec, TableSpec};
+
+/// A named way to place tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Whole tables dealt to cores in turn, as a compiler's default mapping would.
+    RoundRobin,
+    /// Every table on every worker, its bags spread over all cores.
+    AllReplicate,
+    /// Every table split by rows evenly over every core of the cluster.
+    AllShard,
+    /// The asymmetric data-flow paper's rule: replicate tables under a size threshold, shard the
+    /// rest evenly over every core.
+    SizeThreshold,
+    /// TorchRec's planner in miniature: whole tables placed largest bytes-moved cost first onto
+    /// the least-loaded core.
+    GreedyCost,
+}
+
+impl Strategy {
+    pub const BASELINES: [Strategy; 5] =
+        [Strategy::RoundRobin, Strategy::AllReplicate, Strategy::AllShard, Strategy::SizeThreshold, Strategy::GreedyCost];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::AllReplicate => "all-replicate",
+            Strategy::AllShard => "all-shard",
+            Strategy::SizeThreshold => "size-threshold",
+            Strategy::GreedyCost => "greedy-cost",
+        }
+    }
+
+    /// Makes the plan. Fails with a memory error when the strategy cannot fit the model.
+    pub fn plan(self, spec: &ModelSpec, topo: &Topology, opts: &BaselineOptions) -> Result<Plan, PlanError> {
+        let cores: Vec<CoreId> = topo.cores().collect();
+        if cores.is_empty() {
+            return Err(PlanError::Invalid("the topology has no cores".into()));
+        }
+        let placements: Vec<Placement> = match self {
+            Strategy::RoundRobin => (0..spec.tables.len()).map(|i| Placement::Owned(cores[i % cores.len()])).collect(),
+            Strategy::AllReplicate => vec![Placement::Replicated; spec.tables.len()],
+            Strategy::AllShard => spec.tables.iter().map(|t| even_rows(t, &cores)).collect(),
+            Strategy::SizeThreshold => spec.tables.iter()
+                .map(|t| if t.bytes() < opts.replicate_below { Placement::Replicated } else { even_rows(t, &cores) })
+                .collect(),
+            Strategy::GreedyCost => greedy_cost(spec, topo, &cores),
+        };
+        let plan = Plan {
+            strategy: self.name().to_string(),
+            spec_digest: spec.digest(),
+            topology: topo.clone(),
+            tables: spec.tables.iter().zip(placements)
+                .map(|(t, placement)| TablePlan { name: t.name.clone(), placement, flow: DataFlow::DEFAULT, row_type: t.row_type })
+                .collect(),
+            knobs: Knobs::default(),
+        };
+        plan.validate(spec).map_err(|e| match e {
+            PlanError::Memory(m) => PlanError::Memory(format!("{m} under {}; try all-shard, size-threshold or a smaller --scale", self.name())),
+            other => other,
+        })?;
+        Ok(plan)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "replicate-small" {
+            return Ok(Strategy::SizeThreshold);
+        }
+        Strategy::BASELINES.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Strategy::BASELINES.iter().map(|b| b.name()).collect();
+            format!("unknown strategy `{s}`; choose one of: {}, replicate-small", names.join(", "))
+        })
+    }
+}
+
+/// Knobs of the baselines.
+#[derive(Clone, Debug)]
+pub struct BaselineOptions {
+    /// `size-threshold` replicates tables smaller than this many bytes.
+    pub replicate_below: u64,
+}
+
+impl Default for BaselineOptions {
+    fn default() -> Self {
+        // A table that fits comfortably in one core's L2 is cheap to replicate and gains nothing
+        // from being split.
+        BaselineOptions { replicate_below: 1 << 20 }
+    }
+}
+
+/// Rows split into equal ranges over `cores` (fewer shards when the table has fewer rows).
+pub fn even_rows(t: &TableSpec, cores: &[CoreId]) -> Placement {
+    let k = (cores.len() as u64).min(t.rows).max(1);
+    if k == 1 {
+        return Placement::Owned(cores[0]);
+    }
+    let bounds: Vec<u64> = (0..=k).map(|i| i * t.rows / k).collect();
+    Placement::RowRange { bounds, owners: cores[..k as usize].to_vec() }
+}
+
+/// TorchRec-style: each table's cost is the bytes it moves per batch (rows gathered plus its
+/// pooled output); tables go, costliest first, whole onto the core with the least cost so far
+/// among those whose worker still has memory for it. A table no single worker can hold is
+/// split by rows across workers, as TorchRec falls back to row-wise sharding.
+fn greedy_cost(spec: &ModelSpec, topo: &Topology, cores: &[CoreId]) -> Vec<Placement> {
+    let batch = spec.batch_size as f64;
+    let cost = |t: &TableSpec| batch * (t.pooling.mean() * t.row_bytes() as f64 + 4.0 * t.dim as f64);
+    let mut order: Vec<usize> = (0..spec.tables.len()).collect();
+    order.sort_by(|&a, &b| cost(&spec.tables[b]).total_cmp(&cost(&spec.tables[a])).then(a.cmp(&b)));
+    let mut load = vec![0f64; cores.len()];
+    let mut free: Vec<u64> = topo.workers.iter().map(|w| w.memory_bytes).collect();
+    let mut out = vec![Placement::Replicated; spec.tables.len()];
+    for i in order {
+        let t = &spec.tables[i];
+        let best = (0..cores.len())
+            .filter(|&c| free[cores[c].worker as usize] >= t.bytes())
+            .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)));
+        out[i] = match best {
+            Some(c) => {
+                load[c] += cost(t);
+                free[cores[c].worker as usize] -= t.bytes();
+                Placement::Owned(cores[c])
+            }
+            None => {
+                // One shard per worker on its least-loaded core.
+                let owners: Vec<CoreId> = (0..topo.workers.len() as u16)
+                    .map(|w| {
+                        let c = (0..cores.len()).filter(|&c| cores[c].worker == w)
+                            .min_by(|&a, &b| load[a].total_cmp(&load[b])).unwrap();
+                        load[c] += cost(t) / topo.workers.len() as f64;
+                        cores[c]
+                    })
+                    .collect();
+                let k = owners.len() as u64;
+                for o in &owners {
+                    free[o.worker as usize] = free[o.worker as usize].saturating_sub(t.bytes() / k);
+                }
+                Placement::RowRange { bounds: (0..=k).map(|j| j * t.rows / k).collect(), owners }
+            }
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embtune_workloads::{Preset, PresetOptions};
+
+    fn kaggle() -> ModelSpec {
+        Preset::CriteoKaggle.spec(&PresetOptions { scale: Some(0.01), ..Default::default() }).unwrap()
+    }
+
+    #[test]
+    fn every_baseline_makes_a_valid_plan() {
+        let spec = kaggle();
+        let topo = Topology::uniform(2, 3, 8 << 30);
+        for s in Strategy::BASELINES {
+            let p = s.plan(&spec, &topo, &BaselineOptions::default()).unwrap();
+            p.validate(&spec).unwrap();
+            assert_eq!(p.strategy, s.name());
+        }
+    }
+
+    #[test]
+    fn round_robin_deals_tables_to_cores_in_turn() {
+        let p = Strategy::RoundRobin.plan(&kaggle(), &Topology::uniform(1, 4, 8 << 30), &Default::default()).unwrap();
+        assert_eq!(p.tables[0].placement, Placement::Owned(CoreId::new(0, 0)));
+        assert_eq!(p.tables[5].placement, Placement::Owned(CoreId::new(0, 1)));
+    }
+
+    #[test]
+    fn size_threshold_replicates_small_and_shards_large() {
+        let spec = kaggle();
+        let p = Strategy::SizeThreshold.plan(&spec, &Topology::uniform(1, 4, 8 << 30), &Default::default()).unwrap();
+        for (tp, ts) in p.tables.iter().zip(&spec.tables) {
+            let replicated = tp.placement == Placement::Replicated;
+            assert_eq!(replicated, ts.bytes() < 1 << 20, "{}", ts.name);
+        }
+    }
+
+    #[test]
+    fn greedy_cost_balances_cost_over_cores() {
+        let spec = Preset::Synthetic.spec(&PresetOptions { tables: Some(8), rows: Some(1000), ..Default::default() }).unwrap();
+        let p = Strategy::GreedyCost.plan(&spec, &Topology::uniform(1, 4, 8 << 30), &Default::default()).unwrap();
+        let mut per_core = std::collections::HashMap::new();
+        for t in &p.tables {
+            *per_core.entry(t.placement.owners()[0]).or_insert(0) += 1;
+        }
+        assert!(per_core.values().all(|&n| n == 2), "{per_core:?}");
+    }
+
+    #[test]
+    fn all_replicate_reports_what_to_do_when_it_does_not_fit() {
+        let spec = kaggle();
+        let err = Strategy::AllReplicate.plan(&spec, &Topology::uniform(2, 2, 1 << 20), &Default::default()).unwrap_err();
+        assert!(err.to_string().contains("all-shard"), "{err}");
+    }
+
+    #[test]
+    fn strategy_names_parse() {
+        assert_eq!("replicate-small".parse::<Strategy>().unwrap(), Strategy::SizeThreshold);
+        assert!("greedy".parse::<Strategy>().unwrap_err().contains("greedy-cost"));
+    }
+}
