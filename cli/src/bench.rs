@@ -9,7 +9,7 @@ use clap::Args;
 
 use embtune_protocol::report::BenchReport;
 use embtune_protocol::{Plan, Topology};
-use embtune_tuner::{BaselineOptions, CacheSizes, FlowChoice, Strategy};
+use embtune_tuner::{BaselineOptions, FlowChoice, MemoryCaps, Strategy};
 use embtune_worker::bench::{LocalBench, Progress};
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
 use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec, QueryBatch, TableProfile};
@@ -65,9 +65,14 @@ pub struct BenchArgs {
     pub no_huge_pages: bool,
 }
 
-/// The local machine's caches in the planner's terms.
-pub fn cache_sizes(m: &MachineInfo) -> CacheSizes {
-    CacheSizes { l2_bytes: m.l2_bytes, llc_bytes: m.llc_bytes, llc_cores: m.llc_cpus }
+/// The local machine's memory system in the planner's terms.
+pub fn memory_caps(m: &MachineInfo, huge_pages: bool) -> MemoryCaps {
+    MemoryCaps {
+        l2_bytes: m.l2_bytes,
+        llc_bytes: m.llc_bytes,
+        llc_cores: m.llc_cpus,
+        huge_pages: huge_pages && m.thp != "never",
+    }
 }
 
 /// Access profiles of every table, counted over profiling batches (about four million ids).
@@ -86,36 +91,47 @@ pub fn batch_pool(generator: &BatchGenerator, llc: u64) -> Vec<Arc<QueryBatch>> 
     generator.pool(0, n).into_iter().map(Arc::new).collect()
 }
 
-/// A plan from `--plan`, `--strategy` and `--flows`, for `topo`.
+/// What the user asked for: a plan file, or a strategy and flows.
+#[derive(Clone, Debug, Default)]
+pub struct PlanChoice<'a> {
+    pub file: Option<&'a PathBuf>,
+    pub strategy: Option<&'a str>,
+    pub flows: Option<&'a str>,
+    pub prefetch: Option<u16>,
+}
+
+/// The plan `choice` describes, for `topo`.
 pub fn resolve_plan(
     spec: &ModelSpec,
     topo: &Topology,
-    plan_file: Option<&PathBuf>,
-    strategy: Option<&str>,
-    flows: Option<&str>,
-    prefetch: Option<u16>,
+    choice: &PlanChoice<'_>,
     profiles: &[TableProfile],
-    cache: &CacheSizes,
+    caps: &MemoryCaps,
 ) -> Result<Plan> {
-    let mut plan = if let Some(path) = plan_file {
+    let mut plan = if let Some(path) = choice.file {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading plan {}", path.display()))?;
-        let plan: Plan = serde_json::from_str(&text).with_context(|| format!("{} is not an embtune plan (JSON)", path.display()))?;
+        let plan: Plan =
+            serde_json::from_str(&text).with_context(|| format!("{} is not an embtune plan (JSON)", path.display()))?;
         if plan.spec_digest != spec.digest() {
-            bail!("{} was made for another model (spec digest {:#x}, this one {:#x}): use the same preset, scale and flags it was tuned with",
-                path.display(), plan.spec_digest, spec.digest());
+            bail!(
+                "{} was made for another model (spec digest {:#x}, this one {:#x}): use the same preset, scale and flags it was tuned with",
+                path.display(),
+                plan.spec_digest,
+                spec.digest()
+            );
         }
         plan
     } else {
-        match strategy.unwrap_or("auto") {
-            "auto" => embtune_tuner::default_plan(spec, topo, profiles, cache)?,
+        match choice.strategy.unwrap_or("auto") {
+            "auto" => embtune_tuner::default_plan(spec, topo, profiles, caps)?,
             s => s.parse::<Strategy>().map_err(anyhow::Error::msg)?.plan(spec, topo, &BaselineOptions::default())?,
         }
     };
-    let choice = match flows {
+    let flows = match choice.flows {
         Some(f) => f.parse::<FlowChoice>().map_err(anyhow::Error::msg)?,
         None => FlowChoice::Keep,
     };
-    embtune_tuner::set_flows(&mut plan, spec, profiles, cache, choice, prefetch);
+    embtune_tuner::set_flows(&mut plan, spec, profiles, caps, flows, choice.prefetch);
     plan.validate(spec)?;
     Ok(plan)
 }
@@ -131,12 +147,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if cpus.is_empty() {
         bail!("--cores must be at least 1");
     }
-    let cache = cache_sizes(&machine);
+    let cache = memory_caps(&machine, !args.no_huge_pages);
     let memory = (machine.mem_available as f64 * 0.85) as u64;
     let topo = Topology::uniform(1, cpus.len() as u16, memory);
     if spec.total_bytes() > memory {
-        bail!("the model `{}` needs {} of tables but {} is available: pass --scale {:.3} or smaller",
-            spec.name, ui::bytes(spec.total_bytes()), ui::bytes(memory), memory as f64 / spec.total_bytes() as f64 * 0.9);
+        bail!(
+            "the model `{}` needs {} of tables but {} is available: pass --scale {:.3} or smaller",
+            spec.name,
+            ui::bytes(spec.total_bytes()),
+            ui::bytes(memory),
+            memory as f64 / spec.total_bytes() as f64 * 0.9
+        );
     }
     let quiet = args.json;
     let sp = ui::spinner("generating batches and access profiles", quiet);
@@ -144,7 +165,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let profile = profile(&generator);
     let pool = batch_pool(&generator, machine.llc_bytes);
     sp.finish_and_clear();
-    let plan = resolve_plan(&spec, &topo, args.plan.as_ref(), args.strategy.as_deref(), args.flows.as_deref(), args.prefetch, &profile.tables, &cache)?;
+    let choice = PlanChoice {
+        file: args.plan.as_ref(),
+        strategy: args.strategy.as_deref(),
+        flows: args.flows.as_deref(),
+        prefetch: args.prefetch,
+    };
+    let plan = resolve_plan(&spec, &topo, &choice, &profile.tables, &cache)?;
     let hot_profile = profile.clone();
     let bar = ui::bar(1000, quiet);
     let duration = Duration::from_secs_f64(args.duration.max(0.05));
@@ -190,25 +217,56 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 /// The human form of a report.
 pub fn print_report(r: &BenchReport, spec: &ModelSpec) {
-    println!("model   {} ({} tables, batch {}, {} of rows)", r.model, spec.tables.len(), r.batch_size, ui::bytes(spec.total_bytes()));
+    println!(
+        "model   {} ({} tables, batch {}, {} of rows)",
+        r.model,
+        spec.tables.len(),
+        r.batch_size,
+        ui::bytes(spec.total_bytes())
+    );
     println!("plan    {}", r.plan);
     println!("engine  {} worker(s), {} cores, {} kernels, concurrency {}", r.workers, r.cores, r.isa, r.concurrency);
     if let Some(h) = &r.huge_pages {
-        println!("pages   huge pages on {} of {} eligible (THP mode {})", ui::bytes(h.granted_bytes), ui::bytes(h.eligible_bytes), h.thp_mode);
+        println!(
+            "pages   huge pages on {} of {} eligible (THP mode {})",
+            ui::bytes(h.granted_bytes),
+            ui::bytes(h.eligible_bytes),
+            h.thp_mode
+        );
     }
     let mut t = ui::table(&["look-ups/s", "GB/s rows", "samples/s", "batches", "p50", "p95", "p99", "p99.9", "errors"]);
-    t.add_row(vec![ui::si(r.lookups_per_s), format!("{:.2}", r.gbytes_per_s), ui::si(r.samples_per_s), r.batches.to_string(),
-        ui::us(r.p50_us), ui::us(r.p95_us), ui::us(r.p99_us), ui::us(r.p999_us), r.errors.to_string()]);
+    t.add_row(vec![
+        ui::si(r.lookups_per_s),
+        format!("{:.2}", r.gbytes_per_s),
+        ui::si(r.samples_per_s),
+        r.batches.to_string(),
+        ui::us(r.p50_us),
+        ui::us(r.p95_us),
+        ui::us(r.p99_us),
+        ui::us(r.p999_us),
+        r.errors.to_string(),
+    ]);
     println!("{t}");
     let mut c = ui::table(&["worker", "core", "cpu", "busy", "tasks", "look-ups"]);
     for l in &r.per_core {
-        c.add_row(vec![l.worker.to_string(), l.core.to_string(), l.cpu.to_string(), format!("{:.0}%", l.busy * 100.0), l.tasks.to_string(), ui::si(l.lookups as f64)]);
+        c.add_row(vec![
+            l.worker.to_string(),
+            l.core.to_string(),
+            l.cpu.to_string(),
+            format!("{:.0}%", l.busy * 100.0),
+            l.tasks.to_string(),
+            ui::si(l.lookups as f64),
+        ]);
     }
     println!("{c}");
     if let Some(f) = r.network_fraction {
         println!("network and coordinator: {:.0}% of request time", f * 100.0);
     }
     if let Some(v) = r.verified {
-        println!("verified: {} ({} batches checked against the f64 reference)", if v { "yes" } else { "NO" }, r.verified_batches.unwrap_or(0));
+        println!(
+            "verified: {} ({} batches checked against the f64 reference)",
+            if v { "yes" } else { "NO" },
+            r.verified_batches.unwrap_or(0)
+        );
     }
 }

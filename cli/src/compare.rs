@@ -12,7 +12,7 @@ use embtune_worker::limit::LimitConfig;
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
 use embtune_workloads::BatchGenerator;
 
-use crate::bench::{batch_pool, cache_sizes, profile, resolve_plan};
+use crate::bench::{PlanChoice, batch_pool, memory_caps, profile, resolve_plan};
 use crate::ui;
 use crate::workload::WorkloadArgs;
 
@@ -40,6 +40,9 @@ pub struct CompareArgs {
     /// Check a few batches of every variant against the f64 reference.
     #[arg(long)]
     pub verify: bool,
+    /// Do not ask the kernel for transparent huge pages.
+    #[arg(long)]
+    pub no_huge_pages: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -58,10 +61,15 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
     let memory = (machine.mem_available as f64 * 0.85) as u64;
     if spec.total_bytes() * variants.len() as u64 > memory {
-        bail!("{} variants of a {} model need {}, more than the {} available: compare fewer variants or pass a smaller --scale",
-            variants.len(), ui::bytes(spec.total_bytes()), ui::bytes(spec.total_bytes() * variants.len() as u64), ui::bytes(memory));
+        bail!(
+            "{} variants of a {} model need {}, more than the {} available: compare fewer variants or pass a smaller --scale",
+            variants.len(),
+            ui::bytes(spec.total_bytes()),
+            ui::bytes(spec.total_bytes() * variants.len() as u64),
+            ui::bytes(memory)
+        );
     }
-    let cache = cache_sizes(&machine);
+    let cache = memory_caps(&machine, !a.no_huge_pages);
     let topo = Topology::uniform(1, cpus.len() as u16, memory);
     let sp = ui::spinner("generating batches and access profiles", a.json);
     let generator = BatchGenerator::new(&spec)?;
@@ -73,9 +81,13 @@ pub fn run(a: CompareArgs) -> Result<()> {
         let mut parts = v.split(':');
         let strategy = parts.next().unwrap_or("auto");
         let flows = parts.next();
-        let prefetch = parts.next().map(|p| p.trim_start_matches("pf").parse::<u16>()).transpose()
+        let prefetch = parts
+            .next()
+            .map(|p| p.trim_start_matches("pf").parse::<u16>())
+            .transpose()
             .map_err(|_| anyhow::anyhow!("variant `{v}`: the third part is a prefetch distance such as pf16"))?;
-        let plan = resolve_plan(&spec, &topo, None, Some(strategy), flows, prefetch, &prof.tables, &cache)?;
+        let choice = PlanChoice { file: None, strategy: Some(strategy), flows, prefetch };
+        let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &cache)?;
         plans.push(Variant { label: v.to_string(), plan });
     }
     let bar = ui::bar((a.rounds * plans.len()) as u64, a.json);
@@ -91,7 +103,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
             concurrency: a.concurrency.unwrap_or(cpus.len() + 1),
             pool,
             hot: Box::new(move |t, n| hot.tables[t].hottest(n)),
-            huge_pages: true,
+            huge_pages: !a.no_huge_pages,
             verify: a.verify,
         },
         &|r, n, label| {
@@ -105,11 +117,21 @@ pub fn run(a: CompareArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("model {} on {} cores, {} rounds of {:.1}s per variant (medians; ratios per round)", report.model, report.cores, report.rounds, report.round_s);
+    println!(
+        "model {} on {} cores, {} rounds of {:.1}s per variant (medians; ratios per round)",
+        report.model, report.cores, report.rounds, report.round_s
+    );
     let mut t = ui::table(&["variant", "plan", "look-ups/s", "vs first", "p50", "p99", "verified"]);
     for v in &report.variants {
-        t.add_row(vec![v.label.clone(), v.plan.clone(), ui::si(v.lookups_per_s), format!("{:.2}x", v.speedup_vs_first),
-            ui::us(v.p50_us), ui::us(v.p99_us), v.verified.map_or("-".into(), |b| if b { "yes".into() } else { "NO".into() })]);
+        t.add_row(vec![
+            v.label.clone(),
+            v.plan.clone(),
+            ui::si(v.lookups_per_s),
+            format!("{:.2}x", v.speedup_vs_first),
+            ui::us(v.p50_us),
+            ui::us(v.p99_us),
+            v.verified.map_or("-".into(), |b| if b { "yes".into() } else { "NO".into() }),
+        ]);
     }
     println!("{t}");
     if report.variants.iter().any(|v| v.verified == Some(false)) {
@@ -154,11 +176,22 @@ pub fn limit(a: LimitArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    println!("gather ceiling vs engine: {} thread(s), {} table ({} on huge pages), D={}, pooling {}, uniform",
-        r.threads, ui::bytes(r.table_bytes), ui::bytes(r.huge_page_bytes), embtune_worker::limit::DIM, embtune_worker::limit::POOLING);
+    println!(
+        "gather ceiling vs engine: {} thread(s), {} table ({} on huge pages), D={}, pooling {}, uniform",
+        r.threads,
+        ui::bytes(r.table_bytes),
+        ui::bytes(r.huge_page_bytes),
+        embtune_worker::limit::DIM,
+        embtune_worker::limit::POOLING
+    );
     let mut t = ui::table(&["prefetch", "ceiling look-ups/s", "engine look-ups/s", "engine/ceiling"]);
     for (c, e) in r.ceiling.iter().zip(&r.engine) {
-        t.add_row(vec![c.prefetch.to_string(), ui::si(c.lookups_per_s), ui::si(e.lookups_per_s), format!("{:.2}", e.lookups_per_s / c.lookups_per_s)]);
+        t.add_row(vec![
+            c.prefetch.to_string(),
+            ui::si(c.lookups_per_s),
+            ui::si(e.lookups_per_s),
+            format!("{:.2}", e.lookups_per_s / c.lookups_per_s),
+        ]);
     }
     t.add_row(vec!["best".into(), ui::si(r.ceiling_best), ui::si(r.engine_best), format!("{:.2}", r.ratio)]);
     println!("{t}");

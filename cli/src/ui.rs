@@ -9,18 +9,28 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A progress bar on stderr, hidden when stderr is not a terminal or `quiet` is set (JSON
 /// output), so scripts see clean output.
 pub fn bar(len: u64, quiet: bool) -> ProgressBar {
-    let target = if quiet || !std::io::stderr().is_terminal() { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+    let target = if quiet || !std::io::stderr().is_terminal() {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
     let pb = ProgressBar::with_draw_target(Some(len), target);
-    pb.set_style(ProgressStyle::with_template("{spinner:.green} {prefix:>10} [{bar:30.cyan/blue}] {percent:>3}% {msg}")
-        .expect("a valid template")
-        .progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner:.green} {prefix:>10} [{bar:30.cyan/blue}] {percent:>3}% {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
     pb.enable_steady_tick(Duration::from_millis(120));
     pb
 }
 
 /// A spinner for work of unknown length.
 pub fn spinner(msg: &str, quiet: bool) -> ProgressBar {
-    let target = if quiet || !std::io::stderr().is_terminal() { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+    let target = if quiet || !std::io::stderr().is_terminal() {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
     let pb = ProgressBar::with_draw_target(None, target);
     pb.set_style(ProgressStyle::with_template("{spinner:.green} {msg}").expect("a valid template"));
     pb.set_message(msg.to_string());

@@ -77,7 +77,8 @@ impl WorkloadArgs {
                 if opts.tables.is_some() || opts.rows.is_some() {
                     bail!("--tables and --rows shape the synthetic preset only; edit the model file instead");
                 }
-                let mut spec = ModelSpec::load(path).with_context(|| format!("loading the model {}", path.display()))?;
+                let mut spec =
+                    ModelSpec::load(path).with_context(|| format!("loading the model {}", path.display()))?;
                 apply_overrides(&mut spec, &opts);
                 spec.validate()?;
                 spec
@@ -85,15 +86,6 @@ impl WorkloadArgs {
             (None, None) => bail!("name a workload: --preset P (see `embtune workload presets`) or --model FILE"),
         };
         Ok(spec)
-    }
-
-    /// The preset's name or the model file's stem, for reports and stored jobs.
-    pub fn label(&self) -> String {
-        match (&self.preset, &self.model) {
-            (Some(p), _) => p.clone(),
-            (None, Some(m)) => m.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned()),
-            _ => "model".into(),
-        }
     }
 }
 

@@ -68,8 +68,13 @@ pub fn run(cmd: WorkloadCmd) -> Result<()> {
             let mut t = ui::table(&["preset", "tables", "rows", "bytes (f32)", "about"]);
             for p in Preset::ALL {
                 let s = p.spec(&Default::default())?;
-                t.add_row(vec![p.name().to_string(), s.tables.len().to_string(), ui::si(s.tables.iter().map(|t| t.rows as f64).sum()),
-                    ui::bytes(s.total_bytes()), p.about().to_string()]);
+                t.add_row(vec![
+                    p.name().to_string(),
+                    s.tables.len().to_string(),
+                    ui::si(s.tables.iter().map(|t| t.rows as f64).sum()),
+                    ui::bytes(s.total_bytes()),
+                    p.about().to_string(),
+                ]);
             }
             println!("{t}");
             println!("Shrink a preset to fit with --scale X; e.g. `embtune bench --preset criteo-kaggle --scale 0.1`.");
@@ -101,9 +106,13 @@ fn profile(a: ProfileArgs) -> Result<()> {
         sp.finish_and_clear();
         let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
         let p = AccessProfile::from_batches(&rows, &batches);
-        spec.tables.iter().zip(&p.tables).zip(&p.distinct_per_batch)
+        spec.tables
+            .iter()
+            .zip(&p.tables)
+            .zip(&p.distinct_per_batch)
             .map(|((t, tp), d)| {
-                let expected = TOP_FRACTIONS.map(|f| analytic_top_share(&t.dist, t.rows, ((t.rows as f64 * f).ceil() as u64).max(1)));
+                let expected = TOP_FRACTIONS
+                    .map(|f| analytic_top_share(&t.dist, t.rows, ((t.rows as f64 * f).ceil() as u64).max(1)));
                 let expected = expected.iter().all(Option::is_some).then(|| expected.map(Option::unwrap));
                 row(t.name.clone(), t.dist.label(), tp, Some(*d), expected)
             })
@@ -113,12 +122,29 @@ fn profile(a: ProfileArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows_out)?);
         return Ok(());
     }
-    let mut t = ui::table(&["table", "rows", "dist", "look-ups", "unique", "distinct/batch", "top 0.1%", "top 1%", "top 10%", "expected (0.1/1/10%)"]);
+    let mut t = ui::table(&[
+        "table",
+        "rows",
+        "dist",
+        "look-ups",
+        "unique",
+        "distinct/batch",
+        "top 0.1%",
+        "top 1%",
+        "top 10%",
+        "expected (0.1/1/10%)",
+    ]);
     for r in &rows_out {
         t.add_row(vec![
-            r.table.clone(), ui::si(r.rows as f64), r.dist.clone(), ui::si(r.lookups as f64), ui::si(r.unique as f64),
+            r.table.clone(),
+            ui::si(r.rows as f64),
+            r.dist.clone(),
+            ui::si(r.lookups as f64),
+            ui::si(r.unique as f64),
             r.distinct_per_batch.map_or("-".into(), |d| format!("{:.0}", d)),
-            pct(r.top_0_1pct), pct(r.top_1pct), pct(r.top_10pct),
+            pct(r.top_0_1pct),
+            pct(r.top_1pct),
+            pct(r.top_10pct),
             r.expected.map_or("-".into(), |e| format!("{} / {} / {}", pct(e[0]), pct(e[1]), pct(e[2]))),
         ]);
     }

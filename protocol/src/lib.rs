@@ -9,7 +9,10 @@
 pub mod plan;
 pub mod report;
 
-pub use plan::{CoreId, DataFlow, Knobs, LocalLayout, LocalShard, LocalTable, Placement, Plan, ShardRows, TablePlan, Topology, WorkerAssignment, WorkerShape};
+pub use plan::{
+    CoreId, DataFlow, Knobs, LocalLayout, LocalShard, LocalTable, Placement, Plan, ShardRows, TablePlan, Topology,
+    WorkerAssignment, WorkerShape,
+};
 
 /// Why a plan cannot be used.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

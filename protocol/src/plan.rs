@@ -65,8 +65,7 @@ impl Topology {
 
     /// Every core of the cluster, worker by worker.
     pub fn cores(&self) -> impl Iterator<Item = CoreId> + '_ {
-        self.workers.iter().enumerate()
-            .flat_map(|(w, s)| (0..s.cores).map(move |c| CoreId::new(w as u16, c)))
+        self.workers.iter().enumerate().flat_map(|(w, s)| (0..s.cores).map(move |c| CoreId::new(w as u16, c)))
     }
 
     pub fn contains(&self, c: CoreId) -> bool {
@@ -262,7 +261,12 @@ impl Plan {
     pub fn validate(&self, spec: &ModelSpec) -> Result<(), PlanError> {
         let err = |m: String| Err(PlanError::Invalid(m));
         if self.tables.len() != spec.tables.len() {
-            return err(format!("the plan has {} tables, the model `{}` {}", self.tables.len(), spec.name, spec.tables.len()));
+            return err(format!(
+                "the plan has {} tables, the model `{}` {}",
+                self.tables.len(),
+                spec.name,
+                spec.tables.len()
+            ));
         }
         if self.topology.workers.is_empty() || self.topology.workers.iter().any(|w| w.cores == 0) {
             return err("the topology needs at least one worker and every worker a core".into());
@@ -282,10 +286,18 @@ impl Plan {
             match &tp.placement {
                 Placement::RowRange { bounds, owners } => {
                     if owners.is_empty() || bounds.len() != owners.len() + 1 {
-                        return err(format!("table `{}`: {} row-range bounds for {} shards", ts.name, bounds.len(), owners.len()));
+                        return err(format!(
+                            "table `{}`: {} row-range bounds for {} shards",
+                            ts.name,
+                            bounds.len(),
+                            owners.len()
+                        ));
                     }
                     if bounds[0] != 0 || *bounds.last().unwrap() != ts.rows || bounds.windows(2).any(|w| w[0] >= w[1]) {
-                        return err(format!("table `{}`: row-range bounds must rise strictly from 0 to {}", ts.name, ts.rows));
+                        return err(format!(
+                            "table `{}`: row-range bounds must rise strictly from 0 to {}",
+                            ts.name, ts.rows
+                        ));
                     }
                 }
                 Placement::Hash { owners } if owners.is_empty() => {
@@ -296,10 +308,13 @@ impl Plan {
             if tp.row_type != ts.row_type && !(ts.quantizable && narrower(tp.row_type, ts.row_type)) {
                 return err(format!(
                     "table `{}` is stored as {} in the plan but {} in the model, which does not allow quantisation",
-                    ts.name, tp.row_type, ts.row_type));
+                    ts.name, tp.row_type, ts.row_type
+                ));
             }
             match tp.flow {
-                DataFlow::HotCache { hot_rows: 0, .. } => return err(format!("table `{}`: a hot cache needs rows", ts.name)),
+                DataFlow::HotCache { hot_rows: 0, .. } => {
+                    return err(format!("table `{}`: a hot cache needs rows", ts.name));
+                }
                 DataFlow::Blocked { block_rows: 0 } => return err(format!("table `{}`: blocks need rows", ts.name)),
                 _ => {}
             }
@@ -308,7 +323,10 @@ impl Plan {
         for (w, (need, shape)) in mem.per_worker.iter().zip(&self.topology.workers).enumerate() {
             if *need > shape.memory_bytes {
                 return Err(PlanError::Memory(format!(
-                    "worker {w} would hold {} of tables but has {}", human_bytes(*need), human_bytes(shape.memory_bytes))));
+                    "worker {w} would hold {} of tables but has {}",
+                    human_bytes(*need),
+                    human_bytes(shape.memory_bytes)
+                )));
             }
         }
         for (c, need) in &mem.per_core {
@@ -316,7 +334,10 @@ impl Plan {
                 && *need > limit
             {
                 return Err(PlanError::Memory(format!(
-                    "core {c} would own {} of shards but may hold {}", human_bytes(*need), human_bytes(limit))));
+                    "core {c} would own {} of shards but may hold {}",
+                    human_bytes(*need),
+                    human_bytes(limit)
+                )));
             }
         }
         Ok(())
@@ -358,7 +379,10 @@ impl Plan {
             let layout = match &tp.placement {
                 Placement::Replicated => LocalLayout::Replicated,
                 p => {
-                    let shards: Vec<LocalShard> = p.owners().iter().enumerate()
+                    let shards: Vec<LocalShard> = p
+                        .owners()
+                        .iter()
+                        .enumerate()
                         .filter(|(_, o)| o.worker == w)
                         .map(|(s, o)| LocalShard { shard: s as u32, core: o.core, rows: p.shard_rows(s, ts.rows) })
                         .collect();
@@ -378,12 +402,7 @@ impl Plan {
                 hot_ids: Vec::new(),
             });
         }
-        WorkerAssignment {
-            worker: w,
-            cores: self.topology.workers[w as usize].cores,
-            tables,
-            knobs: self.knobs,
-        }
+        WorkerAssignment { worker: w, cores: self.topology.workers[w as usize].cores, tables, knobs: self.knobs }
     }
 
     /// A one-line summary: placements and flows counted.
@@ -497,7 +516,9 @@ mod tests {
     use embtune_workloads::{Preset, PresetOptions};
 
     fn spec() -> ModelSpec {
-        Preset::Synthetic.spec(&PresetOptions { tables: Some(3), rows: Some(1000), dim: Some(8), ..Default::default() }).unwrap()
+        Preset::Synthetic
+            .spec(&PresetOptions { tables: Some(3), rows: Some(1000), dim: Some(8), ..Default::default() })
+            .unwrap()
     }
 
     fn plan(tables: Vec<Placement>) -> Plan {
@@ -506,16 +527,26 @@ mod tests {
             strategy: "test".into(),
             spec_digest: s.digest(),
             topology: Topology::uniform(2, 2, 1 << 30),
-            tables: tables.into_iter().zip(&s.tables).map(|(p, t)| TablePlan {
-                name: t.name.clone(), placement: p, flow: DataFlow::DEFAULT, row_type: t.row_type,
-            }).collect(),
+            tables: tables
+                .into_iter()
+                .zip(&s.tables)
+                .map(|(p, t)| TablePlan {
+                    name: t.name.clone(),
+                    placement: p,
+                    flow: DataFlow::DEFAULT,
+                    row_type: t.row_type,
+                })
+                .collect(),
             knobs: Knobs::default(),
         }
     }
 
     #[test]
     fn row_range_shards_cover_every_row_once() {
-        let p = Placement::RowRange { bounds: vec![0, 10, 500, 1000], owners: vec![CoreId::new(0, 0), CoreId::new(0, 1), CoreId::new(1, 0)] };
+        let p = Placement::RowRange {
+            bounds: vec![0, 10, 500, 1000],
+            owners: vec![CoreId::new(0, 0), CoreId::new(0, 1), CoreId::new(1, 0)],
+        };
         for id in [0u32, 9, 10, 499, 500, 999] {
             let s = p.shard_of(id);
             assert!(p.shard_rows(s, 1000).contains(id), "id {id} shard {s}");
@@ -540,15 +571,21 @@ mod tests {
     #[test]
     fn validation_catches_bad_plans() {
         let s = spec();
-        let ok = plan(vec![Placement::Replicated, Placement::Owned(CoreId::new(1, 1)),
-            Placement::RowRange { bounds: vec![0, 400, 1000], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] }]);
+        let ok = plan(vec![
+            Placement::Replicated,
+            Placement::Owned(CoreId::new(1, 1)),
+            Placement::RowRange { bounds: vec![0, 400, 1000], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] },
+        ]);
         ok.validate(&s).unwrap();
 
         let missing = plan(vec![Placement::Replicated, Placement::Owned(CoreId::new(2, 0)), Placement::Replicated]);
         assert!(missing.validate(&s).unwrap_err().to_string().contains("w2c0"));
 
-        let gap = plan(vec![Placement::Replicated, Placement::Replicated,
-            Placement::RowRange { bounds: vec![0, 400, 999], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] }]);
+        let gap = plan(vec![
+            Placement::Replicated,
+            Placement::Replicated,
+            Placement::RowRange { bounds: vec![0, 400, 999], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] },
+        ]);
         assert!(gap.validate(&s).is_err());
 
         let mut quant = ok.clone();
@@ -563,8 +600,11 @@ mod tests {
     #[test]
     fn assignments_hold_exactly_the_workers_shards() {
         let s = spec();
-        let p = plan(vec![Placement::Replicated, Placement::Owned(CoreId::new(1, 1)),
-            Placement::RowRange { bounds: vec![0, 400, 1000], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] }]);
+        let p = plan(vec![
+            Placement::Replicated,
+            Placement::Owned(CoreId::new(1, 1)),
+            Placement::RowRange { bounds: vec![0, 400, 1000], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] },
+        ]);
         let a0 = p.assignment(&s, 0);
         assert_eq!(a0.tables.iter().map(|t| t.table).collect::<Vec<_>>(), vec![0, 2]);
         let LocalLayout::Shards(sh) = &a0.tables[1].layout else { panic!() };

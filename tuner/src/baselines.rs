@@ -29,8 +29,13 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const BASELINES: [Strategy; 5] =
-        [Strategy::RoundRobin, Strategy::AllReplicate, Strategy::AllShard, Strategy::SizeThreshold, Strategy::GreedyCost];
+    pub const BASELINES: [Strategy; 5] = [
+        Strategy::RoundRobin,
+        Strategy::AllReplicate,
+        Strategy::AllShard,
+        Strategy::SizeThreshold,
+        Strategy::GreedyCost,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -52,7 +57,9 @@ impl Strategy {
             Strategy::RoundRobin => (0..spec.tables.len()).map(|i| Placement::Owned(cores[i % cores.len()])).collect(),
             Strategy::AllReplicate => vec![Placement::Replicated; spec.tables.len()],
             Strategy::AllShard => spec.tables.iter().map(|t| even_rows(t, &cores)).collect(),
-            Strategy::SizeThreshold => spec.tables.iter()
+            Strategy::SizeThreshold => spec
+                .tables
+                .iter()
                 .map(|t| if t.bytes() < opts.replicate_below { Placement::Replicated } else { even_rows(t, &cores) })
                 .collect(),
             Strategy::GreedyCost => greedy_cost(spec, topo, &cores),
@@ -61,13 +68,24 @@ impl Strategy {
             strategy: self.name().to_string(),
             spec_digest: spec.digest(),
             topology: topo.clone(),
-            tables: spec.tables.iter().zip(placements)
-                .map(|(t, placement)| TablePlan { name: t.name.clone(), placement, flow: DataFlow::DEFAULT, row_type: t.row_type })
+            tables: spec
+                .tables
+                .iter()
+                .zip(placements)
+                .map(|(t, placement)| TablePlan {
+                    name: t.name.clone(),
+                    placement,
+                    flow: DataFlow::DEFAULT,
+                    row_type: t.row_type,
+                })
                 .collect(),
             knobs: Knobs::default(),
         };
         plan.validate(spec).map_err(|e| match e {
-            PlanError::Memory(m) => PlanError::Memory(format!("{m} under {}; try all-shard, size-threshold or a smaller --scale", self.name())),
+            PlanError::Memory(m) => PlanError::Memory(format!(
+                "{m} under {}; try all-shard, size-threshold or a smaller --scale",
+                self.name()
+            )),
             other => other,
         })?;
         Ok(plan)
@@ -145,8 +163,10 @@ fn greedy_cost(spec: &ModelSpec, topo: &Topology, cores: &[CoreId]) -> Vec<Place
                 // One shard per worker on its least-loaded core.
                 let owners: Vec<CoreId> = (0..topo.workers.len() as u16)
                     .map(|w| {
-                        let c = (0..cores.len()).filter(|&c| cores[c].worker == w)
-                            .min_by(|&a, &b| load[a].total_cmp(&load[b])).unwrap();
+                        let c = (0..cores.len())
+                            .filter(|&c| cores[c].worker == w)
+                            .min_by(|&a, &b| load[a].total_cmp(&load[b]))
+                            .unwrap();
                         load[c] += cost(t) / topo.workers.len() as f64;
                         cores[c]
                     })
@@ -201,7 +221,8 @@ mod tests {
 
     #[test]
     fn greedy_cost_balances_cost_over_cores() {
-        let spec = Preset::Synthetic.spec(&PresetOptions { tables: Some(8), rows: Some(1000), ..Default::default() }).unwrap();
+        let spec =
+            Preset::Synthetic.spec(&PresetOptions { tables: Some(8), rows: Some(1000), ..Default::default() }).unwrap();
         let p = Strategy::GreedyCost.plan(&spec, &Topology::uniform(1, 4, 8 << 30), &Default::default()).unwrap();
         let mut per_core = std::collections::HashMap::new();
         for t in &p.tables {
@@ -213,7 +234,8 @@ mod tests {
     #[test]
     fn all_replicate_reports_what_to_do_when_it_does_not_fit() {
         let spec = kaggle();
-        let err = Strategy::AllReplicate.plan(&spec, &Topology::uniform(2, 2, 1 << 20), &Default::default()).unwrap_err();
+        let err =
+            Strategy::AllReplicate.plan(&spec, &Topology::uniform(2, 2, 1 << 20), &Default::default()).unwrap_err();
         assert!(err.to_string().contains("all-shard"), "{err}");
     }
 

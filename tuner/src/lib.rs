@@ -12,4 +12,4 @@ pub mod rules;
 
 pub use baselines::{BaselineOptions, Strategy};
 pub use make::{FlowChoice, default_plan, set_flows};
-pub use rules::{CacheSizes, apply_auto_flows, choose_flow};
+pub use rules::{MemoryCaps, apply_auto_flows, choose_flow};

@@ -4,7 +4,7 @@ use embtune_protocol::{DataFlow, Plan, PlanError, Topology};
 use embtune_workloads::{ModelSpec, TableProfile};
 
 use crate::baselines::{BaselineOptions, Strategy};
-use crate::rules::{CacheSizes, apply_auto_flows, choose_flow};
+use crate::rules::{MemoryCaps, apply_auto_flows, choose_flow};
 
 /// How to choose each table's data flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,14 @@ impl std::str::FromStr for FlowChoice {
 
 /// Applies a flow choice to every table of a plan. `prefetch` sets the distance of direct and
 /// hot-cache flows when given.
-pub fn set_flows(plan: &mut Plan, spec: &ModelSpec, profiles: &[TableProfile], cache: &CacheSizes, choice: FlowChoice, prefetch: Option<u16>) {
+pub fn set_flows(
+    plan: &mut Plan,
+    spec: &ModelSpec,
+    profiles: &[TableProfile],
+    cache: &MemoryCaps,
+    choice: FlowChoice,
+    prefetch: Option<u16>,
+) {
     match choice {
         FlowChoice::Keep => {}
         FlowChoice::Auto => {
@@ -50,7 +57,16 @@ pub fn set_flows(plan: &mut Plan, spec: &ModelSpec, profiles: &[TableProfile], c
                     FlowChoice::Blocked => DataFlow::Blocked { block_rows: (cache.l2_bytes / 2 / rb).max(64) as u32 },
                     _ => {
                         let budget = cache.l2_bytes / 2 + cache.llc_share();
-                        match choose_flow(ts, profiles.get(i).unwrap_or(&empty), spec.batch_size, ts.rows, cache, budget).flow {
+                        match choose_flow(
+                            ts,
+                            profiles.get(i).unwrap_or(&empty),
+                            spec.batch_size,
+                            ts.rows,
+                            cache,
+                            budget,
+                        )
+                        .flow
+                        {
                             hot @ DataFlow::HotCache { .. } => hot,
                             _ => {
                                 let p = profiles.get(i).unwrap_or(&empty);
@@ -80,7 +96,12 @@ pub fn set_flows(plan: &mut Plan, spec: &ModelSpec, profiles: &[TableProfile], c
 
 /// The default plan when the user names no strategy: replicate what is small, shard what is
 /// large, and let the data-flow rule pick each table's flow.
-pub fn default_plan(spec: &ModelSpec, topo: &Topology, profiles: &[TableProfile], cache: &CacheSizes) -> Result<Plan, PlanError> {
+pub fn default_plan(
+    spec: &ModelSpec,
+    topo: &Topology,
+    profiles: &[TableProfile],
+    cache: &MemoryCaps,
+) -> Result<Plan, PlanError> {
     let mut plan = Strategy::SizeThreshold.plan(spec, topo, &BaselineOptions::default())?;
     plan.strategy = "auto".into();
     apply_auto_flows(&mut plan, spec, profiles, cache);

@@ -13,17 +13,26 @@ use embtune_workloads::{AccessProfile, BatchGenerator, Preset, PresetOptions};
 fn flows(c: &mut Criterion) {
     let rows: u64 = std::env::var("EMBTUNE_BENCH_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(4_000_000);
     for dist in ["uniform", "zipf:1.05", "hotset:0.99:0.001"] {
-        let spec = Preset::Synthetic.spec(&PresetOptions {
-            tables: Some(1), rows: Some(rows), dim: Some(64), dist: Some(dist.parse().unwrap()), batch: Some(256),
-            ..Default::default()
-        }).unwrap();
+        let spec = Preset::Synthetic
+            .spec(&PresetOptions {
+                tables: Some(1),
+                rows: Some(rows),
+                dim: Some(64),
+                dist: Some(dist.parse().unwrap()),
+                batch: Some(256),
+                ..Default::default()
+            })
+            .unwrap();
         let g = BatchGenerator::new(&spec).unwrap();
         let batches: Vec<Arc<_>> = g.pool(0, 64).into_iter().map(Arc::new).collect();
         let profile = AccessProfile::from_batches(&[rows], &g.pool(1 << 40, 16));
         let hot = profile.tables[0].rows_for_share(0.9).min(16_384) as u32;
         let lookups: u64 = batches.iter().map(|b| b.lookups() as u64).sum::<u64>() / batches.len() as u64;
         let mut group = c.benchmark_group(format!("flows/{dist}"));
-        group.throughput(Throughput::Elements(lookups)).sample_size(20).measurement_time(std::time::Duration::from_secs(3));
+        group
+            .throughput(Throughput::Elements(lookups))
+            .sample_size(20)
+            .measurement_time(std::time::Duration::from_secs(3));
         for flow in [
             DataFlow::Direct { prefetch: 0 },
             DataFlow::Direct { prefetch: 16 },
@@ -34,7 +43,12 @@ fn flows(c: &mut Criterion) {
                 strategy: "bench".into(),
                 spec_digest: spec.digest(),
                 topology: Topology::uniform(1, 1, 1 << 40),
-                tables: vec![TablePlan { name: spec.tables[0].name.clone(), placement: Placement::Owned(CoreId::new(0, 0)), flow, row_type: spec.tables[0].row_type }],
+                tables: vec![TablePlan {
+                    name: spec.tables[0].name.clone(),
+                    placement: Placement::Owned(CoreId::new(0, 0)),
+                    flow,
+                    row_type: spec.tables[0].row_type,
+                }],
                 knobs: Knobs::default(),
             };
             let engine = Engine::start(EngineConfig::with_cores(1));

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use embtune_protocol::report::{BenchReport, CoreLoad, HugePages};
 use embtune_protocol::Plan;
+use embtune_protocol::report::{BenchReport, CoreLoad, HugePages};
 use embtune_workloads::{ModelSpec, QueryBatch};
 
 use crate::engine::reference::Reference;
@@ -62,7 +62,9 @@ pub fn run(cfg: LocalBench, progress: &dyn Fn(Progress)) -> Result<BenchReport, 
     let _ = drive(&engine, &cfg.pool, cfg.concurrency, cfg.warmup, &|_| {});
     let before = engine.stats();
     let started = Instant::now();
-    let measured = drive(&engine, &cfg.pool, cfg.concurrency, cfg.duration, &|f| progress(Progress::Measuring { fraction: f.0, lookups_per_s: f.1 }));
+    let measured = drive(&engine, &cfg.pool, cfg.concurrency, cfg.duration, &|f| {
+        progress(Progress::Measuring { fraction: f.0, lookups_per_s: f.1 })
+    });
     let elapsed = started.elapsed().as_secs_f64();
     let after = engine.stats();
 
@@ -95,9 +97,12 @@ pub fn run(cfg: LocalBench, progress: &dyn Fn(Progress)) -> Result<BenchReport, 
         verified_batches = Some(n as u64);
     }
 
-    let row_bytes: Vec<f64> = cfg.plan.tables.iter().zip(&cfg.spec.tables).map(|(p, t)| p.row_type.row_bytes(t.dim) as f64).collect();
+    let row_bytes: Vec<f64> =
+        cfg.plan.tables.iter().zip(&cfg.spec.tables).map(|(p, t)| p.row_type.row_bytes(t.dim) as f64).collect();
     let h = &measured.latency;
-    let per_core = before.iter().zip(&after)
+    let per_core = before
+        .iter()
+        .zip(&after)
         .map(|(b, a)| CoreLoad {
             worker: 0,
             core: a.core as u16,
@@ -122,7 +127,9 @@ pub fn run(cfg: LocalBench, progress: &dyn Fn(Progress)) -> Result<BenchReport, 
         batches_per_s: measured.batches as f64 / elapsed,
         samples_per_s: measured.samples as f64 / elapsed,
         lookups_per_s: measured.lookups as f64 / elapsed,
-        gbytes_per_s: measured.lookups_by_table.iter().zip(&row_bytes).map(|(n, b)| *n as f64 * b).sum::<f64>() / elapsed / 1e9,
+        gbytes_per_s: measured.lookups_by_table.iter().zip(&row_bytes).map(|(n, b)| *n as f64 * b).sum::<f64>()
+            / elapsed
+            / 1e9,
         mean_us: h.mean(),
         p50_us: h.value_at_quantile(0.5) as f64,
         p95_us: h.value_at_quantile(0.95) as f64,
@@ -133,7 +140,11 @@ pub fn run(cfg: LocalBench, progress: &dyn Fn(Progress)) -> Result<BenchReport, 
         verified,
         verified_batches,
         per_core,
-        huge_pages: Some(HugePages { eligible_bytes: deployed.huge_eligible_bytes, granted_bytes: deployed.huge_page_bytes, thp_mode: info.thp }),
+        huge_pages: Some(HugePages {
+            eligible_bytes: deployed.huge_eligible_bytes,
+            granted_bytes: deployed.huge_page_bytes,
+            thp_mode: info.thp,
+        }),
         isa: engine.isa().name().into(),
         network_fraction: None,
         per_worker: Vec::new(),
@@ -168,9 +179,12 @@ pub fn run_batches(engine: &Engine, pool: &[Arc<QueryBatch>], start: usize, n: u
     let t0 = Instant::now();
     let submit = |i: usize| {
         let tx = tx.clone();
-        engine.submit(Lookup::all_tables(pool[i % pool.len()].clone()), Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        engine.submit(
+            Lookup::all_tables(pool[i % pool.len()].clone()),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
     };
     let mut sent = 0u64;
     while sent < n.min(concurrency.max(1) as u64) {
@@ -202,7 +216,13 @@ pub struct Measured {
 
 /// Keeps `concurrency` requests in flight for `duration`, rotating through `pool`; latency is
 /// submission to completion, in microseconds.
-pub fn drive(engine: &Engine, pool: &[Arc<QueryBatch>], concurrency: usize, duration: Duration, tick: &dyn Fn((f64, f64))) -> Measured {
+pub fn drive(
+    engine: &Engine,
+    pool: &[Arc<QueryBatch>],
+    concurrency: usize,
+    duration: Duration,
+    tick: &dyn Fn((f64, f64)),
+) -> Measured {
     let tables = pool.first().map_or(0, |b| b.num_tables as usize);
     let mut m = Measured {
         latency: Histogram::new_with_bounds(1, 600_000_000, 3).unwrap(),
@@ -220,9 +240,12 @@ pub fn drive(engine: &Engine, pool: &[Arc<QueryBatch>], concurrency: usize, dura
         let tx = tx.clone();
         let b = pool[i % pool.len()].clone();
         let t0 = Instant::now();
-        engine.submit(Lookup::all_tables(b), Box::new(move |r| {
-            let _ = tx.send((i, t0.elapsed(), r));
-        }));
+        engine.submit(
+            Lookup::all_tables(b),
+            Box::new(move |r| {
+                let _ = tx.send((i, t0.elapsed(), r));
+            }),
+        );
     };
     let start = Instant::now();
     let deadline = start + duration;

@@ -67,7 +67,8 @@ pub fn run(cfg: CompareConfig, progress: &dyn Fn(usize, usize, &str)) -> Result<
     let mut engines = Vec::new();
     for v in &cfg.variants {
         progress(0, cfg.rounds, &format!("deploying {}", v.label));
-        let e = Engine::start(EngineConfig { cpus: cfg.cpus.clone(), pin: true, huge_pages: cfg.huge_pages, isa: None });
+        let e =
+            Engine::start(EngineConfig { cpus: cfg.cpus.clone(), pin: true, huge_pages: cfg.huge_pages, isa: None });
         let mut a = v.plan.assignment(&cfg.spec, 0);
         a.fill_hot_ids(&v.plan, &cfg.hot);
         e.deploy(&a)?;
@@ -78,7 +79,8 @@ pub fn run(cfg: CompareConfig, progress: &dyn Fn(usize, usize, &str)) -> Result<
     }
     let n = engines.len();
     let mut rounds = vec![Vec::new(); n];
-    let mut hist: Vec<hdrhistogram::Histogram<u64>> = (0..n).map(|_| hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).unwrap()).collect();
+    let mut hist: Vec<hdrhistogram::Histogram<u64>> =
+        (0..n).map(|_| hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).unwrap()).collect();
     for r in 0..cfg.rounds {
         // Rotate the order so that no variant always runs right after another's warm caches.
         for k in 0..n {
@@ -97,7 +99,8 @@ pub fn run(cfg: CompareConfig, progress: &dyn Fn(usize, usize, &str)) -> Result<
             let reference = Reference::new(&cfg.spec, &row_types);
             cfg.pool.iter().take(3).all(|b| {
                 let tables: Vec<u16> = (0..b.num_tables as u16).collect();
-                engines[i].lookup(Lookup::all_tables(b.clone()))
+                engines[i]
+                    .lookup(Lookup::all_tables(b.clone()))
                     .is_ok_and(|out| reference.pool(b, &tables).check(&out.pooled).is_ok())
             })
         });
@@ -112,5 +115,11 @@ pub fn run(cfg: CompareConfig, progress: &dyn Fn(usize, usize, &str)) -> Result<
             verified,
         });
     }
-    Ok(CompareReport { model: cfg.spec.name.clone(), cores: cfg.cpus.len(), rounds: cfg.rounds, round_s: cfg.round.as_secs_f64(), variants: results })
+    Ok(CompareReport {
+        model: cfg.spec.name.clone(),
+        cores: cfg.cpus.len(),
+        rounds: cfg.rounds,
+        round_s: cfg.round.as_secs_f64(),
+        variants: results,
+    })
 }

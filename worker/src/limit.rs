@@ -37,7 +37,14 @@ pub struct LimitConfig {
 
 impl Default for LimitConfig {
     fn default() -> Self {
-        LimitConfig { table_bytes: 2 << 30, threads: 1, rounds: 5, round: Duration::from_millis(1500), prefetches: vec![16, 24, 32], batch: 256 }
+        LimitConfig {
+            table_bytes: 2 << 30,
+            threads: 1,
+            rounds: 5,
+            round: Duration::from_millis(1500),
+            prefetches: vec![16, 24, 32],
+            batch: 256,
+        }
     }
 }
 
@@ -65,45 +72,92 @@ pub struct LimitReport {
     pub ratio: f64,
 }
 
-/// Runs the comparison; `progress` gets (round, rounds).
-pub fn run(cfg: &LimitConfig, progress: &dyn Fn(usize, usize)) -> Result<LimitReport, EngineError> {
-    let rows = cfg.table_bytes / (DIM as u64 * 4);
-    let spec = Preset::Synthetic.spec(&PresetOptions {
-        tables: Some(1),
-        rows: Some(rows),
-        dim: Some(DIM as u32),
-        pooling: Some(embtune_workloads::Pooling::Fixed(POOLING as u32)),
-        dist: Some(embtune_workloads::AccessDist::Uniform),
-        batch: Some(cfg.batch),
-        ..Default::default()
-    }).map_err(|e| EngineError::Deploy(e.to_string()))?;
-    let g = BatchGenerator::new(&spec).map_err(|e| EngineError::Deploy(e.to_string()))?;
-    let batches: Vec<Arc<QueryBatch>> = g.pool(0, 64.max(cfg.threads * 8)).into_iter().map(Arc::new).collect();
+/// The ceiling's table and batches, and the spec the engine deploys for the same work.
+pub struct Setup {
+    pub spec: embtune_workloads::ModelSpec,
+    pub batches: Vec<Arc<QueryBatch>>,
+    pub table: RowStore,
+}
 
-    // The ceiling's own table: the same contents the engine materialises.
-    let seed = embtune_protocol::plan::table_seed(&spec, 0);
-    let table = RowStore::alloc(rows, embtune_workloads::RowType::F32, DIM as u32, true)
-        .map_err(|e| EngineError::Deploy(format!("cannot map the {} B ceiling table: {e}", cfg.table_bytes)))?;
-    std::thread::scope(|s| {
-        let per = rows.div_ceil(cfg.threads as u64);
-        for t in 0..cfg.threads as u64 {
-            let table = &table;
-            s.spawn(move || table.fill(seed, (t * per).min(rows), ((t + 1) * per).min(rows), |r| r));
-        }
-    });
+impl Setup {
+    /// Materialises the table on `threads` threads.
+    pub fn new(cfg: &LimitConfig) -> Result<Setup, EngineError> {
+        let rows = cfg.table_bytes / (DIM as u64 * 4);
+        let spec = Preset::Synthetic
+            .spec(&PresetOptions {
+                tables: Some(1),
+                rows: Some(rows),
+                dim: Some(DIM as u32),
+                pooling: Some(embtune_workloads::Pooling::Fixed(POOLING as u32)),
+                dist: Some(embtune_workloads::AccessDist::Uniform),
+                batch: Some(cfg.batch),
+                ..Default::default()
+            })
+            .map_err(|e| EngineError::Deploy(e.to_string()))?;
+        let g = BatchGenerator::new(&spec).map_err(|e| EngineError::Deploy(e.to_string()))?;
+        let batches: Vec<Arc<QueryBatch>> = g.pool(0, 64.max(cfg.threads * 8)).into_iter().map(Arc::new).collect();
+        // The ceiling's own table: the same contents the engine materialises.
+        let seed = embtune_protocol::plan::table_seed(&spec, 0);
+        let table = RowStore::alloc(rows, embtune_workloads::RowType::F32, DIM as u32, true)
+            .map_err(|e| EngineError::Deploy(format!("cannot map the {} B ceiling table: {e}", cfg.table_bytes)))?;
+        std::thread::scope(|s| {
+            let per = rows.div_ceil(cfg.threads as u64);
+            for t in 0..cfg.threads as u64 {
+                let table = &table;
+                s.spawn(move || table.fill(seed, (t * per).min(rows), ((t + 1) * per).min(rows), |r| r));
+            }
+        });
+        Ok(Setup { spec, batches, table })
+    }
 
-    let cpus: Vec<usize> = (0..cfg.threads).collect();
-    let engines: Vec<(usize, Engine)> = cfg.prefetches.iter().map(|&pf| {
-        let engine = Engine::start(EngineConfig::with_cores(cfg.threads));
+    /// An engine of `threads` cores with the same table replicated, read by the direct flow.
+    pub fn engine(&self, threads: usize, prefetch: usize, batch: u32) -> Result<Engine, EngineError> {
+        let engine = Engine::start(EngineConfig::with_cores(threads));
+        let spec = &self.spec;
         let plan = Plan {
             strategy: "limit".into(),
             spec_digest: spec.digest(),
-            topology: Topology::uniform(1, cfg.threads as u16, u64::MAX),
-            tables: vec![TablePlan { name: spec.tables[0].name.clone(), placement: Placement::Replicated, flow: DataFlow::Direct { prefetch: pf as u16 }, row_type: spec.tables[0].row_type }],
-            knobs: Knobs { sub_batch: (cfg.batch / cfg.threads as u32).max(8), inflight_per_worker: 1 },
+            topology: Topology::uniform(1, threads as u16, u64::MAX),
+            tables: vec![TablePlan {
+                name: spec.tables[0].name.clone(),
+                placement: Placement::Replicated,
+                flow: DataFlow::Direct { prefetch: prefetch as u16 },
+                row_type: spec.tables[0].row_type,
+            }],
+            knobs: Knobs { sub_batch: (batch / threads as u32).max(8), inflight_per_worker: 1 },
         };
-        engine.deploy(&plan.assignment(&spec, 0)).map(|_| (pf, engine))
-    }).collect::<Result<_, _>>()?;
+        engine.deploy(&plan.assignment(spec, 0))?;
+        Ok(engine)
+    }
+
+    /// The ceiling loop over `n` batches on the calling thread, from batch `start`.
+    pub fn ceiling_batches(&self, start: usize, n: u64, prefetch: usize) -> Duration {
+        let mut out = vec![0f32; self.batches[0].batch_size as usize * DIM];
+        let t0 = Instant::now();
+        for i in 0..n as usize {
+            gather(
+                self.table.base() as *const f32,
+                &self.batches[(start + i) % self.batches.len()].ids,
+                &mut out,
+                prefetch,
+            );
+        }
+        std::hint::black_box(&out);
+        t0.elapsed()
+    }
+}
+
+/// Runs the comparison; `progress` gets (round, rounds).
+pub fn run(cfg: &LimitConfig, progress: &dyn Fn(usize, usize)) -> Result<LimitReport, EngineError> {
+    let setup = Setup::new(cfg)?;
+    let (table, batches) = (&setup.table, &setup.batches);
+
+    let cpus: Vec<usize> = (0..cfg.threads).collect();
+    let engines: Vec<(usize, Engine)> = cfg
+        .prefetches
+        .iter()
+        .map(|&pf| setup.engine(cfg.threads, pf, cfg.batch).map(|e| (pf, e)))
+        .collect::<Result<_, _>>()?;
 
     let isa = ceiling_isa();
     let mut ceil_rounds = vec![Vec::new(); cfg.prefetches.len()];
@@ -111,14 +165,17 @@ pub fn run(cfg: &LimitConfig, progress: &dyn Fn(usize, usize)) -> Result<LimitRe
     for round in 0..cfg.rounds {
         progress(round, cfg.rounds);
         for (i, &pf) in cfg.prefetches.iter().enumerate() {
-            ceil_rounds[i].push(ceiling_round(&table, &batches, &cpus, pf, cfg.round));
+            ceil_rounds[i].push(ceiling_round(table, batches, &cpus, pf, cfg.round));
             let (_, engine) = &engines[i];
-            let n = (cfg.round.as_secs_f64() * 2e7) as u64;
-            eng_rounds[i].push(engine_round(engine, &batches, cfg.threads * 2, cfg.round, n));
+            eng_rounds[i].push(engine_round(engine, batches, cfg.threads * 2, cfg.round));
         }
     }
     let contenders = |rounds: Vec<Vec<f64>>| -> Vec<Contender> {
-        cfg.prefetches.iter().zip(rounds).map(|(&prefetch, r)| Contender { prefetch, lookups_per_s: median(&r), rounds: r }).collect()
+        cfg.prefetches
+            .iter()
+            .zip(rounds)
+            .map(|(&prefetch, r)| Contender { prefetch, lookups_per_s: median(&r), rounds: r })
+            .collect()
     };
     let ceiling = contenders(ceil_rounds);
     let engine = contenders(eng_rounds);
@@ -177,7 +234,7 @@ fn ceiling_round(table: &RowStore, batches: &[Arc<QueryBatch>], cpus: &[usize], 
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-fn engine_round(engine: &Engine, batches: &[Arc<QueryBatch>], concurrency: usize, time: Duration, _cap: u64) -> f64 {
+fn engine_round(engine: &Engine, batches: &[Arc<QueryBatch>], concurrency: usize, time: Duration) -> f64 {
     let m = crate::bench::drive(engine, batches, concurrency, time, &|_| {});
     m.lookups as f64 / time.as_secs_f64()
 }

@@ -43,13 +43,22 @@ impl MachineInfo {
         }
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let field = |name: &str| {
-            meminfo.lines().find_map(|l| l.strip_prefix(name)).and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).map_or(0, |kb| kb * 1024)
+            meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
         };
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()
-            .lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
             .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()
-            .and_then(|s| s.split_whitespace().find(|w| w.starts_with('[')).map(|w| w.trim_matches(['[', ']']).to_string()))
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace().find(|w| w.starts_with('[')).map(|w| w.trim_matches(['[', ']']).to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
         MachineInfo {
             cpus,

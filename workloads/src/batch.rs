@@ -69,8 +69,12 @@ impl QueryBatch {
         let want = self.num_tables as usize * self.batch_size as usize + 1;
         let bad = |m: String| Err(WorkloadError::Invalid(m));
         if self.offsets.len() != want {
-            return bad(format!("a batch of {} tables x {} samples needs {want} offsets, not {}",
-                self.num_tables, self.batch_size, self.offsets.len()));
+            return bad(format!(
+                "a batch of {} tables x {} samples needs {want} offsets, not {}",
+                self.num_tables,
+                self.batch_size,
+                self.offsets.len()
+            ));
         }
         if self.offsets[0] != 0 || *self.offsets.last().unwrap() as usize != self.ids.len() {
             return bad("offsets must start at 0 and end at the number of ids".into());
@@ -85,12 +89,14 @@ impl QueryBatch {
     pub fn check_ids(&self, rows: &[u64]) -> Result<(), WorkloadError> {
         if rows.len() != self.num_tables as usize {
             return Err(WorkloadError::Invalid(format!(
-                "the batch has {} tables, the model {}", self.num_tables, rows.len())));
+                "the batch has {} tables, the model {}",
+                self.num_tables,
+                rows.len()
+            )));
         }
         for (t, &r) in rows.iter().enumerate() {
             if let Some(&id) = self.table_ids(t).iter().find(|&&id| id as u64 >= r) {
-                return Err(WorkloadError::Invalid(format!(
-                    "row id {id} is out of range for table {t} of {r} rows")));
+                return Err(WorkloadError::Invalid(format!("row id {id} is out of range for table {t} of {r} rows")));
             }
         }
         Ok(())
@@ -129,10 +135,8 @@ impl BatchGenerator {
     /// Batch number `index` with `batch_size` samples. Tables are generated in parallel: each
     /// (batch, table) pair has its own random stream, so the result does not depend on it.
     pub fn batch_sized(&self, index: u64, batch_size: u32) -> QueryBatch {
-        let per_table: Vec<(Vec<u32>, Vec<u32>)> = (0..self.samplers.len())
-            .into_par_iter()
-            .map(|t| self.table_bags(index, t, batch_size))
-            .collect();
+        let per_table: Vec<(Vec<u32>, Vec<u32>)> =
+            (0..self.samplers.len()).into_par_iter().map(|t| self.table_bags(index, t, batch_size)).collect();
         let total: usize = per_table.iter().map(|p| p.1.len()).sum();
         let mut offsets = Vec::with_capacity(self.samplers.len() * batch_size as usize + 1);
         let mut ids = Vec::with_capacity(total);
@@ -152,8 +156,7 @@ impl BatchGenerator {
     fn table_bags(&self, index: u64, t: usize, batch_size: u32) -> (Vec<u32>, Vec<u32>) {
         let table = &self.spec.tables[t];
         let mut rng = StreamRng::new(self.seed, index, t as u64);
-        let lengths: Vec<u32> =
-            (0..batch_size).map(|_| sample_pooling(&table.pooling, &mut rng)).collect();
+        let lengths: Vec<u32> = (0..batch_size).map(|_| sample_pooling(&table.pooling, &mut rng)).collect();
         let n: usize = lengths.iter().map(|&l| l as usize).sum();
         let sampler = &self.samplers[t];
         let ids = (0..n).map(|_| sampler.sample(&mut rng)).collect();
@@ -171,8 +174,7 @@ impl BatchGenerator {
     /// a budget of `max_bytes` of ids.
     pub fn pool_size_for(&self, cache_bytes: u64, max_bytes: u64) -> usize {
         let lookups = self.spec.mean_lookups_per_sample() * self.spec.batch_size as f64;
-        let row_bytes: f64 = self.spec.tables.iter()
-            .map(|t| t.pooling.mean() * t.row_bytes() as f64).sum::<f64>()
+        let row_bytes: f64 = self.spec.tables.iter().map(|t| t.pooling.mean() * t.row_bytes() as f64).sum::<f64>()
             * self.spec.batch_size as f64;
         let want = (4.0 * cache_bytes as f64 / row_bytes.max(1.0)).ceil() as usize;
         let cap = (max_bytes as f64 / (lookups.max(1.0) * 4.0)).floor() as usize;
@@ -186,15 +188,17 @@ mod tests {
     use crate::presets::{Preset, PresetOptions};
 
     fn small_spec() -> ModelSpec {
-        Preset::Synthetic.spec(&PresetOptions {
-            tables: Some(3),
-            rows: Some(1000),
-            dim: Some(8),
-            pooling: Some("uniform:0:6".parse().unwrap()),
-            dist: Some("zipf:1.1".parse().unwrap()),
-            batch: Some(32),
-            ..Default::default()
-        }).unwrap()
+        Preset::Synthetic
+            .spec(&PresetOptions {
+                tables: Some(3),
+                rows: Some(1000),
+                dim: Some(8),
+                pooling: Some("uniform:0:6".parse().unwrap()),
+                dist: Some("zipf:1.1".parse().unwrap()),
+                batch: Some(32),
+                ..Default::default()
+            })
+            .unwrap()
     }
 
     #[test]
@@ -216,7 +220,12 @@ mod tests {
         let g = BatchGenerator::new(&small_spec()).unwrap();
         let b = g.batch(0);
         let bytes: Vec<u8> = b.offsets.iter().chain(b.ids.iter()).flat_map(|x| x.to_le_bytes()).collect();
-        assert_eq!(crate::spec::fnv1a(&bytes), GOLDEN_DIGEST, "batch 0 changed: digest {:#x}", crate::spec::fnv1a(&bytes));
+        assert_eq!(
+            crate::spec::fnv1a(&bytes),
+            GOLDEN_DIGEST,
+            "batch 0 changed: digest {:#x}",
+            crate::spec::fnv1a(&bytes)
+        );
     }
     const GOLDEN_DIGEST: u64 = 0x9a7e_acb8_c0e9_9ef8;
 

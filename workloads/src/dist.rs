@@ -26,10 +26,9 @@ impl Sampler {
         let perm_seed = mix(seed ^ crate::spec::fnv1a(table.name.as_bytes()));
         Ok(match &table.dist {
             AccessDist::Uniform => Sampler::Uniform { rows },
-            AccessDist::Zipf { s } => Sampler::Zipf {
-                zipf: ZipfRanks::new(rows, *s),
-                perm: Permutation::new(rows, perm_seed),
-            },
+            AccessDist::Zipf { s } => {
+                Sampler::Zipf { zipf: ZipfRanks::new(rows, *s), perm: Permutation::new(rows, perm_seed) }
+            }
             AccessDist::HotSet { p, h } => {
                 let hot = ((*h * rows as f64).round() as u64).clamp(1, rows);
                 Sampler::HotSet { rows, hot, p: *p, perm: Permutation::new(rows, perm_seed) }
@@ -50,11 +49,8 @@ impl Sampler {
             Sampler::Uniform { rows } => rng.below(*rows),
             Sampler::Zipf { zipf, perm } => perm.apply(zipf.sample(rng) - 1),
             Sampler::HotSet { rows, hot, p, perm } => {
-                let rank = if *hot == *rows || rng.unit() < *p {
-                    rng.below(*hot)
-                } else {
-                    *hot + rng.below(*rows - *hot)
-                };
+                let rank =
+                    if *hot == *rows || rng.unit() < *p { rng.below(*hot) } else { *hot + rng.below(*rows - *hot) };
                 perm.apply(rank)
             }
             // A trace recorded on a larger table keeps its hot ids distinct when folded into a

@@ -93,7 +93,10 @@ impl AccessProfile {
             }
         }
         let n = batches.len().max(1) as f64;
-        let tables = counts.into_iter().zip(rows).zip(&lookups)
+        let tables = counts
+            .into_iter()
+            .zip(rows)
+            .zip(&lookups)
             .map(|((c, &rows), &lookups)| TableProfile { rows, lookups, hot: sorted(c) })
             .collect();
         AccessProfile {

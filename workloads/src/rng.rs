@@ -138,10 +138,12 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_independent() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = StreamRng::new(1, 2, 3);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = StreamRng::new(1, 2, 3);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut r = StreamRng::new(1, 2, 3);
         assert_eq!(a, (0..4).map(|_| r.next_u64()).collect::<Vec<_>>());
         let mut other = StreamRng::new(1, 2, 4);

@@ -129,11 +129,8 @@ impl fmt::Display for Pooling {
 impl FromStr for Pooling {
     type Err = WorkloadError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            WorkloadError::Parse(format!(
-                "bad pooling `{s}`: use a number (20), uniform:MIN:MAX or poisson:MEAN"
-            ))
-        };
+        let bad =
+            || WorkloadError::Parse(format!("bad pooling `{s}`: use a number (20), uniform:MIN:MAX or poisson:MEAN"));
         let parts: Vec<&str> = s.split(':').collect();
         let p = match parts.as_slice() {
             [n] => Pooling::Fixed(n.trim().parse().map_err(|_| bad())?),
@@ -146,7 +143,7 @@ impl FromStr for Pooling {
             }
             ["poisson", m] => {
                 let mean: f64 = m.parse().map_err(|_| bad())?;
-                if !(mean.is_finite() && mean >= 0.0 && mean <= 100_000.0) {
+                if !(mean.is_finite() && (0.0..=100_000.0).contains(&mean)) {
                     return Err(bad());
                 }
                 Pooling::Poisson { mean }
@@ -261,7 +258,7 @@ impl FromStr for AccessDist {
             }
             ["hotset", p, h] => {
                 let (p, h) = (num(p)?, num(h)?);
-                if !(0.0..=1.0).contains(&p) || !(h > 0.0 && h <= 1.0) {
+                if !((0.0..=1.0).contains(&p) && h > 0.0 && h <= 1.0) {
                     return Err(bad("P must be in [0, 1] and H in (0, 1]"));
                 }
                 Ok(AccessDist::HotSet { p, h })
@@ -344,8 +341,7 @@ impl ModelSpec {
         let text = std::fs::read_to_string(path)
             .map_err(|e| WorkloadError::Io(format!("cannot read model spec {}: {e}", path.display())))?;
         let spec: ModelSpec = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text)
-                .map_err(|e| WorkloadError::Parse(format!("{}: {e}", path.display())))?
+            serde_json::from_str(&text).map_err(|e| WorkloadError::Parse(format!("{}: {e}", path.display())))?
         } else {
             toml::from_str(&text).map_err(|e| WorkloadError::Parse(format!("{}: {e}", path.display())))?
         };

@@ -93,7 +93,14 @@ const SEED2: u64 = 0xc2b2_ae3d_27d4_eb4f;
 impl HotCache {
     /// Copies out of `store` the first `limit` rows of `hot_ids` (global ids, hottest first)
     /// that this piece holds.
-    pub fn build(store: &RowStore, rows: &ShardRows, hot_ids: &[u32], limit: usize, huge: bool, l2_bytes: u64) -> std::io::Result<HotCache> {
+    pub fn build(
+        store: &RowStore,
+        rows: &ShardRows,
+        hot_ids: &[u32],
+        limit: usize,
+        huge: bool,
+        l2_bytes: u64,
+    ) -> std::io::Result<HotCache> {
         let mut held: Vec<u32> = Vec::with_capacity(limit.min(hot_ids.len()));
         let mut seen = std::collections::HashSet::new();
         for &id in hot_ids {
@@ -162,7 +169,13 @@ impl HotCache {
 
     /// The index and rows as raw parts, for the kernel's resolver.
     fn probe(&self) -> HotProbe {
-        HotProbe { index: self.index.as_ptr(), shift: self.shift, rows: self.rows.base(), stride: self.rows.stride, prefetch: self.prefetch_hot }
+        HotProbe {
+            index: self.index.as_ptr(),
+            shift: self.shift,
+            rows: self.rows.base(),
+            stride: self.rows.stride,
+            prefetch: self.prefetch_hot,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -193,9 +206,8 @@ impl HotProbe {
     #[inline(always)]
     fn find(&self, id: u32) -> Option<*const u8> {
         // SAFETY: both hashes are below the index length (a power of two, 64 - shift bits).
-        let (a, b) = unsafe {
-            (*self.index.add(HotCache::h1(id, self.shift)), *self.index.add(HotCache::h2(id, self.shift)))
-        };
+        let (a, b) =
+            unsafe { (*self.index.add(HotCache::h1(id, self.shift)), *self.index.add(HotCache::h2(id, self.shift))) };
         // Which of the two slots holds a hot id is a coin toss, so a branch here mispredicts on
         // half the hits (measured: 5x slower than the direct gather); a select does not.
         let e = std::hint::select_unpredictable(a as u32 == id, a, b);
@@ -275,12 +287,20 @@ impl Piece {
         // SAFETY: the resolvers only produce pointers to rows inside `store` or the hot copy.
         unsafe {
             match (self.flow, self.rows) {
-                (DataFlow::Direct { prefetch }, ShardRows::Range { lo, hi }) => {
-                    kernels::pool(isa, shape, run, RangeRows { base, stride, lo: lo as u32, len: (hi - lo) as u32 }, prefetch as usize)
-                }
-                (DataFlow::Direct { prefetch }, ShardRows::Hash { of: 1, .. }) => {
-                    kernels::pool(isa, shape, run, RangeRows { base, stride, lo: 0, len: self.table_rows as u32 }, prefetch as usize)
-                }
+                (DataFlow::Direct { prefetch }, ShardRows::Range { lo, hi }) => kernels::pool(
+                    isa,
+                    shape,
+                    run,
+                    RangeRows { base, stride, lo: lo as u32, len: (hi - lo) as u32 },
+                    prefetch as usize,
+                ),
+                (DataFlow::Direct { prefetch }, ShardRows::Hash { of: 1, .. }) => kernels::pool(
+                    isa,
+                    shape,
+                    run,
+                    RangeRows { base, stride, lo: 0, len: self.table_rows as u32 },
+                    prefetch as usize,
+                ),
                 (DataFlow::Direct { prefetch }, ShardRows::Hash { index, of }) => {
                     kernels::pool(isa, shape, run, ModRows::new(base, stride, index, of), prefetch as usize)
                 }
@@ -403,4 +423,3 @@ mod tests {
         assert!(hot.find(10).is_none());
     }
 }
-

@@ -141,7 +141,15 @@ pub unsafe fn pool<R: Resolver>(isa: Isa, shape: RowShape, run: BagRun<'_>, r: R
 ///
 /// # Safety
 /// As for [`pool`]; every `bags[i]` must index an output row.
-pub unsafe fn scatter_add(isa: Isa, shape: RowShape, rows: &[*const u8], bags: &[u32], out: *mut f32, out_stride: usize, prefetch: usize) {
+pub unsafe fn scatter_add(
+    isa: Isa,
+    shape: RowShape,
+    rows: &[*const u8],
+    bags: &[u32],
+    out: *mut f32,
+    out_stride: usize,
+    prefetch: usize,
+) {
     let pf = prefetch.min(MAX_PREFETCH);
     let lines = if pf == 0 { 0 } else { prefetch_lines(shape) };
     let mut col = 0;
@@ -164,7 +172,7 @@ pub unsafe fn scatter_add(isa: Isa, shape: RowShape, rows: &[*const u8], bags: &
 /// longer rows).
 fn prefetch_lines(shape: RowShape) -> usize {
     let bytes = shape.row_type.row_bytes(shape.dim as u32);
-    let lines = bytes.div_ceil(64) + usize::from(bytes % 64 != 0);
+    let lines = bytes.div_ceil(64) + usize::from(!bytes.is_multiple_of(64));
     lines.min(8)
 }
 
@@ -303,7 +311,15 @@ mod portable {
     /// Portable kernel: plain loops over a column block that the compiler vectorises for the
     /// baseline target (SSE2 on x86-64, NEON on aarch64).
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn pool<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
+    pub(super) unsafe fn pool<R: Resolver>(
+        shape: RowShape,
+        col: usize,
+        width: usize,
+        run: BagRun<'_>,
+        r: R,
+        pf: usize,
+        lines: usize,
+    ) {
         let mut acc = [0f32; COL_BLOCK];
         let mut bias = 0f32;
         let dim = shape.dim;
@@ -329,7 +345,14 @@ mod portable {
 
     /// Adds columns `col..col + width` of a row into `acc`; returns the int8 bias to add.
     #[inline(always)]
-    pub(super) unsafe fn add_row(rt: RowType, dim: usize, col: usize, width: usize, row: *const u8, acc: &mut [f32; COL_BLOCK]) -> f32 {
+    pub(super) unsafe fn add_row(
+        rt: RowType,
+        dim: usize,
+        col: usize,
+        width: usize,
+        row: *const u8,
+        acc: &mut [f32; COL_BLOCK],
+    ) -> f32 {
         // SAFETY: the row has `dim` columns (and the int8 scale/bias after them).
         unsafe {
             match rt {
@@ -361,7 +384,17 @@ mod portable {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn scatter(shape: RowShape, col: usize, width: usize, rows: &[*const u8], bags: &[u32], out: *mut f32, out_stride: usize, pf: usize, lines: usize) {
+    pub(super) unsafe fn scatter(
+        shape: RowShape,
+        col: usize,
+        width: usize,
+        rows: &[*const u8],
+        bags: &[u32],
+        out: *mut f32,
+        out_stride: usize,
+        pf: usize,
+        lines: usize,
+    ) {
         let mut acc = [0f32; COL_BLOCK];
         for (i, (&row, &bag)) in rows.iter().zip(bags).enumerate() {
             if let Some(&next) = rows.get(i + pf) {
@@ -389,7 +422,15 @@ mod x86 {
     /// array the compiler keeps in zmm registers.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-    pub(super) unsafe fn pool_avx512<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
+    pub(super) unsafe fn pool_avx512<R: Resolver>(
+        shape: RowShape,
+        col: usize,
+        width: usize,
+        run: BagRun<'_>,
+        r: R,
+        pf: usize,
+        lines: usize,
+    ) {
         macro_rules! go { ($($v:literal)*) => { match width.div_ceil(16) {
             $($v => unsafe { pool512::<R, $v>(shape, col, width, run, r, pf, lines) },)*
             _ => unreachable!(),
@@ -401,7 +442,15 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-    unsafe fn pool512<R: Resolver, const V: usize>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
+    unsafe fn pool512<R: Resolver, const V: usize>(
+        shape: RowShape,
+        col: usize,
+        width: usize,
+        run: BagRun<'_>,
+        r: R,
+        pf: usize,
+        lines: usize,
+    ) {
         let tail = width - 16 * (V - 1);
         let mask: __mmask16 = if tail >= 16 { 0xffff } else { (1u16 << tail) - 1 };
         let mut acc = [_mm512_setzero_ps(); V];
@@ -416,11 +465,17 @@ mod x86 {
                     Step::Add(row) => {
                         let p = row.add(4 * col) as *const f32;
                         for (v, a) in acc.iter_mut().enumerate() {
-                            let x = if v + 1 < V { _mm512_loadu_ps(p.add(16 * v)) } else { _mm512_maskz_loadu_ps(mask, p.add(16 * v)) };
+                            let x = if v + 1 < V {
+                                _mm512_loadu_ps(p.add(16 * v))
+                            } else {
+                                _mm512_maskz_loadu_ps(mask, p.add(16 * v))
+                            };
                             *a = _mm512_add_ps(*a, x);
                         }
                     }
-                    Step::Flush(b) => store512::<V>(&acc, _mm512_setzero_ps(), run.out.add(b * run.out_stride + col), mask),
+                    Step::Flush(b) => {
+                        store512::<V>(&acc, _mm512_setzero_ps(), run.out.add(b * run.out_stride + col), mask)
+                    }
                 }),
                 RowType::F16 => drive(run, r, pf, lines, |step| match step {
                     Step::Start => acc = [_mm512_setzero_ps(); V],
@@ -431,7 +486,9 @@ mod x86 {
                             *a = _mm512_add_ps(*a, _mm512_cvtph_ps(h));
                         }
                     }
-                    Step::Flush(b) => store512::<V>(&acc, _mm512_setzero_ps(), run.out.add(b * run.out_stride + col), mask),
+                    Step::Flush(b) => {
+                        store512::<V>(&acc, _mm512_setzero_ps(), run.out.add(b * run.out_stride + col), mask)
+                    }
                 }),
                 RowType::Int8 => drive(run, r, pf, lines, |step| match step {
                     Step::Start => {
@@ -440,7 +497,10 @@ mod x86 {
                     }
                     Step::Add(row) => {
                         let scale = _mm512_set1_ps(std::ptr::read_unaligned(row.add(dim) as *const f32));
-                        bias = _mm512_add_ps(bias, _mm512_set1_ps(std::ptr::read_unaligned(row.add(dim + 4) as *const f32)));
+                        bias = _mm512_add_ps(
+                            bias,
+                            _mm512_set1_ps(std::ptr::read_unaligned(row.add(dim + 4) as *const f32)),
+                        );
                         let p = row.add(col) as *const i8;
                         for (v, a) in acc.iter_mut().enumerate() {
                             let q = _mm_maskz_loadu_epi8(if v + 1 < V { 0xffff } else { mask }, p.add(16 * v));
@@ -460,14 +520,28 @@ mod x86 {
             let x = _mm512_add_ps(*a, bias);
             // SAFETY: the caller's output has `width` floats here.
             unsafe {
-                if v + 1 < V { _mm512_storeu_ps(out.add(16 * v), x) } else { _mm512_mask_storeu_ps(out.add(16 * v), mask, x) }
+                if v + 1 < V {
+                    _mm512_storeu_ps(out.add(16 * v), x)
+                } else {
+                    _mm512_mask_storeu_ps(out.add(16 * v), mask, x)
+                }
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-    pub(super) unsafe fn scatter_avx512(shape: RowShape, col: usize, width: usize, rows: &[*const u8], bags: &[u32], out: *mut f32, out_stride: usize, pf: usize, lines: usize) {
+    pub(super) unsafe fn scatter_avx512(
+        shape: RowShape,
+        col: usize,
+        width: usize,
+        rows: &[*const u8],
+        bags: &[u32],
+        out: *mut f32,
+        out_stride: usize,
+        pf: usize,
+        lines: usize,
+    ) {
         let vecs = width.div_ceil(16);
         let tail = width - 16 * (vecs - 1);
         let last: __mmask16 = if tail >= 16 { 0xffff } else { (1u16 << tail) - 1 };
@@ -490,10 +564,17 @@ mod x86 {
                     let m = if v + 1 < vecs { 0xffff } else { last };
                     let x = match shape.row_type {
                         RowType::F32 => _mm512_maskz_loadu_ps(m, (row.add(4 * col) as *const f32).add(16 * v)),
-                        RowType::F16 => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (row.add(2 * col) as *const i16).add(16 * v))),
+                        RowType::F16 => {
+                            _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (row.add(2 * col) as *const i16).add(16 * v)))
+                        }
                         RowType::Int8 => _mm512_fmadd_ps(
-                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, (row.add(col) as *const i8).add(16 * v)))),
-                            scale, bias),
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
+                                m,
+                                (row.add(col) as *const i8).add(16 * v),
+                            ))),
+                            scale,
+                            bias,
+                        ),
                     };
                     let y = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o.add(16 * v)), x);
                     _mm512_mask_storeu_ps(o.add(16 * v), m, y);
@@ -506,7 +587,15 @@ mod x86 {
     /// blocks are split in halves by the caller's loop below.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn pool_avx2<R: Resolver>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
+    pub(super) unsafe fn pool_avx2<R: Resolver>(
+        shape: RowShape,
+        col: usize,
+        width: usize,
+        run: BagRun<'_>,
+        r: R,
+        pf: usize,
+        lines: usize,
+    ) {
         let mut c = col;
         let end = col + width;
         while c < end {
@@ -525,7 +614,15 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn pool256<R: Resolver, const V: usize>(shape: RowShape, col: usize, width: usize, run: BagRun<'_>, r: R, pf: usize, lines: usize) {
+    unsafe fn pool256<R: Resolver, const V: usize>(
+        shape: RowShape,
+        col: usize,
+        width: usize,
+        run: BagRun<'_>,
+        r: R,
+        pf: usize,
+        lines: usize,
+    ) {
         let tail = width - 8 * V;
         let mut acc = [_mm256_setzero_ps(); V];
         let mut tacc = [0f32; 8];
@@ -540,42 +637,40 @@ mod x86 {
                     tacc = [0.0; 8];
                     bias = 0.0;
                 }
-                Step::Add(row) => {
-                    match rt {
-                        RowType::F32 => {
-                            let p = row.add(4 * col) as *const f32;
-                            for (v, a) in acc.iter_mut().enumerate() {
-                                *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(8 * v)));
-                            }
-                            for (t, x) in tacc.iter_mut().enumerate().take(tail) {
-                                *x += std::ptr::read_unaligned(p.add(8 * V + t));
-                            }
+                Step::Add(row) => match rt {
+                    RowType::F32 => {
+                        let p = row.add(4 * col) as *const f32;
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(8 * v)));
                         }
-                        RowType::F16 => {
-                            let p = row.add(2 * col) as *const u16;
-                            for (v, a) in acc.iter_mut().enumerate() {
-                                let h = _mm_loadu_si128(p.add(8 * v) as *const __m128i);
-                                *a = _mm256_add_ps(*a, _mm256_cvtph_ps(h));
-                            }
-                            for (t, x) in tacc.iter_mut().enumerate().take(tail) {
-                                *x += half::f16::from_bits(std::ptr::read_unaligned(p.add(8 * V + t))).to_f32();
-                            }
-                        }
-                        RowType::Int8 => {
-                            let s = std::ptr::read_unaligned(row.add(dim) as *const f32);
-                            bias += std::ptr::read_unaligned(row.add(dim + 4) as *const f32);
-                            let scale = _mm256_set1_ps(s);
-                            let p = row.add(col) as *const i8;
-                            for (v, a) in acc.iter_mut().enumerate() {
-                                let q = _mm_loadl_epi64(p.add(8 * v) as *const __m128i);
-                                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale, *a);
-                            }
-                            for (t, x) in tacc.iter_mut().enumerate().take(tail) {
-                                *x += *p.add(8 * V + t) as f32 * s;
-                            }
+                        for (t, x) in tacc.iter_mut().enumerate().take(tail) {
+                            *x += std::ptr::read_unaligned(p.add(8 * V + t));
                         }
                     }
-                }
+                    RowType::F16 => {
+                        let p = row.add(2 * col) as *const u16;
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            let h = _mm_loadu_si128(p.add(8 * v) as *const __m128i);
+                            *a = _mm256_add_ps(*a, _mm256_cvtph_ps(h));
+                        }
+                        for (t, x) in tacc.iter_mut().enumerate().take(tail) {
+                            *x += half::f16::from_bits(std::ptr::read_unaligned(p.add(8 * V + t))).to_f32();
+                        }
+                    }
+                    RowType::Int8 => {
+                        let s = std::ptr::read_unaligned(row.add(dim) as *const f32);
+                        bias += std::ptr::read_unaligned(row.add(dim + 4) as *const f32);
+                        let scale = _mm256_set1_ps(s);
+                        let p = row.add(col) as *const i8;
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            let q = _mm_loadl_epi64(p.add(8 * v) as *const __m128i);
+                            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale, *a);
+                        }
+                        for (t, x) in tacc.iter_mut().enumerate().take(tail) {
+                            *x += *p.add(8 * V + t) as f32 * s;
+                        }
+                    }
+                },
                 Step::Flush(b) => {
                     let o = run.out.add(b * run.out_stride + col);
                     let bv = _mm256_set1_ps(bias);
@@ -626,19 +721,28 @@ mod tests {
                         for skip_odd in [false, true] {
                             let mut out = vec![f32::NAN; 5 * (dim + 3)];
                             let r = Plain { rows: bytes, stride: store.stride, skip_odd };
-                            let run = BagRun { offsets: &offsets, ids: &ids, out: out.as_mut_ptr(), out_stride: dim + 3 };
+                            let run =
+                                BagRun { offsets: &offsets, ids: &ids, out: out.as_mut_ptr(), out_stride: dim + 3 };
                             unsafe { pool(isa, RowShape { row_type: rt, dim }, run, r, pf) };
                             let mut dec = vec![0f64; dim];
                             for b in 0..5 {
                                 let mut want = vec![0f64; dim];
                                 for &id in &ids[offsets[b] as usize..offsets[b + 1] as usize] {
-                                    if skip_odd && id % 2 == 1 { continue; }
+                                    if skip_odd && id % 2 == 1 {
+                                        continue;
+                                    }
                                     crate::engine::storage::decode_row_f64(rt, dim, store.row(id as u64), &mut dec);
-                                    for (w, d) in want.iter_mut().zip(&dec) { *w += d; }
+                                    for (w, d) in want.iter_mut().zip(&dec) {
+                                        *w += d;
+                                    }
                                 }
                                 for c in 0..dim {
                                     let got = out[b * (dim + 3) + c] as f64;
-                                    assert!((got - want[c]).abs() < 1e-4, "{isa:?} {rt} dim {dim} pf {pf} bag {b} col {c}: {got} vs {}", want[c]);
+                                    assert!(
+                                        (got - want[c]).abs() < 1e-4,
+                                        "{isa:?} {rt} dim {dim} pf {pf} bag {b} col {c}: {got} vs {}",
+                                        want[c]
+                                    );
                                 }
                                 // The gap between bags' outputs is untouched.
                                 assert!(out[b * (dim + 3) + dim].is_nan());

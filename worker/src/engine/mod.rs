@@ -141,7 +141,10 @@ struct DeployedTable {
 enum Layout {
     Replicated(Piece),
     /// Pieces and the core each is pinned to; `complete` when they hold every row.
-    Shards { pieces: Vec<(usize, Piece)>, complete: bool },
+    Shards {
+        pieces: Vec<(usize, Piece)>,
+        complete: bool,
+    },
 }
 
 /// Everything deployed, swapped atomically on redeployment: requests in flight keep the old
@@ -197,7 +200,9 @@ impl Engine {
             pinned: (0..n).map(|_| Injector::new()).collect(),
             floating: Injector::new(),
             sleepers: (0..n).map(|_| Sleeper { parked: AtomicBool::new(false), thread: Mutex::new(None) }).collect(),
-            stats: (0..n).map(|_| Stats { busy_ns: AtomicU64::new(0), tasks: AtomicU64::new(0), lookups: AtomicU64::new(0) }).collect(),
+            stats: (0..n)
+                .map(|_| Stats { busy_ns: AtomicU64::new(0), tasks: AtomicU64::new(0), lookups: AtomicU64::new(0) })
+                .collect(),
             shutdown: AtomicBool::new(false),
             buffers: Mutex::new(Vec::new()),
         });
@@ -231,7 +236,9 @@ impl Engine {
         let cores = self.cores();
         if a.cores as usize > cores {
             return Err(EngineError::Deploy(format!(
-                "the plan puts work on {} cores of this worker, which runs {cores}", a.cores)));
+                "the plan puts work on {} cores of this worker, which runs {cores}",
+                a.cores
+            )));
         }
         let huge = self.shared.huge_pages;
         // Allocate every piece first, then fill them in parallel.
@@ -266,22 +273,32 @@ impl Engine {
                 complete: true,
                 pieces: Vec::new(),
             };
-            let alloc = |n: u64| RowStore::alloc(n, t.row_type, t.spec.dim, huge)
-                .map_err(|e| EngineError::Deploy(format!("table `{}`: cannot allocate {n} rows: {e}", t.spec.name)));
+            let alloc = |n: u64| {
+                RowStore::alloc(n, t.row_type, t.spec.dim, huge)
+                    .map_err(|e| EngineError::Deploy(format!("table `{}`: cannot allocate {n} rows: {e}", t.spec.name)))
+            };
             match &t.layout {
                 LocalLayout::Replicated => p.pieces.push((0, ShardRows::Range { lo: 0, hi: rows }, alloc(rows)?)),
                 LocalLayout::Shards(shards) => {
                     let mut covered = 0u64;
                     for s in shards {
                         if s.core as usize >= cores {
-                            return Err(EngineError::Deploy(format!("table `{}`: shard on core {} of {cores}", t.spec.name, s.core)));
+                            return Err(EngineError::Deploy(format!(
+                                "table `{}`: shard on core {} of {cores}",
+                                t.spec.name, s.core
+                            )));
                         }
                         let n = match s.rows {
                             ShardRows::Range { lo, hi } if lo < hi && hi <= rows => hi - lo,
                             ShardRows::Hash { index, of } if of > 0 && index < of => {
                                 (rows + (of - index) as u64 - 1) / of as u64
                             }
-                            other => return Err(EngineError::Deploy(format!("table `{}`: bad shard {other:?}", t.spec.name))),
+                            other => {
+                                return Err(EngineError::Deploy(format!(
+                                    "table `{}`: bad shard {other:?}",
+                                    t.spec.name
+                                )));
+                            }
                         };
                         covered += n;
                         p.pieces.push((s.core as usize, s.rows, alloc(n)?));
@@ -325,7 +342,9 @@ impl Engine {
                         };
                         match *rows {
                             ShardRows::Range { lo: base, .. } => store.fill(p.seed, lo, hi, |r| r + base),
-                            ShardRows::Hash { index, of } => store.fill(p.seed, lo, hi, |r| r * of as u64 + index as u64),
+                            ShardRows::Hash { index, of } => {
+                                store.fill(p.seed, lo, hi, |r| r * of as u64 + index as u64)
+                            }
                         }
                     }
                 });
@@ -337,8 +356,9 @@ impl Engine {
             for (core, rows, store) in p.pieces {
                 let hot = match p.flow {
                     DataFlow::HotCache { hot_rows, .. } => {
-                        let h = HotCache::build(&store, &rows, &p.hot_ids, hot_rows as usize, huge, self.shared.l2_bytes)
-                            .map_err(|e| EngineError::Deploy(format!("table `{}`: hot cache: {e}", p.name)))?;
+                        let h =
+                            HotCache::build(&store, &rows, &p.hot_ids, hot_rows as usize, huge, self.shared.l2_bytes)
+                                .map_err(|e| EngineError::Deploy(format!("table `{}`: hot cache: {e}", p.name)))?;
                         report.hot_rows += h.len() as u64;
                         Some(h)
                     }
@@ -390,9 +410,12 @@ impl Engine {
     /// Submits and waits: the convenient form for tests and tools.
     pub fn lookup(&self, req: Lookup) -> Result<LookupOutput, EngineError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(req, Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        self.submit(
+            req,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         rx.recv().unwrap_or(Err(EngineError::ShuttingDown))
     }
 
@@ -407,7 +430,10 @@ impl Engine {
 
     /// Per-core counters.
     pub fn stats(&self) -> Vec<CoreStats> {
-        self.shared.stats.iter().enumerate()
+        self.shared
+            .stats
+            .iter()
+            .enumerate()
             .map(|(i, s)| CoreStats {
                 core: i,
                 cpu: self.shared.cpus[i],
@@ -430,14 +456,18 @@ impl Engine {
         b.check_layout().map_err(|e| EngineError::BadRequest(e.to_string()))?;
         if req.tables.len() != b.num_tables as usize {
             return Err(EngineError::BadRequest(format!(
-                "the request names {} tables for a batch of {}", req.tables.len(), b.num_tables)));
+                "the request names {} tables for a batch of {}",
+                req.tables.len(),
+                b.num_tables
+            )));
         }
         let bs = b.batch_size as usize;
         let mut columns = Vec::with_capacity(req.tables.len());
         let mut width = 0usize;
         let mut slots = Vec::with_capacity(req.tables.len());
         for (slot, &t) in req.tables.iter().enumerate() {
-            let table = dep.tables.get(t as usize).and_then(Option::as_ref).ok_or(EngineError::UnknownTable { table: t })?;
+            let table =
+                dep.tables.get(t as usize).and_then(Option::as_ref).ok_or(EngineError::UnknownTable { table: t })?;
             check_ids(t, table, b.table_ids(slot))?;
             columns.push(width);
             width += table.dim;

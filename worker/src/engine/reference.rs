@@ -34,7 +34,10 @@ pub struct Reference {
 
 impl Reference {
     pub fn new(spec: &ModelSpec, row_types: &[RowType]) -> Reference {
-        let tables = spec.tables.iter().enumerate()
+        let tables = spec
+            .tables
+            .iter()
+            .enumerate()
             .map(|(i, t)| RefTable {
                 name: t.name.clone(),
                 rows: t.rows,
@@ -94,10 +97,13 @@ impl RefOutput {
         }
         for (i, ((g, w), tol)) in got.iter().zip(&self.values).zip(&self.tolerance).enumerate() {
             let err = (*g as f64 - w).abs();
-            if !(err <= *tol) {
+            // NaN fails too: it is never within tolerance.
+            if err.is_nan() || err > *tol {
                 return Err(format!(
                     "sample {} column {}: engine {g}, reference {w:.7} (error {err:.2e} > {tol:.2e})",
-                    i / self.width, i % self.width));
+                    i / self.width,
+                    i % self.width
+                ));
             }
         }
         Ok(())

@@ -232,7 +232,9 @@ impl RowStore {
         let mut scratch = vec![0f32; self.dim as usize];
         for r in lo..hi {
             // SAFETY: r < rows, and callers fill disjoint ranges.
-            let dst = unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().add(r as usize * self.stride), self.stride) };
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().add(r as usize * self.stride), self.stride)
+            };
             encode_row(seed, global(r), self.row_type, &mut scratch, dst);
         }
     }
@@ -242,7 +244,11 @@ impl RowStore {
         debug_assert_eq!(self.stride, src.stride);
         // SAFETY: both rows are in bounds; the stores are distinct buffers.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.row_ptr(src_row), self.buf.as_mut_ptr().add(dst_row as usize * self.stride), self.stride);
+            std::ptr::copy_nonoverlapping(
+                src.row_ptr(src_row),
+                self.buf.as_mut_ptr().add(dst_row as usize * self.stride),
+                self.stride,
+            );
         }
     }
 
@@ -313,7 +319,11 @@ mod tests {
             row_values(99, 105, &mut want);
             let mut got = [0f64; 12];
             decode_row_f64(rt, 12, s.row(5), &mut got);
-            let tol = match rt { RowType::F32 => 0.0, RowType::F16 => 1e-3, RowType::Int8 => 1e-2 };
+            let tol = match rt {
+                RowType::F32 => 0.0,
+                RowType::F16 => 1e-3,
+                RowType::Int8 => 1e-2,
+            };
             for (w, g) in want.iter().zip(&got) {
                 assert!((*w as f64 - g).abs() <= tol, "{rt}: {w} vs {g}");
             }

@@ -33,7 +33,11 @@ fn plan_for(spec: &ModelSpec, cores: u16, placements: Vec<Placement>, flows: Vec
         strategy: "test".into(),
         spec_digest: spec.digest(),
         topology: Topology::uniform(1, cores, 1 << 40),
-        tables: spec.tables.iter().zip(placements).zip(flows)
+        tables: spec
+            .tables
+            .iter()
+            .zip(placements)
+            .zip(flows)
             .map(|((t, placement), flow)| TablePlan { name: t.name.clone(), placement, flow, row_type: t.row_type })
             .collect(),
         knobs: Knobs { sub_batch, inflight_per_worker: 1 },
@@ -80,7 +84,8 @@ fn arb_placement(rows: u64, cores: u16) -> impl Strategy<Value = Placement> {
         (1usize..5, any::<u64>()).prop_map(move |(k, seed)| {
             let k = k.min(rows as usize).max(1);
             // k - 1 distinct cut points inside (0, rows).
-            let mut cuts: Vec<u64> = (1..k as u64).map(|i| (i * rows / k as u64 + seed % 3).clamp(1, rows - 1)).collect();
+            let mut cuts: Vec<u64> =
+                (1..k as u64).map(|i| (i * rows / k as u64 + seed % 3).clamp(1, rows - 1)).collect();
             cuts.dedup();
             let mut bounds = vec![0];
             bounds.extend(cuts);
@@ -96,17 +101,24 @@ fn arb_placement(rows: u64, cores: u16) -> impl Strategy<Value = Placement> {
 fn arb_case() -> impl Strategy<Value = (ModelSpec, Plan, u64)> {
     (1u16..4, 1usize..4, any::<u64>(), 1u32..20).prop_flat_map(|(cores, ntables, seed, sub)| {
         let tables = proptest::collection::vec(
-            (1u64..3000, prop_oneof![Just(1u32), Just(8), Just(16), Just(20), Just(64), Just(130)], arb_row_type(),
-             prop_oneof![Just(PoolingMode::Sum), Just(PoolingMode::Mean)],
-             prop_oneof![Just("uniform"), Just("zipf:1.1"), Just("hotset:0.9:0.01")]),
-            ntables);
+            (
+                1u64..3000,
+                prop_oneof![Just(1u32), Just(8), Just(16), Just(20), Just(64), Just(130)],
+                arb_row_type(),
+                prop_oneof![Just(PoolingMode::Sum), Just(PoolingMode::Mean)],
+                prop_oneof![Just("uniform"), Just("zipf:1.1"), Just("hotset:0.9:0.01")],
+            ),
+            ntables,
+        );
         tables.prop_flat_map(move |ts| {
             let spec = ModelSpec {
                 name: "prop".into(),
                 batch_size: 13,
                 seed,
                 source: String::new(),
-                tables: ts.iter().enumerate()
+                tables: ts
+                    .iter()
+                    .enumerate()
                     .map(|(i, (rows, dim, rt, mode, dist))| table(&format!("t{i}"), *rows, *dim, *rt, *mode, dist))
                     .collect(),
             };
@@ -147,7 +159,11 @@ fn every_isa_and_flow_agrees_on_a_skewed_model() {
     };
     let g = BatchGenerator::new(&spec).unwrap();
     let batches: Vec<QueryBatch> = (0..4).map(|i| g.batch(i)).collect();
-    let flows = [DataFlow::Direct { prefetch: 16 }, DataFlow::HotCache { hot_rows: 100, prefetch: 8 }, DataFlow::Blocked { block_rows: 64 }];
+    let flows = [
+        DataFlow::Direct { prefetch: 16 },
+        DataFlow::HotCache { hot_rows: 100, prefetch: 8 },
+        DataFlow::Blocked { block_rows: 64 },
+    ];
     for isa in Isa::supported() {
         for flow in flows {
             let placements = vec![
@@ -167,9 +183,18 @@ fn simple() -> (Engine, ModelSpec) {
         batch_size: 4,
         seed: 1,
         source: String::new(),
-        tables: vec![table("x", 100, 8, RowType::F32, PoolingMode::Sum, "uniform"), table("y", 50, 4, RowType::F32, PoolingMode::Sum, "uniform")],
+        tables: vec![
+            table("x", 100, 8, RowType::F32, PoolingMode::Sum, "uniform"),
+            table("y", 50, 4, RowType::F32, PoolingMode::Sum, "uniform"),
+        ],
     };
-    let plan = plan_for(&spec, 2, vec![Placement::Replicated, Placement::Owned(CoreId::new(0, 1))], vec![DataFlow::DEFAULT; 2], 2);
+    let plan = plan_for(
+        &spec,
+        2,
+        vec![Placement::Replicated, Placement::Owned(CoreId::new(0, 1))],
+        vec![DataFlow::DEFAULT; 2],
+        2,
+    );
     let e = engine(2, None);
     e.deploy(&plan.assignment(&spec, 0)).unwrap();
     (e, spec)
@@ -182,7 +207,8 @@ fn out_of_range_ids_are_a_typed_error() {
     let err = e.lookup(Lookup::all_tables(Arc::new(b))).unwrap_err();
     assert_eq!(err, EngineError::RowOutOfRange { table: 1, name: "y".into(), id: 50, rows: 50 });
     // The engine still serves good requests afterwards.
-    let ok = QueryBatch::from_bags(&[vec![vec![1], vec![], vec![99], vec![3]], vec![vec![0], vec![49], vec![], vec![]]]);
+    let ok =
+        QueryBatch::from_bags(&[vec![vec![1], vec![], vec![99], vec![3]], vec![vec![0], vec![49], vec![], vec![]]]);
     assert!(e.lookup(Lookup::all_tables(Arc::new(ok))).is_ok());
 }
 
@@ -210,7 +236,13 @@ fn ids_of_shards_held_elsewhere_are_refused() {
         tables: vec![table("x", 100, 8, RowType::F32, PoolingMode::Sum, "uniform")],
     };
     // Worker 0 holds rows 0..40; rows 40..100 live on worker 1.
-    let mut plan = plan_for(&spec, 1, vec![Placement::RowRange { bounds: vec![0, 40, 100], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] }], vec![DataFlow::DEFAULT], 1);
+    let mut plan = plan_for(
+        &spec,
+        1,
+        vec![Placement::RowRange { bounds: vec![0, 40, 100], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] }],
+        vec![DataFlow::DEFAULT],
+        1,
+    );
     plan.topology = Topology::uniform(2, 1, 1 << 30);
     let e = engine(1, None);
     e.deploy(&plan.assignment(&spec, 0)).unwrap();
@@ -232,16 +264,33 @@ fn empty_batches_and_empty_bags_complete() {
 
 #[test]
 fn many_concurrent_requests_all_complete_correctly() {
-    let spec = embtune_workloads::Preset::Synthetic.spec(&embtune_workloads::PresetOptions {
-        tables: Some(4), rows: Some(20_000), dim: Some(32), dist: Some(AccessDist::Zipf { s: 1.05 }), batch: Some(32),
-        ..Default::default()
-    }).unwrap();
-    let plan = plan_for(&spec, 2, vec![
-        Placement::Replicated,
-        Placement::Owned(CoreId::new(0, 0)),
-        Placement::RowRange { bounds: vec![0, 7000, 20_000], owners: vec![CoreId::new(0, 1), CoreId::new(0, 0)] },
-        Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] },
-    ], vec![DataFlow::DEFAULT, DataFlow::HotCache { hot_rows: 500, prefetch: 16 }, DataFlow::Blocked { block_rows: 256 }, DataFlow::DEFAULT], 8);
+    let spec = embtune_workloads::Preset::Synthetic
+        .spec(&embtune_workloads::PresetOptions {
+            tables: Some(4),
+            rows: Some(20_000),
+            dim: Some(32),
+            dist: Some(AccessDist::Zipf { s: 1.05 }),
+            batch: Some(32),
+            ..Default::default()
+        })
+        .unwrap();
+    let plan = plan_for(
+        &spec,
+        2,
+        vec![
+            Placement::Replicated,
+            Placement::Owned(CoreId::new(0, 0)),
+            Placement::RowRange { bounds: vec![0, 7000, 20_000], owners: vec![CoreId::new(0, 1), CoreId::new(0, 0)] },
+            Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] },
+        ],
+        vec![
+            DataFlow::DEFAULT,
+            DataFlow::HotCache { hot_rows: 500, prefetch: 16 },
+            DataFlow::Blocked { block_rows: 256 },
+            DataFlow::DEFAULT,
+        ],
+        8,
+    );
     let e = Arc::new(engine(2, None));
     e.deploy(&plan.assignment(&spec, 0)).unwrap();
     let g = BatchGenerator::new(&spec).unwrap();
@@ -265,8 +314,13 @@ fn redeploying_swaps_tables_without_disturbing_requests() {
     let (e, spec) = simple();
     let b = Arc::new(QueryBatch::from_bags(&[vec![vec![1, 2], vec![3]], vec![vec![4], vec![]]]));
     let before = e.lookup(Lookup::all_tables(b.clone())).unwrap().pooled;
-    let plan = plan_for(&spec, 2, vec![Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] }, Placement::Replicated],
-        vec![DataFlow::Blocked { block_rows: 4 }, DataFlow::HotCache { hot_rows: 3, prefetch: 2 }], 1);
+    let plan = plan_for(
+        &spec,
+        2,
+        vec![Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] }, Placement::Replicated],
+        vec![DataFlow::Blocked { block_rows: 4 }, DataFlow::HotCache { hot_rows: 3, prefetch: 2 }],
+        1,
+    );
     e.deploy(&plan.assignment(&spec, 0)).unwrap();
     let after = e.lookup(Lookup::all_tables(b)).unwrap().pooled;
     // Same rows, same sums: contents depend on the seed, not on the placement.
@@ -274,4 +328,3 @@ fn redeploying_swaps_tables_without_disturbing_requests() {
         assert!((x - y).abs() < 1e-5);
     }
 }
-

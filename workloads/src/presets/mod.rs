@@ -68,7 +68,9 @@ impl Preset {
     fn base(self, o: &PresetOptions) -> Result<ModelSpec, WorkloadError> {
         let zipf = AccessDist::Zipf { s: 1.05 };
         let one_hot = |name: &str, src: &str, rows: &[u64], dim: u32| {
-            let tables = rows.iter().enumerate()
+            let tables = rows
+                .iter()
+                .enumerate()
                 .map(|(i, &r)| table(format!("C{}", i + 1), r, dim, Pooling::Fixed(1), zipf.clone()))
                 .collect();
             spec(name, src, 256, tables)
@@ -77,18 +79,34 @@ impl Preset {
             Preset::CriteoKaggle => one_hot(
                 self.name(),
                 "Criteo Kaggle Display Advertising Challenge: the 26 categorical cardinalities used by DLRM (facebookresearch/dlrm, --arch-sparse-feature-size=16)",
-                &CRITEO_KAGGLE, 16),
+                &CRITEO_KAGGLE,
+                16,
+            ),
             Preset::CriteoTerabyte => {
-                let tables = CRITEO_TERABYTE.iter().zip(TERABYTE_MULTI_HOT.iter()).enumerate()
-                    .map(|(i, (&r, &l))| table(format!("C{}", i + 1), r.min(TERABYTE_CAP), 128, Pooling::Fixed(l), zipf.clone()))
+                let tables = CRITEO_TERABYTE
+                    .iter()
+                    .zip(TERABYTE_MULTI_HOT.iter())
+                    .enumerate()
+                    .map(|(i, (&r, &l))| {
+                        table(format!("C{}", i + 1), r.min(TERABYTE_CAP), 128, Pooling::Fixed(l), zipf.clone())
+                    })
                     .collect();
-                spec(self.name(), "Criteo 1TB click logs as in MLPerf DLRM-v2: cardinalities capped at 40M rows, the benchmark's multi-hot sizes, dim 128", 256, tables)
+                spec(
+                    self.name(),
+                    "Criteo 1TB click logs as in MLPerf DLRM-v2: cardinalities capped at 40M rows, the benchmark's multi-hot sizes, dim 128",
+                    256,
+                    tables,
+                )
             }
             Preset::Avazu => {
-                let tables = AVAZU.iter()
-                    .map(|&(n, r)| table(n.to_string(), r, 16, Pooling::Fixed(1), zipf.clone()))
-                    .collect();
-                spec(self.name(), "Avazu click-through data (Kaggle 2014): the distinct values of its 21 categorical fields", 256, tables)
+                let tables =
+                    AVAZU.iter().map(|&(n, r)| table(n.to_string(), r, 16, Pooling::Fixed(1), zipf.clone())).collect();
+                spec(
+                    self.name(),
+                    "Avazu click-through data (Kaggle 2014): the distinct values of its 21 categorical fields",
+                    256,
+                    tables,
+                )
             }
             Preset::Kuairec => from_research(self, research::KUAIREC, &zipf),
             Preset::Taobao => from_research(self, research::TAOBAO, &zipf),
@@ -97,7 +115,12 @@ impl Preset {
                 let tables = (0..12)
                     .map(|i| table(format!("T{}", i + 1), 500_000, 128, Pooling::Fixed(150), zipf.clone()))
                     .collect();
-                spec(self.name(), "Configuration of 'Pushing the Performance Envelope of DNN-based Recommendation Systems Inference on GPUs' (MICRO 2024)", 2048, tables)
+                spec(
+                    self.name(),
+                    "Configuration of 'Pushing the Performance Envelope of DNN-based Recommendation Systems Inference on GPUs' (MICRO 2024)",
+                    2048,
+                    tables,
+                )
             }
             Preset::Synthetic => {
                 let n = o.tables.unwrap_or(8);
@@ -118,7 +141,8 @@ impl Preset {
         if self != Preset::Synthetic && (o.tables.is_some() || o.rows.is_some()) {
             return Err(WorkloadError::Invalid(format!(
                 "--tables and --rows shape the synthetic preset only; {} has its own tables (use --scale to shrink them)",
-                self.name())));
+                self.name()
+            )));
         }
         let scale = o.scale.unwrap_or(1.0);
         if !(scale.is_finite() && scale > 0.0 && scale <= 1.0) {
@@ -201,7 +225,8 @@ fn spec(name: &str, source: &str, batch: u32, tables: Vec<TableSpec>) -> ModelSp
 }
 
 fn from_research(p: Preset, fields: &[research::FieldShape], dist: &AccessDist) -> ModelSpec {
-    let tables = fields.iter()
+    let tables = fields
+        .iter()
         .map(|f| table(f.name.to_string(), f.rows.max(1), 16, Pooling::Fixed(f.pooling), dist.clone()))
         .collect();
     spec(p.name(), research_source(p), 256, tables)
@@ -210,22 +235,28 @@ fn from_research(p: Preset, fields: &[research::FieldShape], dist: &AccessDist) 
 /// Where the research presets' shapes come from (details per field in `research.rs`).
 fn research_source(p: Preset) -> &'static str {
     match p {
-        Preset::Kuairec => "KuaiRec (Gao et al., CIKM 2022): field cardinalities from the dataset's published statistics, see workloads/src/presets/research.rs",
-        Preset::Taobao => "Taobao display-ad click dataset (Alibaba, Tianchi): field cardinalities from its published statistics, see workloads/src/presets/research.rs",
-        _ => "Tenrec (Yuan et al., NeurIPS 2022): field cardinalities from its published statistics, see workloads/src/presets/research.rs",
+        Preset::Kuairec => {
+            "KuaiRec (Gao et al., CIKM 2022): field cardinalities from the dataset's published statistics, see workloads/src/presets/research.rs"
+        }
+        Preset::Taobao => {
+            "Taobao display-ad click dataset (Alibaba, Tianchi): field cardinalities from its published statistics, see workloads/src/presets/research.rs"
+        }
+        _ => {
+            "Tenrec (Yuan et al., NeurIPS 2022): field cardinalities from its published statistics, see workloads/src/presets/research.rs"
+        }
     }
 }
 
 /// Criteo Kaggle's 26 categorical cardinalities (as DLRM's data loader counts them).
 pub const CRITEO_KAGGLE: [u64; 26] = [
-    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
-    5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992, 5461306, 10, 5652,
+    2173, 4, 7046547, 18, 15, 286181, 105, 142572,
 ];
 
 /// Criteo Terabyte's 26 categorical cardinalities before MLPerf's cap.
 pub const CRITEO_TERABYTE: [u64; 26] = [
-    227605432, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 130229467, 3067956, 405282, 10, 2209,
-    11938, 155, 4, 976, 14, 292775614, 40790948, 187188510, 590152, 12973, 108, 36,
+    227605432, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 130229467, 3067956, 405282, 10, 2209, 11938, 155, 4, 976,
+    14, 292775614, 40790948, 187188510, 590152, 12973, 108, 36,
 ];
 
 /// MLPerf DLRM-v2 caps every table at 40M rows.
@@ -237,10 +268,26 @@ pub const TERABYTE_MULTI_HOT: [u32; 26] =
 
 /// Avazu's 21 categorical fields and their distinct values.
 pub const AVAZU: [(&str, u64); 21] = [
-    ("C1", 7), ("banner_pos", 7), ("site_id", 4737), ("site_domain", 7745), ("site_category", 26),
-    ("app_id", 8552), ("app_domain", 559), ("app_category", 36), ("device_id", 2686408),
-    ("device_ip", 6729486), ("device_model", 8251), ("device_type", 5), ("device_conn_type", 4),
-    ("C14", 2626), ("C15", 8), ("C16", 9), ("C17", 435), ("C18", 4), ("C19", 68), ("C20", 172),
+    ("C1", 7),
+    ("banner_pos", 7),
+    ("site_id", 4737),
+    ("site_domain", 7745),
+    ("site_category", 26),
+    ("app_id", 8552),
+    ("app_domain", 559),
+    ("app_category", 36),
+    ("device_id", 2686408),
+    ("device_ip", 6729486),
+    ("device_model", 8251),
+    ("device_type", 5),
+    ("device_conn_type", 4),
+    ("C14", 2626),
+    ("C15", 8),
+    ("C16", 9),
+    ("C17", 435),
+    ("C18", 4),
+    ("C19", 68),
+    ("C20", 172),
     ("C21", 60),
 ];
 

@@ -62,6 +62,7 @@
 //!   3. The six columns only QK-article has (`read, read_time, share, like,
 //!      follow, favorite`) are feedback labels, not inputs, so the preset
 //!      leaves them out: 78 tables, within the "up to 84" that the full field set allows.
+//!
 //!   Published counts: users/items per scenario (paper Table 1: QK-video
 //!   5,022,750/3,753,436; QK-article 1,325,838/220,122; QB-video
 //!   34,240/130,637; QB-article 24,516/7,355). `hist_k` rows = items + 1 (the
@@ -79,7 +80,11 @@
 //!   pooling 10: the ctr_data_1M scan gives a mean of 9.93 non-zero slots.)
 
 /// One embedding table of a preset: field name, rows (distinct values), pooling factor (ids per sample).
-pub(crate) struct FieldShape { pub name: &'static str, pub rows: u64, pub pooling: u32 }
+pub(crate) struct FieldShape {
+    pub name: &'static str,
+    pub rows: u64,
+    pub pooling: u32,
+}
 
 /// KuaiRec 2.0 (kuairec.com, github.com/chongminggao/KuaiRec): 29 tables.
 /// IDs from the published big-matrix statistics, user-profile fields from
