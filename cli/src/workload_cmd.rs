@@ -28,6 +28,19 @@ pub enum WorkloadCmd {
     /// Per-table skew: distinct ids and the share of look-ups on the top 0.1%, 1% and 10% of
     /// rows, measured over generated batches (or a whole trace with --trace).
     Profile(ProfileArgs),
+    /// Write generated batches to a folder, for peers and other tools: `index.json` (the spec
+    /// and the file of every batch) and, per batch, `bN.offsets` and `bN.ids` as raw
+    /// little-endian u32 (the table-batched layout: offsets has tables x batch + 1 entries).
+    Dump {
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        /// Batches to write.
+        #[arg(long, default_value_t = 16)]
+        batches: usize,
+        /// Output folder (created).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -88,7 +101,30 @@ pub fn run(cmd: WorkloadCmd) -> Result<()> {
             }
         }
         WorkloadCmd::Profile(a) => profile(a)?,
+        WorkloadCmd::Dump { workload, batches, out } => dump(&workload, batches, &out)?,
     }
+    Ok(())
+}
+
+fn dump(w: &WorkloadArgs, n: usize, out: &std::path::Path) -> Result<()> {
+    use anyhow::Context;
+    let spec = w.spec()?;
+    let generator = BatchGenerator::new(&spec)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut files = Vec::new();
+    for (i, b) in generator.pool(0, n.max(1)).iter().enumerate() {
+        let write = |name: String, v: &[u32]| -> Result<String> {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            std::fs::write(out.join(&name), bytes).with_context(|| format!("writing {name}"))?;
+            Ok(name)
+        };
+        let offsets = write(format!("b{i}.offsets"), &b.offsets)?;
+        let ids = write(format!("b{i}.ids"), &b.ids)?;
+        files.push(serde_json::json!({ "offsets": offsets, "ids": ids, "lookups": b.ids.len() }));
+    }
+    let index = serde_json::json!({ "spec": spec, "batch_size": spec.batch_size, "num_tables": spec.tables.len(), "batches": files });
+    std::fs::write(out.join("index.json"), serde_json::to_string_pretty(&index)?)?;
+    println!("wrote {} batches of `{}` to {}", n.max(1), spec.name, out.display());
     Ok(())
 }
 
