@@ -3,11 +3,16 @@
 //! - [`plan`]: the placement plan (where each table lives, which data flow reads it) that the
 //!   tuner makes, the coordinator deploys and routes by, and the worker executes.
 //! - [`report`]: benchmark reports, the stable JSON of `embtune bench`.
+//! - [`wire`] and [`codec`]: the messages between processes and their framing (bincode
+//!   metadata, raw little-endian bodies, hard size limits).
 //!
-//! Pure data and pure functions: no I/O here, so every rule about plans is tested fast.
+//! Pure data and pure functions: no I/O here, so every rule about plans and frames is tested
+//! fast. The transport crate moves these frames over QUIC.
 
+pub mod codec;
 pub mod plan;
 pub mod report;
+pub mod wire;
 
 pub use plan::{
     CoreId, DataFlow, Knobs, LocalLayout, LocalShard, LocalTable, Placement, Plan, ShardRows, TablePlan, Topology,

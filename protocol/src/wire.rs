@@ -1,0 +1,253 @@
+//! The messages embtune's processes exchange.
+//!
+//! Every request travels on its own QUIC bidirectional stream as one frame (see [`crate::codec`])
+//! and is answered by one frame. A frame's metadata is one of the enums below, encoded with
+//! bincode; bulk data (row ids, bag offsets, pooled vectors) follows as a raw body of
+//! little-endian 32-bit words, never encoded element by element.
+
+use serde::{Deserialize, Serialize};
+
+use embtune_workloads::ModelSpec;
+
+use crate::plan::{Plan, WorkerAssignment};
+
+/// The protocol version every frame carries. Peers with another version get a typed error.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The ALPN token of the QUIC handshake: a peer speaking another version fails the handshake.
+pub const ALPN: &[u8] = b"embtune/1";
+
+/// The TLS server name every node's certificate carries, so that nodes can be reached at any
+/// address without per-address certificates.
+pub const SERVER_NAME: &str = "embtune.cluster";
+
+/// A request's metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Request {
+    // ---- to a worker ----
+    /// Materialise these tables; replaces what the worker held.
+    Deploy {
+        plan_id: u64,
+        assignment: WorkerAssignment,
+    },
+    /// Pool a batch; the body is `offsets` then `ids`.
+    Lookup(LookupHead),
+    /// Per-core counters and what is deployed.
+    WorkerStats,
+
+    // ---- to the coordinator, from workers ----
+    Register(WorkerHello),
+    Heartbeat(Heartbeat),
+
+    // ---- to the coordinator, from clients ----
+    /// Pool a batch of the deployed model; the body is `offsets` then `ids` over every table.
+    Query(QueryHead),
+    /// Deploy a model and plan on the cluster (the plan's topology is the cluster's workers).
+    DeployPlan {
+        spec: Box<ModelSpec>,
+        plan: Box<Plan>,
+    },
+    /// The current model and plan.
+    GetDeployment,
+    /// Workers, their health and load.
+    ClusterStatus,
+}
+
+/// A response's metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Response {
+    Deployed(DeployedInfo),
+    /// Pooled rows: the body is `batch x width` f32 values.
+    Pooled(PooledHead),
+    WorkerStats(WorkerStatsReply),
+    Registered {
+        worker: u16,
+        heartbeat_ms: u32,
+    },
+    Ack,
+    Deployment(Option<DeploymentInfo>),
+    Cluster(ClusterInfo),
+    Error(WireError),
+}
+
+/// A look-up sent to a worker: for each of `tables`, `batch_size` bags.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LookupHead {
+    /// The deployment the coordinator routed by; a worker on another one refuses.
+    pub plan_id: u64,
+    pub batch_size: u32,
+    /// Model-spec indices of the tables, in the order of the offsets.
+    pub tables: Vec<u16>,
+    /// Words of offsets in the body (`tables.len() * batch_size + 1`).
+    pub offsets: u32,
+    /// Words of ids after them.
+    pub ids: u32,
+}
+
+/// A client's batch over every table of the deployed model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueryHead {
+    /// Digest of the spec the client generated the batch for; 0 to skip the check.
+    pub spec_digest: u64,
+    pub batch_size: u32,
+    pub num_tables: u32,
+    pub offsets: u32,
+    pub ids: u32,
+}
+
+/// A pooled reply.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct PooledHead {
+    pub batch_size: u32,
+    pub width: u32,
+    /// Time inside the worker's engine (for a worker) or the slowest worker's engine (for the
+    /// coordinator), microseconds.
+    pub engine_us: u32,
+    /// Tasks queued in the worker's engine when the reply left.
+    pub queue: u32,
+    /// Coordinator replies: time from receiving the query to sending the reply, microseconds.
+    pub coordinator_us: u32,
+    /// Coordinator replies: workers the query fanned out to.
+    pub fanout: u16,
+}
+
+/// What a worker says when it registers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WorkerHello {
+    pub name: String,
+    /// Where the coordinator can reach the worker.
+    pub listen: String,
+    pub cores: u16,
+    pub memory_bytes: u64,
+    pub l2_bytes: u64,
+    pub llc_bytes: u64,
+    pub llc_cores: u32,
+    pub huge_pages: bool,
+    pub cpu_model: String,
+    /// Gather cost calibration measured when the worker started.
+    pub calibration: Option<Calibration>,
+}
+
+/// A worker's measured gather speed: what the tuner's cost model starts from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Calibration {
+    /// Nanoseconds per looked-up row by where it comes from, for 256-byte rows.
+    pub ns_per_row_l1: f64,
+    pub ns_per_row_llc: f64,
+    pub ns_per_row_dram: f64,
+    /// Nanoseconds per request of fixed engine overhead.
+    pub ns_per_request: f64,
+}
+
+/// A worker's periodic load report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Heartbeat {
+    pub worker: u16,
+    pub queue: u32,
+    pub plan_id: u64,
+    pub cores: Vec<CoreCounters>,
+}
+
+/// Cumulative counters of one core.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct CoreCounters {
+    pub core: u16,
+    pub cpu: u32,
+    pub busy_ns: u64,
+    pub tasks: u64,
+    pub lookups: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct DeployedInfo {
+    pub plan_id: u64,
+    pub bytes: u64,
+    pub huge_page_bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct WorkerStatsReply {
+    pub plan_id: u64,
+    pub cores: Vec<CoreCounters>,
+    pub requests: u64,
+    pub errors: u64,
+    pub bytes_held: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeploymentInfo {
+    pub plan_id: u64,
+    pub spec: ModelSpec,
+    pub plan: Plan,
+}
+
+/// The coordinator's view of the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct ClusterInfo {
+    pub workers: Vec<WorkerInfo>,
+    pub plan_id: Option<u64>,
+    pub model: Option<String>,
+    /// Queries served and failed since the coordinator started.
+    pub queries: u64,
+    pub query_errors: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct WorkerInfo {
+    pub id: u16,
+    pub name: String,
+    pub addr: String,
+    pub healthy: bool,
+    pub cores: u16,
+    pub memory_bytes: u64,
+    /// Bytes of tables it holds under the current plan.
+    pub bytes_held: u64,
+    pub queue: u32,
+    /// Sub-requests served since it registered, and their engine time.
+    pub requests: u64,
+    pub engine_ns: u64,
+    pub core_counters: Vec<CoreCounters>,
+    pub last_seen_ms: u64,
+    pub cpu_model: String,
+}
+
+/// Why a request failed: a kind to branch on and a message for people.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> WireError {
+        WireError { kind, message: message.into() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The frame could not be parsed.
+    BadFrame,
+    /// The frame's protocol version is not ours.
+    WrongVersion,
+    /// The frame exceeds the size limits.
+    Oversized,
+    /// A batch over the request limits.
+    BatchTooLarge,
+    UnknownTable,
+    RowOutOfRange,
+    /// A row of a shard the receiving worker does not hold.
+    NotHeld,
+    /// A shard needed by the query is on a worker that is down.
+    ShardUnavailable,
+    /// Nothing is deployed, or the request names another deployment.
+    NoDeployment,
+    /// The batch was generated for another model.
+    WrongModel,
+    Deploy,
+    /// The request is valid but not for this kind of node.
+    NotSupported,
+    Internal,
+}

@@ -1,0 +1,184 @@
+//! Request/response over QUIC: one bidirectional stream per request, one frame each way.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+
+use embtune_protocol::codec::{self, FrameLimits, HEADER_LEN};
+use embtune_protocol::wire::{ErrorKind, Request, Response, WireError};
+
+use crate::TransportError;
+
+/// A frame's body: nothing, or 32-bit words (ids, offsets or floats).
+#[derive(Debug, Default)]
+pub enum Body {
+    #[default]
+    Empty,
+    Words(Vec<u32>),
+    Floats(Vec<f32>),
+    /// Several word buffers sent back to back (offsets then ids), without joining them.
+    Parts(Vec<std::sync::Arc<[u32]>>),
+}
+
+impl Body {
+    fn len_bytes(&self) -> usize {
+        match self {
+            Body::Empty => 0,
+            Body::Words(w) => 4 * w.len(),
+            Body::Floats(f) => 4 * f.len(),
+            Body::Parts(p) => p.iter().map(|w| 4 * w.len()).sum(),
+        }
+    }
+
+    async fn write(&self, send: &mut SendStream) -> Result<(), TransportError> {
+        let w = |e: quinn::WriteError| TransportError::Stream(e.to_string());
+        match self {
+            Body::Empty => Ok(()),
+            Body::Words(v) => send.write_all(codec::words_as_bytes(v)).await.map_err(w),
+            Body::Floats(v) => send.write_all(codec::floats_as_bytes(v)).await.map_err(w),
+            Body::Parts(parts) => {
+                for p in parts {
+                    send.write_all(codec::words_as_bytes(p)).await.map_err(w)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes one frame and finishes the stream.
+pub async fn write_frame<T: serde::Serialize>(
+    send: &mut SendStream,
+    meta: &T,
+    body: &Body,
+) -> Result<(), TransportError> {
+    let head = codec::encode_head(meta, body.len_bytes()).map_err(TransportError::Frame)?;
+    send.write_all(&head).await.map_err(|e| TransportError::Stream(e.to_string()))?;
+    body.write(send).await?;
+    send.finish().map_err(|e| TransportError::Stream(e.to_string()))?;
+    Ok(())
+}
+
+/// What went wrong reading a frame: the peer broke the protocol (answer it with a typed error)
+/// or the stream itself failed (nothing to answer).
+pub enum ReadError {
+    Protocol(WireError),
+    Stream(String),
+}
+
+/// Reads one frame: header first, checked against `limits` before metadata or body is
+/// allocated.
+pub async fn read_frame<T: serde::de::DeserializeOwned>(
+    recv: &mut RecvStream,
+    limits: &FrameLimits,
+) -> Result<(T, Vec<u32>), ReadError> {
+    let mut head = [0u8; HEADER_LEN];
+    recv.read_exact(&mut head).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(n) => ReadError::Protocol(WireError::new(
+            ErrorKind::BadFrame,
+            format!("truncated frame: {n} of {HEADER_LEN} header bytes"),
+        )),
+        quinn::ReadExactError::ReadError(e) => ReadError::Stream(e.to_string()),
+    })?;
+    let h = codec::parse_header(&head, limits).map_err(ReadError::Protocol)?;
+    let truncated = |what: &str, e: quinn::ReadExactError| match e {
+        quinn::ReadExactError::FinishedEarly(n) => {
+            ReadError::Protocol(WireError::new(ErrorKind::BadFrame, format!("truncated frame: {n} bytes of {what}")))
+        }
+        quinn::ReadExactError::ReadError(e) => ReadError::Stream(e.to_string()),
+    };
+    let mut meta = vec![0u8; h.meta_len as usize];
+    recv.read_exact(&mut meta).await.map_err(|e| truncated("metadata", e))?;
+    let mut body = codec::word_buffer(h.body_len as usize / 4);
+    recv.read_exact(codec::words_as_bytes_mut(&mut body)).await.map_err(|e| truncated("body", e))?;
+    let meta = codec::decode_meta(&meta).map_err(ReadError::Protocol)?;
+    Ok((meta, body))
+}
+
+/// Sends a request and waits up to `timeout` for its response. A typed error from the peer
+/// comes back as [`TransportError::Remote`].
+pub async fn call(
+    conn: &Connection,
+    req: &Request,
+    body: &Body,
+    limits: &FrameLimits,
+    timeout: Duration,
+) -> Result<(Response, Vec<u32>), TransportError> {
+    let fut = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, req, body).await?;
+        match read_frame::<Response>(&mut recv, limits).await {
+            Ok((Response::Error(e), _)) => Err(TransportError::Remote(e)),
+            Ok(ok) => Ok(ok),
+            Err(ReadError::Protocol(e)) => Err(TransportError::Frame(e)),
+            Err(ReadError::Stream(e)) => Err(TransportError::Stream(e)),
+        }
+    };
+    tokio::time::timeout(timeout, fut).await.map_err(|_| TransportError::Timeout(timeout))?
+}
+
+/// Who sent a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+}
+
+/// Serves every request of a connection concurrently, each on its own task, until the peer
+/// goes away. Frames that break the protocol get a typed error reply and are logged; the
+/// connection and the process carry on.
+pub async fn serve<H, F>(conn: Connection, limits: FrameLimits, handler: H)
+where
+    H: Fn(Request, Vec<u32>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = (Response, Body)> + Send + 'static,
+{
+    let peer = Peer { addr: conn.remote_address() };
+    loop {
+        let (mut send, mut recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("connection from {} ended: {e}", peer.addr);
+                return;
+            }
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let (reply, body) = match read_frame::<Request>(&mut recv, &limits).await {
+                Ok((req, body)) => handler(req, body, peer).await,
+                Err(ReadError::Protocol(e)) => {
+                    tracing::warn!("refused a frame from {}: {e}", peer.addr);
+                    // Tell the peer to stop sending the rest of an oversized or broken frame;
+                    // nothing more of it is read, so memory stays bounded.
+                    let _ = recv.stop(VarInt::from_u32(1));
+                    (Response::Error(e), Body::Empty)
+                }
+                Err(ReadError::Stream(e)) => {
+                    tracing::debug!("stream from {} failed: {e}", peer.addr);
+                    return;
+                }
+            };
+            if let Err(e) = write_frame(&mut send, &reply, &body).await {
+                tracing::debug!("reply to {} not delivered: {e}", peer.addr);
+            }
+        });
+    }
+}
+
+/// Accepts connections on `ep` and serves each with `handler` until the endpoint closes.
+pub async fn accept_loop<H, F>(ep: quinn::Endpoint, limits: FrameLimits, handler: H)
+where
+    H: Fn(Request, Vec<u32>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = (Response, Body)> + Send + 'static,
+{
+    while let Some(incoming) = ep.accept().await {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => serve(conn, limits, handler).await,
+                // Peers without a cluster certificate end here.
+                Err(e) => tracing::warn!("refused a connection: {e}"),
+            }
+        });
+    }
+}
