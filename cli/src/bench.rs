@@ -17,10 +17,6 @@ use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec, QueryBatch, Ta
 use crate::ui;
 use crate::workload::WorkloadArgs;
 
-/// Where batches for profiling come from: far from the benchmark's own batch indices, so hot
-/// rows are learned from traffic the benchmark does not replay.
-pub const PROFILE_BATCH_BASE: u64 = 1 << 40;
-
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -63,6 +59,16 @@ pub struct BenchArgs {
     /// Do not ask the kernel for transparent huge pages.
     #[arg(long)]
     pub no_huge_pages: bool,
+    /// Benchmark a cluster through its coordinator instead of the local engine.
+    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    pub coordinator: Option<std::net::SocketAddr>,
+    /// The cluster's certificate folder (with --coordinator).
+    #[arg(long, value_name = "DIR")]
+    pub cluster: Option<PathBuf>,
+    /// Open loop: Poisson arrivals at this many queries per second (with --coordinator;
+    /// default closed loop at --concurrency).
+    #[arg(long, value_name = "Q")]
+    pub qps: Option<f64>,
 }
 
 /// The local machine's memory system in the planner's terms.
@@ -75,14 +81,9 @@ pub fn memory_caps(m: &MachineInfo, huge_pages: bool) -> MemoryCaps {
     }
 }
 
-/// Access profiles of every table, counted over profiling batches (about four million ids).
+/// Access profiles of every table (see [`embtune_workloads::profile::profile_generator`]).
 pub fn profile(generator: &BatchGenerator) -> AccessProfile {
-    let spec = generator.spec();
-    let per_batch = (spec.mean_lookups_per_sample() * spec.batch_size as f64).max(1.0);
-    let n = ((4e6 / per_batch).ceil() as usize).clamp(1, 64);
-    let batches = generator.pool(PROFILE_BATCH_BASE, n);
-    let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
-    AccessProfile::from_batches(&rows, &batches)
+    embtune_workloads::profile::profile_generator(generator)
 }
 
 /// Batches a benchmark rotates through, generated in parallel before timing.
@@ -137,6 +138,12 @@ pub fn resolve_plan(
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.coordinator.is_some() {
+        return crate::cluster_bench::run(args);
+    }
+    if args.qps.is_some() {
+        bail!("--qps drives a cluster: add --coordinator HOST:PORT --cluster DIR");
+    }
     let spec = args.workload.spec()?;
     let machine = MachineInfo::detect();
     let cpus = match (&args.cpus, args.cores) {

@@ -4,8 +4,11 @@
 //! function, and the crates below hold the logic.
 
 mod bench;
+mod cluster;
+mod cluster_bench;
 mod compare;
 mod ui;
+mod up;
 mod workload;
 mod workload_cmd;
 
@@ -46,6 +49,18 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Measure this machine's random-gather ceiling beside the engine's direct flow.
     Limit(compare::LimitArgs),
+    /// Start a whole cluster on this machine: a coordinator and N worker processes on
+    /// loopback, with a fresh cluster certificate, a deployed plan and the dashboard.
+    ///
+    /// Example: embtune up --workers 2 --cores-per-worker 1 --preset criteo-kaggle --scale 0.01
+    Up(up::UpArgs),
+    /// Run a coordinator: cluster membership, plan deployment, query routing, dashboard.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Run a worker: the look-up engine behind QUIC, registered with a coordinator.
+    Worker(cluster::WorkerArgs),
+    /// Cluster certificates and status.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
     /// Inspect workloads: presets, specs and access skew.
     #[command(subcommand)]
     Workload(workload_cmd::WorkloadCmd),
@@ -66,6 +81,10 @@ fn run(cmd: Command) -> Result<()> {
         Command::Compare(a) => compare::run(a),
         Command::Limit(a) => compare::limit(a),
         Command::Workload(c) => workload_cmd::run(c),
+        Command::Up(a) => up::run(a),
+        Command::Coordinator(a) => cluster::coordinator(a),
+        Command::Worker(a) => cluster::worker(a),
+        Command::Cluster(c) => cluster::run(c),
     }
 }
 

@@ -30,7 +30,8 @@ pub enum Request {
         plan_id: u64,
         assignment: WorkerAssignment,
     },
-    /// Pool a batch; the body is `offsets` then `ids`.
+    /// Pool a batch; the body is `ids` then `offsets` (ids first, so that the receiver keeps the
+    /// large part in place and moves only the offsets).
     Lookup(LookupHead),
     /// Per-core counters and what is deployed.
     WorkerStats,
@@ -40,7 +41,7 @@ pub enum Request {
     Heartbeat(Heartbeat),
 
     // ---- to the coordinator, from clients ----
-    /// Pool a batch of the deployed model; the body is `offsets` then `ids` over every table.
+    /// Pool a batch of the deployed model; the body is `ids` then `offsets` over every table.
     Query(QueryHead),
     /// Deploy a model and plan on the cluster (the plan's topology is the cluster's workers).
     DeployPlan {
@@ -78,9 +79,9 @@ pub struct LookupHead {
     pub batch_size: u32,
     /// Model-spec indices of the tables, in the order of the offsets.
     pub tables: Vec<u16>,
-    /// Words of offsets in the body (`tables.len() * batch_size + 1`).
+    /// Words of offsets in the body (`tables.len() * batch_size + 1`), after the ids.
     pub offsets: u32,
-    /// Words of ids after them.
+    /// Words of ids at the start of the body.
     pub ids: u32,
 }
 

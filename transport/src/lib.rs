@@ -4,11 +4,13 @@
 //! - [`certs`]: the cluster CA and node certificates (`embtune cluster init`).
 //! - [`endpoint`]: QUIC endpoints whose TLS trusts only the cluster CA and demands a client
 //!   certificate, with transport settings tuned for low-latency RPC on a LAN.
+//! - [`netbench`]: the transport measured beside plain TCP in one run.
 //! - [`rpc`]: one request per bidirectional stream; frames as [`embtune_protocol::codec`]
 //!   defines them, with limits checked before anything is allocated.
 
 pub mod certs;
 pub mod endpoint;
+pub mod netbench;
 pub mod rpc;
 
 pub use certs::Identity;

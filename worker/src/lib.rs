@@ -7,11 +7,14 @@
 //! - [`compare`]: several plans measured in alternating rounds (`embtune compare`).
 //! - [`limit`]: this machine's gather ceiling measured beside the engine, in one run.
 //! - [`machine`]: cache sizes, memory and CPUs of this node.
+//! - [`server`]: the worker process: the engine behind a QUIC endpoint, registered with the
+//!   coordinator.
 
 pub mod bench;
 pub mod compare;
 pub mod engine;
 pub mod limit;
 pub mod machine;
+pub mod server;
 
 pub use engine::{CoreStats, DeployReport, Engine, EngineConfig, EngineError, Lookup, LookupOutput};

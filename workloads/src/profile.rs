@@ -116,6 +116,21 @@ impl AccessProfile {
     }
 }
 
+/// Where batches for profiling come from: far from any benchmark's own batch indices, so hot
+/// rows are learned from traffic a benchmark does not replay.
+pub const PROFILE_BATCH_BASE: u64 = 1 << 40;
+
+/// Access profiles of every table of a generator's model, counted over about four million
+/// look-ups of profiling batches.
+pub fn profile_generator(g: &crate::BatchGenerator) -> AccessProfile {
+    let spec = g.spec();
+    let per_batch = (spec.mean_lookups_per_sample() * spec.batch_size as f64).max(1.0);
+    let n = ((4e6 / per_batch).ceil() as usize).clamp(1, 64);
+    let batches = g.pool(PROFILE_BATCH_BASE, n);
+    let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
+    AccessProfile::from_batches(&rows, &batches)
+}
+
 fn sorted(c: HashMap<u32, u32>) -> Vec<(u32, u32)> {
     let mut v: Vec<(u32, u32)> = c.into_iter().collect();
     v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

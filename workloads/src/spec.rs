@@ -83,8 +83,7 @@ pub enum PoolingMode {
 }
 
 /// How many ids a sample looks up in one table (the bag length).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "PoolingRepr", into = "PoolingRepr")]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Pooling {
     /// Every bag has exactly this many ids (`20`).
     Fixed(u32),
@@ -154,7 +153,7 @@ impl FromStr for Pooling {
     }
 }
 
-/// Serde form of [`Pooling`]: a bare integer or the string form.
+/// Human-readable form of [`Pooling`] (TOML, JSON): a bare integer or the string form.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum PoolingRepr {
@@ -162,22 +161,28 @@ enum PoolingRepr {
     Text(String),
 }
 
-impl TryFrom<PoolingRepr> for Pooling {
-    type Error = WorkloadError;
-    fn try_from(r: PoolingRepr) -> Result<Self, Self::Error> {
-        match r {
-            PoolingRepr::Fixed(n) => Ok(Pooling::Fixed(n)),
-            PoolingRepr::Text(s) => s.parse(),
+/// In spec files a pooling is `20` or `"uniform:1:40"`; on the wire (bincode, which cannot
+/// decode "either a number or a string") it is always the string form.
+impl Serialize for Pooling {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Pooling::Fixed(n) if s.is_human_readable() => s.serialize_u32(*n),
+            other => s.serialize_str(&other.to_string()),
         }
     }
 }
 
-impl From<Pooling> for PoolingRepr {
-    fn from(p: Pooling) -> Self {
-        match p {
-            Pooling::Fixed(n) => PoolingRepr::Fixed(n),
-            other => PoolingRepr::Text(other.to_string()),
-        }
+impl<'de> Deserialize<'de> for Pooling {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = if d.is_human_readable() {
+            match PoolingRepr::deserialize(d)? {
+                PoolingRepr::Fixed(n) => return Ok(Pooling::Fixed(n)),
+                PoolingRepr::Text(t) => t,
+            }
+        } else {
+            String::deserialize(d)?
+        };
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -323,7 +328,8 @@ pub struct ModelSpec {
     #[serde(default)]
     pub seed: u64,
     /// Where the table shapes come from (a paper, a dataset's statistics), for reports.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// (Never skipped when empty: the wire format is positional.)
+    #[serde(default)]
     pub source: String,
     pub tables: Vec<TableSpec>,
 }
@@ -484,6 +490,28 @@ mod tests {
         let mut zero = spec;
         zero.tables[0].dim = 0;
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn specs_survive_the_wire_codec() {
+        let spec = crate::Preset::CriteoTerabyte
+            .spec(&crate::PresetOptions {
+                scale: Some(0.001),
+                pooling: Some("poisson:3".parse().unwrap()),
+                ..Default::default()
+            })
+            .unwrap();
+        let mut mixed = spec.clone();
+        mixed.tables[0].pooling = Pooling::Fixed(4);
+        mixed.tables[1].dist = "trace:/x/y.txt".parse().unwrap();
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&mixed, cfg).unwrap();
+        let (back, _): (ModelSpec, _) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, mixed);
+        // And the human form keeps bare numbers.
+        let text = toml::to_string(&mixed).unwrap();
+        assert!(text.contains("pooling = 4"), "{text}");
+        assert_eq!(toml::from_str::<ModelSpec>(&text).unwrap(), mixed);
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! The cluster commands: `cluster init|cert|status`, `coordinator`, `worker` and `up`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use embtune_coordinator::client::Client;
+use embtune_coordinator::server::{Coordinator, CoordinatorConfig};
+use embtune_transport::certs;
+use embtune_worker::machine::{MachineInfo, parse_cpu_list};
+use embtune_worker::server::WorkerConfig;
+
+use crate::ui;
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Create a cluster CA and a node certificate in DIR; every process of the cluster is
+    /// started with `--cluster DIR` (copy the folder to every machine).
+    Init {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Issue another node certificate signed by the cluster CA (e.g. one per Kubernetes pod).
+    Cert {
+        #[arg(long, value_name = "DIR")]
+        cluster: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Writes PREFIX.crt and PREFIX.key.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Measure the transport beside plain TCP on loopback, in one run: round trip and
+    /// streaming throughput of responses of --size bytes.
+    Netbench {
+        /// Response size, bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        size: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per round (split between the four measurements).
+        #[arg(long, default_value_t = 2.0)]
+        round_secs: f64,
+        /// Requests in flight for the throughput figures.
+        #[arg(long, default_value_t = 4)]
+        inflight: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The workers the coordinator knows: id, address, health, cores, load.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to reach a running coordinator.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The coordinator's QUIC address (`embtune up` prints it).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: SocketAddr,
+    /// The cluster's certificate folder (`embtune up` keeps it in DATA_DIR/cluster).
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+}
+
+impl Target {
+    pub async fn client(&self) -> Result<Client> {
+        Client::connect(self.coordinator, &self.cluster).await.with_context(|| {
+            format!(
+                "connecting to the coordinator at {}; is it running, and is {} its cluster folder?",
+                self.coordinator,
+                self.cluster.display()
+            )
+        })
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+pub fn run(cmd: ClusterCmd) -> Result<()> {
+    match cmd {
+        ClusterCmd::Init { out } => {
+            certs::init_cluster(&out)?;
+            println!("cluster CA and node certificate written to {}", out.display());
+            println!("start processes with --cluster {}; copy the folder to every machine of the cluster", out.display());
+            Ok(())
+        }
+        ClusterCmd::Cert { cluster, name, out } => {
+            let (c, k) = (out.with_extension("crt"), out.with_extension("key"));
+            certs::issue(&cluster, &name, &c, &k)?;
+            println!("wrote {} and {}", c.display(), k.display());
+            Ok(())
+        }
+        ClusterCmd::Netbench { size, rounds, round_secs, inflight, json } => runtime()?.block_on(async {
+            let dir = tempfile::tempdir()?;
+            certs::init_cluster(dir.path())?;
+            let id = certs::load(dir.path(), None, None)?;
+            let r = embtune_transport::netbench::run(&id, "127.0.0.1".parse().unwrap(), size, rounds.max(1), Duration::from_secs_f64(round_secs), inflight).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let mut t = ui::table(&["transport", "round trip (median)", "throughput (median)"]);
+                t.add_row(vec!["TCP, plain".into(), ui::us(r.tcp_rtt_us), format!("{:.2} GB/s", r.tcp_bytes_per_s / 1e9)]);
+                t.add_row(vec!["QUIC + TLS, embtune frames".into(), ui::us(r.quic_rtt_us), format!("{:.2} GB/s", r.quic_bytes_per_s / 1e9)]);
+                println!("responses of {}, {} in flight for throughput, {} rounds", ui::bytes(size as u64), inflight, r.rounds);
+                println!("{t}");
+                println!("QUIC / TCP throughput: {:.2}", r.ratio);
+            }
+            Ok(())
+        }),
+        ClusterCmd::Status { target, json } => runtime()?.block_on(async {
+            let s = target.client().await?.status().await?;
+            if json {
+                let workers: Vec<serde_json::Value> = s.workers.iter().map(|w| serde_json::json!({
+                    "id": w.id, "addr": w.addr, "healthy": w.healthy, "cores": w.cores, "name": w.name,
+                    "memory_bytes": w.memory_bytes, "bytes_held": w.bytes_held, "queue": w.queue, "requests": w.requests,
+                })).collect();
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                    "workers": workers, "plan_id": s.plan_id, "model": s.model, "queries": s.queries, "query_errors": s.query_errors,
+                }))?);
+            } else {
+                println!("model {} (plan {}), {} queries served, {} failed",
+                    s.model.as_deref().unwrap_or("-"), s.plan_id.map_or("-".into(), |p| p.to_string()), s.queries, s.query_errors);
+                let mut t = ui::table(&["id", "name", "address", "healthy", "cores", "tables held", "queue", "requests"]);
+                for w in &s.workers {
+                    t.add_row(vec![w.id.to_string(), w.name.clone(), w.addr.clone(), if w.healthy { "yes".into() } else { "NO".into() },
+                        w.cores.to_string(), ui::bytes(w.bytes_held), w.queue.to_string(), w.requests.to_string()]);
+                }
+                println!("{t}");
+            }
+            Ok(())
+        }),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    /// QUIC address for workers and clients.
+    #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+    /// Where the coordinator keeps its state (tuning results) and writes `coordinator.json`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// HTTP address of the dashboard and metrics.
+    #[arg(long, default_value = "127.0.0.1:7780", value_name = "ADDR")]
+    pub http: SocketAddr,
+}
+
+/// Where a coordinator says it listens, for `up` and for tools that only know the data dir.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct CoordinatorFile {
+    pub quic: SocketAddr,
+    pub http: SocketAddr,
+    pub pid: u32,
+}
+
+pub const COORDINATOR_FILE: &str = "coordinator.json";
+
+pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
+    runtime()?.block_on(async move {
+        std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
+        let c = Coordinator::start(CoordinatorConfig::new(a.listen, a.cluster.clone(), a.data_dir.clone())).await?;
+        let http = embtune_dashboards::serve(c.clone(), a.http).await?;
+        let file = CoordinatorFile { quic: c.local_addr(), http, pid: std::process::id() };
+        let path = a.data_dir.join(COORDINATOR_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&file)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("coordinator: {}", file.quic);
+        eprintln!("dashboard: http://{}/", file.http);
+        shutdown_signal().await;
+        let _ = std::fs::remove_file(&path);
+        Ok(())
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// QUIC address the worker serves on (port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+    /// The coordinator to register with.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: SocketAddr,
+    /// CPUs for the engine's core threads, e.g. 0-3 (default: all).
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Bytes of tables this worker may hold (default: 85% of available memory).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_limit: Option<u64>,
+    /// A name for reports (default: the host name and port).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The address the coordinator should dial (default: the listen address).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
+    #[arg(long)]
+    pub no_huge_pages: bool,
+}
+
+pub fn worker(a: WorkerArgs) -> Result<()> {
+    let m = MachineInfo::detect();
+    let cpus = match &a.cores {
+        Some(l) => parse_cpu_list(l).map_err(anyhow::Error::msg)?,
+        None => (0..m.cpus).collect(),
+    };
+    let cfg = WorkerConfig {
+        listen: a.listen,
+        advertise: a.advertise,
+        coordinator: a.coordinator,
+        cluster: a.cluster,
+        cpus,
+        memory_limit: a.memory_limit.unwrap_or((m.mem_available as f64 * 0.85) as u64),
+        name: a.name.unwrap_or_else(|| format!("{}:{}", hostname(), a.listen.port())),
+        huge_pages: !a.no_huge_pages,
+    };
+    // The engine's threads do the work; the async threads only move frames.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        tokio::select! {
+            r = embtune_worker::server::run(cfg) => r.map_err(anyhow::Error::msg),
+            _ = shutdown_signal() => Ok(()),
+        }
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "worker".into())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Reads `coordinator.json` in a data dir.
+pub fn read_coordinator_file(data_dir: &Path) -> Result<CoordinatorFile> {
+    let p = data_dir.join(COORDINATOR_FILE);
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("no running coordinator found: {} is missing", p.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Waits for a child process to write `coordinator.json`, failing if the child exits first.
+pub fn wait_for_coordinator(
+    data_dir: &Path,
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<CoordinatorFile> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(f) = read_coordinator_file(data_dir)
+            && f.pid == child.id()
+        {
+            return Ok(f);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the coordinator exited during start-up ({status}); see its log above");
+        }
+        if t0.elapsed() > timeout {
+            bail!("the coordinator did not start within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,223 @@
+//! `embtune up`: a whole cluster on this machine, as real processes on loopback.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use embtune_protocol::{Topology, WorkerShape};
+use embtune_worker::machine::MachineInfo;
+use embtune_workloads::BatchGenerator;
+
+use crate::bench::{PlanChoice, memory_caps, profile, resolve_plan};
+use crate::cluster::{Target, runtime, shutdown_signal, wait_for_coordinator};
+use crate::workload::WorkloadArgs;
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Engine cores per worker (CPUs are dealt to workers in turn).
+    #[arg(long, default_value_t = 1)]
+    pub cores_per_worker: usize,
+    /// The model to deploy (default: criteo-kaggle at scale 0.01).
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Where the cluster keeps its certificates (DIR/cluster), state and logs.
+    #[arg(long, default_value = "embtune-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Strategy of the first plan (default auto).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Coordinator QUIC address (port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Dashboard address (port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http: String,
+}
+
+/// The processes `up` started; stopped in reverse order when dropped.
+struct Children(Vec<(String, Child)>);
+
+impl Children {
+    fn stop(&mut self) {
+        for (_, c) in self.0.iter_mut().rev() {
+            // SAFETY: kill(2) with SIGTERM on the pid of a child we started and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for (name, c) in self.0.iter_mut() {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    _ => {
+                        tracing::warn!("{name} did not stop on SIGTERM; killing it");
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn run(mut a: UpArgs) -> Result<()> {
+    if a.workload.preset.is_none() && a.workload.model.is_none() {
+        a.workload.preset = Some("criteo-kaggle".into());
+        a.workload.scale.get_or_insert(0.01);
+    }
+    if a.workers == 0 || a.cores_per_worker == 0 {
+        bail!("--workers and --cores-per-worker must be at least 1");
+    }
+    let spec = a.workload.spec()?;
+    let data = &a.data_dir;
+    std::fs::create_dir_all(data.join("logs")).with_context(|| format!("creating {}", data.display()))?;
+    let cluster = data.join("cluster");
+    if !cluster.join(embtune_transport::certs::CA_KEY).exists() {
+        embtune_transport::certs::init_cluster(&cluster)?;
+    }
+    let exe = std::env::current_exe().context("locating the embtune binary")?;
+    let machine = MachineInfo::detect();
+    let memory_each = (machine.mem_available as f64 * 0.8 / a.workers as f64) as u64;
+    if spec.total_bytes() > memory_each * a.workers as u64 {
+        bail!(
+            "`{}` needs {} of tables but {} workers may hold {} together: pass a smaller --scale",
+            spec.name,
+            crate::ui::bytes(spec.total_bytes()),
+            a.workers,
+            crate::ui::bytes(memory_each * a.workers as u64)
+        );
+    }
+    let log = |name: &str| -> Result<Stdio> {
+        Ok(Stdio::from(std::fs::File::create(data.join("logs").join(format!("{name}.log")))?))
+    };
+    let _ = std::fs::remove_file(data.join(crate::cluster::COORDINATOR_FILE));
+    let mut children = Children(Vec::new());
+    let coord = Command::new(&exe)
+        .args(["coordinator", "--listen", &a.listen, "--http", &a.http])
+        .arg("--cluster")
+        .arg(&cluster)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(log("coordinator")?)
+        .stderr(log("coordinator")?)
+        .spawn()
+        .context("starting the coordinator")?;
+    children.0.push(("coordinator".into(), coord));
+    let file = wait_for_coordinator(data, &mut children.0[0].1, Duration::from_secs(30))?;
+    for i in 0..a.workers {
+        let cpus: Vec<String> =
+            (0..a.cores_per_worker).map(|k| ((i * a.cores_per_worker + k) % machine.cpus).to_string()).collect();
+        let w = Command::new(&exe)
+            .args(["worker", "--listen", "127.0.0.1:0", "--name", &format!("w{i}"), "--cores", &cpus.join(",")])
+            .arg("--coordinator")
+            .arg(file.quic.to_string())
+            .arg("--cluster")
+            .arg(&cluster)
+            .arg("--memory-limit")
+            .arg(memory_each.to_string())
+            .stdin(Stdio::null())
+            .stdout(log(&format!("worker-{i}"))?)
+            .stderr(log(&format!("worker-{i}"))?)
+            .spawn()
+            .with_context(|| format!("starting worker {i}"))?;
+        children.0.push((format!("worker {i}"), w));
+    }
+    let target = Target { coordinator: file.quic, cluster: cluster.clone() };
+    let rt = runtime()?;
+    let deployed = rt.block_on(async {
+        let client = target.client().await?;
+        let status = client
+            .wait_for_workers(a.workers, Duration::from_secs(60))
+            .await
+            .context("waiting for the workers to register (see the logs in DATA_DIR/logs)")?;
+        let topo = Topology {
+            workers: status
+                .workers
+                .iter()
+                .take(a.workers)
+                .map(|w| WorkerShape { cores: w.cores, memory_bytes: w.memory_bytes, core_memory_bytes: None })
+                .collect(),
+        };
+        let generator = BatchGenerator::new(&spec)?;
+        let prof = profile(&generator);
+        let caps = memory_caps(&machine, true);
+        let choice = PlanChoice { strategy: a.strategy.as_deref(), ..Default::default() };
+        let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &caps)?;
+        let d = client.deploy(&spec, &plan).await.context("deploying the first plan")?;
+        anyhow::Ok((plan, d))
+    });
+    let (plan, d) = match deployed {
+        Ok(x) => x,
+        Err(e) => {
+            children.stop();
+            return Err(e);
+        }
+    };
+    println!("coordinator: {}", file.quic);
+    println!("dashboard: http://{}/", file.http);
+    eprintln!(
+        "serving `{}` on {} workers x {} cores: {} ({} of tables deployed in {:.1}s)",
+        spec.name,
+        a.workers,
+        a.cores_per_worker,
+        plan.summary(),
+        crate::ui::bytes(d.bytes),
+        d.seconds
+    );
+    eprintln!(
+        "try:  embtune bench --coordinator {} --cluster {} {} --verify",
+        file.quic,
+        cluster.display(),
+        workload_flags(&a.workload)
+    );
+    eprintln!("      embtune cluster status --coordinator {} --cluster {}", file.quic, cluster.display());
+    eprintln!("logs: {}; stop with Ctrl-C", data.join("logs").display());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    rt.block_on(shutdown_signal());
+    eprintln!("stopping {} processes", children.0.len());
+    children.stop();
+    Ok(())
+}
+
+/// The workload flags of `w` as a command line, for the hints `up` prints.
+pub fn workload_flags(w: &WorkloadArgs) -> String {
+    let mut f = Vec::new();
+    if let Some(p) = &w.preset {
+        f.push(format!("--preset {p}"));
+    }
+    if let Some(m) = &w.model {
+        f.push(format!("--model {}", m.display()));
+    }
+    if let Some(s) = w.scale {
+        f.push(format!("--scale {s}"));
+    }
+    for (name, v) in [
+        ("--tables", w.tables.map(|x| x.to_string())),
+        ("--rows", w.rows.map(|x| x.to_string())),
+        ("--dim", w.dim.map(|x| x.to_string())),
+        ("--pooling", w.pooling.clone()),
+        ("--dist", w.dist.clone()),
+        ("--batch", w.batch.map(|x| x.to_string())),
+    ] {
+        if let Some(v) = v {
+            f.push(format!("{name} {v}"));
+        }
+    }
+    f.join(" ")
+}

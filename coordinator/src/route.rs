@@ -1,0 +1,367 @@
+//! Routing: which worker sees which ids of a batch, and how their partial sums add up.
+//!
+//! Pure functions of the plan, the batch and the workers' health and load, so the rules are
+//! tested without a network:
+//! - a replicated table's bags go to one replica, chosen by the power of two choices on the
+//!   load each worker reports (plus the requests the coordinator has in flight to it);
+//! - an owned or sharded table's ids go to the workers owning their shards, each worker getting
+//!   every bag (empty where it holds none of the bag's rows) so its reply lines up with the
+//!   batch;
+//! - partial sums from several workers are added per table; mean pooling divides at the end by
+//!   the whole bag's length, which only the coordinator knows.
+
+use std::sync::Arc;
+
+use embtune_protocol::{Placement, Plan};
+use embtune_workloads::{ModelSpec, PoolingMode, QueryBatch};
+
+/// One worker's share of a batch: `tables` (model-spec indices), their bags' offsets and ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubRequest {
+    pub worker: u16,
+    pub tables: Vec<u16>,
+    pub offsets: Vec<u32>,
+    pub ids: Vec<u32>,
+}
+
+/// Why a batch cannot be routed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RouteError {
+    #[error(
+        "shard {shard} of table `{table}` (rows {rows}) is on worker {worker}, which is down; its look-ups cannot be served until the worker is back"
+    )]
+    ShardUnavailable { table: String, shard: usize, rows: String, worker: u16 },
+    #[error("no healthy worker holds the replicated tables")]
+    NoReplica,
+    #[error("the batch has {got} tables, the deployed model `{model}` has {want}")]
+    WrongShape { got: u32, want: usize, model: String },
+}
+
+/// Load the router sees per worker: `None` when the worker is down.
+pub type Loads<'a> = &'a [Option<u64>];
+
+/// Picks a replica by the power of two choices: two distinct healthy workers drawn with
+/// `draws`, the less loaded wins (ties to the first drawn). With one healthy worker, that one.
+pub fn pick_replica(loads: Loads<'_>, draws: (u64, u64)) -> Option<u16> {
+    let healthy: Vec<u16> = (0..loads.len() as u16).filter(|&w| loads[w as usize].is_some()).collect();
+    match healthy.len() {
+        0 => None,
+        1 => Some(healthy[0]),
+        n => {
+            let a = healthy[(draws.0 % n as u64) as usize];
+            let mut b = healthy[(draws.1 % (n as u64 - 1)) as usize];
+            if b >= a {
+                // Skip `a` so the two draws are distinct.
+                b = healthy[(healthy.iter().position(|&x| x == b).unwrap() + 1) % n];
+            }
+            let (la, lb) = (loads[a as usize].unwrap(), loads[b as usize].unwrap());
+            Some(if lb < la { b } else { a })
+        }
+    }
+}
+
+/// Splits `batch` (every table of `spec`, in order) into per-worker sub-requests under `plan`,
+/// sending the replicated tables to `replica`.
+pub fn split(
+    spec: &ModelSpec,
+    plan: &Plan,
+    batch: &QueryBatch,
+    replica: Option<u16>,
+    healthy: &[bool],
+) -> Result<Vec<SubRequest>, RouteError> {
+    if batch.num_tables as usize != spec.tables.len() {
+        return Err(RouteError::WrongShape {
+            got: batch.num_tables,
+            want: spec.tables.len(),
+            model: spec.name.clone(),
+        });
+    }
+    let bs = batch.batch_size as usize;
+    let mut subs: Vec<Option<SubRequest>> = vec![None; plan.topology.workers.len()];
+    fn entry(subs: &mut [Option<SubRequest>], w: u16) -> &mut SubRequest {
+        subs[w as usize].get_or_insert_with(|| SubRequest {
+            worker: w,
+            tables: Vec::new(),
+            offsets: vec![0],
+            ids: Vec::new(),
+        })
+    }
+    for (t, tp) in plan.tables.iter().enumerate() {
+        let offs = batch.table_offsets(t);
+        // The whole table to one worker: its ids as they are, offsets rebased.
+        let whole = |s: &mut SubRequest| {
+            let base = s.ids.len() as u32;
+            s.tables.push(t as u16);
+            s.offsets.extend(offs[1..].iter().map(|&o| o - offs[0] + base));
+            s.ids.extend_from_slice(batch.table_ids(t));
+        };
+        if batch.table_ids(t).is_empty() {
+            // Every bag is empty: the pooled rows are zero, which the output already holds.
+            continue;
+        }
+        let p = &tp.placement;
+        if let Placement::Replicated = p {
+            whole(entry(&mut subs, replica.ok_or(RouteError::NoReplica)?));
+            continue;
+        }
+        let owners = p.owners();
+        let shard_worker: Vec<u16> = owners.iter().map(|o| o.worker).collect();
+        // Which workers this batch needs for this table; a down one is an error naming its shard.
+        let mut needed = vec![false; subs.len()];
+        let mut shard_used = vec![false; owners.len()];
+        for &id in batch.table_ids(t) {
+            shard_used[p.shard_of(id)] = true;
+        }
+        for (i, o) in owners.iter().enumerate().filter(|(i, _)| shard_used[*i]) {
+            if !healthy.get(o.worker as usize).copied().unwrap_or(false) {
+                let rows = match p.shard_rows(i, spec.tables[t].rows) {
+                    embtune_protocol::ShardRows::Range { lo, hi } => format!("{lo}..{hi}"),
+                    embtune_protocol::ShardRows::Hash { index, of } => format!("id mod {of} = {index}"),
+                };
+                return Err(RouteError::ShardUnavailable {
+                    table: spec.tables[t].name.clone(),
+                    shard: i,
+                    rows,
+                    worker: o.worker,
+                });
+            }
+            needed[o.worker as usize] = true;
+        }
+        let mine: Vec<u16> = (0..subs.len() as u16).filter(|&w| needed[w as usize]).collect();
+        if mine.len() == 1 {
+            whole(entry(&mut subs, mine[0]));
+            continue;
+        }
+        // Ids split by the worker of their shard; every worker involved sees every bag.
+        for &w in &mine {
+            entry(&mut subs, w).tables.push(t as u16);
+        }
+        for b in 0..bs {
+            for &id in batch.bag(t, b) {
+                let w = shard_worker[p.shard_of(id)];
+                entry(&mut subs, w).ids.push(id);
+            }
+            for &w in &mine {
+                let s = entry(&mut subs, w);
+                s.offsets.push(s.ids.len() as u32);
+            }
+        }
+    }
+    Ok(subs.into_iter().flatten().collect())
+}
+
+/// Adds a worker's pooled reply into `out` (`batch x width`, tables side by side in spec order).
+/// `columns[t]` is where table `t` starts in `out`; the reply holds `sub.tables` side by side.
+pub fn accumulate(
+    out: &mut [f32],
+    width: usize,
+    columns: &[usize],
+    dims: &[usize],
+    sub_tables: &[u16],
+    reply: &[f32],
+    batch: usize,
+) {
+    let reply_width: usize = sub_tables.iter().map(|&t| dims[t as usize]).sum();
+    debug_assert_eq!(reply.len(), batch * reply_width);
+    for b in 0..batch {
+        let mut rc = 0;
+        for &t in sub_tables {
+            let d = dims[t as usize];
+            let dst = &mut out[b * width + columns[t as usize]..][..d];
+            let src = &reply[b * reply_width + rc..][..d];
+            for (x, y) in dst.iter_mut().zip(src) {
+                *x += y;
+            }
+            rc += d;
+        }
+    }
+}
+
+/// Divides mean-pooled tables by their bags' lengths, once every partial sum is in.
+pub fn finalize_mean(spec: &ModelSpec, batch: &QueryBatch, out: &mut [f32], width: usize, columns: &[usize]) {
+    for (t, ts) in spec.tables.iter().enumerate() {
+        if ts.mode != PoolingMode::Mean {
+            continue;
+        }
+        let o = batch.table_offsets(t);
+        for b in 0..batch.batch_size as usize {
+            let n = (o[b + 1] - o[b]) as f32;
+            if n > 0.0 {
+                for v in &mut out[b * width + columns[t]..][..ts.dim as usize] {
+                    *v /= n;
+                }
+            }
+        }
+    }
+}
+
+/// Where each table's columns start, and the output width.
+pub fn columns(spec: &ModelSpec) -> (Vec<usize>, usize) {
+    let mut c = Vec::with_capacity(spec.tables.len());
+    let mut w = 0;
+    for t in &spec.tables {
+        c.push(w);
+        w += t.dim as usize;
+    }
+    (c, w)
+}
+
+/// A sub-request's body: ids then offsets.
+pub fn body(sub: &SubRequest) -> Vec<Arc<[u32]>> {
+    vec![Arc::from(sub.ids.as_slice()), Arc::from(sub.offsets.as_slice())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embtune_protocol::{CoreId, DataFlow, Knobs, TablePlan, Topology};
+    use embtune_workloads::{BatchGenerator, Preset, PresetOptions};
+
+    fn setup() -> (ModelSpec, Plan, QueryBatch) {
+        let mut spec = Preset::Synthetic
+            .spec(&PresetOptions {
+                tables: Some(4),
+                rows: Some(1000),
+                dim: Some(4),
+                batch: Some(16),
+                pooling: Some("uniform:0:5".parse().unwrap()),
+                ..Default::default()
+            })
+            .unwrap();
+        spec.tables[3].mode = PoolingMode::Mean;
+        let placements = vec![
+            Placement::Replicated,
+            Placement::Owned(CoreId::new(1, 0)),
+            Placement::RowRange {
+                bounds: vec![0, 300, 700, 1000],
+                owners: vec![CoreId::new(0, 0), CoreId::new(1, 1), CoreId::new(0, 1)],
+            },
+            Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] },
+        ];
+        let plan = Plan {
+            strategy: "t".into(),
+            spec_digest: spec.digest(),
+            topology: Topology::uniform(2, 2, 1 << 30),
+            tables: spec
+                .tables
+                .iter()
+                .zip(placements)
+                .map(|(t, p)| TablePlan {
+                    name: t.name.clone(),
+                    placement: p,
+                    flow: DataFlow::DEFAULT,
+                    row_type: t.row_type,
+                })
+                .collect(),
+            knobs: Knobs::default(),
+        };
+        let batch = BatchGenerator::new(&spec).unwrap().batch(3);
+        (spec, plan, batch)
+    }
+
+    #[test]
+    fn every_id_goes_exactly_to_its_shards_worker() {
+        let (spec, plan, batch) = setup();
+        let subs = split(&spec, &plan, &batch, Some(1), &[true, true]).unwrap();
+        assert_eq!(subs.len(), 2);
+        for s in &subs {
+            let sb = QueryBatch {
+                batch_size: batch.batch_size,
+                num_tables: s.tables.len() as u32,
+                offsets: s.offsets.clone(),
+                ids: s.ids.clone(),
+            };
+            sb.check_layout().unwrap();
+            for (k, &t) in s.tables.iter().enumerate() {
+                let p = &plan.tables[t as usize].placement;
+                for &id in sb.table_ids(k) {
+                    let w = match p {
+                        Placement::Replicated => 1,
+                        p => p.owners()[p.shard_of(id)].worker,
+                    };
+                    assert_eq!(w, s.worker, "table {t} id {id}");
+                }
+            }
+        }
+        // Every id of every bag appears once across the workers.
+        for t in 0..4 {
+            for b in 0..batch.batch_size as usize {
+                let mut got: Vec<u32> = subs
+                    .iter()
+                    .filter_map(|s| {
+                        let k = s.tables.iter().position(|&x| x == t as u16)?;
+                        let o = &s.offsets[k * batch.batch_size as usize..];
+                        Some(s.ids[o[b] as usize..o[b + 1] as usize].to_vec())
+                    })
+                    .flatten()
+                    .collect();
+                let mut want = batch.bag(t, b).to_vec();
+                got.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(got, want, "table {t} bag {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_dead_shard_owner_is_named_and_replicas_avoid_dead_workers() {
+        let (spec, plan, batch) = setup();
+        let err = split(&spec, &plan, &batch, Some(0), &[true, false]).unwrap_err();
+        let RouteError::ShardUnavailable { worker, .. } = &err else { panic!("{err}") };
+        assert_eq!(*worker, 1);
+        assert!(err.to_string().contains("is down"));
+        assert_eq!(pick_replica(&[None, Some(5)], (0, 0)), Some(1));
+        assert_eq!(pick_replica(&[None, None], (0, 0)), None);
+    }
+
+    #[test]
+    fn tables_without_ids_need_no_worker() {
+        let (spec, plan, batch) = setup();
+        // Only the replicated table has ids: worker 1 being down does not matter.
+        let only = QueryBatch::from_bags(&[
+            (0..16).map(|b| batch.bag(0, b).to_vec()).collect(),
+            vec![vec![]; 16],
+            vec![vec![]; 16],
+            vec![vec![]; 16],
+        ]);
+        let subs = split(&spec, &plan, &only, Some(0), &[true, false]).unwrap();
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].worker, 0);
+        assert_eq!(subs[0].tables, vec![0]);
+    }
+
+    #[test]
+    fn power_of_two_choices_prefers_the_less_loaded() {
+        let loads = [Some(10), Some(1), Some(50)];
+        let mut wins = [0; 3];
+        for a in 0..3u64 {
+            for b in 0..2u64 {
+                wins[pick_replica(&loads, (a, b)).unwrap() as usize] += 1;
+            }
+        }
+        // Worker 2 never wins a pair; worker 1 wins every pair it is in.
+        assert_eq!(wins[2], 0);
+        assert!(wins[1] >= 4, "{wins:?}");
+    }
+
+    #[test]
+    fn accumulate_and_mean_rebuild_the_pooled_output() {
+        let (spec, _, batch) = setup();
+        let (cols, width) = columns(&spec);
+        let dims: Vec<usize> = spec.tables.iter().map(|t| t.dim as usize).collect();
+        let bs = batch.batch_size as usize;
+        let mut out = vec![0f32; bs * width];
+        // Two replies covering table 3 in halves: ones from each.
+        accumulate(&mut out, width, &cols, &dims, &[3], &vec![1.0; bs * 4], bs);
+        accumulate(&mut out, width, &cols, &dims, &[0, 3], &vec![1.0; bs * 8], bs);
+        finalize_mean(&spec, &batch, &mut out, width, &cols);
+        let o = batch.table_offsets(3);
+        for b in 0..bs {
+            let n = (o[b + 1] - o[b]) as f32;
+            let want = if n > 0.0 { 2.0 / n } else { 2.0 };
+            assert_eq!(out[b * width + cols[3]], want);
+            assert_eq!(out[b * width + cols[0]], 1.0);
+            assert_eq!(out[b * width + cols[1]], 0.0);
+        }
+    }
+}

@@ -1,0 +1,665 @@
+//! The coordinator process: membership, deployment and scatter/gather serving.
+//!
+//! Workers register (and re-register after a restart, keyed by their address) and heartbeat;
+//! a worker silent for [`CoordinatorConfig::dead_after`] or whose connection closes is marked
+//! down. A deployment sends each worker its part of a plan; a worker that comes back gets its
+//! part again before it serves. A client's query is checked, split by the plan (replicated
+//! tables to one replica by the power of two choices), fanned out concurrently, and the partial
+//! sums are added up. A replicated part that fails on one replica is retried on another.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use rand_core::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
+
+use embtune_protocol::codec::FrameLimits;
+use embtune_protocol::wire::{
+    ClusterInfo, CoreCounters, DeployedInfo, DeploymentInfo, ErrorKind, Heartbeat, LookupHead, PooledHead, QueryHead,
+    Request, Response, WireError, WorkerHello, WorkerInfo,
+};
+use embtune_protocol::{DataFlow, Plan, Topology, WorkerShape};
+use embtune_transport::endpoint::connect;
+use embtune_transport::rpc::{Body, Peer, accept_loop, call};
+use embtune_transport::{Identity, TransportError, Tuning, certs, server_endpoint};
+use embtune_workloads::{BatchGenerator, ModelSpec, QueryBatch};
+
+use crate::route;
+
+/// Largest client batch, and the most ids in one.
+pub const MAX_BATCH: u32 = 1 << 16;
+pub const MAX_IDS: u32 = 64 << 20;
+
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    pub cluster: PathBuf,
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    /// A worker silent this long is marked down.
+    pub dead_after: Duration,
+    /// How long a sub-request may take before its worker counts as failed.
+    pub request_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    pub fn new(listen: SocketAddr, cluster: PathBuf, data_dir: PathBuf) -> Self {
+        CoordinatorConfig {
+            listen,
+            cluster,
+            data_dir,
+            heartbeat: Duration::from_millis(250),
+            dead_after: Duration::from_millis(1000),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Slot {
+    id: u16,
+    hello: WorkerHello,
+    addr: SocketAddr,
+    conn: Option<quinn::Connection>,
+    /// Connected, heartbeating and holding the current plan.
+    healthy: bool,
+    /// Bumped on every registration, so a stale reconnection task can tell it lost.
+    generation: u64,
+    deployed_plan: u64,
+    last_seen: Instant,
+    queue: u32,
+    inflight: Arc<AtomicU32>,
+    permits: Arc<Semaphore>,
+    requests: u64,
+    engine_ns: u64,
+    bytes_held: u64,
+    counters: Vec<CoreCounters>,
+}
+
+/// What is deployed, with what routing needs precomputed.
+pub struct Active {
+    pub plan_id: u64,
+    pub spec: ModelSpec,
+    pub plan: Plan,
+    pub hot: Vec<Vec<u32>>,
+    pub columns: Vec<usize>,
+    pub width: usize,
+    pub dims: Vec<usize>,
+}
+
+struct Inner {
+    cfg: CoordinatorConfig,
+    ep: quinn::Endpoint,
+    slots: RwLock<Vec<Slot>>,
+    active: RwLock<Option<Arc<Active>>>,
+    deploy_lock: tokio::sync::Mutex<()>,
+    queries: AtomicU64,
+    query_errors: AtomicU64,
+    rng: Mutex<rand_pcg::Pcg64Mcg>,
+    limits: FrameLimits,
+    started: Instant,
+}
+
+/// A running coordinator; cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+impl Coordinator {
+    /// Binds the endpoint and starts serving and monitoring.
+    pub async fn start(cfg: CoordinatorConfig) -> Result<Coordinator, TransportError> {
+        let id: Identity = certs::load(&cfg.cluster, None, None)?;
+        let ep = server_endpoint(cfg.listen, &id, &Tuning::default())?;
+        let c = Coordinator {
+            inner: Arc::new(Inner {
+                cfg,
+                ep: ep.clone(),
+                slots: RwLock::new(Vec::new()),
+                active: RwLock::new(None),
+                deploy_lock: tokio::sync::Mutex::new(()),
+                queries: AtomicU64::new(0),
+                query_errors: AtomicU64::new(0),
+                rng: Mutex::new(rand_pcg::Pcg64Mcg::seed_from_u64(0x5eed)),
+                limits: FrameLimits::default(),
+                started: Instant::now(),
+            }),
+        };
+        let me = c.clone();
+        tokio::spawn(accept_loop(ep, c.inner.limits, move |req, body, peer| {
+            let me = me.clone();
+            async move { me.handle(req, body, peer).await }
+        }));
+        let me = c.clone();
+        tokio::spawn(async move { me.monitor().await });
+        Ok(c)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.ep.local_addr().expect("a bound endpoint")
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.inner.cfg.data_dir
+    }
+
+    async fn handle(&self, req: Request, body: Vec<u32>, peer: Peer) -> (Response, Body) {
+        let fail = |e: WireError| (Response::Error(e), Body::Empty);
+        match req {
+            Request::Register(hello) => self.register(hello, peer),
+            Request::Heartbeat(hb) => {
+                self.heartbeat(hb);
+                (Response::Ack, Body::Empty)
+            }
+            Request::Query(head) => {
+                self.inner.queries.fetch_add(1, Ordering::Relaxed);
+                match self.query(head, body).await {
+                    Ok((head, out)) => (Response::Pooled(head), Body::Floats(out)),
+                    Err(e) => {
+                        self.inner.query_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("query from {} failed: {e}", peer.addr);
+                        fail(e)
+                    }
+                }
+            }
+            Request::DeployPlan { spec, plan } => match self.deploy(*spec, *plan).await {
+                Ok(info) => (Response::Deployed(info), Body::Empty),
+                Err(e) => fail(e),
+            },
+            Request::GetDeployment => {
+                let d = self.active().map(|a| DeploymentInfo {
+                    plan_id: a.plan_id,
+                    spec: a.spec.clone(),
+                    plan: a.plan.clone(),
+                });
+                (Response::Deployment(d), Body::Empty)
+            }
+            Request::ClusterStatus => (Response::Cluster(self.status()), Body::Empty),
+            Request::Deploy { .. } | Request::Lookup(_) | Request::WorkerStats => {
+                fail(WireError::new(ErrorKind::NotSupported, "this is a coordinator; send look-ups as Query"))
+            }
+        }
+    }
+
+    /// The current deployment.
+    pub fn active(&self) -> Option<Arc<Active>> {
+        self.inner.active.read().clone()
+    }
+
+    fn register(&self, hello: WorkerHello, peer: Peer) -> (Response, Body) {
+        let addr: SocketAddr = match hello.listen.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                return (
+                    Response::Error(WireError::new(
+                        ErrorKind::BadFrame,
+                        format!("bad listen address `{}`", hello.listen),
+                    )),
+                    Body::Empty,
+                );
+            }
+        };
+        let (id, generation) = {
+            let mut slots = self.inner.slots.write();
+            let id = match slots.iter().position(|s| s.addr == addr) {
+                Some(i) => i,
+                None => {
+                    let id = slots.len() as u16;
+                    slots.push(Slot {
+                        id,
+                        hello: hello.clone(),
+                        addr,
+                        conn: None,
+                        healthy: false,
+                        generation: 0,
+                        deployed_plan: 0,
+                        last_seen: Instant::now(),
+                        queue: 0,
+                        inflight: Arc::new(AtomicU32::new(0)),
+                        permits: Arc::new(Semaphore::new(64)),
+                        requests: 0,
+                        engine_ns: 0,
+                        bytes_held: 0,
+                        counters: Vec::new(),
+                    });
+                    slots.len() - 1
+                }
+            };
+            let s = &mut slots[id];
+            s.hello = hello;
+            s.generation += 1;
+            s.healthy = false;
+            s.conn = None;
+            s.deployed_plan = 0;
+            s.last_seen = Instant::now();
+            (id as u16, s.generation)
+        };
+        tracing::info!("worker {id} registered from {} (serving at {addr})", peer.addr);
+        let me = self.clone();
+        tokio::spawn(async move { me.bring_up(id, generation).await });
+        (Response::Registered { worker: id, heartbeat_ms: self.inner.cfg.heartbeat.as_millis() as u32 }, Body::Empty)
+    }
+
+    /// Connects to a (re)registered worker and gives it its part of the current plan; only then
+    /// does it serve.
+    async fn bring_up(&self, id: u16, generation: u64) {
+        let addr = self.inner.slots.read()[id as usize].addr;
+        let conn = match connect(&self.inner.ep, addr, Duration::from_secs(3)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot reach worker {id} at {addr}: {e}");
+                return;
+            }
+        };
+        if let Some(active) = self.active()
+            && (id as usize) < active.plan.topology.workers.len()
+        {
+            tracing::info!("redeploying plan {} to worker {id}", active.plan_id);
+            if let Err(e) = self.deploy_one(&conn, &active, id).await {
+                tracing::error!("redeploying to worker {id} failed: {e}");
+                return;
+            }
+        }
+        let mut slots = self.inner.slots.write();
+        let s = &mut slots[id as usize];
+        if s.generation != generation {
+            return; // It registered again meanwhile; that registration wins.
+        }
+        s.conn = Some(conn);
+        s.deployed_plan = self.active().map_or(0, |a| a.plan_id);
+        s.last_seen = Instant::now();
+        s.healthy = true;
+        tracing::info!("worker {id} at {addr} is up");
+    }
+
+    fn heartbeat(&self, hb: Heartbeat) {
+        let mut slots = self.inner.slots.write();
+        if let Some(s) = slots.get_mut(hb.worker as usize) {
+            s.last_seen = Instant::now();
+            s.queue = hb.queue;
+            s.counters = hb.cores;
+        }
+    }
+
+    /// Marks workers down when they fall silent or their connection closes.
+    async fn monitor(&self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let mut slots = self.inner.slots.write();
+            for s in slots.iter_mut() {
+                let closed = s.conn.as_ref().is_some_and(|c| c.close_reason().is_some());
+                if s.healthy && (closed || s.last_seen.elapsed() > self.inner.cfg.dead_after) {
+                    s.healthy = false;
+                    tracing::warn!(
+                        "worker {} at {} is down ({})",
+                        s.id,
+                        s.addr,
+                        if closed { "connection closed" } else { "no heartbeat" }
+                    );
+                }
+            }
+        }
+    }
+
+    /// The cluster as a topology: every registered worker, healthy or not, in id order.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            workers: self
+                .inner
+                .slots
+                .read()
+                .iter()
+                .map(|s| WorkerShape {
+                    cores: s.hello.cores,
+                    memory_bytes: s.hello.memory_bytes,
+                    core_memory_bytes: None,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn status(&self) -> ClusterInfo {
+        let slots = self.inner.slots.read();
+        ClusterInfo {
+            workers: slots
+                .iter()
+                .map(|s| WorkerInfo {
+                    id: s.id,
+                    name: s.hello.name.clone(),
+                    addr: s.addr.to_string(),
+                    healthy: s.healthy,
+                    cores: s.hello.cores,
+                    memory_bytes: s.hello.memory_bytes,
+                    bytes_held: s.bytes_held,
+                    queue: s.queue,
+                    requests: s.requests,
+                    engine_ns: s.engine_ns,
+                    core_counters: s.counters.clone(),
+                    last_seen_ms: s.last_seen.elapsed().as_millis() as u64,
+                    cpu_model: s.hello.cpu_model.clone(),
+                })
+                .collect(),
+            plan_id: self.active().map(|a| a.plan_id),
+            model: self.active().map(|a| a.spec.name.clone()),
+            queries: self.inner.queries.load(Ordering::Relaxed),
+            query_errors: self.inner.query_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Deploys `plan` for `spec` on the cluster: every worker of the plan's topology gets its
+    /// part, in parallel; the plan becomes active once all have it.
+    pub async fn deploy(&self, spec: ModelSpec, plan: Plan) -> Result<DeployedInfo, WireError> {
+        let bad = |m: String| WireError::new(ErrorKind::Deploy, m);
+        spec.validate().map_err(|e| bad(e.to_string()))?;
+        plan.validate(&spec).map_err(|e| bad(e.to_string()))?;
+        let _one = self.inner.deploy_lock.lock().await;
+        let need = plan.topology.workers.len();
+        let conns: Vec<(u16, quinn::Connection)> = {
+            let slots = self.inner.slots.read();
+            let up: Vec<_> = slots.iter().filter(|s| s.conn.is_some() && s.healthy).map(|s| s.id).collect();
+            if slots.len() < need || (0..need as u16).any(|w| !up.contains(&w)) {
+                return Err(bad(format!(
+                    "the plan is for {need} workers but {} of the cluster's {} are up; wait for the workers or make the plan for this cluster",
+                    up.len(),
+                    slots.len()
+                )));
+            }
+            (0..need).map(|w| (w as u16, slots[w].conn.clone().unwrap())).collect()
+        };
+        let hot = hot_ids(&spec, &plan).await;
+        let (columns, width) = route::columns(&spec);
+        let dims = spec.tables.iter().map(|t| t.dim as usize).collect();
+        let plan_id =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let inflight = plan.knobs.inflight_per_worker as usize;
+        let active = Arc::new(Active { plan_id, spec, plan, hot, columns, width, dims });
+        let started = Instant::now();
+        let results = futures_all(conns.iter().map(|(w, c)| {
+            let active = active.clone();
+            let me = self.clone();
+            let (w, c) = (*w, c.clone());
+            async move { (w, me.deploy_one(&c, &active, w).await) }
+        }))
+        .await;
+        let mut info = DeployedInfo { plan_id, ..Default::default() };
+        for (w, r) in results {
+            let d = r.map_err(|e| bad(format!("worker {w}: {e}")))?;
+            info.bytes += d.bytes;
+            info.huge_page_bytes += d.huge_page_bytes;
+            let mut slots = self.inner.slots.write();
+            let s = &mut slots[w as usize];
+            s.deployed_plan = plan_id;
+            s.bytes_held = d.bytes;
+            s.permits = Arc::new(Semaphore::new(inflight.max(1)));
+        }
+        info.seconds = started.elapsed().as_secs_f64();
+        *self.inner.active.write() = Some(active.clone());
+        tracing::info!("deployed plan {plan_id} ({}) on {need} workers in {:.2}s", active.plan.summary(), info.seconds);
+        Ok(info)
+    }
+
+    async fn deploy_one(
+        &self,
+        conn: &quinn::Connection,
+        active: &Active,
+        w: u16,
+    ) -> Result<DeployedInfo, TransportError> {
+        let mut a = active.plan.assignment(&active.spec, w);
+        a.fill_hot_ids(&active.plan, |t, n| active.hot[t].iter().take(n).copied().collect());
+        let (resp, _) = call(
+            conn,
+            &Request::Deploy { plan_id: active.plan_id, assignment: a },
+            &Body::Empty,
+            &self.inner.limits,
+            Duration::from_secs(600),
+        )
+        .await?;
+        match resp {
+            Response::Deployed(d) => Ok(d),
+            other => {
+                Err(TransportError::Remote(WireError::new(ErrorKind::Internal, format!("unexpected reply {other:?}"))))
+            }
+        }
+    }
+
+    /// Serves one client query.
+    pub async fn query(&self, head: QueryHead, mut body: Vec<u32>) -> Result<(PooledHead, Vec<f32>), WireError> {
+        let t0 = Instant::now();
+        let active = self.active().ok_or_else(|| {
+            WireError::new(
+                ErrorKind::NoDeployment,
+                "nothing is deployed: deploy a plan first (embtune up or embtune bench --coordinator)",
+            )
+        })?;
+        if head.spec_digest != 0 && head.spec_digest != active.spec.digest() {
+            return Err(WireError::new(
+                ErrorKind::WrongModel,
+                format!(
+                    "the batch was made for another model (digest {:#x}); the cluster serves `{}` ({:#x})",
+                    head.spec_digest,
+                    active.spec.name,
+                    active.spec.digest()
+                ),
+            ));
+        }
+        if head.batch_size > MAX_BATCH || head.ids > MAX_IDS {
+            return Err(WireError::new(
+                ErrorKind::BatchTooLarge,
+                format!(
+                    "batch of {} samples and {} ids exceeds the limits ({MAX_BATCH} samples, {MAX_IDS} ids)",
+                    head.batch_size, head.ids
+                ),
+            ));
+        }
+        if body.len() as u64 != head.ids as u64 + head.offsets as u64 {
+            return Err(WireError::new(ErrorKind::BadFrame, "the body does not hold the announced ids and offsets"));
+        }
+        let offsets = body.split_off(head.ids as usize);
+        let batch = QueryBatch { batch_size: head.batch_size, num_tables: head.num_tables, offsets, ids: body };
+        batch.check_layout().map_err(|e| WireError::new(ErrorKind::BadFrame, e.to_string()))?;
+        let rows: Vec<u64> = active.spec.tables.iter().map(|t| t.rows).collect();
+        if batch.num_tables as usize != rows.len() {
+            return Err(WireError::new(
+                ErrorKind::UnknownTable,
+                format!("the batch has {} tables; `{}` has {}", batch.num_tables, active.spec.name, rows.len()),
+            ));
+        }
+        batch.check_ids(&rows).map_err(|e| WireError::new(ErrorKind::RowOutOfRange, e.to_string()))?;
+
+        let bs = batch.batch_size as usize;
+        // A replica that fails (down, or too slow) is excluded and the query runs once more:
+        // failover is rare, and re-running the whole query keeps the sums simple and exact.
+        let mut avoid: Vec<u16> = Vec::new();
+        let (mut out, engine_us, fanout) = loop {
+            let (healthy, replica) = self.choose(active.plan.topology.workers.len(), &avoid);
+            let subs = route::split(&active.spec, &active.plan, &batch, replica, &healthy)
+                .map_err(|e| WireError::new(ErrorKind::ShardUnavailable, e.to_string()))?;
+            let results = futures_all(subs.iter().map(|s| {
+                let (me, active, s) = (self.clone(), active.clone(), s.clone());
+                async move { me.sub_request(&active, &s, head.batch_size).await }
+            }))
+            .await;
+            let mut out = vec![0f32; bs * active.width];
+            let (mut engine_us, mut error, mut retry) = (0u32, None, false);
+            for (s, r) in subs.iter().zip(results) {
+                match r {
+                    Ok((ph, reply)) => {
+                        route::accumulate(&mut out, active.width, &active.columns, &active.dims, &s.tables, &reply, bs);
+                        engine_us = engine_us.max(ph.engine_us);
+                    }
+                    Err(e)
+                        if e.kind == ErrorKind::ShardUnavailable && Some(s.worker) == replica && avoid.is_empty() =>
+                    {
+                        tracing::warn!("replica {} failed ({e}); retrying on another", s.worker);
+                        self.mark_suspect(s.worker);
+                        avoid.push(s.worker);
+                        retry = true;
+                    }
+                    Err(e) => {
+                        error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = error {
+                return Err(e);
+            }
+            if !retry {
+                break (out, engine_us, subs.len() as u16);
+            }
+        };
+        route::finalize_mean(&active.spec, &batch, &mut out, active.width, &active.columns);
+        Ok((
+            PooledHead {
+                batch_size: head.batch_size,
+                width: active.width as u32,
+                engine_us,
+                queue: 0,
+                coordinator_us: t0.elapsed().as_micros() as u32,
+                fanout,
+            },
+            out,
+        ))
+    }
+
+    /// Health of the plan's workers and a replica among them for the replicated tables,
+    /// avoiding `avoid`. Workers that joined after the plan was made hold nothing of it.
+    fn choose(&self, workers: usize, avoid: &[u16]) -> (Vec<bool>, Option<u16>) {
+        let (healthy, loads): (Vec<bool>, Vec<Option<u64>>) = {
+            let guard = self.inner.slots.read();
+            let slots = &guard[..workers.min(guard.len())];
+            let healthy = slots.iter().map(|s| s.healthy && s.conn.is_some()).collect();
+            let loads = slots
+                .iter()
+                .map(|s| {
+                    (s.healthy && s.conn.is_some() && !avoid.contains(&s.id))
+                        .then(|| s.queue as u64 + s.inflight.load(Ordering::Relaxed) as u64)
+                })
+                .collect();
+            (healthy, loads)
+        };
+        let draws = {
+            let mut r = self.inner.rng.lock();
+            (r.next_u64(), r.next_u64())
+        };
+        (healthy, route::pick_replica(&loads, draws))
+    }
+
+    fn mark_suspect(&self, w: u16) {
+        if let Some(s) = self.inner.slots.write().get_mut(w as usize) {
+            s.healthy = false;
+        }
+    }
+
+    async fn sub_request(
+        &self,
+        active: &Active,
+        s: &route::SubRequest,
+        batch_size: u32,
+    ) -> Result<(PooledHead, Vec<f32>), WireError> {
+        let (conn, inflight, permits) = {
+            let slots = self.inner.slots.read();
+            let slot = &slots[s.worker as usize];
+            match &slot.conn {
+                Some(c) => (c.clone(), slot.inflight.clone(), slot.permits.clone()),
+                None => {
+                    return Err(WireError::new(
+                        ErrorKind::ShardUnavailable,
+                        format!("worker {} is not connected", s.worker),
+                    ));
+                }
+            }
+        };
+        let _permit = permits.acquire_owned().await.map_err(|_| WireError::new(ErrorKind::Internal, "closed"))?;
+        inflight.fetch_add(1, Ordering::Relaxed);
+        let head = LookupHead {
+            plan_id: active.plan_id,
+            batch_size,
+            tables: s.tables.clone(),
+            offsets: s.offsets.len() as u32,
+            ids: s.ids.len() as u32,
+        };
+        let r = call(
+            &conn,
+            &Request::Lookup(head),
+            &Body::Parts(route::body(s)),
+            &self.inner.limits,
+            self.inner.cfg.request_timeout,
+        )
+        .await;
+        inflight.fetch_sub(1, Ordering::Relaxed);
+        match r {
+            Ok((Response::Pooled(ph), words)) => {
+                let mut slots = self.inner.slots.write();
+                let slot = &mut slots[s.worker as usize];
+                slot.requests += 1;
+                slot.engine_ns += ph.engine_us as u64 * 1000;
+                slot.queue = ph.queue;
+                drop(slots);
+                Ok((ph, bytemuck_floats(words)))
+            }
+            Ok((other, _)) => {
+                Err(WireError::new(ErrorKind::Internal, format!("worker {} answered {other:?}", s.worker)))
+            }
+            Err(TransportError::Remote(e)) => Err(e),
+            Err(e) => Err(WireError::new(ErrorKind::ShardUnavailable, format!("worker {}: {e}", s.worker))),
+        }
+    }
+
+    /// Seconds since the coordinator started.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+}
+
+fn bytemuck_floats(words: Vec<u32>) -> Vec<f32> {
+    // u32 and f32 have the same size and alignment; reinterpret without copying.
+    let mut words = std::mem::ManuallyDrop::new(words);
+    let (ptr, len, cap) = (words.as_mut_ptr(), words.len(), words.capacity());
+    // SAFETY: same layout; every bit pattern is a valid f32.
+    unsafe { Vec::from_raw_parts(ptr as *mut f32, len, cap) }
+}
+
+/// Hot rows per table for the plan's hot-cache tables, from a profile of the workload's own
+/// generator (batches disjoint from any benchmark's).
+async fn hot_ids(spec: &ModelSpec, plan: &Plan) -> Vec<Vec<u32>> {
+    let need: Vec<bool> = plan.tables.iter().map(|t| matches!(t.flow, DataFlow::HotCache { .. })).collect();
+    if !need.iter().any(|&n| n) {
+        return vec![Vec::new(); spec.tables.len()];
+    }
+    let spec = spec.clone();
+    let plan = plan.clone();
+    tokio::task::spawn_blocking(move || {
+        let Ok(g) = BatchGenerator::new(&spec) else { return vec![Vec::new(); spec.tables.len()] };
+        let profile = embtune_workloads::profile::profile_generator(&g);
+        plan.tables
+            .iter()
+            .enumerate()
+            .map(|(t, tp)| match tp.flow {
+                DataFlow::HotCache { hot_rows, .. } => {
+                    profile.tables[t].hottest(hot_rows as usize * tp.placement.shards().max(1))
+                }
+                _ => Vec::new(),
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Runs futures concurrently and collects their results in order.
+pub async fn futures_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("a task of the coordinator panicked"));
+    }
+    out
+}

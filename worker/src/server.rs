@@ -1,0 +1,346 @@
+//! The worker process: an engine behind a QUIC endpoint, registered with a coordinator.
+//!
+//! The worker answers three requests: `Deploy` (materialise its part of a plan), `Lookup`
+//! (pool a batch and return partial sums) and `WorkerStats`. A background task registers with
+//! the coordinator and sends a heartbeat with per-core counters and the queue length every few
+//! hundred milliseconds; when the coordinator goes away the task keeps trying, so a restarted
+//! coordinator finds its workers again.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use embtune_protocol::codec::FrameLimits;
+use embtune_protocol::wire::{
+    CoreCounters, DeployedInfo, ErrorKind, Heartbeat, LookupHead, PooledHead, Request, Response, WireError,
+    WorkerHello, WorkerStatsReply,
+};
+use embtune_protocol::{PlanError, WorkerAssignment};
+use embtune_transport::endpoint::connect;
+use embtune_transport::rpc::{Body, Peer, accept_loop, call};
+use embtune_transport::{Tuning, certs, server_endpoint};
+use embtune_workloads::QueryBatch;
+
+use crate::engine::{Engine, EngineConfig, EngineError, Lookup};
+use crate::machine::MachineInfo;
+
+/// Largest batch a worker accepts in one request, and the most ids.
+pub const MAX_BATCH: u32 = 1 << 16;
+pub const MAX_IDS: u32 = 64 << 20;
+
+/// How to run a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub listen: SocketAddr,
+    /// Address the coordinator should use for this worker (default: the listen address, or the
+    /// local address that routes to the coordinator when listening on all interfaces).
+    pub advertise: Option<SocketAddr>,
+    pub coordinator: SocketAddr,
+    pub cluster: PathBuf,
+    pub cpus: Vec<usize>,
+    pub memory_limit: u64,
+    pub name: String,
+    pub huge_pages: bool,
+}
+
+struct State {
+    engine: Engine,
+    plan_id: AtomicU64,
+    bytes_held: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    memory_limit: u64,
+    /// Serialises deployments: a second one waits for the first.
+    deploying: tokio::sync::Mutex<()>,
+    worker_id: Mutex<Option<u16>>,
+}
+
+/// Runs a worker until the process is stopped. Returns only on a start-up error.
+pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
+    let id = certs::load(&cfg.cluster, None, None).map_err(|e| e.to_string())?;
+    let tuning = Tuning::default();
+    let ep = server_endpoint(cfg.listen, &id, &tuning).map_err(|e| e.to_string())?;
+    let bound = ep.local_addr().map_err(|e| e.to_string())?;
+    let advertise = match cfg.advertise {
+        Some(a) => a,
+        None if bound.ip().is_unspecified() => {
+            SocketAddr::new(route_to(cfg.coordinator).map_err(|e| e.to_string())?, bound.port())
+        }
+        None => bound,
+    };
+    let engine =
+        Engine::start(EngineConfig { cpus: cfg.cpus.clone(), pin: true, huge_pages: cfg.huge_pages, isa: None });
+    tracing::info!(
+        "worker `{}` serving on {bound} (advertised {advertise}) with {} cores, {} kernels",
+        cfg.name,
+        engine.cores(),
+        engine.isa().name()
+    );
+    let state = Arc::new(State {
+        engine,
+        plan_id: AtomicU64::new(0),
+        bytes_held: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        memory_limit: cfg.memory_limit,
+        deploying: tokio::sync::Mutex::new(()),
+        worker_id: Mutex::new(None),
+    });
+    let server = {
+        let state = state.clone();
+        tokio::spawn(accept_loop(ep.clone(), FrameLimits::default(), move |req, body, peer| {
+            let state = state.clone();
+            async move { handle(&state, req, body, peer).await }
+        }))
+    };
+    let machine = MachineInfo::detect();
+    let hello = WorkerHello {
+        name: cfg.name.clone(),
+        listen: advertise.to_string(),
+        cores: cfg.cpus.len() as u16,
+        memory_bytes: cfg.memory_limit,
+        l2_bytes: machine.l2_bytes,
+        llc_bytes: machine.llc_bytes,
+        llc_cores: machine.llc_cpus,
+        huge_pages: cfg.huge_pages && machine.thp != "never",
+        cpu_model: machine.cpu_model.clone(),
+        calibration: None,
+    };
+    tokio::spawn(register_loop(ep, cfg.coordinator, hello, state));
+    server.await.map_err(|e| e.to_string())
+}
+
+/// The local address the OS would use to reach `peer`: what to advertise when listening on all
+/// interfaces.
+fn route_to(peer: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let bind: SocketAddr = if peer.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let s = std::net::UdpSocket::bind(bind)?;
+    s.connect(peer)?;
+    Ok(s.local_addr()?.ip())
+}
+
+/// Registers, then heartbeats; on any failure waits a moment and registers again.
+async fn register_loop(ep: quinn::Endpoint, coordinator: SocketAddr, hello: WorkerHello, state: Arc<State>) {
+    let limits = FrameLimits::default();
+    let t = Duration::from_secs(2);
+    let mut announced = false;
+    loop {
+        let session = async {
+            let conn = connect(&ep, coordinator, t).await?;
+            let (resp, _) = call(&conn, &Request::Register(hello.clone()), &Body::Empty, &limits, t).await?;
+            let Response::Registered { worker, heartbeat_ms } = resp else {
+                return Err(embtune_transport::TransportError::Remote(WireError::new(
+                    ErrorKind::Internal,
+                    format!("unexpected reply {resp:?}"),
+                )));
+            };
+            *state.worker_id.lock() = Some(worker);
+            tracing::info!("registered with the coordinator at {coordinator} as worker {worker}");
+            loop {
+                tokio::time::sleep(Duration::from_millis(heartbeat_ms as u64)).await;
+                let hb = Heartbeat {
+                    worker,
+                    queue: state.engine.queue_len() as u32,
+                    plan_id: state.plan_id.load(Ordering::Relaxed),
+                    cores: counters(&state.engine),
+                };
+                call(&conn, &Request::Heartbeat(hb), &Body::Empty, &limits, t).await?;
+            }
+        };
+        let res: Result<(), embtune_transport::TransportError> = session.await;
+        if let Err(e) = res
+            && !announced
+        {
+            tracing::warn!("coordinator at {coordinator} unreachable ({e}); retrying");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn counters(engine: &Engine) -> Vec<CoreCounters> {
+    engine
+        .stats()
+        .iter()
+        .map(|s| CoreCounters {
+            core: s.core as u16,
+            cpu: s.cpu as u32,
+            busy_ns: s.busy_ns,
+            tasks: s.tasks,
+            lookups: s.lookups,
+        })
+        .collect()
+}
+
+fn wire(e: EngineError) -> WireError {
+    let kind = match &e {
+        EngineError::UnknownTable { .. } => ErrorKind::UnknownTable,
+        EngineError::RowOutOfRange { .. } => ErrorKind::RowOutOfRange,
+        EngineError::NotHeld { .. } => ErrorKind::NotHeld,
+        EngineError::BadRequest(_) => ErrorKind::BadFrame,
+        EngineError::Deploy(_) => ErrorKind::Deploy,
+        EngineError::ShuttingDown => ErrorKind::Internal,
+    };
+    WireError::new(kind, e.to_string())
+}
+
+fn error(kind: ErrorKind, m: impl Into<String>) -> (Response, Body) {
+    (Response::Error(WireError::new(kind, m)), Body::Empty)
+}
+
+async fn handle(state: &Arc<State>, req: Request, body: Vec<u32>, peer: Peer) -> (Response, Body) {
+    match req {
+        Request::Deploy { plan_id, assignment } => deploy(state, plan_id, assignment).await,
+        Request::Lookup(head) => {
+            state.requests.fetch_add(1, Ordering::Relaxed);
+            let r = lookup(state, head, body).await;
+            if let (Response::Error(e), _) = &r {
+                state.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("look-up from {} refused: {e}", peer.addr);
+            }
+            r
+        }
+        Request::WorkerStats => (
+            Response::WorkerStats(WorkerStatsReply {
+                plan_id: state.plan_id.load(Ordering::Relaxed),
+                cores: counters(&state.engine),
+                requests: state.requests.load(Ordering::Relaxed),
+                errors: state.errors.load(Ordering::Relaxed),
+                bytes_held: state.bytes_held.load(Ordering::Relaxed),
+            }),
+            Body::Empty,
+        ),
+        other => error(ErrorKind::NotSupported, format!("a worker does not serve {}", request_name(&other))),
+    }
+}
+
+pub fn request_name(r: &Request) -> &'static str {
+    match r {
+        Request::Deploy { .. } => "Deploy",
+        Request::Lookup(_) => "Lookup",
+        Request::WorkerStats => "WorkerStats",
+        Request::Register(_) => "Register",
+        Request::Heartbeat(_) => "Heartbeat",
+        Request::Query(_) => "Query",
+        Request::DeployPlan { .. } => "DeployPlan",
+        Request::GetDeployment => "GetDeployment",
+        Request::ClusterStatus => "ClusterStatus",
+    }
+}
+
+/// Bytes an assignment needs: its pieces plus hot copies.
+fn assignment_bytes(a: &WorkerAssignment) -> u64 {
+    a.tables
+        .iter()
+        .map(|t| {
+            let row = t.row_type.row_bytes(t.spec.dim) as u64;
+            let rows: u64 = match &t.layout {
+                embtune_protocol::LocalLayout::Replicated => t.spec.rows,
+                embtune_protocol::LocalLayout::Shards(s) => s.iter().map(|s| s.rows.len(t.spec.rows)).sum(),
+            };
+            rows * row
+        })
+        .sum()
+}
+
+async fn deploy(state: &Arc<State>, plan_id: u64, a: WorkerAssignment) -> (Response, Body) {
+    let need = assignment_bytes(&a);
+    if need > state.memory_limit {
+        let e = PlanError::Memory(format!(
+            "this worker's part of plan {plan_id} needs {} but its --memory-limit is {}",
+            embtune_protocol::plan::human_bytes(need),
+            embtune_protocol::plan::human_bytes(state.memory_limit)
+        ));
+        return error(ErrorKind::Deploy, e.to_string());
+    }
+    let _one_at_a_time = state.deploying.lock().await;
+    let st = state.clone();
+    // Materialising gigabytes takes seconds of CPU: off the async threads.
+    let res = tokio::task::spawn_blocking(move || st.engine.deploy(&a)).await;
+    match res {
+        Ok(Ok(r)) => {
+            state.plan_id.store(plan_id, Ordering::Relaxed);
+            state.bytes_held.store(r.bytes, Ordering::Relaxed);
+            tracing::info!(
+                "deployed plan {plan_id}: {} tables, {} in {:.2}s",
+                r.tables,
+                embtune_protocol::plan::human_bytes(r.bytes),
+                r.seconds
+            );
+            (
+                Response::Deployed(DeployedInfo {
+                    plan_id,
+                    bytes: r.bytes,
+                    huge_page_bytes: r.huge_page_bytes,
+                    seconds: r.seconds,
+                }),
+                Body::Empty,
+            )
+        }
+        Ok(Err(e)) => (Response::Error(wire(e)), Body::Empty),
+        Err(e) => error(ErrorKind::Internal, format!("deployment panicked: {e}")),
+    }
+}
+
+async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Response, Body) {
+    let current = state.plan_id.load(Ordering::Relaxed);
+    if head.plan_id != current {
+        return error(
+            ErrorKind::NoDeployment,
+            format!("request for plan {} but this worker holds plan {current}", head.plan_id),
+        );
+    }
+    if head.batch_size > MAX_BATCH || head.ids > MAX_IDS {
+        return error(
+            ErrorKind::BatchTooLarge,
+            format!(
+                "batch of {} samples and {} ids exceeds the limits ({MAX_BATCH} samples, {MAX_IDS} ids)",
+                head.batch_size, head.ids
+            ),
+        );
+    }
+    let want_offsets = head.tables.len() as u64 * head.batch_size as u64 + 1;
+    if head.offsets as u64 != want_offsets || body.len() as u64 != head.offsets as u64 + head.ids as u64 {
+        return error(
+            ErrorKind::BadFrame,
+            format!(
+                "{} tables x {} samples need {want_offsets} offsets; the frame announces {} offsets and {} ids in {} words",
+                head.tables.len(),
+                head.batch_size,
+                head.offsets,
+                head.ids,
+                body.len()
+            ),
+        );
+    }
+    // The body is ids then offsets, so the (large) ids stay in place and only the offsets move.
+    let offsets = body.split_off(head.ids as usize);
+    let batch = QueryBatch { batch_size: head.batch_size, num_tables: head.tables.len() as u32, offsets, ids: body };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Workers return sums; the coordinator divides mean-pooled tables after adding shards up.
+    state.engine.submit(
+        Lookup { batch: Arc::new(batch), tables: head.tables.into(), finalize_mean: false },
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    match rx.await {
+        Ok(Ok(out)) => (
+            Response::Pooled(PooledHead {
+                batch_size: head.batch_size,
+                width: out.width as u32,
+                engine_us: out.engine_time.as_micros() as u32,
+                queue: state.engine.queue_len() as u32,
+                coordinator_us: 0,
+                fanout: 1,
+            }),
+            Body::Floats(out.pooled),
+        ),
+        Ok(Err(e)) => (Response::Error(wire(e)), Body::Empty),
+        Err(_) => error(ErrorKind::Internal, "the engine dropped the request"),
+    }
+}
