@@ -7,6 +7,9 @@ mod bench;
 mod cluster;
 mod cluster_bench;
 mod compare;
+#[cfg(feature = "gpu")]
+mod gpu_bench;
+mod launch;
 mod ui;
 mod up;
 mod workload;
@@ -49,6 +52,10 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Measure this machine's random-gather ceiling beside the engine's direct flow.
     Limit(compare::LimitArgs),
+    /// Time the CUDA look-up kernels (baseline, vector, prefetch, hot rows pinned in L2) on a
+    /// GPU, checked against the reference (built with the `gpu` feature).
+    #[cfg(feature = "gpu")]
+    GpuBench(gpu_bench::GpuBenchArgs),
     /// Start a whole cluster on this machine: a coordinator and N worker processes on
     /// loopback, with a fresh cluster certificate, a deployed plan and the dashboard.
     ///
@@ -58,6 +65,11 @@ enum Command {
     Coordinator(cluster::CoordinatorArgs),
     /// Run a worker: the look-up engine behind QUIC, registered with a coordinator.
     Worker(cluster::WorkerArgs),
+    /// Start workers on other machines over ssh (binary and certificates copied there), wait
+    /// until the coordinator reports them healthy; `--stop` ends them.
+    ///
+    /// Example: embtune launch --hosts hosts.txt --coordinator 10.0.0.1:7700 --cluster cluster
+    Launch(launch::LaunchArgs),
     /// Cluster certificates and status.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
@@ -80,10 +92,13 @@ fn run(cmd: Command) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Limit(a) => compare::limit(a),
+        #[cfg(feature = "gpu")]
+        Command::GpuBench(a) => gpu_bench::run(a),
         Command::Workload(c) => workload_cmd::run(c),
         Command::Up(a) => up::run(a),
         Command::Coordinator(a) => cluster::coordinator(a),
         Command::Worker(a) => cluster::worker(a),
+        Command::Launch(a) => launch::run(a),
         Command::Cluster(c) => cluster::run(c),
     }
 }

@@ -7,8 +7,13 @@
 //! Pure logic: no I/O, no clocks, so it is tested fast and deterministically.
 
 pub mod baselines;
+pub mod bo;
+pub mod cost;
+pub mod fit;
 pub mod make;
 pub mod rules;
+pub mod search;
+pub mod space;
 
 pub use baselines::{BaselineOptions, Strategy};
 pub use make::{FlowChoice, default_plan, set_flows};

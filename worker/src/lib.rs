@@ -13,6 +13,8 @@
 pub mod bench;
 pub mod compare;
 pub mod engine;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod limit;
 pub mod machine;
 pub mod server;

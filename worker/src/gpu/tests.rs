@@ -1,0 +1,151 @@
+//! GPU backend tests. Those that need a device print "skipped: no CUDA device" and pass where
+//! there is none (CI); the compile test needs only NVRTC and skips likewise without it.
+
+use embtune_protocol::DataFlow;
+use embtune_workloads::{BatchGenerator, ModelSpec, Pooling, PoolingMode, RowType, TableSpec};
+
+use super::bench::local_tables;
+use super::kernels::{self, KernelKnobs, Variant};
+use super::*;
+use crate::engine::reference::Reference;
+
+fn table(name: &str, rows: u64, dim: u32, row_type: RowType, mode: PoolingMode, dist: &str) -> TableSpec {
+    TableSpec {
+        name: name.into(),
+        rows,
+        dim,
+        row_type,
+        pooling: Pooling::Uniform { min: 0, max: 40 },
+        mode,
+        dist: dist.parse().unwrap(),
+        quantizable: false,
+    }
+}
+
+/// Tables of every row type and of shapes that take each kernel path: 4, 16 and 32 lanes per
+/// row, a row wider than one warp (passes), and a dim the vector kernels cannot serve.
+fn mixed_spec() -> ModelSpec {
+    let mut tables = Vec::new();
+    for (i, rt) in RowType::ALL.into_iter().enumerate() {
+        for (j, &dim) in [16u32, 64, 128, 256, 13].iter().enumerate() {
+            let mode = if (i + j) % 2 == 0 { PoolingMode::Sum } else { PoolingMode::Mean };
+            let dist = if j % 2 == 0 { "hotset:0.9:0.01" } else { "zipf:1.1" };
+            tables.push(table(&format!("t{rt}{dim}"), 3000 + 517 * j as u64, dim, rt, mode, dist));
+        }
+    }
+    ModelSpec { name: "gpu-mixed".into(), batch_size: 37, seed: 7, source: String::new(), tables }
+}
+
+fn flows() -> Vec<DataFlow> {
+    vec![
+        DataFlow::Direct { prefetch: 0 },
+        DataFlow::Direct { prefetch: 1 },
+        DataFlow::Direct { prefetch: 2 },
+        DataFlow::Direct { prefetch: 8 },
+        DataFlow::Direct { prefetch: 16 },
+        DataFlow::HotCache { hot_rows: 64, prefetch: 4 },
+        DataFlow::Blocked { block_rows: 1024 },
+    ]
+}
+
+fn engine_or_skip() -> Option<GpuEngine> {
+    match GpuEngine::new(0) {
+        Ok(e) => Some(e),
+        Err(GpuError::Unavailable(why)) => {
+            println!("skipped: no CUDA device ({why})");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn kernels_compile_for_every_variant() {
+    // SAFETY: only tries to dlopen the library.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        println!("skipped: no CUDA device (NVRTC not found)");
+        return;
+    }
+    let mut variants = Vec::new();
+    for rt in RowType::ALL {
+        variants.push(Variant::Baseline { row_type: rt });
+        for dim in [16, 64, 128, 256] {
+            for pf in [1, 4, 8, 16] {
+                for hot in [false, true] {
+                    let flow = if hot {
+                        DataFlow::HotCache { hot_rows: 1, prefetch: pf }
+                    } else {
+                        DataFlow::Direct { prefetch: pf }
+                    };
+                    let v = Variant::for_table(rt, dim, flow);
+                    if !variants.contains(&v) {
+                        variants.push(v);
+                    }
+                }
+            }
+        }
+    }
+    for split in [1, 4] {
+        let knobs = KernelKnobs { split, ..KernelKnobs::default() };
+        let ptx = compile(&kernels::source(&variants, &knobs), "compute_90").unwrap_or_else(|e| panic!("{e}"));
+        assert!(ptx.contains(".entry emb_lookup"));
+        assert!(ptx.contains("ld.global.nc.v4.u32"));
+        assert!(ptx.contains("evict_last"));
+    }
+}
+
+#[test]
+fn every_flow_and_row_type_matches_the_reference() {
+    let Some(mut engine) = engine_or_skip() else { return };
+    let spec = mixed_spec();
+    let generator = BatchGenerator::new(&spec).unwrap();
+    let profile = embtune_workloads::profile::profile_generator(&generator);
+    let hot: Vec<Vec<u32>> = profile.tables.iter().map(|t| t.hottest(64)).collect();
+    let mut tables = local_tables(&spec, DataFlow::Direct { prefetch: 8 });
+    for (t, h) in tables.iter_mut().zip(&hot) {
+        t.hot_ids = h.clone();
+    }
+    engine.deploy(&tables).unwrap();
+    let row_types: Vec<RowType> = spec.tables.iter().map(|t| t.row_type).collect();
+    let reference = Reference::new(&spec, &row_types);
+    let slots: Vec<u16> = (0..spec.tables.len() as u16).collect();
+    for split in [1, 2, 4] {
+        for window in [true, false] {
+            engine
+                .configure(
+                    KernelKnobs { split, cold_evict_first: split == 2, ..KernelKnobs::default() },
+                    L2Options { window, hot_budget: None },
+                )
+                .unwrap();
+            for flow in flows() {
+                let layout = engine.set_flows(&vec![flow; spec.tables.len()], &hot).unwrap();
+                assert_eq!(layout.local_bytes, 0, "{flow}: spills");
+                for i in 0..3u64 {
+                    // Fresh batches each time, including a batch of one sample.
+                    let q = generator.batch_sized(1000 + i + 10 * split as u64, if i == 2 { 1 } else { 37 });
+                    engine.poison(q.batch_size).unwrap();
+                    let out = engine.lookup(&q).unwrap();
+                    reference
+                        .pool(&q, &slots)
+                        .check(&out.pooled)
+                        .unwrap_or_else(|e| panic!("{flow} split {split} window {window}: {e} ({layout:?})"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn out_of_range_ids_are_refused() {
+    let Some(mut engine) = engine_or_skip() else { return };
+    let spec = ModelSpec {
+        name: "one".into(),
+        batch_size: 2,
+        seed: 1,
+        source: String::new(),
+        tables: vec![table("a", 100, 16, RowType::F32, PoolingMode::Sum, "uniform")],
+    };
+    engine.deploy(&local_tables(&spec, DataFlow::Direct { prefetch: 4 })).unwrap();
+    let q = embtune_workloads::QueryBatch::from_bags(&[vec![vec![1, 2], vec![100]]]);
+    assert!(matches!(engine.lookup(&q), Err(GpuError::Request(_))));
+}
