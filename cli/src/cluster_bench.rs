@@ -151,13 +151,14 @@ fn report(
                 worker: w.id,
                 core: c.core,
                 cpu: c.cpu as usize,
-                busy: (c.busy_ns - prev.map_or(0, |p| p.busy_ns)) as f64 / 1e9 / secs,
-                tasks: c.tasks - prev.map_or(0, |p| p.tasks),
-                lookups: c.lookups - prev.map_or(0, |p| p.lookups),
+                // A worker that restarted during the run starts its counters again: never negative.
+                busy: c.busy_ns.saturating_sub(prev.map_or(0, |p| p.busy_ns)) as f64 / 1e9 / secs,
+                tasks: c.tasks.saturating_sub(prev.map_or(0, |p| p.tasks)),
+                lookups: c.lookups.saturating_sub(prev.map_or(0, |p| p.lookups)),
             });
         }
-        let reqs = w.requests - b.map_or(0, |b| b.requests);
-        let engine = w.engine_ns - b.map_or(0, |b| b.engine_ns);
+        let reqs = w.requests.saturating_sub(b.map_or(0, |b| b.requests));
+        let engine = w.engine_ns.saturating_sub(b.map_or(0, |b| b.engine_ns));
         per_worker.push(WorkerLoad {
             worker: w.id,
             addr: w.addr.clone(),

@@ -235,6 +235,9 @@ impl Coordinator {
             s.conn = None;
             s.deployed_plan = 0;
             s.last_seen = Instant::now();
+            // A new process: its counters start again from zero.
+            s.counters.clear();
+            s.queue = 0;
             (id as u16, s.generation)
         };
         tracing::info!("worker {id} registered from {} (serving at {addr})", peer.addr);

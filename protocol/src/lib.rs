@@ -3,6 +3,7 @@
 //! - [`plan`]: the placement plan (where each table lives, which data flow reads it) that the
 //!   tuner makes, the coordinator deploys and routes by, and the worker executes.
 //! - [`report`]: benchmark reports, the stable JSON of `embtune bench`.
+//! - [`tuning`]: tuning jobs, trials and measurements, as stored and served.
 //! - [`wire`] and [`codec`]: the messages between processes and their framing (bincode
 //!   metadata, raw little-endian bodies, hard size limits).
 //!
@@ -12,6 +13,7 @@
 pub mod codec;
 pub mod plan;
 pub mod report;
+pub mod tuning;
 pub mod wire;
 
 pub use plan::{

@@ -53,7 +53,7 @@ impl CostFunction for Fit<'_, '_> {
             .obs
             .iter()
             .map(|o| {
-                let p = self.objective.predicted(&predict_model(&m, &o.plan)).max(1e-9);
+                let p = crate::search::predicted(self.objective, &predict_model(&m, &o.plan)).max(1e-9);
                 (p.ln() - o.measured.max(1e-9).ln()).powi(2)
             })
             .sum::<f64>()
@@ -110,7 +110,10 @@ pub fn refit(model: &Model<'_>, objective: Objective, obs: &[Observation]) -> Fi
 pub fn median_error(model: &Model<'_>, objective: Objective, obs: &[Observation]) -> f64 {
     let mut e: Vec<f64> = obs
         .iter()
-        .map(|o| (objective.predicted(&predict_model(model, &o.plan)) - o.measured).abs() / o.measured.abs().max(1e-9))
+        .map(|o| {
+            (crate::search::predicted(objective, &predict_model(model, &o.plan)) - o.measured).abs()
+                / o.measured.abs().max(1e-9)
+        })
         .collect();
     if e.is_empty() {
         return f64::NAN;
@@ -144,7 +147,10 @@ mod tests {
         let obs: Vec<Observation> = Strategy::BASELINES
             .iter()
             .filter_map(|s| s.plan(&spec, &topo, &Default::default()).ok())
-            .map(|plan| Observation { measured: Objective::Throughput.predicted(&predict_model(&truth, &plan)), plan })
+            .map(|plan| Observation {
+                measured: crate::search::predicted(Objective::Throughput, &predict_model(&truth, &plan)),
+                plan,
+            })
             .collect();
         let model = Model::local(Workload { spec: &spec, profiles: &prof }, node);
         let before = median_error(&model, Objective::Throughput, &obs);

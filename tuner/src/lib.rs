@@ -3,17 +3,25 @@
 //! - [`baselines`]: the named strategies (round-robin, all-replicate, all-shard,
 //!   size-threshold, greedy-cost) that a tuned plan is measured against.
 //! - [`rules`]: the data-flow rule that picks a flow per table from its skew and the caches.
+//! - [`cost`]: the cost model, [`fit`] its least-squares refit to measurements.
+//! - [`space`] and [`search`]: the plan space and the simulated-annealing search over it.
+//! - [`bo`]: the Gaussian-process surrogate and expected improvement for the knobs.
+//! - [`job`]: a tuning job as a state machine its caller drives (propose, measure, record).
+//! - [`store`]: jobs and trials in sled, flushed per trial.
 //!
-//! Pure logic: no I/O, no clocks, so it is tested fast and deterministically.
+//! Pure logic apart from the store: no sockets, threads or clocks, so it is tested fast and
+//! deterministically; the coordinator drives jobs against the real cluster.
 
 pub mod baselines;
 pub mod bo;
 pub mod cost;
 pub mod fit;
+pub mod job;
 pub mod make;
 pub mod rules;
 pub mod search;
 pub mod space;
+pub mod store;
 
 pub use baselines::{BaselineOptions, Strategy};
 pub use make::{FlowChoice, default_plan, set_flows};

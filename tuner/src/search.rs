@@ -8,77 +8,33 @@ use argmin::core::{CostFunction, Error as ArgminError, Executor, State};
 use argmin::solver::simulatedannealing::{Anneal, SATempFunc, SimulatedAnnealing};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 use embtune_protocol::Plan;
+pub use embtune_protocol::tuning::Objective;
 
 use crate::cost::{Model, Prediction, predict_model};
 use crate::space::{Space, neighbour};
 
-/// What a plan is judged by.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Objective {
-    /// Batches per second under closed-loop load (higher is better).
-    Throughput,
-    /// Mean latency of one batch at a time (lower is better).
-    Mean,
-    /// 99th-percentile latency at a target rate of batches per second (lower is better).
-    P99 { qps: f64 },
-}
-
-impl Objective {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Objective::Throughput => "throughput",
-            Objective::Mean => "mean",
-            Objective::P99 { .. } => "p99",
+/// The model's estimate of an objective's value for a prediction: batches/s for throughput,
+/// microseconds for the latencies.
+pub fn predicted(objective: Objective, p: &Prediction) -> f64 {
+    match objective {
+        Objective::Throughput => p.throughput(),
+        Objective::Mean => p.latency_ns / 1e3,
+        Objective::P99 { qps } => {
+            // Queueing at utilisation rho inflates the tail; past saturation it grows without
+            // bound, which a large finite value keeps comparable.
+            let rho = qps * p.bottleneck_ns / 1e9;
+            let lat = p.latency_ns / 1e3;
+            if rho >= 0.97 { lat * 1e3 * rho } else { lat * (1.0 + 2.3 * rho / (1.0 - rho)) }
         }
-    }
-
-    /// Whether a larger measured value is better.
-    pub fn maximise(&self) -> bool {
-        matches!(self, Objective::Throughput)
-    }
-
-    /// How many times better `best` is than `other` (> 1 when better), for either direction.
-    pub fn speedup(&self, other: f64, best: f64) -> f64 {
-        if self.maximise() { best / other.max(1e-12) } else { other / best.max(1e-12) }
-    }
-
-    /// The model's estimate of the objective's value: batches/s for throughput, microseconds
-    /// for the latencies.
-    pub fn predicted(&self, p: &Prediction) -> f64 {
-        match *self {
-            Objective::Throughput => p.throughput(),
-            Objective::Mean => p.latency_ns / 1e3,
-            Objective::P99 { qps } => {
-                // Queueing at utilisation rho inflates the tail; past saturation it grows
-                // without bound, which a large finite value keeps comparable.
-                let rho = qps * p.bottleneck_ns / 1e9;
-                let lat = p.latency_ns / 1e3;
-                if rho >= 0.97 { lat * 1e3 * rho } else { lat * (1.0 + 2.3 * rho / (1.0 - rho)) }
-            }
-        }
-    }
-
-    /// A cost to minimise.
-    pub fn cost(&self, p: &Prediction) -> f64 {
-        let v = self.predicted(p);
-        if self.maximise() { 1e9 / v.max(1e-9) } else { v }
     }
 }
 
-impl std::str::FromStr for Objective {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "throughput" => Ok(Objective::Throughput),
-            "mean" => Ok(Objective::Mean),
-            "p99" => Ok(Objective::P99 { qps: 0.0 }),
-            _ => Err(format!("unknown objective `{s}`; use p99, mean or throughput")),
-        }
-    }
+/// A cost to minimise for an objective.
+pub fn cost(objective: Objective, p: &Prediction) -> f64 {
+    let v = predicted(objective, p);
+    if objective.maximise() { 1e9 / v.max(1e-9) } else { v }
 }
 
 /// How long and how hard to search.
@@ -114,7 +70,7 @@ impl CostFunction for Problem<'_, '_> {
             // Over a memory limit (or otherwise invalid): never accepted.
             return Ok(f64::INFINITY);
         }
-        Ok(self.objective.cost(&predict_model(self.model, plan)) / self.scale)
+        Ok(cost(self.objective, &predict_model(self.model, plan)) / self.scale)
     }
 }
 
@@ -150,7 +106,7 @@ pub struct Found {
 pub fn anneal(model: &Model<'_>, space: &Space, objective: Objective, start: Plan, cfg: &SearchConfig) -> Found {
     let t0 = Instant::now();
     let start_pred = predict_model(model, &start);
-    let scale = objective.cost(&start_pred).max(1e-9);
+    let scale = cost(objective, &start_pred).max(1e-9);
     let problem = Problem {
         model,
         space,
@@ -179,7 +135,7 @@ pub fn anneal(model: &Model<'_>, space: &Space, objective: Objective, start: Pla
     };
     let mut plan = plan;
     let mut prediction = predict_model(model, &plan);
-    if objective.cost(&prediction) > objective.cost(&start_pred) || plan.validate(model.w.spec).is_err() {
+    if cost(objective, &prediction) > cost(objective, &start_pred) || plan.validate(model.w.spec).is_err() {
         plan = start;
         prediction = start_pred;
     }

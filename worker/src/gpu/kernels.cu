@@ -283,9 +283,11 @@ __device__ __forceinline__ void gather(const TableDesc& t, const u32* __restrict
             ck = k;
         }
         const int at = (int)(first & 31u);
+        // Add the P rows in hand, then issue the next P: one row of registers per step.
+#pragma unroll
+        for (int j = 0; j < P; j++) R::add(acc, buf[j]);
 #pragma unroll
         for (int j = 0; j < P; j++) {
-            R::add(acc, buf[j]);
             buf[j] = fetch<RT, HOT>(t, __shfl_sync(EMB_FULL, c0, at + j * G + g), col, pol_hot, pol_cold);
         }
     }

@@ -868,7 +868,7 @@ impl GpuEngine {
     /// Blocks per SM the current kernel can keep resident (occupancy), if known.
     pub fn occupancy(&self) -> Option<u32> {
         let l = self.layout.as_ref()?;
-        l.kernel.lookup.occupancy_max_active_blocks_per_multiprocessor(kernels::THREADS, 0, None).ok().map(|b| b as u32)
+        l.kernel.lookup.occupancy_max_active_blocks_per_multiprocessor(kernels::THREADS, 0, None).ok()
     }
 
     /// Warps per block (for reports).

@@ -1,0 +1,464 @@
+//! A tuning job as a state machine its caller drives: ask [`Tuner::next`] for a proposal,
+//! deploy and measure it, hand the outcome to [`Tuner::record`], store the trial it returns,
+//! repeat. No I/O, no clock: the caller passes the time, so jobs are tested deterministically
+//! and resume from their stored trials after a restart.
+//!
+//! Order of work: every baseline strategy once (the yardsticks), then the search: placements
+//! proposed by simulated annealing on the cost model refitted to every measurement so far, and
+//! every third trial the knobs (sub-batch, requests in flight) of the best placement, proposed by
+//! Bayesian optimisation over what was measured. Plans already measured are never measured again.
+
+use std::collections::HashSet;
+
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+
+use embtune_protocol::tuning::{Job, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
+use embtune_protocol::{Knobs, Plan, Topology};
+use embtune_workloads::{ModelSpec, TableProfile};
+
+use crate::baselines::{BaselineOptions, Strategy};
+use crate::bo;
+use crate::cost::{Coefficients, Model, Node, Workload, predict_model};
+use crate::fit::{Observation, refit};
+use crate::search::{SearchConfig, anneal, predicted};
+use crate::space::{Space, neighbour};
+
+/// What the caller knows about the cluster now.
+pub struct Context<'a> {
+    pub spec: &'a ModelSpec,
+    pub profiles: &'a [TableProfile],
+    /// The healthy workers now; a worker lost mid-job shrinks it and the job plans around it.
+    pub topology: Topology,
+    pub nodes: Vec<Node>,
+    pub networked: bool,
+}
+
+/// A plan to deploy and measure.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub kind: TrialKind,
+    pub plan: Plan,
+    pub predicted: f64,
+}
+
+/// A job in progress.
+pub struct Tuner {
+    pub job: Job,
+    pub trials: Vec<Trial>,
+    coefficients: Option<Coefficients>,
+    seen: HashSet<u64>,
+    rng: Xoshiro256PlusPlus,
+}
+
+/// A plan's identity for deduplication: its placements, flows, row types and knobs.
+pub fn plan_key(p: &Plan) -> u64 {
+    let v = serde_json::to_vec(&(&p.tables, &p.knobs)).expect("plans serialise");
+    embtune_workloads::spec::fnv1a(&v)
+}
+
+/// Knobs as a point of the unit square: log2 of the sub-batch in [3, 9], log2 of the requests in
+/// flight in [0, 5].
+fn knobs_to_unit(k: &Knobs) -> Vec<f64> {
+    vec![((k.sub_batch.max(1) as f64).log2() - 3.0) / 6.0, (k.inflight_per_worker.max(1) as f64).log2() / 5.0]
+}
+
+fn unit_to_knobs(x: &[f64]) -> Knobs {
+    Knobs {
+        sub_batch: 2f64.powf(3.0 + 6.0 * x[0].clamp(0.0, 1.0)).round() as u32,
+        inflight_per_worker: 2f64.powf(5.0 * x[1].clamp(0.0, 1.0)).round().max(1.0) as u32,
+    }
+}
+
+impl Tuner {
+    /// A job, resumed from the trials it already has.
+    pub fn new(job: Job, trials: Vec<Trial>) -> Tuner {
+        let seen = trials.iter().filter(|t| t.measured.is_some()).map(|t| plan_key(&t.plan)).collect();
+        let rng = Xoshiro256PlusPlus::seed_from_u64(job.config.seed ^ trials.len() as u64);
+        Tuner { job, trials, coefficients: None, seen, rng }
+    }
+
+    fn objective(&self) -> Objective {
+        self.job.config.objective
+    }
+
+    /// Measured trials of the search (not baselines).
+    pub fn search_trials(&self) -> usize {
+        self.trials.iter().filter(|t| !matches!(t.kind, TrialKind::Baseline(_))).count()
+    }
+
+    /// The best measured trial.
+    pub fn best(&self) -> Option<&Trial> {
+        let o = self.objective();
+        self.trials.iter().filter(|t| t.measured.is_some()).reduce(|a, b| {
+            if o.better(b.measured.as_ref().unwrap().value, a.measured.as_ref().unwrap().value) { b } else { a }
+        })
+    }
+
+    /// Whether the job is finished at time `now_s` (seconds since it started, summed).
+    pub fn finished(&self, elapsed_s: f64) -> bool {
+        self.search_trials() >= self.job.config.trials as usize
+            || self.job.config.time_limit_s.is_some_and(|l| elapsed_s >= l)
+    }
+
+    fn model<'a>(&self, ctx: &'a Context<'a>) -> Model<'a> {
+        let nodes: Vec<Node> = ctx
+            .nodes
+            .iter()
+            .map(|n| Node { caps: n.caps, coef: self.coefficients.clone().unwrap_or_else(|| n.coef.clone()) })
+            .collect();
+        let w = Workload { spec: ctx.spec, profiles: ctx.profiles };
+        let mut m = Model::new(w, nodes);
+        m.networked = ctx.networked;
+        m
+    }
+
+    /// Plans measured on a topology other than `topo` are moved onto it (cores of lost workers
+    /// folded onto the ones left), so the search can start from them after a worker is lost.
+    fn adapt(plan: &Plan, topo: &Topology) -> Plan {
+        let mut p = plan.clone();
+        if p.topology == *topo {
+            return p;
+        }
+        let cores: Vec<_> = topo.cores().collect();
+        for t in &mut p.tables {
+            let fix = |c: &mut embtune_protocol::CoreId| {
+                if !topo.contains(*c) {
+                    *c = cores[(c.worker as usize * 131 + c.core as usize) % cores.len()];
+                }
+            };
+            match &mut t.placement {
+                embtune_protocol::Placement::Owned(c) => fix(c),
+                embtune_protocol::Placement::RowRange { owners, .. } | embtune_protocol::Placement::Hash { owners } => {
+                    owners.iter_mut().for_each(fix)
+                }
+                embtune_protocol::Placement::Replicated => {}
+            }
+        }
+        p.topology = topo.clone();
+        p
+    }
+
+    /// The next plan to measure, or `None` when the job is done.
+    pub fn next(&mut self, ctx: &Context<'_>) -> Option<Proposal> {
+        if self.finished(self.job.elapsed_s) {
+            return None;
+        }
+        let model = self.model(ctx);
+        let objective = self.objective();
+        let predict = |p: &Plan| predicted(objective, &predict_model(&model, p));
+        // 1. Baselines not yet tried.
+        let tried: HashSet<String> = self
+            .trials
+            .iter()
+            .filter_map(|t| match &t.kind {
+                TrialKind::Baseline(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        for s in Strategy::BASELINES {
+            if tried.contains(s.name()) {
+                continue;
+            }
+            match s.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()) {
+                Ok(plan) => {
+                    return Some(Proposal {
+                        kind: TrialKind::Baseline(s.name().into()),
+                        predicted: predict(&plan),
+                        plan,
+                    });
+                }
+                Err(e) => {
+                    // Recorded as a failed trial so it is not proposed again.
+                    let plan = Strategy::AllShard.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()).ok()?;
+                    return Some(Proposal {
+                        kind: TrialKind::Baseline(s.name().into()),
+                        predicted: f64::NAN,
+                        plan: Plan { strategy: format!("{}: {e}", s.name()), ..plan },
+                    });
+                }
+            }
+        }
+        let space = Space::new(
+            ctx.spec,
+            ctx.profiles,
+            ctx.topology.total_cores(),
+            ctx.nodes.first().map_or(1 << 20, |n| n.caps.l2_bytes),
+        );
+        let best_plan = self
+            .best()
+            .map(|t| Self::adapt(&t.plan, &ctx.topology))
+            .or_else(|| Strategy::SizeThreshold.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()).ok())?;
+        // 2. Random search: the yardstick for the model-driven one.
+        if self.job.config.search == SearchKind::Random {
+            for _ in 0..50 {
+                let start = Strategy::BASELINES[(self.rng.next_u64() % 5) as usize]
+                    .plan(ctx.spec, &ctx.topology, &BaselineOptions::default())
+                    .unwrap_or_else(|_| best_plan.clone());
+                let mut p = start;
+                for _ in 0..(5 + self.rng.next_u64() % 40) {
+                    p = neighbour(&p, ctx.spec, ctx.profiles, &space, &mut self.rng);
+                }
+                p.knobs = unit_to_knobs(&[
+                    (self.rng.next_u64() % 1000) as f64 / 1000.0,
+                    (self.rng.next_u64() % 1000) as f64 / 1000.0,
+                ]);
+                p.strategy = "random".into();
+                if p.validate(ctx.spec).is_ok() && !self.seen.contains(&plan_key(&p)) {
+                    return Some(Proposal { kind: TrialKind::Random, predicted: predict(&p), plan: p });
+                }
+            }
+            return None;
+        }
+        // 3. Every third search trial: the knobs of the best placement, by Bayesian optimisation.
+        if self.search_trials() % 3 == 2
+            && let Some(p) = self.propose_knobs(&best_plan, ctx, &predict)
+        {
+            return Some(p);
+        }
+        // 4. A placement from annealing on the refitted model, never one measured before.
+        for attempt in 0..6u64 {
+            let cfg = SearchConfig {
+                iterations: 1500,
+                seed: self.job.config.seed ^ (self.trials.len() as u64 * 7919) ^ attempt,
+                initial_temperature: 0.2 + 0.3 * attempt as f64,
+                time_limit: std::time::Duration::from_secs(10),
+            };
+            let found = anneal(&model, &space, self.objective(), best_plan.clone(), &cfg);
+            let mut p = found.plan;
+            if self.seen.contains(&plan_key(&p)) {
+                // The model's favourite is measured already: explore around it.
+                for _ in 0..(1 + attempt) {
+                    p = neighbour(&p, ctx.spec, ctx.profiles, &space, &mut self.rng);
+                }
+            }
+            p.strategy = "tuned".into();
+            if p.validate(ctx.spec).is_ok() && !self.seen.contains(&plan_key(&p)) {
+                return Some(Proposal { kind: TrialKind::Search, predicted: predict(&p), plan: p });
+            }
+        }
+        None
+    }
+
+    fn propose_knobs(&mut self, best: &Plan, ctx: &Context<'_>, predict: &dyn Fn(&Plan) -> f64) -> Option<Proposal> {
+        // Observations of this placement (any knobs), objective flipped to minimise.
+        let same: Vec<(Vec<f64>, f64)> = self
+            .trials
+            .iter()
+            .filter(|t| t.plan.tables == best.tables)
+            .filter_map(|t| t.measured.as_ref().map(|m| (knobs_to_unit(&t.plan.knobs), m.value)))
+            .collect();
+        let sign = if self.objective().maximise() { -1.0 } else { 1.0 };
+        let xs: Vec<Vec<f64>> = same.iter().map(|(x, _)| x.clone()).collect();
+        let ys: Vec<f64> = same.iter().map(|(_, y)| sign * y.max(1e-9).ln()).collect();
+        let x = if xs.len() >= 2 {
+            let gp = bo::Gp::fit(&xs, &ys)?;
+            let best_y = ys.iter().cloned().fold(f64::INFINITY, f64::min);
+            bo::next_point(&gp, best_y, 2, self.trials.len() as u64)
+        } else {
+            // Not enough points for a surrogate: a corner the default is far from.
+            vec![(self.rng.next_u64() % 1000) as f64 / 1000.0, (self.rng.next_u64() % 1000) as f64 / 1000.0]
+        };
+        let mut p = best.clone();
+        p.knobs = unit_to_knobs(&x);
+        p.strategy = "tuned".into();
+        if self.seen.contains(&plan_key(&p)) || p.validate(ctx.spec).is_err() {
+            return None;
+        }
+        Some(Proposal { kind: TrialKind::Knobs, predicted: predict(&p), plan: p })
+    }
+
+    /// Records a measured (or failed) proposal and returns the trial to store. Updates the best
+    /// plan, the baselines and the refitted model.
+    pub fn record(
+        &mut self,
+        ctx: &Context<'_>,
+        p: Proposal,
+        outcome: Result<Measured, String>,
+        started_ms: u64,
+        ended_ms: u64,
+        seconds: f64,
+    ) -> Trial {
+        let n = self.trials.len() as u32;
+        let (measured, failure) = match outcome {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e)),
+        };
+        let trial = Trial {
+            job: self.job.id.clone(),
+            n,
+            kind: p.kind.clone(),
+            plan: p.plan,
+            predicted: p.predicted,
+            measured,
+            failure,
+            started_ms,
+            ended_ms,
+        };
+        if trial.measured.is_some() {
+            self.seen.insert(plan_key(&trial.plan));
+        }
+        self.trials.push(trial.clone());
+        self.job.elapsed_s += seconds;
+        self.job.updated_ms = ended_ms;
+        if let (TrialKind::Baseline(name), Some(m)) = (&trial.kind, &trial.measured) {
+            self.job.baselines.insert(name.clone(), m.value);
+        }
+        self.job.best = self.best().map(|t| (t.n, t.measured.as_ref().unwrap().value));
+        // Refit the model to every measurement of this topology.
+        let obs: Vec<Observation> = self
+            .trials
+            .iter()
+            .filter(|t| t.plan.topology == ctx.topology)
+            .filter_map(|t| t.measured.as_ref().map(|m| Observation { plan: t.plan.clone(), measured: m.value }))
+            .collect();
+        if obs.len() >= 3 {
+            let base = self.model(ctx);
+            let fitted = refit(&base, self.objective(), &obs);
+            self.coefficients = Some(fitted.coefficients);
+            self.job.model_error = Some(fitted.median_error);
+        }
+        if self.finished(self.job.elapsed_s) {
+            self.job.status = JobStatus::Done;
+        }
+        trial
+    }
+
+    /// Best-so-far curve over the search trials: (trial number, best value), for reports.
+    pub fn best_curve(trials: &[Trial], objective: Objective) -> Vec<(u32, f64)> {
+        let mut best: Option<f64> = None;
+        let mut out = Vec::new();
+        for t in trials {
+            if let Some(m) = &t.measured
+                && !matches!(t.kind, TrialKind::Baseline(_))
+            {
+                best = Some(match best {
+                    Some(b) if !objective.better(m.value, b) => b,
+                    _ => m.value,
+                });
+            }
+            if let Some(b) = best {
+                out.push((t.n, b));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::MemoryCaps;
+    use embtune_protocol::tuning::{ClusterDesc, JobConfig};
+    use embtune_workloads::{AccessProfile, BatchGenerator, Preset, PresetOptions};
+
+    /// A "cluster" that is the cost model itself with hidden, different coefficients, plus noise.
+    fn truth(ctx: &Context<'_>, plan: &Plan, obj: Objective, salt: u64) -> f64 {
+        let mut c = Coefficients::default();
+        c.dram_ns *= 2.0;
+        c.task_ns *= 3.0;
+        let m = Model {
+            w: Workload { spec: ctx.spec, profiles: ctx.profiles },
+            curves: Model::new(Workload { spec: ctx.spec, profiles: ctx.profiles }, vec![]).curves,
+            nodes: vec![Node { caps: MemoryCaps::default(), coef: c }],
+            networked: false,
+        };
+        let v = predicted(obj, &predict_model(&m, plan));
+        v * (1.0 + ((salt % 7) as f64 - 3.0) * 0.003)
+    }
+
+    fn job(spec: &ModelSpec, trials: u32) -> Job {
+        Job {
+            id: "j".into(),
+            dataset: "t".into(),
+            spec: spec.clone(),
+            spec_digest: spec.digest(),
+            cluster: ClusterDesc::default(),
+            config: JobConfig { trials, ..Default::default() },
+            status: JobStatus::Running,
+            created_ms: 0,
+            updated_ms: 0,
+            best: None,
+            baselines: Default::default(),
+            model_error: None,
+            elapsed_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_job_measures_baselines_then_beats_them_without_repeating_plans() {
+        let spec = Preset::CriteoTerabyte.spec(&PresetOptions { scale: Some(0.0002), ..Default::default() }).unwrap();
+        let g = BatchGenerator::new(&spec).unwrap();
+        let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
+        let prof = AccessProfile::from_batches(&rows, &g.pool(1 << 40, 2));
+        let ctx = Context {
+            spec: &spec,
+            profiles: &prof.tables,
+            topology: Topology::uniform(1, 4, 1 << 40),
+            nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
+            networked: false,
+        };
+        let mut t = Tuner::new(job(&spec, 9), Vec::new());
+        let mut keys = HashSet::new();
+        while let Some(p) = t.next(&ctx) {
+            assert!(keys.insert(plan_key(&p.plan)), "plan proposed twice: {:?}", p.kind);
+            let v = truth(&ctx, &p.plan, Objective::Throughput, t.trials.len() as u64);
+            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
+        }
+        assert_eq!(t.job.status, JobStatus::Done);
+        assert_eq!(t.job.baselines.len(), 5);
+        assert_eq!(t.search_trials(), 9);
+        let best = t.job.best.unwrap().1;
+        let rr = t.job.baselines["round-robin"];
+        assert!(best > 1.5 * rr, "best {best} vs round-robin {rr}");
+        assert!(t.job.model_error.unwrap() < 0.2, "model error {:?}", t.job.model_error);
+    }
+
+    #[test]
+    fn a_resumed_job_continues_where_it_stopped() {
+        let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
+        let prof = vec![TableProfile::default(); spec.tables.len()];
+        let ctx = Context {
+            spec: &spec,
+            profiles: &prof,
+            topology: Topology::uniform(1, 2, 1 << 40),
+            nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
+            networked: false,
+        };
+        let mut a = Tuner::new(job(&spec, 4), Vec::new());
+        for _ in 0..6 {
+            let p = a.next(&ctx).unwrap();
+            let v = truth(&ctx, &p.plan, Objective::Throughput, 1);
+            a.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
+        }
+        // "Restart": a new tuner from the stored job and trials.
+        let mut b = Tuner::new(a.job.clone(), a.trials.clone());
+        let next = b.next(&ctx).unwrap();
+        assert!(!matches!(next.kind, TrialKind::Baseline(_)), "baselines are not measured again");
+        assert!(!a.trials.iter().any(|t| plan_key(&t.plan) == plan_key(&next.plan)));
+    }
+
+    #[test]
+    fn a_lost_worker_shrinks_the_plans() {
+        let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
+        let prof = vec![TableProfile::default(); spec.tables.len()];
+        let node = Node { caps: MemoryCaps::default(), coef: Coefficients::default() };
+        let two = Context {
+            spec: &spec,
+            profiles: &prof,
+            topology: Topology::uniform(2, 2, 1 << 40),
+            nodes: vec![node.clone(); 2],
+            networked: true,
+        };
+        let mut t = Tuner::new(job(&spec, 6), Vec::new());
+        for _ in 0..6 {
+            let p = t.next(&two).unwrap();
+            let v = truth(&two, &p.plan, Objective::Throughput, 2);
+            t.record(&two, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
+        }
+        let one = Context { topology: Topology::uniform(1, 2, 1 << 40), nodes: vec![node], ..two };
+        let p = t.next(&one).unwrap();
+        assert_eq!(p.plan.topology.workers.len(), 1);
+        p.plan.validate(&spec).unwrap();
+    }
+}

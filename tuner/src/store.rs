@@ -1,0 +1,327 @@
+//! The store of tuning jobs and trials: sled files in the coordinator's data dir.
+//!
+//! sled buffers writes; a trial counts as committed only once [`Store::add_trial`] has flushed
+//! it to disk, so a crash (even `kill -9`) loses nothing committed. Records are JSON, readable
+//! by newer versions; the schema version in the `meta` tree lets an older embtune refuse a store
+//! a newer one wrote instead of misreading it.
+
+use std::path::{Path, PathBuf};
+
+use embtune_protocol::tuning::{Job, Trial};
+
+/// The store's schema version. Bump it when records change incompatibly.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another process (a running coordinator?): {detail}")]
+    Locked { path: PathBuf, detail: String },
+    #[error(
+        "the store at {path} was written by a newer embtune (schema {found}, this one reads {SCHEMA}); upgrade embtune to read it"
+    )]
+    Newer { path: PathBuf, found: u32 },
+    #[error("store at {path}: {detail}")]
+    Sled { path: PathBuf, detail: String },
+    #[error("a record in the store is damaged: {0}")]
+    Corrupt(String),
+    #[error("no job `{0}` in the store; `embtune results list` shows the jobs")]
+    NoJob(String),
+}
+
+/// Jobs, trials and the best plan per dataset and cluster.
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    jobs: sled::Tree,
+    trials: sled::Tree,
+    best: sled::Tree,
+}
+
+/// A best-plan record: which job and trial, for which dataset and cluster.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BestRecord {
+    pub dataset: String,
+    pub cluster: String,
+    pub job: String,
+    pub trial: u32,
+    pub value: f64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.to_path_buf();
+        let err = |e: sled::Error| {
+            let detail = e.to_string();
+            if detail.contains("lock")
+                || detail.contains("WouldBlock")
+                || detail.contains("Resource temporarily unavailable")
+            {
+                StoreError::Locked { path: path.clone(), detail }
+            } else {
+                StoreError::Sled { path: path.clone(), detail }
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled { path: path.clone(), detail: e.to_string() })?;
+        let db = sled::Config::new().path(dir).open().map_err(err)?;
+        let meta = db.open_tree("meta").map_err(err)?;
+        match meta.get("schema").map_err(err)? {
+            Some(v) => {
+                let found = u32::from_be_bytes(
+                    v.as_ref().try_into().map_err(|_| StoreError::Corrupt("the schema version".into()))?,
+                );
+                if found > SCHEMA {
+                    return Err(StoreError::Newer { path, found });
+                }
+            }
+            None => {
+                meta.insert("schema", &SCHEMA.to_be_bytes()).map_err(err)?;
+                db.flush().map_err(err)?;
+            }
+        }
+        Ok(Store {
+            jobs: db.open_tree("jobs").map_err(err)?,
+            trials: db.open_tree("trials").map_err(err)?,
+            best: db.open_tree("best").map_err(err)?,
+            path,
+            db,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sled(&self, e: sled::Error) -> StoreError {
+        StoreError::Sled { path: self.path.clone(), detail: e.to_string() }
+    }
+
+    /// Writes everything buffered to disk.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.sled(e))
+    }
+
+    /// Creates or updates a job, durably.
+    pub fn put_job(&self, job: &Job) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.jobs.insert(job.id.as_bytes(), v).map_err(|e| self.sled(e))?;
+        self.flush()
+    }
+
+    pub fn job(&self, id: &str) -> Result<Job, StoreError> {
+        let v =
+            self.jobs.get(id.as_bytes()).map_err(|e| self.sled(e))?.ok_or_else(|| StoreError::NoJob(id.to_string()))?;
+        serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.jobs.iter() {
+            let (k, v) = kv.map_err(|e| self.sled(e))?;
+            out.push(
+                serde_json::from_slice::<Job>(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("job {}: {e}", String::from_utf8_lossy(&k))))?,
+            );
+        }
+        out.sort_by_key(|j| j.created_ms);
+        Ok(out)
+    }
+
+    fn trial_key(job: &str, n: u32) -> Vec<u8> {
+        let mut k = job.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(&n.to_be_bytes());
+        k
+    }
+
+    /// Commits a trial: on return it is on disk.
+    pub fn add_trial(&self, t: &Trial) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(t).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.trials.insert(Self::trial_key(&t.job, t.n), v).map_err(|e| self.sled(e))?;
+        self.flush()
+    }
+
+    /// A job's trials in order.
+    pub fn trials(&self, job: &str) -> Result<Vec<Trial>, StoreError> {
+        let mut prefix = job.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.trials.scan_prefix(&prefix) {
+            let (_, v) = kv.map_err(|e| self.sled(e))?;
+            out.push(
+                serde_json::from_slice::<Trial>(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("a trial of {job}: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Records `rec` as the best for its dataset and cluster if it beats what is there.
+    pub fn offer_best(&self, rec: &BestRecord, better: impl Fn(f64, f64) -> bool) -> Result<bool, StoreError> {
+        let key = format!("{}\0{}", rec.dataset, rec.cluster);
+        if let Some(old) = self.best.get(key.as_bytes()).map_err(|e| self.sled(e))? {
+            let old: BestRecord = serde_json::from_slice(&old).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if !better(rec.value, old.value) {
+                return Ok(false);
+            }
+        }
+        self.best
+            .insert(key.as_bytes(), serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .map_err(|e| self.sled(e))?;
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// The best records for a dataset, over every cluster.
+    pub fn best_for(&self, dataset: &str) -> Result<Vec<BestRecord>, StoreError> {
+        let mut prefix = dataset.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.best.scan_prefix(&prefix) {
+            let (_, v) = kv.map_err(|e| self.sled(e))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// Every best record.
+    pub fn all_best(&self) -> Result<Vec<BestRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.best.iter() {
+            let (_, v) = kv.map_err(|e| self.sled(e))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+}
+
+/// A job id that sorts by time and reads as a date: `job-20261122-140215-3f2a`.
+pub fn new_job_id(now_ms: u64, salt: u64) -> String {
+    let secs = now_ms / 1000;
+    let (y, m, d) = civil(secs / 86_400);
+    let s = secs % 86_400;
+    format!(
+        "job-{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{:04x}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        (embtune_workloads::rng::mix(now_ms ^ salt) & 0xffff)
+    )
+}
+
+/// Days since 1970-01-01 to a calendar date (Howard Hinnant's algorithm).
+fn civil(days: u64) -> (i64, u32, u32) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embtune_protocol::tuning::{ClusterDesc, JobConfig, JobStatus, Measured, TrialKind};
+    use embtune_protocol::{Knobs, Plan, Topology};
+
+    fn job(id: &str) -> Job {
+        let spec = embtune_workloads::Preset::Synthetic
+            .spec(&embtune_workloads::PresetOptions { tables: Some(1), rows: Some(10), ..Default::default() })
+            .unwrap();
+        Job {
+            id: id.into(),
+            dataset: "synthetic".into(),
+            spec_digest: spec.digest(),
+            spec,
+            cluster: ClusterDesc::default(),
+            config: JobConfig::default(),
+            status: JobStatus::Running,
+            created_ms: 1,
+            updated_ms: 1,
+            best: None,
+            baselines: Default::default(),
+            model_error: None,
+            elapsed_s: 0.0,
+        }
+    }
+
+    fn trial(j: &str, n: u32) -> Trial {
+        Trial {
+            job: j.into(),
+            n,
+            kind: TrialKind::Search,
+            plan: Plan {
+                strategy: "x".into(),
+                spec_digest: 0,
+                topology: Topology::uniform(1, 1, 1),
+                tables: vec![],
+                knobs: Knobs::default(),
+            },
+            predicted: 1.0,
+            measured: Some(Measured { value: n as f64, ..Default::default() }),
+            failure: None,
+            started_ms: 0,
+            ended_ms: 0,
+        }
+    }
+
+    #[test]
+    fn jobs_and_trials_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_job(&job("a")).unwrap();
+            for n in 0..5 {
+                s.add_trial(&trial("a", n)).unwrap();
+            }
+            s.add_trial(&trial("ab", 0)).unwrap(); // a prefix of no other job's trials
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.job("a").unwrap().id, "a");
+        let t = s.trials("a").unwrap();
+        assert_eq!(t.iter().map(|t| t.n).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert!(matches!(s.job("zz"), Err(StoreError::NoJob(_))));
+    }
+
+    #[test]
+    fn a_store_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta").unwrap().insert("schema", &(SCHEMA + 1).to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let e = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("newer embtune"), "{e}");
+    }
+
+    #[test]
+    fn best_records_keep_the_better_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let rec = |job: &str, v: f64| BestRecord {
+            dataset: "d".into(),
+            cluster: "c".into(),
+            job: job.into(),
+            trial: 0,
+            value: v,
+        };
+        assert!(s.offer_best(&rec("a", 10.0), |a, b| a > b).unwrap());
+        assert!(!s.offer_best(&rec("b", 5.0), |a, b| a > b).unwrap());
+        assert!(s.offer_best(&rec("b", 20.0), |a, b| a > b).unwrap());
+        assert_eq!(s.best_for("d").unwrap()[0].job, "b");
+    }
+
+    #[test]
+    fn job_ids_read_as_dates() {
+        // 2026-11-22 14:02:15 UTC
+        let id = new_job_id(1_795_356_135_000, 7);
+        assert!(id.starts_with("job-20261122-"), "{id}");
+    }
+}
