@@ -121,7 +121,17 @@ pub fn resolve_plan(
                 spec.digest()
             );
         }
-        plan
+        if plan.topology.workers.len() != topo.workers.len() || plan.topology.total_cores() != topo.total_cores() {
+            eprintln!(
+                "note: {} was made for {} worker(s) and {} cores; running it on {} worker(s) and {} cores, owners of missing cores folded onto present ones",
+                path.display(),
+                plan.topology.workers.len(),
+                plan.topology.total_cores(),
+                topo.workers.len(),
+                topo.total_cores()
+            );
+        }
+        embtune_tuner::job::adapt_plan(&plan, topo)
     } else {
         match choice.strategy.unwrap_or("auto") {
             "auto" => embtune_tuner::default_plan(spec, topo, profiles, caps)?,

@@ -27,6 +27,9 @@ pub struct GpuBenchArgs {
     /// Prefetch distances (steps of rows) to try for prefetch and hot, comma-separated.
     #[arg(long, default_value = "8", value_name = "LIST")]
     pub prefetch: String,
+    /// Prefetch distances for hot (default: those of --prefetch), comma-separated.
+    #[arg(long, value_name = "LIST")]
+    pub hot_prefetch: Option<String>,
     /// Hot rows per table for hot, comma-separated; `auto` fills the persisting L2.
     #[arg(long, default_value = "auto", value_name = "LIST")]
     pub hot_rows: String,
@@ -43,8 +46,9 @@ pub struct GpuBenchArgs {
     /// Read the non-hot rows of hot tables with evict_first.
     #[arg(long)]
     pub cold_evict_first: bool,
-    /// __launch_bounds__ minimum blocks of 256 threads per SM (caps registers).
-    #[arg(long, default_value_t = 4)]
+    /// __launch_bounds__ minimum blocks of 256 threads per SM (caps registers); 0 picks by
+    /// the prefetch distance (4 up to distance 4, 3 up to 8, else 2).
+    #[arg(long, default_value_t = 0)]
     pub min_blocks: u32,
     /// Timed launches per variant and round (after --warmup launches).
     #[arg(long, default_value_t = 200)]
@@ -98,6 +102,10 @@ pub fn configs(a: &GpuBenchArgs) -> Result<Vec<RunConfig>> {
         variants = ["baseline", "vector", "prefetch", "hot"].map(String::from).to_vec();
     }
     let prefetch: Vec<u16> = list(&a.prefetch, "prefetch")?;
+    let hot_prefetch: Vec<u16> = match &a.hot_prefetch {
+        Some(l) => list(l, "hot-prefetch")?,
+        None => prefetch.clone(),
+    };
     let splits: Vec<u32> = list(&a.split, "split")?;
     let hot_rows: Vec<u32> = a
         .hot_rows
@@ -136,7 +144,7 @@ pub fn configs(a: &GpuBenchArgs) -> Result<Vec<RunConfig>> {
                     }
                 }
                 "hot" => {
-                    for &p in &prefetch {
+                    for &p in &hot_prefetch {
                         for &h in &hot_rows {
                             for &l2 in &l2s {
                                 let (window, hint) = match l2 {
@@ -179,7 +187,7 @@ pub fn run(a: GpuBenchArgs) -> Result<()> {
             let variants: Vec<Variant> = {
                 let mut v: Vec<Variant> = Vec::new();
                 for t in &spec.tables {
-                    let x = Variant::for_table(t.row_type, t.dim, c.flow);
+                    let x = Variant::for_table(t.row_type, t.dim, c.flow, t.pooling.mean());
                     if !v.contains(&x) {
                         v.push(x);
                     }

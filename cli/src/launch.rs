@@ -690,10 +690,11 @@ fn is_slot(w: &WorkerInfo, l: &Launched) -> bool {
 fn launch(a: &LaunchArgs, ssh: &Ssh, dir: &str, hosts: &[HostLine]) -> Result<()> {
     let cluster = a.cluster.as_ref().expect("clap requires --cluster without --stop");
     let coord_text = a.coordinator.as_ref().expect("clap requires --coordinator without --stop");
-    let coordinator =
-        coord_text.to_socket_addrs().ok().and_then(|mut it| it.next()).ok_or_else(|| {
-            anyhow!("--coordinator {coord_text}: not HOST:PORT, or the host name does not resolve here")
-        })?;
+    // The workers take an IP:PORT: resolve a host name here (IPv4 first).
+    let coordinator = coord_text
+        .rsplit_once(':')
+        .and_then(|(h, p)| resolve(h.trim_start_matches('[').trim_end_matches(']'), p.parse().ok()?))
+        .ok_or_else(|| anyhow!("--coordinator {coord_text}: not HOST:PORT, or the host name does not resolve here"))?;
     if coordinator.ip().is_unspecified() {
         bail!("--coordinator {coordinator}: give the address the workers dial, not 0.0.0.0");
     }

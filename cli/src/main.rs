@@ -10,6 +10,9 @@ mod compare;
 #[cfg(feature = "gpu")]
 mod gpu_bench;
 mod launch;
+mod plan_cmd;
+mod results;
+mod tune;
 mod ui;
 mod up;
 mod workload;
@@ -56,6 +59,18 @@ enum Command {
     /// GPU, checked against the reference (built with the `gpu` feature).
     #[cfg(feature = "gpu")]
     GpuBench(gpu_bench::GpuBenchArgs),
+    /// Autotune where tables live and how they are read, measured on a cluster: baselines,
+    /// then simulated annealing on a calibrated cost model and Bayesian optimisation of knobs.
+    ///
+    /// Example: embtune tune --local --workers 2 --cores-per-worker 1 --preset criteo-kaggle
+    ///            --scale 0.01 --trials 10
+    Tune(tune::TuneArgs),
+    /// What tuning jobs found: list, show, best, compare, export.
+    #[command(subcommand)]
+    Results(results::ResultsCmd),
+    /// Look at a plan: show, explain (predicted cost and reasons), export.
+    #[command(subcommand)]
+    Plan(plan_cmd::PlanCmd),
     /// Start a whole cluster on this machine: a coordinator and N worker processes on
     /// loopback, with a fresh cluster certificate, a deployed plan and the dashboard.
     ///
@@ -96,6 +111,9 @@ fn run(cmd: Command) -> Result<()> {
         Command::GpuBench(a) => gpu_bench::run(a),
         Command::Workload(c) => workload_cmd::run(c),
         Command::Up(a) => up::run(a),
+        Command::Tune(a) => tune::run(a),
+        Command::Results(c) => results::run(c),
+        Command::Plan(c) => plan_cmd::run(c),
         Command::Coordinator(a) => cluster::coordinator(a),
         Command::Worker(a) => cluster::worker(a),
         Command::Launch(a) => launch::run(a),

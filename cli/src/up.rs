@@ -1,6 +1,6 @@
 //! `embtune up`: a whole cluster on this machine, as real processes on loopback.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -74,6 +74,104 @@ impl Drop for Children {
     }
 }
 
+/// A coordinator and worker processes on loopback, stopped when dropped.
+pub struct LocalCluster {
+    children: Children,
+    pub file: crate::cluster::CoordinatorFile,
+    pub cluster: PathBuf,
+    pub data: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts a coordinator (data dir `data`, certificates in `data/cluster`, created if
+    /// missing) and `workers` workers of `cores` cores each, CPUs dealt in turn; logs go to
+    /// `data/logs`.
+    pub fn start(
+        data: &Path,
+        workers: usize,
+        cores: usize,
+        listen: &str,
+        http: &str,
+        memory_each: u64,
+    ) -> Result<LocalCluster> {
+        std::fs::create_dir_all(data.join("logs")).with_context(|| format!("creating {}", data.display()))?;
+        let cluster = data.join("cluster");
+        if !cluster.join(embtune_transport::certs::CA_KEY).exists() {
+            embtune_transport::certs::init_cluster(&cluster)?;
+        }
+        let exe = std::env::current_exe().context("locating the embtune binary")?;
+        let cpus = MachineInfo::detect().cpus;
+        let log = |name: &str| -> Result<Stdio> {
+            Ok(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data.join("logs").join(format!("{name}.log")))?,
+            ))
+        };
+        let _ = std::fs::remove_file(data.join(crate::cluster::COORDINATOR_FILE));
+        let mut children = Children(Vec::new());
+        let coord = Command::new(&exe)
+            .args(["coordinator", "--listen", listen, "--http", http])
+            .arg("--cluster")
+            .arg(&cluster)
+            .arg("--data-dir")
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(log("coordinator")?)
+            .stderr(log("coordinator")?)
+            .spawn()
+            .context("starting the coordinator")?;
+        children.0.push(("coordinator".into(), coord));
+        let file = wait_for_coordinator(data, &mut children.0[0].1, Duration::from_secs(30))?;
+        for i in 0..workers {
+            let list: Vec<String> = (0..cores).map(|k| ((i * cores + k) % cpus).to_string()).collect();
+            let w = Command::new(&exe)
+                .args(["worker", "--listen", "127.0.0.1:0", "--name", &format!("w{i}"), "--cores", &list.join(",")])
+                .arg("--coordinator")
+                .arg(file.quic.to_string())
+                .arg("--cluster")
+                .arg(&cluster)
+                .arg("--memory-limit")
+                .arg(memory_each.to_string())
+                .stdin(Stdio::null())
+                .stdout(log(&format!("worker-{i}"))?)
+                .stderr(log(&format!("worker-{i}"))?)
+                .spawn()
+                .with_context(|| format!("starting worker {i}"))?;
+            children.0.push((format!("worker {i}"), w));
+        }
+        Ok(LocalCluster { children, file, cluster, data: data.to_path_buf() })
+    }
+
+    pub fn target(&self) -> Target {
+        Target { coordinator: self.file.quic, cluster: self.cluster.clone() }
+    }
+
+    pub fn processes(&self) -> usize {
+        self.children.0.len()
+    }
+
+    pub fn stop(&mut self) {
+        self.children.stop();
+    }
+}
+
+/// Memory each of `workers` local workers may use, checked against the model.
+pub fn local_memory(spec: &embtune_workloads::ModelSpec, workers: usize) -> Result<u64> {
+    let memory_each = (MachineInfo::detect().mem_available as f64 * 0.8 / workers as f64) as u64;
+    if spec.total_bytes() > memory_each * workers as u64 {
+        bail!(
+            "`{}` needs {} of tables but {} local workers may hold {} together: pass a smaller --scale",
+            spec.name,
+            crate::ui::bytes(spec.total_bytes()),
+            workers,
+            crate::ui::bytes(memory_each * workers as u64)
+        );
+    }
+    Ok(memory_each)
+}
+
 pub fn run(mut a: UpArgs) -> Result<()> {
     if a.workload.preset.is_none() && a.workload.model.is_none() {
         a.workload.preset = Some("criteo-kaggle".into());
@@ -83,61 +181,10 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         bail!("--workers and --cores-per-worker must be at least 1");
     }
     let spec = a.workload.spec()?;
-    let data = &a.data_dir;
-    std::fs::create_dir_all(data.join("logs")).with_context(|| format!("creating {}", data.display()))?;
-    let cluster = data.join("cluster");
-    if !cluster.join(embtune_transport::certs::CA_KEY).exists() {
-        embtune_transport::certs::init_cluster(&cluster)?;
-    }
-    let exe = std::env::current_exe().context("locating the embtune binary")?;
+    let memory_each = local_memory(&spec, a.workers)?;
     let machine = MachineInfo::detect();
-    let memory_each = (machine.mem_available as f64 * 0.8 / a.workers as f64) as u64;
-    if spec.total_bytes() > memory_each * a.workers as u64 {
-        bail!(
-            "`{}` needs {} of tables but {} workers may hold {} together: pass a smaller --scale",
-            spec.name,
-            crate::ui::bytes(spec.total_bytes()),
-            a.workers,
-            crate::ui::bytes(memory_each * a.workers as u64)
-        );
-    }
-    let log = |name: &str| -> Result<Stdio> {
-        Ok(Stdio::from(std::fs::File::create(data.join("logs").join(format!("{name}.log")))?))
-    };
-    let _ = std::fs::remove_file(data.join(crate::cluster::COORDINATOR_FILE));
-    let mut children = Children(Vec::new());
-    let coord = Command::new(&exe)
-        .args(["coordinator", "--listen", &a.listen, "--http", &a.http])
-        .arg("--cluster")
-        .arg(&cluster)
-        .arg("--data-dir")
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(log("coordinator")?)
-        .stderr(log("coordinator")?)
-        .spawn()
-        .context("starting the coordinator")?;
-    children.0.push(("coordinator".into(), coord));
-    let file = wait_for_coordinator(data, &mut children.0[0].1, Duration::from_secs(30))?;
-    for i in 0..a.workers {
-        let cpus: Vec<String> =
-            (0..a.cores_per_worker).map(|k| ((i * a.cores_per_worker + k) % machine.cpus).to_string()).collect();
-        let w = Command::new(&exe)
-            .args(["worker", "--listen", "127.0.0.1:0", "--name", &format!("w{i}"), "--cores", &cpus.join(",")])
-            .arg("--coordinator")
-            .arg(file.quic.to_string())
-            .arg("--cluster")
-            .arg(&cluster)
-            .arg("--memory-limit")
-            .arg(memory_each.to_string())
-            .stdin(Stdio::null())
-            .stdout(log(&format!("worker-{i}"))?)
-            .stderr(log(&format!("worker-{i}"))?)
-            .spawn()
-            .with_context(|| format!("starting worker {i}"))?;
-        children.0.push((format!("worker {i}"), w));
-    }
-    let target = Target { coordinator: file.quic, cluster: cluster.clone() };
+    let mut local = LocalCluster::start(&a.data_dir, a.workers, a.cores_per_worker, &a.listen, &a.http, memory_each)?;
+    let target = local.target();
     let rt = runtime()?;
     let deployed = rt.block_on(async {
         let client = target.client().await?;
@@ -164,10 +211,11 @@ pub fn run(mut a: UpArgs) -> Result<()> {
     let (plan, d) = match deployed {
         Ok(x) => x,
         Err(e) => {
-            children.stop();
+            local.stop();
             return Err(e);
         }
     };
+    let file = &local.file;
     println!("coordinator: {}", file.quic);
     println!("dashboard: http://{}/", file.http);
     eprintln!(
@@ -179,19 +227,26 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         crate::ui::bytes(d.bytes),
         d.seconds
     );
+    let cluster = &local.cluster;
     eprintln!(
         "try:  embtune bench --coordinator {} --cluster {} {} --verify",
         file.quic,
         cluster.display(),
         workload_flags(&a.workload)
     );
+    eprintln!(
+        "      embtune tune --coordinator {} --cluster {} {} --trials 10",
+        file.quic,
+        cluster.display(),
+        workload_flags(&a.workload)
+    );
     eprintln!("      embtune cluster status --coordinator {} --cluster {}", file.quic, cluster.display());
-    eprintln!("logs: {}; stop with Ctrl-C", data.join("logs").display());
+    eprintln!("logs: {}; stop with Ctrl-C", local.data.join("logs").display());
     use std::io::Write;
     std::io::stdout().flush()?;
     rt.block_on(shutdown_signal());
-    eprintln!("stopping {} processes", children.0.len());
-    children.stop();
+    eprintln!("stopping {} processes", local.processes());
+    local.stop();
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use embtune_protocol::Plan;
 use embtune_protocol::codec::FrameLimits;
+use embtune_protocol::tuning::{BestRecord, Job, JobConfig, Trial};
 use embtune_protocol::wire::{
     ClusterInfo, DeployedInfo, DeploymentInfo, ErrorKind, PooledHead, QueryHead, Request, Response, WireError,
 };
@@ -94,6 +95,50 @@ impl Client {
     pub async fn status(&self) -> Result<ClusterInfo, TransportError> {
         match self.rpc(&Request::ClusterStatus, &Body::Empty, self.timeout).await? {
             (Response::Cluster(c), _) => Ok(c),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts a tuning job; returns its id.
+    pub async fn submit_tune(
+        &self,
+        dataset: &str,
+        spec: &ModelSpec,
+        config: &JobConfig,
+    ) -> Result<String, TransportError> {
+        let req =
+            Request::SubmitTune { dataset: dataset.to_string(), spec: Box::new(spec.clone()), config: config.clone() };
+        match self.rpc(&req, &Body::Empty, self.timeout).await? {
+            (Response::JobAccepted { id }, _) => Ok(id),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// A job and its trials.
+    pub async fn job(&self, id: &str) -> Result<(Job, Vec<Trial>), TransportError> {
+        match self.rpc(&Request::GetJob { id: id.to_string() }, &Body::Empty, self.timeout).await? {
+            (Response::JobDetail { job, trials }, _) => Ok((*job, trials)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<Job>, TransportError> {
+        match self.rpc(&Request::ListJobs, &Body::Empty, self.timeout).await? {
+            (Response::Jobs(j), _) => Ok(j),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<(), TransportError> {
+        match self.rpc(&Request::ResumeJob { id: id.to_string() }, &Body::Empty, self.timeout).await? {
+            (Response::Ack, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn best_for(&self, dataset: &str) -> Result<Vec<(BestRecord, Option<Trial>)>, TransportError> {
+        match self.rpc(&Request::BestFor { dataset: dataset.to_string() }, &Body::Empty, self.timeout).await? {
+            (Response::Best(b), _) => Ok(b),
             (other, _) => Err(unexpected(other)),
         }
     }

@@ -5,8 +5,10 @@
 //! - [`server`]: the coordinator process: membership and health, deployment, scatter/gather.
 //! - [`client`]: the client API over QUIC, for external programs and embtune's commands.
 //! - [`loadgen`]: closed-loop and open-loop (Poisson) load generation.
+//! - [`jobs`]: tuning jobs driven against the cluster, measured and stored trial by trial.
 
 pub mod client;
+pub mod jobs;
 pub mod loadgen;
 pub mod route;
 pub mod server;

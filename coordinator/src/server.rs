@@ -84,6 +84,9 @@ pub struct Active {
     pub plan_id: u64,
     pub spec: ModelSpec,
     pub plan: Plan,
+    /// Which registered worker plays each worker of the plan: plans are made for the workers
+    /// that are up, which after a failure need not be the first ones.
+    pub slots: Vec<u16>,
     pub hot: Vec<Vec<u32>>,
     pub columns: Vec<usize>,
     pub width: usize,
@@ -92,6 +95,10 @@ pub struct Active {
 
 struct Inner {
     cfg: CoordinatorConfig,
+    /// Tuning jobs and trials, in the data dir.
+    store: embtune_tuner::store::Store,
+    /// Jobs running now, with their stop flags.
+    jobs: Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
     ep: quinn::Endpoint,
     slots: RwLock<Vec<Slot>>,
     active: RwLock<Option<Arc<Active>>>,
@@ -113,9 +120,13 @@ impl Coordinator {
     /// Binds the endpoint and starts serving and monitoring.
     pub async fn start(cfg: CoordinatorConfig) -> Result<Coordinator, TransportError> {
         let id: Identity = certs::load(&cfg.cluster, None, None)?;
+        let store = embtune_tuner::store::Store::open(&cfg.data_dir.join("store"))
+            .map_err(|e| TransportError::Stream(e.to_string()))?;
         let ep = server_endpoint(cfg.listen, &id, &Tuning::default())?;
         let c = Coordinator {
             inner: Arc::new(Inner {
+                store,
+                jobs: Mutex::new(Default::default()),
                 cfg,
                 ep: ep.clone(),
                 slots: RwLock::new(Vec::new()),
@@ -135,7 +146,58 @@ impl Coordinator {
         }));
         let me = c.clone();
         tokio::spawn(async move { me.monitor().await });
+        c.resume_interrupted();
         Ok(c)
+    }
+
+    /// The store of tuning jobs.
+    pub fn store(&self) -> &embtune_tuner::store::Store {
+        &self.inner.store
+    }
+
+    /// What every registered worker said when it registered, in id order.
+    pub fn hellos(&self) -> Vec<WorkerHello> {
+        self.inner.slots.read().iter().map(|s| s.hello.clone()).collect()
+    }
+
+    /// Marks a job running; false if it already is.
+    pub(crate) fn register_job(&self, id: &str, stop: Arc<std::sync::atomic::AtomicBool>) -> bool {
+        let mut j = self.inner.jobs.lock();
+        if j.contains_key(id) {
+            return false;
+        }
+        j.insert(id.to_string(), stop);
+        true
+    }
+
+    pub(crate) fn unregister_job(&self, id: &str) {
+        self.inner.jobs.lock().remove(id);
+    }
+
+    pub fn job_running(&self, id: &str) -> bool {
+        self.inner.jobs.lock().contains_key(id)
+    }
+
+    /// Hook for observers of tuning progress (the log, for now).
+    pub(crate) fn notify_trial(&self, job: &embtune_protocol::tuning::Job, t: &embtune_protocol::tuning::Trial) {
+        match &t.measured {
+            Some(m) => tracing::info!(
+                "job {} trial {} ({}): {:.1} {} (predicted {:.1})",
+                job.id,
+                t.n,
+                t.kind.label(),
+                m.value,
+                job.config.objective.unit(),
+                t.predicted
+            ),
+            None => tracing::info!(
+                "job {} trial {} ({}) failed: {}",
+                job.id,
+                t.n,
+                t.kind.label(),
+                t.failure.as_deref().unwrap_or("")
+            ),
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -178,6 +240,26 @@ impl Coordinator {
                 (Response::Deployment(d), Body::Empty)
             }
             Request::ClusterStatus => (Response::Cluster(self.status()), Body::Empty),
+            Request::SubmitTune { dataset, spec, config } => match self.submit_job(dataset, *spec, config) {
+                Ok(id) => (Response::JobAccepted { id }, Body::Empty),
+                Err(e) => fail(e),
+            },
+            Request::GetJob { id } => match (self.store().job(&id), self.store().trials(&id)) {
+                (Ok(job), Ok(trials)) => (Response::JobDetail { job: Box::new(job), trials }, Body::Empty),
+                (Err(e), _) | (_, Err(e)) => fail(WireError::new(ErrorKind::NoDeployment, e.to_string())),
+            },
+            Request::ListJobs => match self.store().jobs() {
+                Ok(j) => (Response::Jobs(j), Body::Empty),
+                Err(e) => fail(WireError::new(ErrorKind::Internal, e.to_string())),
+            },
+            Request::ResumeJob { id } => match self.resume_job(&id) {
+                Ok(()) => (Response::Ack, Body::Empty),
+                Err(e) => fail(e),
+            },
+            Request::BestFor { dataset } => match self.best_for(&dataset) {
+                Ok(b) => (Response::Best(b), Body::Empty),
+                Err(e) => fail(WireError::new(ErrorKind::Internal, e)),
+            },
             Request::Deploy { .. } | Request::Lookup(_) | Request::WorkerStats => {
                 fail(WireError::new(ErrorKind::NotSupported, "this is a coordinator; send look-ups as Query"))
             }
@@ -258,10 +340,10 @@ impl Coordinator {
             }
         };
         if let Some(active) = self.active()
-            && (id as usize) < active.plan.topology.workers.len()
+            && let Some(p) = active.slots.iter().position(|&s| s == id)
         {
             tracing::info!("redeploying plan {} to worker {id}", active.plan_id);
-            if let Err(e) = self.deploy_one(&conn, &active, id).await {
+            if let Err(e) = self.deploy_one(&conn, &active, p as u16).await {
                 tracing::error!("redeploying to worker {id} failed: {e}");
                 return;
             }
@@ -361,17 +443,20 @@ impl Coordinator {
         plan.validate(&spec).map_err(|e| bad(e.to_string()))?;
         let _one = self.inner.deploy_lock.lock().await;
         let need = plan.topology.workers.len();
-        let conns: Vec<(u16, quinn::Connection)> = {
+        // The plan's workers are the cluster's healthy ones, in id order.
+        let (mapping, conns): (Vec<u16>, Vec<(u16, quinn::Connection)>) = {
             let slots = self.inner.slots.read();
-            let up: Vec<_> = slots.iter().filter(|s| s.conn.is_some() && s.healthy).map(|s| s.id).collect();
-            if slots.len() < need || (0..need as u16).any(|w| !up.contains(&w)) {
+            let up: Vec<&Slot> = slots.iter().filter(|s| s.conn.is_some() && s.healthy).collect();
+            if up.len() < need {
                 return Err(bad(format!(
                     "the plan is for {need} workers but {} of the cluster's {} are up; wait for the workers or make the plan for this cluster",
                     up.len(),
                     slots.len()
                 )));
             }
-            (0..need).map(|w| (w as u16, slots[w].conn.clone().unwrap())).collect()
+            let mapping: Vec<u16> = up.iter().take(need).map(|s| s.id).collect();
+            let conns = up.iter().take(need).enumerate().map(|(p, s)| (p as u16, s.conn.clone().unwrap())).collect();
+            (mapping, conns)
         };
         let hot = hot_ids(&spec, &plan).await;
         let (columns, width) = route::columns(&spec);
@@ -379,7 +464,7 @@ impl Coordinator {
         let plan_id =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let inflight = plan.knobs.inflight_per_worker as usize;
-        let active = Arc::new(Active { plan_id, spec, plan, hot, columns, width, dims });
+        let active = Arc::new(Active { plan_id, spec, plan, slots: mapping, hot, columns, width, dims });
         let started = Instant::now();
         let results = futures_all(conns.iter().map(|(w, c)| {
             let active = active.clone();
@@ -390,11 +475,12 @@ impl Coordinator {
         .await;
         let mut info = DeployedInfo { plan_id, ..Default::default() };
         for (w, r) in results {
-            let d = r.map_err(|e| bad(format!("worker {w}: {e}")))?;
+            let id = active.slots[w as usize];
+            let d = r.map_err(|e| bad(format!("worker {id}: {e}")))?;
             info.bytes += d.bytes;
             info.huge_page_bytes += d.huge_page_bytes;
             let mut slots = self.inner.slots.write();
-            let s = &mut slots[w as usize];
+            let s = &mut slots[id as usize];
             s.deployed_plan = plan_id;
             s.bytes_held = d.bytes;
             s.permits = Arc::new(Semaphore::new(inflight.max(1)));
@@ -478,9 +564,22 @@ impl Coordinator {
         // failover is rare, and re-running the whole query keeps the sums simple and exact.
         let mut avoid: Vec<u16> = Vec::new();
         let (mut out, engine_us, fanout) = loop {
-            let (healthy, replica) = self.choose(active.plan.topology.workers.len(), &avoid);
-            let subs = route::split(&active.spec, &active.plan, &batch, replica, &healthy)
-                .map_err(|e| WireError::new(ErrorKind::ShardUnavailable, e.to_string()))?;
+            let (healthy, replica) = self.choose(&active, &avoid);
+            let subs = route::split(&active.spec, &active.plan, &batch, replica, &healthy).map_err(|e| {
+                let e = match e {
+                    // Name the registered worker, not its position in the plan.
+                    route::RouteError::ShardUnavailable { table, shard, rows, worker } => {
+                        route::RouteError::ShardUnavailable {
+                            table,
+                            shard,
+                            rows,
+                            worker: active.slots[worker as usize],
+                        }
+                    }
+                    other => other,
+                };
+                WireError::new(ErrorKind::ShardUnavailable, e.to_string())
+            })?;
             let results = futures_all(subs.iter().map(|s| {
                 let (me, active, s) = (self.clone(), active.clone(), s.clone());
                 async move { me.sub_request(&active, &s, head.batch_size).await }
@@ -497,8 +596,8 @@ impl Coordinator {
                     Err(e)
                         if e.kind == ErrorKind::ShardUnavailable && Some(s.worker) == replica && avoid.is_empty() =>
                     {
-                        tracing::warn!("replica {} failed ({e}); retrying on another", s.worker);
-                        self.mark_suspect(s.worker);
+                        tracing::warn!("replica {} failed ({e}); retrying on another", active.slots[s.worker as usize]);
+                        self.mark_suspect(active.slots[s.worker as usize]);
                         avoid.push(s.worker);
                         retry = true;
                     }
@@ -528,17 +627,19 @@ impl Coordinator {
         ))
     }
 
-    /// Health of the plan's workers and a replica among them for the replicated tables,
-    /// avoiding `avoid`. Workers that joined after the plan was made hold nothing of it.
-    fn choose(&self, workers: usize, avoid: &[u16]) -> (Vec<bool>, Option<u16>) {
+    /// Health of the plan's workers (by position in the plan) and a replica among them for the
+    /// replicated tables, avoiding the plan positions in `avoid`. Workers that joined after the
+    /// plan was made hold nothing of it.
+    fn choose(&self, active: &Active, avoid: &[u16]) -> (Vec<bool>, Option<u16>) {
         let (healthy, loads): (Vec<bool>, Vec<Option<u64>>) = {
             let guard = self.inner.slots.read();
-            let slots = &guard[..workers.min(guard.len())];
-            let healthy = slots.iter().map(|s| s.healthy && s.conn.is_some()).collect();
-            let loads = slots
-                .iter()
-                .map(|s| {
-                    (s.healthy && s.conn.is_some() && !avoid.contains(&s.id))
+            let slot = |p: usize| &guard[active.slots[p] as usize];
+            let n = active.slots.len();
+            let healthy = (0..n).map(|p| slot(p).healthy && slot(p).conn.is_some()).collect();
+            let loads = (0..n)
+                .map(|p| {
+                    let s = slot(p);
+                    (s.healthy && s.conn.is_some() && !avoid.contains(&(p as u16)))
                         .then(|| s.queue as u64 + s.inflight.load(Ordering::Relaxed) as u64)
                 })
                 .collect();
@@ -563,16 +664,14 @@ impl Coordinator {
         s: &route::SubRequest,
         batch_size: u32,
     ) -> Result<(PooledHead, Vec<f32>), WireError> {
+        let id = active.slots[s.worker as usize];
         let (conn, inflight, permits) = {
             let slots = self.inner.slots.read();
-            let slot = &slots[s.worker as usize];
+            let slot = &slots[id as usize];
             match &slot.conn {
                 Some(c) => (c.clone(), slot.inflight.clone(), slot.permits.clone()),
                 None => {
-                    return Err(WireError::new(
-                        ErrorKind::ShardUnavailable,
-                        format!("worker {} is not connected", s.worker),
-                    ));
+                    return Err(WireError::new(ErrorKind::ShardUnavailable, format!("worker {id} is not connected")));
                 }
             }
         };
@@ -597,19 +696,32 @@ impl Coordinator {
         match r {
             Ok((Response::Pooled(ph), words)) => {
                 let mut slots = self.inner.slots.write();
-                let slot = &mut slots[s.worker as usize];
+                let slot = &mut slots[id as usize];
                 slot.requests += 1;
                 slot.engine_ns += ph.engine_us as u64 * 1000;
                 slot.queue = ph.queue;
                 drop(slots);
                 Ok((ph, bytemuck_floats(words)))
             }
-            Ok((other, _)) => {
-                Err(WireError::new(ErrorKind::Internal, format!("worker {} answered {other:?}", s.worker)))
-            }
+            Ok((other, _)) => Err(WireError::new(ErrorKind::Internal, format!("worker {id} answered {other:?}"))),
             Err(TransportError::Remote(e)) => Err(e),
-            Err(e) => Err(WireError::new(ErrorKind::ShardUnavailable, format!("worker {}: {e}", s.worker))),
+            Err(e) => Err(WireError::new(ErrorKind::ShardUnavailable, format!("worker {id}: {e}"))),
         }
+    }
+
+    /// The best plans for a dataset, each with its trial.
+    pub fn best_for(
+        &self,
+        dataset: &str,
+    ) -> Result<Vec<(embtune_protocol::tuning::BestRecord, Option<embtune_protocol::tuning::Trial>)>, String> {
+        let recs = self.store().best_for(dataset).map_err(|e| e.to_string())?;
+        Ok(recs
+            .into_iter()
+            .map(|r| {
+                let t = self.store().trials(&r.job).ok().and_then(|ts| ts.into_iter().find(|t| t.n == r.trial));
+                (r, t)
+            })
+            .collect())
     }
 
     /// Seconds since the coordinator started.

@@ -55,6 +55,19 @@ impl Objective {
     }
 }
 
+impl std::str::FromStr for Objective {
+    type Err = String;
+    /// `p99` parses with a rate of 0; the caller supplies the target rate.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "throughput" => Ok(Objective::Throughput),
+            "mean" => Ok(Objective::Mean),
+            "p99" => Ok(Objective::P99 { qps: 0.0 }),
+            _ => Err(format!("unknown objective `{s}`; use p99, mean or throughput")),
+        }
+    }
+}
+
 /// How a job searches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -212,6 +225,17 @@ pub struct Trial {
     pub failure: Option<String>,
     pub started_ms: u64,
     pub ended_ms: u64,
+}
+
+/// The best plan found for a dataset on a cluster: which job and trial.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestRecord {
+    pub dataset: String,
+    /// [`ClusterDesc::key`] of the cluster.
+    pub cluster: String,
+    pub job: String,
+    pub trial: u32,
+    pub value: f64,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use embtune_workloads::ModelSpec;
 
 use crate::plan::{Plan, WorkerAssignment};
+use crate::tuning::{BestRecord, Job, JobConfig, Trial};
 
 /// The protocol version every frame carries. Peers with another version get a typed error.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -52,6 +53,27 @@ pub enum Request {
     GetDeployment,
     /// Workers, their health and load.
     ClusterStatus,
+
+    // ---- tuning, to the coordinator ----
+    /// Start a tuning job on the cluster.
+    SubmitTune {
+        dataset: String,
+        spec: Box<ModelSpec>,
+        config: JobConfig,
+    },
+    /// A job with its trials.
+    GetJob {
+        id: String,
+    },
+    ListJobs,
+    /// Start again a job that stopped.
+    ResumeJob {
+        id: String,
+    },
+    /// The best plans found for a dataset, over every cluster.
+    BestFor {
+        dataset: String,
+    },
 }
 
 /// A response's metadata.
@@ -68,6 +90,15 @@ pub enum Response {
     Ack,
     Deployment(Option<DeploymentInfo>),
     Cluster(ClusterInfo),
+    JobAccepted {
+        id: String,
+    },
+    JobDetail {
+        job: Box<Job>,
+        trials: Vec<Trial>,
+    },
+    Jobs(Vec<Job>),
+    Best(Vec<(BestRecord, Option<Trial>)>),
     Error(WireError),
 }
 

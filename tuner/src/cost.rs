@@ -465,12 +465,12 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
     let mut latency = 0f64;
     let mut bottleneck = 0f64;
     let on_network = if model.networked { 1.0 } else { 0.0 };
-    for wi in 0..topo.workers.len() {
+    for (wi, busy) in per_worker_ns.iter().enumerate() {
         let c = &model.node(wi as u16).coef;
         let net = on_network * (c.request_ns + c.byte_ns * (out_bytes + in_bytes) / workers);
-        latency = latency.max(per_worker_ns[wi] + net);
+        latency = latency.max(busy + net);
         // Under load a worker's cores overlap framing with gathering; part of it remains.
-        bottleneck = bottleneck.max(per_worker_ns[wi] + net * 0.25);
+        bottleneck = bottleneck.max(busy + net * 0.25);
     }
     let coef0 = &model.node(0).coef;
     let coord = on_network * (coef0.coordinator_ns + coef0.byte_ns * out_bytes);

@@ -57,6 +57,33 @@ pub fn plan_key(p: &Plan) -> u64 {
     embtune_workloads::spec::fnv1a(&v)
 }
 
+/// Moves a plan made for another topology onto `topo`: owners on cores `topo` lacks are folded
+/// onto the cores it has. Used when a worker is lost mid-job, and to run a cluster's plan on one
+/// engine.
+pub fn adapt_plan(plan: &Plan, topo: &Topology) -> Plan {
+    let mut p = plan.clone();
+    if p.topology == *topo {
+        return p;
+    }
+    let cores: Vec<_> = topo.cores().collect();
+    for t in &mut p.tables {
+        let fix = |c: &mut embtune_protocol::CoreId| {
+            if !topo.contains(*c) {
+                *c = cores[(c.worker as usize * 131 + c.core as usize) % cores.len()];
+            }
+        };
+        match &mut t.placement {
+            embtune_protocol::Placement::Owned(c) => fix(c),
+            embtune_protocol::Placement::RowRange { owners, .. } | embtune_protocol::Placement::Hash { owners } => {
+                owners.iter_mut().for_each(fix)
+            }
+            embtune_protocol::Placement::Replicated => {}
+        }
+    }
+    p.topology = topo.clone();
+    p
+}
+
 /// Knobs as a point of the unit square: log2 of the sub-batch in [3, 9], log2 of the requests in
 /// flight in [0, 5].
 fn knobs_to_unit(k: &Knobs) -> Vec<f64> {
@@ -113,32 +140,6 @@ impl Tuner {
         m
     }
 
-    /// Plans measured on a topology other than `topo` are moved onto it (cores of lost workers
-    /// folded onto the ones left), so the search can start from them after a worker is lost.
-    fn adapt(plan: &Plan, topo: &Topology) -> Plan {
-        let mut p = plan.clone();
-        if p.topology == *topo {
-            return p;
-        }
-        let cores: Vec<_> = topo.cores().collect();
-        for t in &mut p.tables {
-            let fix = |c: &mut embtune_protocol::CoreId| {
-                if !topo.contains(*c) {
-                    *c = cores[(c.worker as usize * 131 + c.core as usize) % cores.len()];
-                }
-            };
-            match &mut t.placement {
-                embtune_protocol::Placement::Owned(c) => fix(c),
-                embtune_protocol::Placement::RowRange { owners, .. } | embtune_protocol::Placement::Hash { owners } => {
-                    owners.iter_mut().for_each(fix)
-                }
-                embtune_protocol::Placement::Replicated => {}
-            }
-        }
-        p.topology = topo.clone();
-        p
-    }
-
     /// The next plan to measure, or `None` when the job is done.
     pub fn next(&mut self, ctx: &Context<'_>) -> Option<Proposal> {
         if self.finished(self.job.elapsed_s) {
@@ -187,7 +188,7 @@ impl Tuner {
         );
         let best_plan = self
             .best()
-            .map(|t| Self::adapt(&t.plan, &ctx.topology))
+            .map(|t| adapt_plan(&t.plan, &ctx.topology))
             .or_else(|| Strategy::SizeThreshold.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()).ok())?;
         // 2. Random search: the yardstick for the model-driven one.
         if self.job.config.search == SearchKind::Random {

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use embtune_protocol::tuning::BestRecord;
 use embtune_protocol::tuning::{Job, Trial};
 
 /// The store's schema version. Bump it when records change incompatibly.
@@ -35,16 +36,6 @@ pub struct Store {
     jobs: sled::Tree,
     trials: sled::Tree,
     best: sled::Tree,
-}
-
-/// A best-plan record: which job and trial, for which dataset and cluster.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct BestRecord {
-    pub dataset: String,
-    pub cluster: String,
-    pub job: String,
-    pub trial: u32,
-    pub value: f64,
 }
 
 impl Store {

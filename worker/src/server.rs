@@ -229,6 +229,11 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::DeployPlan { .. } => "DeployPlan",
         Request::GetDeployment => "GetDeployment",
         Request::ClusterStatus => "ClusterStatus",
+        Request::SubmitTune { .. } => "SubmitTune",
+        Request::GetJob { .. } => "GetJob",
+        Request::ListJobs => "ListJobs",
+        Request::ResumeJob { .. } => "ResumeJob",
+        Request::BestFor { .. } => "BestFor",
     }
 }
 

@@ -181,9 +181,16 @@ template <> __device__ __forceinline__ float elem<RT_F16>(const char* row, u32 c
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
 }
+// An f32 at any byte address: int8 rows are dim + 8 bytes, so with dim not a multiple of 4 the
+// scale and bias are unaligned (the vector kernels take only dims that keep them aligned).
+__device__ __forceinline__ float ld_f32_any(const char* p) {
+    if ((((u64)p) & 3u) == 0u) return *(const float*)p;
+    const unsigned char* b = (const unsigned char*)p;
+    return __uint_as_float((u32)b[0] | ((u32)b[1] << 8) | ((u32)b[2] << 16) | ((u32)b[3] << 24));
+}
 template <> __device__ __forceinline__ float elem<RT_I8>(const char* row, u32 col, u32 dim) {
-    const float scale = *(const float*)(row + dim);
-    const float bias = *(const float*)(row + dim + 4);
+    const float scale = ld_f32_any(row + dim);
+    const float bias = ld_f32_any(row + dim + 4);
     return fmaf((float)(signed char)row[col], scale, bias);
 }
 
@@ -360,6 +367,48 @@ __device__ void table_warp(const TableDesc& t, const u32* __restrict__ ids, cons
         }
     }
     (void)G;
+}
+
+// ---------------------------------------------------------------------------------------
+// Short bags (one-hot features): a warp holds G = 32 / L bags, L lanes each, so that a
+// warp's loads cover G rows of G bags at once. Each group walks its own bag two ids at a time.
+
+template <int RT, int L>
+__device__ void table_multibag(const TableDesc& t, const u32* __restrict__ ids, const u32* __restrict__ offs,
+                               float* __restrict__ out, u32 width, u32 batch, u32 slot, u32 local_block) {
+    typedef Row<RT> R;
+    typedef typename R::Vec Vec;
+    constexpr int E = R::E;
+    constexpr int G = 32 / L;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane / L, sub = lane % L;
+    const u32 bag = (local_block * EMB_WARPS + warp) * G + g;
+    if (bag >= batch) return;  // no barriers or shuffles below
+    const u32 s = offs[(u64)slot * batch + bag], e = offs[(u64)slot * batch + bag + 1];
+    const char* base = (const char*)t.base;
+    const u32 passes = t.dim / (L * E);
+    for (u32 pass = 0; pass < passes; pass++) {
+        const u32 col = (pass * L + sub) * E;
+        float acc[E];
+#pragma unroll
+        for (int k = 0; k < E; k++) acc[k] = 0.f;
+        u32 i = s;
+        for (; i + 2 <= e; i += 2) {
+            const u32 a = ld_u32(ids + i), b = ld_u32(ids + i + 1);
+            const Vec va = R::load(base + (u64)a * t.stride, col, t.dim);
+            const Vec vb = R::load(base + (u64)b * t.stride, col, t.dim);
+            R::add(acc, va);
+            R::add(acc, vb);
+        }
+        if (i < e) R::add(acc, R::load(base + (u64)ld_u32(ids + i) * t.stride, col, t.dim));
+        if (t.mean && e > s) {
+#pragma unroll
+            for (int k = 0; k < E; k++) acc[k] /= (float)(e - s);
+        }
+        float* o = out + (u64)bag * width + t.out_col + col;
+#pragma unroll
+        for (int k = 0; k < E; k++) o[k] = acc[k];
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ pub struct KernelKnobs {
     /// Warps that share one bag (1, 2, 4 or 8): more warps per bag put fewer tables in flight
     /// at once, so the L2 holds the hot rows of fewer tables.
     pub split: u32,
-    /// `__launch_bounds__` minimum blocks per SM (caps registers at 65536 / (256 x this)).
+    /// `__launch_bounds__` minimum blocks per SM (caps registers at 65536 / (256 x this));
+    /// 0 picks by the prefetch distance ([`auto_min_blocks`]).
     pub min_blocks: u32,
     /// Read hot rows with an L2 `evict_last` policy.
     pub hot_hint: bool,
@@ -32,7 +33,7 @@ pub struct KernelKnobs {
 
 impl Default for KernelKnobs {
     fn default() -> KernelKnobs {
-        KernelKnobs { split: 1, min_blocks: 4, hot_hint: true, cold_evict_first: false }
+        KernelKnobs { split: 1, min_blocks: 0, hot_hint: true, cold_evict_first: false }
     }
 }
 
@@ -44,12 +45,21 @@ pub enum Variant {
     /// A warp (or `split` warps) per bag, `lanes` lanes per row with vector loads, rows
     /// prefetched `prefetch` steps ahead; `hot`: hot rows come from the pinned hot copy.
     Warp { row_type: RowType, prefetch: u32, hot: bool, lanes: u32 },
+    /// Short bags: 32 / `lanes` bags per warp, `lanes` lanes per row with vector loads.
+    MultiBag { row_type: RowType, lanes: u32 },
 }
+
+/// Bags this short on average (look-ups per sample) go to [`Variant::MultiBag`] when the row
+/// leaves lanes of a warp idle.
+pub const SHORT_BAG: f64 = 4.0;
 
 impl Variant {
     /// The variant for a table of `dim` columns stored as `row_type` under `flow`, or the
     /// baseline where the vector kernels do not fit the row shape.
-    pub fn for_table(row_type: RowType, dim: u32, flow: DataFlow) -> Variant {
+    /// `mean_pooling` is the table's mean bag length: short bags with narrow rows take the
+    /// multi-bag kernel (which keeps no hot copy: a one-hot table's hot rows stay in L2 by
+    /// themselves).
+    pub fn for_table(row_type: RowType, dim: u32, flow: DataFlow, mean_pooling: f64) -> Variant {
         let (prefetch, hot) = match flow {
             DataFlow::Direct { prefetch: 0 } => return Variant::Baseline { row_type },
             DataFlow::Direct { prefetch } => (prefetch as u32, false),
@@ -57,6 +67,7 @@ impl Variant {
             DataFlow::Blocked { .. } => (8, false),
         };
         match vector_lanes(row_type, dim) {
+            Some(lanes) if lanes < 32 && mean_pooling <= SHORT_BAG => Variant::MultiBag { row_type, lanes },
             Some(lanes) => {
                 let groups = 32 / lanes;
                 // P x G must divide 32: round P down to a power of two, at most 32 / G.
@@ -78,6 +89,10 @@ impl Variant {
                 "table_warp<{}, {prefetch}, {hot}, {lanes}>(t, ids, offs, out, width, batch, slot, local_block, red);",
                 rt(row_type)
             ),
+            Variant::MultiBag { row_type, lanes } => format!(
+                "table_multibag<{}, {lanes}>(t, ids, offs, out, width, batch, slot, local_block);",
+                rt(row_type)
+            ),
         }
     }
 
@@ -86,6 +101,7 @@ impl Variant {
         match self {
             Variant::Baseline { .. } => ((batch as u64 * dim as u64).div_ceil(THREADS as u64)) as u32,
             Variant::Warp { .. } => batch.div_ceil(WARPS / split),
+            Variant::MultiBag { lanes, .. } => batch.div_ceil(WARPS * (32 / lanes)),
         }
     }
 
@@ -100,6 +116,7 @@ impl Variant {
             Variant::Warp { row_type, prefetch, hot, lanes } => {
                 format!("warp{}/{row_type}(pf={prefetch},lanes={lanes})", if hot { "-hot" } else { "" })
             }
+            Variant::MultiBag { row_type, lanes } => format!("multibag/{row_type}(lanes={lanes})"),
         }
     }
 }
@@ -130,12 +147,34 @@ pub fn vector_lanes(row_type: RowType, dim: u32) -> Option<u32> {
     if vectors <= 32 { vectors.is_power_of_two().then_some(vectors) } else { vectors.is_multiple_of(32).then_some(32) }
 }
 
+/// Blocks per SM to ask `__launch_bounds__` for: prefetch buffers take 4 registers per row
+/// of distance, so deeper prefetching gets more registers and fewer warps (ptxas, sm_90: 64
+/// registers hold distance 4 without spills, 80 distance 8, 128 distance 16). That still
+/// leaves 16 or more warps per SM, each with `prefetch` rows in flight: tens of KiB per SM,
+/// enough to cover the memory latency.
+pub fn auto_min_blocks(variants: &[Variant]) -> u32 {
+    let p = variants
+        .iter()
+        .map(|v| match v {
+            Variant::Warp { prefetch, .. } => *prefetch,
+            Variant::Baseline { .. } | Variant::MultiBag { .. } => 1,
+        })
+        .max()
+        .unwrap_or(1);
+    match p {
+        0..=4 => 4,
+        5..=8 => 3,
+        _ => 2,
+    }
+}
+
 /// The full source for a kernel holding `variants` (case i calls variants[i]).
 pub fn source(variants: &[Variant], knobs: &KernelKnobs) -> String {
     let mut s = String::with_capacity(SOURCE.len() + 1024);
+    let min_blocks = if knobs.min_blocks == 0 { auto_min_blocks(variants) } else { knobs.min_blocks };
     s.push_str(&format!(
         "#define EMB_SPLIT {}\n#define EMB_MIN_BLOCKS {}\n#define EMB_HOT_HINT {}\n#define EMB_COLD_FIRST {}\n",
-        knobs.split, knobs.min_blocks, knobs.hot_hint as u32, knobs.cold_evict_first as u32
+        knobs.split, min_blocks, knobs.hot_hint as u32, knobs.cold_evict_first as u32
     ));
     let mut dispatch = String::new();
     for (i, v) in variants.iter().enumerate() {
@@ -218,17 +257,25 @@ mod tests {
 
     #[test]
     fn variants_keep_prefetch_times_groups_within_a_chunk() {
-        let v = Variant::for_table(RowType::F32, 16, DataFlow::Direct { prefetch: 16 });
+        let v = Variant::for_table(RowType::F32, 16, DataFlow::Direct { prefetch: 16 }, 20.0);
         // 4 lanes per row: 8 rows a step, so at most 4 steps ahead.
         assert_eq!(v, Variant::Warp { row_type: RowType::F32, prefetch: 4, hot: false, lanes: 4 });
-        let v = Variant::for_table(RowType::F32, 128, DataFlow::Direct { prefetch: 6 });
+        let v = Variant::for_table(RowType::F32, 128, DataFlow::Direct { prefetch: 6 }, 20.0);
         assert_eq!(v, Variant::Warp { row_type: RowType::F32, prefetch: 4, hot: false, lanes: 32 });
         assert_eq!(
-            Variant::for_table(RowType::F32, 128, DataFlow::Direct { prefetch: 0 }),
+            Variant::for_table(RowType::F32, 128, DataFlow::Direct { prefetch: 0 }, 20.0),
             Variant::Baseline { row_type: RowType::F32 }
         );
         assert_eq!(
-            Variant::for_table(RowType::F32, 13, DataFlow::Direct { prefetch: 8 }),
+            Variant::for_table(RowType::F32, 16, DataFlow::Direct { prefetch: 8 }, 1.0),
+            Variant::MultiBag { row_type: RowType::F32, lanes: 4 }
+        );
+        assert_eq!(
+            Variant::for_table(RowType::F32, 128, DataFlow::Direct { prefetch: 8 }, 1.0),
+            Variant::Warp { row_type: RowType::F32, prefetch: 8, hot: false, lanes: 32 }
+        );
+        assert_eq!(
+            Variant::for_table(RowType::F32, 13, DataFlow::Direct { prefetch: 8 }, 20.0),
             Variant::Baseline { row_type: RowType::F32 }
         );
     }

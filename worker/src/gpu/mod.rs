@@ -6,7 +6,8 @@
 //! for; [`cuda_present`] says whether one can be. Kernels (`kernels.cu`) are compiled by NVRTC
 //! for the device at hand, specialised to the variants the deployed tables use.
 //!
-//! Data flows map to kernels per table ([`Variant::for_table`]):
+//! Data flows map to kernels per table ([`Variant::for_table`]; bags of at most
+//! [`kernels::SHORT_BAG`] ids on narrow rows take a kernel with several bags per warp instead):
 //! - `Direct { prefetch: 0 }`: the baseline, one thread per output element;
 //! - `Direct { prefetch: p }`: a warp (or part of one) per bag, 16-byte loads, rows prefetched
 //!   into registers `p` steps ahead (`p = 1`: vector loads without prefetching);
@@ -139,10 +140,14 @@ impl DevBuf {
         Ok(DevBuf { ptr, len })
     }
 
-    fn upload<T>(&self, data: &[T]) -> Result<(), GpuError> {
+    /// Copies `data` in, ordered on `stream` (the engine's, which does not synchronise with the
+    /// legacy default stream), and waits for it: `data` may be dropped after.
+    fn upload<T>(&self, data: &[T], stream: &CudaStream) -> Result<(), GpuError> {
         assert!(std::mem::size_of_val(data) <= self.len.max(256));
-        // SAFETY: the buffer holds at least size_of_val(data) bytes.
-        unsafe { result::memcpy_htod_sync(self.ptr, data) }?;
+        // SAFETY: the buffer holds at least size_of_val(data) bytes; `data` outlives the copy
+        // because the stream is synchronised before returning.
+        unsafe { result::memcpy_htod_async(self.ptr, data, stream.cu_stream()) }?;
+        stream.synchronize()?;
         Ok(())
     }
 }
@@ -190,6 +195,8 @@ struct DevTable {
     dim: u32,
     row_type: RowType,
     mode: PoolingMode,
+    /// Mean look-ups per sample (picks the multi-bag kernel for short bags).
+    pooling: f64,
     seed: u64,
     stride: usize,
     data: DevBuf,
@@ -225,6 +232,7 @@ struct Layout {
     hot: Option<HotRegion>,
     window_bytes: u64,
     persisting_limit: u64,
+    l2_error: Option<String>,
     /// Descriptors for one batch size (block ranges depend on it).
     descs: Option<(u32, DevBuf, u32)>,
 }
@@ -256,6 +264,8 @@ pub struct GpuLayoutReport {
     /// The access-policy window over the hot rows (0: none) and the persisting-L2 limit set.
     pub window_bytes: u64,
     pub persisting_limit: u64,
+    /// Why the access-policy window could not be set, if it could not.
+    pub l2_error: Option<String>,
     pub registers: i32,
     /// Bytes of local memory per thread (spills); 0 is what we want.
     pub local_bytes: i32,
@@ -410,7 +420,7 @@ impl GpuEngine {
             let data = DevBuf::new(store.bytes() as usize)?;
             // SAFETY: the store's buffer holds exactly bytes() initialised bytes.
             let host = unsafe { std::slice::from_raw_parts(store.base(), store.bytes() as usize) };
-            data.upload(host)?;
+            data.upload(host, &self.stream)?;
             bytes += store.bytes();
             self.tables.push(DevTable {
                 name: t.spec.name.clone(),
@@ -418,6 +428,7 @@ impl GpuEngine {
                 dim,
                 row_type: t.row_type,
                 mode: t.spec.mode,
+                pooling: t.spec.pooling.mean(),
                 seed: t.content_seed,
                 stride: store.stride,
                 data,
@@ -437,8 +448,8 @@ impl GpuEngine {
         if ![1, 2, 4, 8].contains(&knobs.split) {
             return Err(GpuError::Request(format!("split must be 1, 2, 4 or 8, not {}", knobs.split)));
         }
-        if knobs.min_blocks == 0 || knobs.min_blocks > 8 {
-            return Err(GpuError::Request(format!("min_blocks must be 1..=8, not {}", knobs.min_blocks)));
+        if knobs.min_blocks > 8 {
+            return Err(GpuError::Request(format!("min_blocks must be 0 (auto) to 8, not {}", knobs.min_blocks)));
         }
         self.knobs = knobs;
         self.l2 = l2;
@@ -474,7 +485,7 @@ impl GpuEngine {
             {
                 flow = DataFlow::Direct { prefetch: prefetch.max(1) };
             }
-            let v = Variant::for_table(t.row_type, t.dim, flow);
+            let v = Variant::for_table(t.row_type, t.dim, flow, t.pooling);
             let i = match variants.iter().position(|x| *x == v) {
                 Some(i) => i,
                 None => {
@@ -486,8 +497,16 @@ impl GpuEngine {
         }
         let kernel = self.kernel(&variants)?;
         let hot = self.build_hot(&variants, &table_variant)?;
-        let (window_bytes, persisting_limit) = self.set_l2_policy(hot.as_ref())?;
-        let layout = Layout { variants, table_variant, kernel, hot, window_bytes, persisting_limit, descs: None };
+        // Some virtualised or partitioned devices refuse persisting L2: run without it and say so.
+        let (window_bytes, persisting_limit, l2_error) = match self.set_l2_policy(hot.as_ref()) {
+            Ok((w, l)) => (w, l, None),
+            Err(e) => {
+                tracing::warn!("persisting L2 not available: {e}");
+                (0, 0, Some(e.to_string()))
+            }
+        };
+        let layout =
+            Layout { variants, table_variant, kernel, hot, window_bytes, persisting_limit, l2_error, descs: None };
         let report = self.layout_report(&layout);
         self.layout = Some(layout);
         Ok(report)
@@ -505,6 +524,7 @@ impl GpuEngine {
             hot_bytes: l.hot.as_ref().map_or(0, |h| h.bytes),
             window_bytes: l.window_bytes,
             persisting_limit: l.persisting_limit,
+            l2_error: l.l2_error.clone(),
             registers: l.kernel.regs,
             local_bytes: l.kernel.local_bytes,
             compile_seconds: l.kernel.compile_seconds,
@@ -572,7 +592,7 @@ impl GpuEngine {
             let n = ((n as f64 * scale).floor() as usize).min(t.hot_ids.len());
             let (words, sorted) = kernels::hot_index(t.rows, &t.hot_ids[..n]);
             let rank = DevBuf::new(words.len() * 4)?;
-            rank.upload(&words)?;
+            rank.upload(&words, &self.stream)?;
             ranks.push(Some(rank));
             place.push((offset, sorted.len() as u32));
             offset += (sorted.len() as u64 * t.stride as u64).next_multiple_of(256);
@@ -588,7 +608,7 @@ impl GpuEngine {
             }
         }
         let region = DevBuf::new(host.len())?;
-        region.upload(&host)?;
+        region.upload(&host, &self.stream)?;
         Ok(Some(HotRegion { region, bytes: offset, ranks, place }))
     }
 
@@ -648,9 +668,9 @@ impl GpuEngine {
         self.check(batch)?;
         self.ctx.bind_to_thread()?;
         let ids = DevBuf::new(batch.ids.len() * 4)?;
-        ids.upload(&batch.ids)?;
+        ids.upload(&batch.ids, &self.stream)?;
         let offs = DevBuf::new(batch.offsets.len() * 4)?;
-        offs.upload(&batch.offsets)?;
+        offs.upload(&batch.offsets, &self.stream)?;
         Ok(DeviceBatch { ids, offs, batch_size: batch.batch_size, lookups: batch.ids.len() })
     }
 
@@ -700,7 +720,7 @@ impl GpuEngine {
         }
         let _ = width;
         let buf = DevBuf::new(bytes.len())?;
-        buf.upload(&bytes)?;
+        buf.upload(&bytes, &self.stream)?;
         let ptr = buf.ptr;
         layout.descs = Some((batch, buf, block as u32));
         Ok((ptr, block as u32))
@@ -771,8 +791,9 @@ impl GpuEngine {
         let mut host = vec![0f32; n];
         if n > 0 {
             let out = self.out.as_ref().ok_or_else(|| GpuError::Request("no output yet".into()))?;
-            // SAFETY: the buffer holds at least n floats.
-            unsafe { result::memcpy_dtoh_sync(&mut host, out.ptr) }?;
+            // SAFETY: the buffer holds at least n floats; synchronised below before use.
+            unsafe { result::memcpy_dtoh_async(&mut host, out.ptr, self.stream.cu_stream()) }?;
+            self.stream.synchronize()?;
         }
         Ok(host)
     }
@@ -793,9 +814,9 @@ impl GpuEngine {
         }
         let (ids, offs) = (self.io_ids.as_ref().unwrap(), self.io_offs.as_ref().unwrap());
         if !batch.ids.is_empty() {
-            ids.upload(&batch.ids)?;
+            ids.upload(&batch.ids, &self.stream)?;
         }
-        offs.upload(&batch.offsets)?;
+        offs.upload(&batch.offsets, &self.stream)?;
         let (ids, offs) = (ids.ptr, offs.ptr);
         let (start, end) = (Event::new()?, Event::new()?);
         start.record(&self.stream)?;

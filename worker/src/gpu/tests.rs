@@ -32,6 +32,12 @@ fn mixed_spec() -> ModelSpec {
             let dist = if j % 2 == 0 { "hotset:0.9:0.01" } else { "zipf:1.1" };
             tables.push(table(&format!("t{rt}{dim}"), 3000 + 517 * j as u64, dim, rt, mode, dist));
         }
+        // Short bags (0 to 3 ids): the multi-bag kernel.
+        for dim in [16u32, 64] {
+            let mut t = table(&format!("s{rt}{dim}"), 2000, dim, rt, PoolingMode::Mean, "zipf:1.1");
+            t.pooling = Pooling::Uniform { min: 0, max: 3 };
+            tables.push(t);
+        }
     }
     ModelSpec { name: "gpu-mixed".into(), batch_size: 37, seed: 7, source: String::new(), tables }
 }
@@ -69,7 +75,7 @@ fn kernels_compile_for_every_variant() {
     let mut variants = Vec::new();
     for rt in RowType::ALL {
         variants.push(Variant::Baseline { row_type: rt });
-        for dim in [16, 64, 128, 256] {
+        for (dim, pooling) in [(16, 20.0), (64, 20.0), (128, 20.0), (256, 20.0), (16, 1.0), (64, 1.0)] {
             for pf in [1, 4, 8, 16] {
                 for hot in [false, true] {
                     let flow = if hot {
@@ -77,7 +83,7 @@ fn kernels_compile_for_every_variant() {
                     } else {
                         DataFlow::Direct { prefetch: pf }
                     };
-                    let v = Variant::for_table(rt, dim, flow);
+                    let v = Variant::for_table(rt, dim, flow, pooling);
                     if !variants.contains(&v) {
                         variants.push(v);
                     }
@@ -91,6 +97,7 @@ fn kernels_compile_for_every_variant() {
         assert!(ptx.contains(".entry emb_lookup"));
         assert!(ptx.contains("ld.global.nc.v4.u32"));
         assert!(ptx.contains("evict_last"));
+        assert!(variants.iter().any(|v| matches!(v, Variant::MultiBag { .. })));
     }
 }
 

@@ -1,0 +1,221 @@
+//! `embtune plan show|explain|export`: look at a plan before (or after) running it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use embtune_protocol::{Placement, Plan, Topology};
+use embtune_tuner::cost::{Coefficients, Model, Node, Workload, predict_model};
+use embtune_tuner::rules::choose_flow;
+use embtune_worker::machine::MachineInfo;
+use embtune_workloads::{BatchGenerator, ModelSpec};
+
+use crate::bench::{PlanChoice, memory_caps, profile, resolve_plan};
+use crate::results::{Results, Source};
+use crate::ui;
+use crate::workload::WorkloadArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCmd {
+    /// Where each table lives and how it is read.
+    Show(PlanArgs),
+    /// The cost model's prediction per table, and the reason for each decision.
+    Explain(PlanArgs),
+    /// The plan as JSON (for `embtune bench --plan`), to stdout or --out.
+    Export {
+        #[command(flatten)]
+        args: PlanArgs,
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// A plan file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["strategy", "job"])]
+    pub plan: Option<PathBuf>,
+    /// A strategy (auto, round-robin, all-replicate, all-shard, size-threshold, greedy-cost).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    #[arg(long)]
+    pub flows: Option<String>,
+    /// A tuning job's best plan (or --trial N's), from --data-dir's results.
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<String>,
+    #[arg(long, requires = "job")]
+    pub trial: Option<u32>,
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shape of the cluster the plan is for (default: one worker with this machine's CPUs).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u16,
+    #[arg(long)]
+    pub cores: Option<u16>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The plan the flags name, with its spec.
+fn load(a: &PlanArgs) -> Result<(ModelSpec, Plan)> {
+    if let Some(job) = &a.job {
+        let r = Results::open(&Source { data_dir: a.data_dir.clone(), coordinator: None, cluster: None, json: false })?;
+        let (j, trials) = r.job(job)?;
+        let n = a.trial.or(j.best.map(|b| b.0)).context("the job has no measured trial yet")?;
+        let t = trials.iter().find(|t| t.n == n).with_context(|| format!("job {job} has no trial {n}"))?;
+        return Ok((j.spec, t.plan.clone()));
+    }
+    let spec = a.workload.spec()?;
+    let m = MachineInfo::detect();
+    let topo = Topology::uniform(
+        a.workers.max(1),
+        a.cores.unwrap_or(m.cpus as u16).max(1),
+        (m.mem_available as f64 * 0.85) as u64,
+    );
+    let prof = profile(&BatchGenerator::new(&spec)?);
+    let choice = PlanChoice {
+        file: a.plan.as_ref(),
+        strategy: a.strategy.as_deref(),
+        flows: a.flows.as_deref(),
+        prefetch: None,
+    };
+    Ok((spec.clone(), resolve_plan(&spec, &topo, &choice, &prof.tables, &memory_caps(&m, true))?))
+}
+
+fn owners(p: &Placement) -> String {
+    match p {
+        Placement::Replicated => "every core".into(),
+        p => {
+            let o: Vec<String> = p.owners().iter().map(|c| c.to_string()).collect();
+            if o.len() > 6 { format!("{} .. {} ({} shards)", o[0], o[o.len() - 1], o.len()) } else { o.join(" ") }
+        }
+    }
+}
+
+pub fn run(cmd: PlanCmd) -> Result<()> {
+    match cmd {
+        PlanCmd::Show(a) => {
+            let (spec, plan) = load(&a)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+                return Ok(());
+            }
+            println!(
+                "{} for `{}` on {} worker(s), {} cores; knobs: sub-batch {}, {} requests in flight per worker",
+                plan.strategy,
+                spec.name,
+                plan.topology.workers.len(),
+                plan.topology.total_cores(),
+                plan.knobs.sub_batch,
+                plan.knobs.inflight_per_worker
+            );
+            let mut t = ui::table(&["table", "rows", "bytes", "placement", "on", "flow", "rows as"]);
+            for (tp, ts) in plan.tables.iter().zip(&spec.tables) {
+                t.add_row(vec![
+                    ts.name.clone(),
+                    ui::si(ts.rows as f64),
+                    ui::bytes(ts.rows * tp.row_type.row_bytes(ts.dim) as u64),
+                    tp.placement.kind(),
+                    owners(&tp.placement),
+                    tp.flow.to_string(),
+                    tp.row_type.to_string(),
+                ]);
+            }
+            println!("{t}");
+        }
+        PlanCmd::Explain(a) => {
+            let (spec, plan) = load(&a)?;
+            let m = MachineInfo::detect();
+            let caps = memory_caps(&m, true);
+            let prof = profile(&BatchGenerator::new(&spec)?);
+            let node = Node { caps, coef: Coefficients::default() };
+            let w = Workload { spec: &spec, profiles: &prof.tables };
+            let model = if plan.topology.workers.len() == 1 {
+                Model::local(w, node)
+            } else {
+                Model::new(w, vec![node; plan.topology.workers.len()])
+            };
+            let p = predict_model(&model, &plan);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+                return Ok(());
+            }
+            println!(
+                "{} for `{}`: predicted {:.0} batches/s, {} per batch on an idle {}",
+                plan.strategy,
+                spec.name,
+                p.throughput(),
+                ui::us(p.latency_ns / 1e3),
+                if model.networked { "cluster" } else { "engine" }
+            );
+            let mut t = ui::table(&["table", "placement", "flow", "core-us/batch", "L2", "LLC", "DRAM", "why"]);
+            let cores = plan.topology.total_cores() as u64;
+            for ((tp, ts), (tc, pr)) in plan.tables.iter().zip(&spec.tables).zip(p.per_table.iter().zip(&prof.tables)) {
+                let bytes = ts.rows * tp.row_type.row_bytes(ts.dim) as u64;
+                let per_batch = spec.batch_size as f64 * ts.pooling.mean();
+                let place = match &tp.placement {
+                    Placement::Replicated => format!(
+                        "replicated: {} on every worker; its {:.0} look-ups a batch spread over all cores with no request split",
+                        ui::bytes(bytes),
+                        per_batch
+                    ),
+                    Placement::Owned(c) => {
+                        format!("owned by {c}: its whole {} stays in one core's caches", ui::bytes(bytes))
+                    }
+                    pl => format!(
+                        "{} shards by {} mass: each core caches only its shard's hottest rows ({} of {} cores)",
+                        pl.shards(),
+                        if matches!(pl, Placement::Hash { .. }) { "id hash of" } else { "access" },
+                        pl.shards(),
+                        cores
+                    ),
+                };
+                let rule = choose_flow(
+                    ts,
+                    pr,
+                    spec.batch_size,
+                    ts.rows / tp.placement.shards().max(1) as u64,
+                    &caps,
+                    caps.l2_bytes / 2 + caps.llc_share(),
+                );
+                let flow = if rule.flow == tp.flow {
+                    rule.reason
+                } else {
+                    format!("{} (the rule alone would pick {}: {})", tp.flow, rule.flow, rule.reason)
+                };
+                t.add_row(vec![
+                    ts.name.clone(),
+                    tp.placement.kind(),
+                    tp.flow.to_string(),
+                    format!("{:.1}", tc.ns_per_batch / 1e3),
+                    format!("{:.0}%", tc.l2 * 100.0),
+                    format!("{:.0}%", tc.llc * 100.0),
+                    format!("{:.0}%", tc.dram * 100.0),
+                    format!("{place}; {flow}"),
+                ]);
+            }
+            println!("{t}");
+            let busy: Vec<String> = p.per_core_ns.iter().map(|(c, ns)| format!("{c} {}", ui::us(ns / 1e3))).collect();
+            println!("busy per core per batch: {}", busy.join(", "));
+        }
+        PlanCmd::Export { args, out } => {
+            let (_, plan) = load(&args)?;
+            let text = serde_json::to_string_pretty(&plan)?;
+            match out {
+                Some(f) => {
+                    std::fs::write(&f, text).with_context(|| format!("writing {}", f.display()))?;
+                    eprintln!(
+                        "wrote {}; run it with `embtune bench --plan {}` and the same workload flags",
+                        f.display(),
+                        f.display()
+                    );
+                }
+                None => println!("{text}"),
+            }
+        }
+    }
+    Ok(())
+}

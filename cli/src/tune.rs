@@ -1,0 +1,300 @@
+//! `embtune tune`: autotune the placement on a cluster, with a live progress bar.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+
+use embtune_coordinator::client::Client;
+use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Objective, SearchKind, Trial, TrialKind};
+use embtune_tuner::store::Store;
+
+use crate::cluster::{Target, runtime};
+use crate::ui;
+use crate::up::{LocalCluster, local_memory};
+use crate::workload::WorkloadArgs;
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Tune on a cluster started here for the job (coordinator and workers on loopback).
+    #[arg(long, conflicts_with = "coordinator")]
+    pub local: bool,
+    /// With --local: worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// With --local: engine cores per worker.
+    #[arg(long, default_value_t = 1)]
+    pub cores_per_worker: usize,
+    /// Tune on a running cluster through its coordinator.
+    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    pub coordinator: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "DIR")]
+    pub cluster: Option<PathBuf>,
+    /// Measured trials of the search, after one trial per baseline.
+    #[arg(long, default_value_t = 20)]
+    pub trials: u32,
+    /// Stop after this many seconds of trials.
+    #[arg(long, value_name = "S")]
+    pub time_limit: Option<f64>,
+    /// What to optimise: throughput (batches/s), mean (latency, one batch at a time) or p99
+    /// (99th-percentile latency at --qps).
+    #[arg(long, default_value = "throughput")]
+    pub objective: String,
+    /// Target batches per second for the p99 objective.
+    #[arg(long, value_name = "Q")]
+    pub qps: Option<f64>,
+    /// model (annealing on the calibrated cost model, Bayesian knobs) or random (the yardstick).
+    #[arg(long, default_value = "model")]
+    pub search: String,
+    /// Seconds per measurement round; rounds repeat until the 95% interval is within 5%.
+    #[arg(long, default_value_t = 1.0)]
+    pub round_secs: f64,
+    /// Most rounds per trial.
+    #[arg(long, default_value_t = 5)]
+    pub max_rounds: u32,
+    /// Queries in flight for the throughput objective (default 4 per core).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Where results are kept: the coordinator's data dir with --local (default
+    /// embtune-data); with --coordinator, a store the finished job is also copied into.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Continue a job that stopped (the coordinator restarted, or `tune` was interrupted).
+    #[arg(long, value_name = "JOB")]
+    pub resume: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The contract JSON of a finished job: `job`, `trials`, `best`, `baselines`, `speedup_vs`.
+pub fn summary(job: &Job, trials: &[Trial]) -> serde_json::Value {
+    let o = job.config.objective;
+    let best = job.best.map(|b| b.1);
+    let speedup: BTreeMap<&String, f64> =
+        job.baselines.iter().filter_map(|(k, v)| best.map(|b| (k, o.speedup(*v, b)))).collect();
+    let best_trial = job.best.and_then(|(n, _)| trials.iter().find(|t| t.n == n));
+    json!({
+        "job": job.id,
+        "dataset": job.dataset,
+        "status": job.status.label(),
+        "objective": o.name(),
+        "unit": o.unit(),
+        "trials": trials.iter().filter(|t| !matches!(t.kind, TrialKind::Baseline(_))).count(),
+        "trials_total": trials.len(),
+        "failed_trials": trials.iter().filter(|t| t.failure.is_some()).count(),
+        "best": best,
+        "best_trial": job.best.map(|b| b.0),
+        "best_plan": best_trial.map(|t| t.plan.summary()),
+        "baselines": job.baselines,
+        "speedup_vs": speedup,
+        "model_error": job.model_error,
+        "cluster": job.cluster.key(),
+    })
+}
+
+pub fn run(a: TuneArgs) -> Result<()> {
+    let objective = match a.objective.parse::<Objective>().map_err(anyhow::Error::msg)? {
+        Objective::P99 { .. } => Objective::P99 {
+            qps: a.qps.context("--objective p99 needs a target rate: add --qps Q (batches per second)")?,
+        },
+        o => o,
+    };
+    let search = match a.search.as_str() {
+        "model" => SearchKind::Model,
+        "random" => SearchKind::Random,
+        s => bail!("unknown search `{s}`; use model or random"),
+    };
+    if a.resume.is_none() && a.workload.preset.is_none() && a.workload.model.is_none() {
+        bail!("name a workload to tune: --preset P or --model FILE (or --resume JOB)");
+    }
+    let spec = if a.resume.is_none() { Some(a.workload.spec()?) } else { None };
+    let dataset = a.workload.preset.clone().unwrap_or_else(|| {
+        a.workload
+            .model
+            .as_ref()
+            .map_or("model".into(), |m| m.file_stem().unwrap_or_default().to_string_lossy().into_owned())
+    });
+    let dataset = match a.workload.scale {
+        Some(s) if s != 1.0 => format!("{dataset}@{s}"),
+        _ => dataset,
+    };
+    let mut local = None;
+    let target = if a.local {
+        if a.workers == 0 || a.cores_per_worker == 0 {
+            bail!("--workers and --cores-per-worker must be at least 1");
+        }
+        let data = a.data_dir.clone().unwrap_or_else(|| PathBuf::from("embtune-data"));
+        let mem = match &spec {
+            Some(s) => local_memory(s, a.workers)?,
+            None => {
+                (embtune_worker::machine::MachineInfo::detect().mem_available as f64 * 0.8 / a.workers as f64) as u64
+            }
+        };
+        let c = LocalCluster::start(&data, a.workers, a.cores_per_worker, "127.0.0.1:0", "127.0.0.1:0", mem)?;
+        let t = c.target();
+        local = Some(c);
+        t
+    } else {
+        match (&a.coordinator, &a.cluster) {
+            (Some(c), Some(d)) => Target { coordinator: *c, cluster: d.clone() },
+            _ => bail!("say where to tune: --local, or --coordinator HOST:PORT --cluster DIR"),
+        }
+    };
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let client = target.client().await?;
+        if a.local {
+            client
+                .wait_for_workers(a.workers, Duration::from_secs(60))
+                .await
+                .context("waiting for the local workers")?;
+        }
+        let cores: u32 = client.status().await?.workers.iter().filter(|w| w.healthy).map(|w| w.cores as u32).sum();
+        let id = match &a.resume {
+            Some(id) => {
+                client.resume(id).await.with_context(|| format!("resuming {id}"))?;
+                id.clone()
+            }
+            None => {
+                let config = JobConfig {
+                    trials: a.trials,
+                    time_limit_s: a.time_limit,
+                    objective,
+                    search,
+                    round_s: a.round_secs,
+                    max_rounds: a.max_rounds.max(1),
+                    ci_target: 0.05,
+                    concurrency: a.concurrency.unwrap_or(4 * cores.max(1)),
+                    seed: 1,
+                };
+                client.submit_tune(&dataset, spec.as_ref().unwrap(), &config).await.context("starting the job")?
+            }
+        };
+        follow(&client, &id, a.json).await
+    });
+    let (job, trials) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(l) = local.as_mut() {
+                l.stop();
+            }
+            return Err(e);
+        }
+    };
+    if let Some(l) = local.as_mut() {
+        l.stop();
+    }
+    // With a remote coordinator, copy the finished job into --data-dir's store if asked.
+    if !a.local
+        && let Some(dir) = &a.data_dir
+    {
+        copy_into(dir, &job, &trials)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary(&job, &trials))?);
+    } else {
+        print_summary(&job, &trials);
+    }
+    if let JobStatus::Failed(e) = &job.status {
+        bail!("the job failed: {e}");
+    }
+    Ok(())
+}
+
+/// Polls the job until it ends, drawing a progress bar.
+async fn follow(client: &Client, id: &str, quiet: bool) -> Result<(Job, Vec<Trial>)> {
+    let bar = ui::bar(1, quiet);
+    bar.set_prefix("tuning");
+    loop {
+        let (job, trials) = client.job(id).await?;
+        let total = job.config.trials as u64 + 5;
+        bar.set_length(total);
+        bar.set_position(trials.len() as u64);
+        let o = job.config.objective;
+        let best_base = job.baselines.values().copied().reduce(|a, b| if o.better(a, b) { a } else { b });
+        let msg = match (job.best, best_base) {
+            (Some((_, b)), Some(base)) => {
+                format!("{id}: best {} {} ({:.2}x the best baseline)", fmt(b), o.unit(), o.speedup(base, b))
+            }
+            (Some((_, b)), None) => format!("{id}: best {} {}", fmt(b), o.unit()),
+            _ => format!("{id}: measuring baselines"),
+        };
+        bar.set_message(msg);
+        match job.status {
+            JobStatus::Done | JobStatus::Failed(_) => {
+                bar.finish_and_clear();
+                return Ok((job, trials));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(400)).await,
+        }
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 1000.0 { ui::si(v) } else { format!("{v:.1}") }
+}
+
+fn copy_into(dir: &std::path::Path, job: &Job, trials: &[Trial]) -> Result<()> {
+    let store = match Store::open(&dir.join("store")) {
+        Ok(s) => s,
+        // The coordinator's own data dir, locked by it: the job is already there.
+        Err(embtune_tuner::store::StoreError::Locked { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    store.put_job(job)?;
+    for t in trials {
+        store.add_trial(t)?;
+    }
+    if let Some((n, v)) = job.best {
+        let o = job.config.objective;
+        store.offer_best(
+            &embtune_protocol::tuning::BestRecord {
+                dataset: job.dataset.clone(),
+                cluster: job.cluster.key(),
+                job: job.id.clone(),
+                trial: n,
+                value: v,
+            },
+            |a, b| o.better(a, b),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn print_summary(job: &Job, trials: &[Trial]) {
+    let o = job.config.objective;
+    println!("job {} on {} ({}), objective {} ({})", job.id, job.dataset, job.cluster.key(), o.name(), o.unit());
+    let mut t = ui::table(&["#", "kind", "plan", "predicted", "measured", "±95%", "vs round-robin"]);
+    let rr = job.baselines.get("round-robin").copied();
+    for tr in trials {
+        let (m, ci) = tr
+            .measured
+            .as_ref()
+            .map_or(("failed".to_string(), String::new()), |m| (fmt(m.value), format!("{:.1}%", m.ci * 100.0)));
+        let vs = match (rr, &tr.measured) {
+            (Some(r), Some(m)) => format!("{:.2}x", o.speedup(r, m.value)),
+            _ => String::new(),
+        };
+        t.add_row(vec![tr.n.to_string(), tr.kind.label(), tr.plan.summary(), fmt(tr.predicted), m, ci, vs]);
+    }
+    println!("{t}");
+    if let Some((n, b)) = job.best {
+        println!("best: trial {n}, {} {}", fmt(b), o.unit());
+    }
+    for (k, v) in &job.baselines {
+        if let Some((_, b)) = job.best {
+            println!("  {:.2}x {k} ({} {})", o.speedup(*v, b), fmt(*v), o.unit());
+        }
+    }
+    if let Some(e) = job.model_error {
+        println!("cost model: median error {:.0}% over the measured trials", e * 100.0);
+    }
+    if let JobStatus::Failed(e) = &job.status {
+        println!("FAILED: {e}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Tuning as a user runs it, with real processes: the CLI contract, the store surviving
+//! `kill -9` of the coordinator, a worker lost during a job, and impossible constraints.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, exe, wait_until};
+use embtune_coordinator::client::Client;
+use embtune_protocol::tuning::{JobConfig, JobStatus, Objective};
+use embtune_transport::TransportError;
+use embtune_workloads::{Preset, PresetOptions};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "embtune failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A quick job: short rounds, few of them.
+fn quick(trials: u32) -> JobConfig {
+    JobConfig {
+        trials,
+        round_s: 0.2,
+        max_rounds: 2,
+        concurrency: 4,
+        objective: Objective::Throughput,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tune_local_and_results_follow_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let out = std::process::Command::new(exe())
+        .args([
+            "tune",
+            "--local",
+            "--workers",
+            "2",
+            "--cores-per-worker",
+            "1",
+            "--preset",
+            "avazu",
+            "--scale",
+            "0.002",
+            "--trials",
+            "3",
+            "--round-secs",
+            "0.2",
+            "--max-rounds",
+            "2",
+            "--data-dir",
+            d,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let r = json(&out);
+    let job = r["job"].as_str().unwrap().to_string();
+    assert_eq!(r["trials"], 3);
+    assert!(r["best"].as_f64().unwrap() > 0.0);
+    let baselines = r["baselines"].as_object().unwrap();
+    for b in ["round-robin", "all-replicate", "all-shard", "size-threshold", "greedy-cost"] {
+        assert!(baselines[b].as_f64().unwrap() > 0.0, "baseline {b}: {r}");
+        // best is the best measured, so no baseline beats it.
+        assert!(r["speedup_vs"][b].as_f64().unwrap() >= 1.0 - 1e-9, "{b}: {r}");
+    }
+
+    // The cluster is gone; the results are read from the store directly.
+    let run = |args: &[&str]| std::process::Command::new(exe()).args(args).output().unwrap();
+    let list = json(&run(&["results", "list", "--data-dir", d, "--json"]));
+    let l = list.as_array().unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0]["job"], job.as_str());
+    assert_eq!(l[0]["preset"], "avazu@0.002");
+    assert_eq!(l[0]["status"], "done");
+    assert_eq!(l[0]["trials"], 8);
+    let show = json(&run(&["results", "show", &job, "--data-dir", d, "--json"]));
+    assert_eq!(show["trials"].as_array().unwrap().len(), 8);
+    let best = json(&run(&["results", "best", "--preset", "avazu@0.002", "--data-dir", d, "--json"]));
+    assert_eq!(best["job"], job.as_str());
+    assert!(best["plan"]["tables"].as_array().unwrap().len() == 21);
+    let csv = run(&["results", "export", &job, "--format", "csv", "--data-dir", d]);
+    assert_eq!(String::from_utf8_lossy(&csv.stdout).lines().count(), 9);
+
+    // The best plan runs locally through `bench --plan`.
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, serde_json::to_string(&best["plan"]).unwrap()).unwrap();
+    let b = json(&run(&[
+        "bench",
+        "--preset",
+        "avazu",
+        "--scale",
+        "0.002",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--cores",
+        "2",
+        "--duration",
+        "0.2",
+        "--warmup",
+        "0",
+        "--verify",
+        "--json",
+    ]));
+    assert_eq!(b["verified"], true);
+}
+
+#[test]
+fn kill_9_of_the_coordinator_loses_no_committed_trial_and_the_job_resumes() {
+    let mut c = Cluster::start(2);
+    let rt = rt();
+    let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.002), ..Default::default() }).unwrap();
+    let id = rt.block_on(async {
+        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
+        client.submit_tune("avazu@0.002", &spec, &quick(8)).await.unwrap()
+    });
+    let store_dir = c.dir.path().join("data").join("store");
+    let mut committed = Vec::new();
+    for round in 0..3 {
+        // Let it commit a trial or two more, then kill it hard.
+        let want = committed.len() + 2;
+        let got = wait_until(Duration::from_secs(60), || {
+            let client = rt.block_on(Client::connect(c.addr, &c.certs));
+            client.ok().and_then(|cl| rt.block_on(cl.job(&id)).ok()).is_some_and(|(_, t)| t.len() >= want)
+        });
+        assert!(got.is_some(), "round {round}: no progress: {}", c.log("coordinator"));
+        c.coordinator.as_mut().unwrap().kill9();
+        // The store opens cleanly and holds every trial committed before the kill.
+        {
+            let store = embtune_tuner::store::Store::open(&store_dir).expect("the store opens after kill -9");
+            let trials = store.trials(&id).unwrap();
+            assert!(
+                trials.len() >= committed.len(),
+                "round {round}: trials went from {} to {}",
+                committed.len(),
+                trials.len()
+            );
+            for (a, b) in committed.iter().zip(&trials) {
+                assert_eq!(a, b, "round {round}: a committed trial changed");
+            }
+            committed = trials;
+        }
+        c.start_coordinator();
+    }
+    // The workers re-register with the new coordinator, which resumes the job to the end.
+    let done = wait_until(Duration::from_secs(120), || {
+        rt.block_on(Client::connect(c.addr, &c.certs))
+            .ok()
+            .and_then(|cl| rt.block_on(cl.job(&id)).ok())
+            .is_some_and(|(j, _)| j.status == JobStatus::Done)
+    });
+    assert!(done.is_some(), "the job did not finish after restarts: {}", c.log("coordinator"));
+    let (job, trials) = rt.block_on(async { Client::connect(c.addr, &c.certs).await.unwrap().job(&id).await.unwrap() });
+    for (a, b) in committed.iter().zip(&trials) {
+        assert_eq!(a, b);
+    }
+    assert_eq!(trials.iter().map(|t| t.n).collect::<Vec<_>>(), (0..trials.len() as u32).collect::<Vec<_>>());
+    assert_eq!(job.baselines.len(), 5, "each baseline measured once across the restarts");
+}
+
+#[test]
+fn a_worker_lost_during_a_job_fails_a_trial_and_the_job_goes_on() {
+    let mut c = Cluster::start(2);
+    let rt = rt();
+    let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.002), ..Default::default() }).unwrap();
+    let client = rt.block_on(Client::connect(c.addr, &c.certs)).unwrap();
+    let id = rt.block_on(async {
+        client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
+        client.submit_tune("avazu@0.002", &spec, &JobConfig { round_s: 0.5, max_rounds: 4, ..quick(6) }).await.unwrap()
+    });
+    wait_until(Duration::from_secs(60), || rt.block_on(client.job(&id)).is_ok_and(|(_, t)| t.len() >= 2))
+        .expect("no progress");
+    let (_, mut w) = c.workers.remove(1);
+    w.kill9();
+    let done = wait_until(Duration::from_secs(120), || {
+        rt.block_on(client.job(&id)).is_ok_and(|(j, _)| j.status == JobStatus::Done)
+    });
+    assert!(done.is_some(), "{}", c.log("coordinator"));
+    let (job, trials) = rt.block_on(client.job(&id)).unwrap();
+    let failed: Vec<_> = trials.iter().filter(|t| t.failure.is_some()).collect();
+    assert!(!failed.is_empty(), "no trial recorded the lost worker");
+    assert!(failed.iter().all(|t| !t.failure.as_deref().unwrap().is_empty()), "failures carry their reason");
+    // After the loss, plans are made for the one worker left.
+    let last = trials.last().unwrap();
+    assert_eq!(last.plan.topology.workers.len(), 1, "the job re-planned around the lost worker");
+    assert!(last.measured.is_some(), "the job kept measuring: {:?}", last.failure);
+    assert!(job.best.is_some());
+}
+
+#[test]
+fn impossible_constraints_are_refused_before_anything_is_deployed() {
+    let c = Cluster::start(1);
+    let rt = rt();
+    rt.block_on(async {
+        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        client.wait_for_workers(1, Duration::from_secs(20)).await.unwrap();
+        // The worker may hold 2 GB (see common); one table of 10 GB cannot fit anywhere.
+        let spec = Preset::Synthetic
+            .spec(&PresetOptions { tables: Some(2), rows: Some(40_000_000), dim: Some(64), ..Default::default() })
+            .unwrap();
+        let err = client.submit_tune("big", &spec, &quick(2)).await.unwrap_err();
+        let TransportError::Remote(e) = err else { panic!("expected a typed error") };
+        assert!(
+            e.message.contains("no plan can place it") || e.message.contains("cluster's workers hold"),
+            "{}",
+            e.message
+        );
+        assert!(client.deployment().await.unwrap().is_none(), "nothing was deployed");
+        assert!(client.jobs().await.unwrap().is_empty(), "no job was created");
+    });
+}

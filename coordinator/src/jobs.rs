@@ -1,0 +1,438 @@
+//! Tuning jobs, run by the coordinator against its own cluster.
+//!
+//! The job's logic lives in `embtune_tuner::job::Tuner`, a state machine; this module drives it:
+//! deploy each proposal, measure it with load generated inside the coordinator, commit the
+//! trial to the store (flushed: a crash loses nothing committed) and ask for the next. Jobs
+//! that were running when the coordinator stopped, however it stopped, resume when it starts
+//! again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use embtune_protocol::tuning::{ClusterDesc, Job, JobConfig, JobStatus, Measured, Objective, now_ms};
+use embtune_protocol::wire::{ErrorKind, QueryHead, WireError};
+use embtune_protocol::{Topology, WorkerShape};
+use embtune_tuner::cost::{Coefficients, Node};
+use embtune_tuner::job::{Context, Tuner};
+use embtune_tuner::rules::MemoryCaps;
+use embtune_tuner::store::{BestRecord, Store, new_job_id};
+use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec};
+
+use crate::server::Coordinator;
+
+/// A batch ready to send through the coordinator's own query path.
+#[derive(Clone)]
+pub struct Payload {
+    pub head: QueryHead,
+    pub body: Arc<Vec<u32>>,
+}
+
+impl Payload {
+    pub fn new(b: &embtune_workloads::QueryBatch, digest: u64) -> Payload {
+        let mut body = b.ids.clone();
+        body.extend_from_slice(&b.offsets);
+        Payload {
+            head: QueryHead {
+                spec_digest: digest,
+                batch_size: b.batch_size,
+                num_tables: b.num_tables,
+                offsets: b.offsets.len() as u32,
+                ids: b.ids.len() as u32,
+            },
+            body: Arc::new(body),
+        }
+    }
+}
+
+/// What the cluster looks like to the tuner now: the healthy workers, their shapes and costs.
+pub fn context_parts(c: &Coordinator) -> (Topology, Vec<Node>, ClusterDesc) {
+    let status = c.status();
+    let hellos = c.hellos();
+    let mut workers = Vec::new();
+    let mut nodes = Vec::new();
+    for (w, h) in status.workers.iter().zip(&hellos) {
+        if !w.healthy {
+            continue;
+        }
+        workers.push(WorkerShape { cores: w.cores, memory_bytes: w.memory_bytes, core_memory_bytes: None });
+        let mut coef = Coefficients::default();
+        if let Some(cal) = &h.calibration {
+            // Calibrated per-line costs for rows of four lines.
+            coef.hit_ns = cal.ns_per_row_l1 / 4.0;
+            coef.llc_ns = cal.ns_per_row_llc / 4.0;
+            coef.dram_ns = cal.ns_per_row_dram / 4.0;
+            coef.task_ns = cal.ns_per_request.max(coef.task_ns * 0.1);
+        }
+        nodes.push(Node {
+            caps: MemoryCaps {
+                l2_bytes: h.l2_bytes,
+                llc_bytes: h.llc_bytes,
+                llc_cores: h.llc_cores,
+                huge_pages: h.huge_pages,
+            },
+            coef,
+        });
+    }
+    let cpu_model = hellos.first().map(|h| h.cpu_model.clone()).unwrap_or_default();
+    let topo = Topology { workers: workers.clone() };
+    (topo, nodes, ClusterDesc { workers, cpu_model })
+}
+
+impl Coordinator {
+    /// Creates a job and starts it. Refuses, before deploying anything, a model that cannot fit
+    /// the cluster's memory at all.
+    pub fn submit_job(&self, dataset: String, spec: ModelSpec, config: JobConfig) -> Result<String, WireError> {
+        spec.validate().map_err(|e| WireError::new(ErrorKind::Deploy, e.to_string()))?;
+        let (topo, _, cluster) = context_parts(self);
+        if topo.workers.is_empty() {
+            return Err(WireError::new(ErrorKind::Deploy, "no healthy worker to tune on: start workers first"));
+        }
+        let memory: u64 = topo.workers.iter().map(|w| w.memory_bytes).sum();
+        if let Some(t) = spec.tables.iter().find(|t| t.bytes() > memory) {
+            return Err(WireError::new(
+                ErrorKind::Deploy,
+                format!(
+                    "table `{}` needs {} but the cluster's workers hold {} together: no plan can place it; add workers or memory, or pass a smaller --scale",
+                    t.name,
+                    embtune_protocol::plan::human_bytes(t.bytes()),
+                    embtune_protocol::plan::human_bytes(memory)
+                ),
+            ));
+        }
+        if spec.total_bytes() > memory {
+            return Err(WireError::new(
+                ErrorKind::Deploy,
+                format!(
+                    "the model needs {} but the cluster's workers hold {} together; add workers or pass a smaller --scale",
+                    embtune_protocol::plan::human_bytes(spec.total_bytes()),
+                    embtune_protocol::plan::human_bytes(memory)
+                ),
+            ));
+        }
+        if config.trials == 0 {
+            return Err(WireError::new(ErrorKind::Deploy, "a job needs at least one trial"));
+        }
+        let now = now_ms();
+        let job = Job {
+            id: new_job_id(now, spec.digest()),
+            dataset,
+            spec_digest: spec.digest(),
+            spec,
+            cluster,
+            config,
+            status: JobStatus::Running,
+            created_ms: now,
+            updated_ms: now,
+            best: None,
+            baselines: Default::default(),
+            model_error: None,
+            elapsed_s: 0.0,
+        };
+        self.store().put_job(&job).map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+        let id = job.id.clone();
+        self.spawn_job(id.clone());
+        Ok(id)
+    }
+
+    /// Starts (again) a job that is not running.
+    pub fn resume_job(&self, id: &str) -> Result<(), WireError> {
+        let mut job = self.store().job(id).map_err(|e| WireError::new(ErrorKind::NoDeployment, e.to_string()))?;
+        if job.status == JobStatus::Done {
+            return Ok(());
+        }
+        if self.job_running(id) {
+            return Ok(());
+        }
+        job.status = JobStatus::Running;
+        self.store().put_job(&job).map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+        self.spawn_job(id.to_string());
+        Ok(())
+    }
+
+    /// Resumes every job that was running when the coordinator last stopped.
+    pub fn resume_interrupted(&self) {
+        let jobs = match self.store().jobs() {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!("cannot read the store's jobs: {e}");
+                return;
+            }
+        };
+        for j in jobs {
+            if matches!(j.status, JobStatus::Running | JobStatus::Interrupted) {
+                tracing::info!("resuming job {} ({} on {})", j.id, j.dataset, j.cluster.key());
+                self.spawn_job(j.id);
+            }
+        }
+    }
+
+    fn spawn_job(&self, id: String) {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !self.register_job(&id, stop.clone()) {
+            return;
+        }
+        let me = self.clone();
+        let rt = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name(format!("tune-{id}"))
+            .spawn(move || {
+                let result = run_job(&me, &rt, &id, &stop);
+                if let Err(e) = &result {
+                    tracing::error!("job {id} failed: {e}");
+                    if let Ok(mut j) = me.store().job(&id) {
+                        j.status = JobStatus::Failed(e.clone());
+                        j.updated_ms = now_ms();
+                        let _ = me.store().put_job(&j);
+                    }
+                }
+                me.unregister_job(&id);
+            })
+            .expect("spawning a job thread");
+    }
+}
+
+/// Runs a job to its end. Errors are reasons the job cannot go on at all.
+fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &AtomicBool) -> Result<(), String> {
+    let store: &Store = c.store();
+    let job = store.job(id).map_err(|e| e.to_string())?;
+    let trials = store.trials(id).map_err(|e| e.to_string())?;
+    let spec = job.spec.clone();
+    tracing::info!(
+        "job {id}: {} trials done, {} to go",
+        trials.len(),
+        job.config.trials as usize + 5 - trials.len().min(job.config.trials as usize + 5)
+    );
+    // The workload the trials are measured with, and the profile the model and hot caches use.
+    let generator = BatchGenerator::new(&spec).map_err(|e| e.to_string())?;
+    let profile = embtune_workloads::profile::profile_generator(&generator);
+    let pool: Vec<Payload> = generator
+        .pool(0, generator.pool_size_for(32 << 20, 256 << 20))
+        .iter()
+        .map(|b| Payload::new(b, spec.digest()))
+        .collect();
+    let fresh = trials.is_empty();
+    let mut tuner = Tuner::new(job, trials);
+    wait_for_workers(c, stop, Duration::from_secs(120))?;
+    if fresh {
+        // Connections to the workers start in slow start with small datagrams; load them for a
+        // while first, so that the first trial measured (a baseline) is not handicapped.
+        let (topology, _, _) = context_parts(c);
+        if let Ok(plan) = embtune_tuner::Strategy::SizeThreshold.plan(&spec, &topology, &Default::default())
+            && rt.block_on(c.deploy(spec.clone(), plan)).is_ok()
+        {
+            let warm = JobConfig { objective: Objective::Throughput, ..tuner.job.config.clone() };
+            let _ =
+                rt.block_on(load_round(c, &pool, &warm, Duration::from_secs_f64((3.0 * warm.round_s).clamp(1.0, 5.0))));
+        }
+    }
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            tuner.job.status = JobStatus::Interrupted;
+            let _ = store.put_job(&tuner.job);
+            return Ok(());
+        }
+        let (topology, nodes, _) = context_parts(c);
+        if topology.workers.is_empty() {
+            wait_for_workers(c, stop, Duration::from_secs(120))?;
+            continue;
+        }
+        let ctx = Context { spec: &spec, profiles: &profile.tables, topology, nodes, networked: true };
+        let Some(p) = tuner.next(&ctx) else { break };
+        let started = now_ms();
+        let t0 = Instant::now();
+        let outcome = if p.predicted.is_nan() {
+            Err(format!("does not fit: {}", p.plan.strategy))
+        } else {
+            match rt.block_on(c.deploy(spec.clone(), p.plan.clone())) {
+                Err(e) => Err(format!("deployment failed: {}", e.message)),
+                Ok(_) => rt.block_on(measure(c, &pool, &tuner.job.config)),
+            }
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!("job {id} trial {} ({}) failed: {e}", tuner.trials.len(), p.kind.label());
+        }
+        let trial = tuner.record(&ctx, p, outcome, started, now_ms(), t0.elapsed().as_secs_f64());
+        // Commit before anything else: the trial is on disk from here on.
+        store.add_trial(&trial).map_err(|e| e.to_string())?;
+        store.put_job(&tuner.job).map_err(|e| e.to_string())?;
+        c.notify_trial(&tuner.job, &trial);
+    }
+    tuner.job.status = JobStatus::Done;
+    tuner.job.updated_ms = now_ms();
+    store.put_job(&tuner.job).map_err(|e| e.to_string())?;
+    if let Some(best) = tuner.best() {
+        let rec = BestRecord {
+            dataset: tuner.job.dataset.clone(),
+            cluster: tuner.job.cluster.key(),
+            job: tuner.job.id.clone(),
+            trial: best.n,
+            value: best.measured.as_ref().unwrap().value,
+        };
+        let objective = tuner.job.config.objective;
+        store.offer_best(&rec, |a, b| objective.better(a, b)).map_err(|e| e.to_string())?;
+        // Leave the cluster serving the best plan found.
+        if let Err(e) = rt.block_on(c.deploy(spec.clone(), best.plan.clone())) {
+            tracing::warn!("job {id}: could not redeploy the best plan: {}", e.message);
+        }
+    }
+    tracing::info!("job {id} done: best {:?}", tuner.job.best);
+    Ok(())
+}
+
+fn wait_for_workers(c: &Coordinator, stop: &AtomicBool, timeout: Duration) -> Result<(), String> {
+    let t0 = Instant::now();
+    loop {
+        if c.status().workers.iter().any(|w| w.healthy) || stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if t0.elapsed() > timeout {
+            return Err(format!("no healthy worker for {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Measures the deployed plan for the job's objective: rounds of load until the 95% interval
+/// of the rounds' mean is within `ci_target` of it, or `max_rounds`.
+pub async fn measure(c: &Coordinator, pool: &[Payload], cfg: &JobConfig) -> Result<Measured, String> {
+    let round = Duration::from_secs_f64(cfg.round_s.max(0.05));
+    // Warm-up: caches, connections, the coordinator's buffers.
+    let _ = load_round(c, pool, cfg, Duration::from_millis(300)).await;
+    let mut values = Vec::new();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    let (mut batches, mut errors, mut secs) = (0u64, 0u64, 0f64);
+    let mut first_error = None;
+    loop {
+        let r = load_round(c, pool, cfg, round).await;
+        batches += r.batches;
+        errors += r.errors;
+        secs += r.secs;
+        first_error = first_error.or(r.first_error);
+        hist.add(&r.hist).map_err(|e| e.to_string())?;
+        values.push(match cfg.objective {
+            Objective::Throughput => r.batches as f64 / r.secs,
+            Objective::Mean => r.hist.mean(),
+            Objective::P99 { .. } => r.hist.value_at_quantile(0.99) as f64,
+        });
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let ci = if n >= 2.0 { 2.0 * sd / n.sqrt() / mean.abs().max(1e-12) } else { f64::INFINITY };
+        if (n >= 2.0 && ci <= cfg.ci_target) || n >= cfg.max_rounds.max(1) as f64 {
+            if errors * 100 > batches + errors {
+                return Err(format!(
+                    "{errors} of {} queries failed: {}",
+                    batches + errors,
+                    first_error.unwrap_or_default()
+                ));
+            }
+            if batches == 0 {
+                return Err(format!("no query completed: {}", first_error.unwrap_or_default()));
+            }
+            return Ok(Measured {
+                value: mean,
+                rounds: values,
+                ci,
+                batches_per_s: batches as f64 / secs,
+                mean_us: hist.mean(),
+                p50_us: hist.value_at_quantile(0.5) as f64,
+                p99_us: hist.value_at_quantile(0.99) as f64,
+                errors,
+            });
+        }
+    }
+}
+
+struct Round {
+    hist: Histogram<u64>,
+    batches: u64,
+    errors: u64,
+    secs: f64,
+    first_error: Option<String>,
+}
+
+/// One round of load: closed loop for throughput (at the configured concurrency) and mean (one
+/// in flight); open loop at the target rate for p99.
+async fn load_round(c: &Coordinator, pool: &[Payload], cfg: &JobConfig, time: Duration) -> Round {
+    let shared = Arc::new(parking_lot::Mutex::new(Round {
+        hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
+        batches: 0,
+        errors: 0,
+        secs: 0.0,
+        first_error: None,
+    }));
+    let record = |shared: &parking_lot::Mutex<Round>, started: Instant, r: Result<(), WireError>| {
+        let mut s = shared.lock();
+        match r {
+            Ok(()) => {
+                s.hist.saturating_record(started.elapsed().as_micros().max(1) as u64);
+                s.batches += 1;
+            }
+            Err(e) => {
+                s.errors += 1;
+                s.first_error.get_or_insert(e.message);
+            }
+        }
+    };
+    let t0 = Instant::now();
+    let deadline = t0 + time;
+    let pool = Arc::new(pool.to_vec());
+    match cfg.objective {
+        Objective::P99 { qps } if qps > 0.0 => {
+            let mut tasks = Vec::new();
+            let mut at = 0.0f64;
+            let mut i = 0u64;
+            let mut rng = embtune_workloads::rng::StreamRng::new(cfg.seed, 0xa7, 0);
+            while Instant::now() < deadline && tasks.len() < 100_000 {
+                at += -(1.0 - rng.unit()).ln() / qps;
+                let due = t0 + Duration::from_secs_f64(at);
+                tokio::time::sleep_until(due.into()).await;
+                let (c, pool, shared) = (c.clone(), pool.clone(), shared.clone());
+                let p = pool[i as usize % pool.len()].clone();
+                i += 1;
+                tasks.push(tokio::spawn(async move {
+                    let r = c.query(p.head.clone(), (*p.body).clone()).await.map(|_| ());
+                    record(&shared, due, r);
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        _ => {
+            let q = if cfg.objective == Objective::Mean { 1 } else { cfg.concurrency.max(1) as usize };
+            let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let tasks: Vec<_> = (0..q)
+                .map(|_| {
+                    let (c, pool, shared, next) = (c.clone(), pool.clone(), shared.clone(), next.clone());
+                    tokio::spawn(async move {
+                        while Instant::now() < deadline {
+                            let p = &pool[next.fetch_add(1, Ordering::Relaxed) as usize % pool.len()];
+                            let t = Instant::now();
+                            let r = c.query(p.head.clone(), (*p.body).clone()).await.map(|_| ());
+                            record(&shared, t, r);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+    }
+    let mut r = std::mem::replace(
+        &mut *shared.lock(),
+        Round { hist: Histogram::new(3).unwrap(), batches: 0, errors: 0, secs: 0.0, first_error: None },
+    );
+    r.secs = t0.elapsed().as_secs_f64();
+    r
+}
+
+/// Profiles of a spec, for reports that need them outside a job.
+pub fn profile_spec(spec: &ModelSpec) -> Result<AccessProfile, String> {
+    let g = BatchGenerator::new(spec).map_err(|e| e.to_string())?;
+    Ok(embtune_workloads::profile::profile_generator(&g))
+}
