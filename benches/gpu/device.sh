@@ -8,7 +8,7 @@
 #   cp ../shared/traces/reuse_low_table_500K.txt .devdata/
 #   bash benches/gpu/device.sh                 # every phase
 #   PHASES="micro" DISTS="uniform" bash benches/gpu/device.sh
-# Variables: PHASES (env tests verify micro criteo), DISTS (uniform hotset trace onerow),
+# Variables: PHASES (env tests verify micro rowtypes criteo), DISTS (uniform hotset trace onerow),
 # SWEEP (gpu-bench variant flags for micro24; SWEEP_<dist> overrides it for one distribution),
 # REPS, ROUNDS, BIN, TESTBIN.
 set -uo pipefail
@@ -18,7 +18,7 @@ LOG=/tmp/embtune-gpu-logs
 rm -rf "$LOG"; mkdir -p "$OUT" "$LOG"
 BIN=${BIN:-.devbin/embtune}
 TESTBIN=${TESTBIN:-.devbin/gpu_tests}
-PHASES=${PHASES:-env tests verify micro criteo}
+PHASES=${PHASES:-env tests verify micro rowtypes criteo}
 DISTS=${DISTS:-uniform hotset trace onerow}
 REPS=${REPS:-100}
 ROUNDS=${ROUNDS:-3}
@@ -82,6 +82,19 @@ if has micro; then
     timeout 200 python3 benches/gpu/torch_embedding_bag.py --dump /tmp/dump --reps "$REPS" --rounds "$ROUNDS" --label "micro24_$d" \
       --json-out "$LOG/torch_micro24_$d.json" > /dev/null 2> "$LOG/torch_micro24_$d.txt"; echo "rc=$?"
     tail -n 2 "$LOG/torch_micro24_$d.txt"
+  done
+fi
+
+# --- MICRO'24 with f16 and int8 rows (PyTorch's peer stays f32: compare with its f32 figure) ---
+if has rowtypes; then
+  for rt in f16 int8; do
+    for d in uniform trace; do
+      dist=$(dist_of "$d")
+      step "micro24 $d $rt: embtune"
+      timeout 200 "$BIN" gpu-bench --preset micro24 --dist "$dist" --row-type $rt --variant baseline,prefetch,hot \
+        --prefetch 4,8 --hot-prefetch 8 --split 1,4 --l2 none --verify --reps "$REPS" --rounds "$ROUNDS" --copy-mib 0 \
+        --json-out "$LOG/gpu_micro24_${d}_$rt.json" > "$LOG/gpu_micro24_${d}_$rt.txt" 2>&1; echo "rc=$?"
+    done
   done
 fi
 

@@ -3,8 +3,9 @@
 
 Usage: summarize.py DIR   (reads DIR/gpu_<label>.json and DIR/torch_<label>.json pairs)
 Prints a Markdown table: per workload label, every embtune variant's ms/batch, its ratio to
-PyTorch (PyTorch ms / embtune ms: above 1 is faster than PyTorch), row bytes/s and their share
-of the measured device-to-device copy bandwidth.
+PyTorch (PyTorch ms / embtune ms: above 1 is faster than PyTorch; for `_f16` / `_int8` runs,
+against PyTorch's f32 run of the same workload), row bytes/s (of the stored rows) and their
+share of the measured device-to-device copy bandwidth.
 """
 
 import json
@@ -21,9 +22,14 @@ def main() -> int:
         g = json.loads((d / f"gpu_{label}.json").read_text())
         device = device or g["device"]
         tp = d / f"torch_{label}.json"
+        # f16 / int8 runs have no PyTorch run of their own: their ratio is to PyTorch's f32.
+        base = label.rsplit("_", 1)[0] if label.endswith(("_f16", "_int8")) else None
         t = json.loads(tp.read_text()) if tp.exists() else None
+        if t is None and base and (d / f"torch_{base}.json").exists():
+            t = json.loads((d / f"torch_{base}.json").read_text())
+            t["_borrowed"] = True
         copy = g.get("copy_bytes_per_s")
-        if t:
+        if t and not t.get("_borrowed"):
             rows.append((label, "pytorch embedding_bag x%d" % t["tables"], t["ms"]["median"], 1.0,
                          t["row_bytes_per_s"], t["row_bytes_per_s"] / copy if copy else None, "-", "-"))
         best = min(g["runs"], key=lambda r: r["ms"]["median"])

@@ -38,6 +38,13 @@ pub struct UpArgs {
     /// Dashboard address (port 0 picks one).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http: String,
+    /// Start a tuning job of this many trials once the cluster is up (0: none); follow it on
+    /// the dashboard or with `embtune results`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub tune_trials: u32,
+    /// Seconds per measurement round of that job.
+    #[arg(long, default_value_t = 0.5)]
+    pub tune_round_secs: f64,
 }
 
 /// The processes `up` started; stopped in reverse order when dropped.
@@ -206,9 +213,28 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         let choice = PlanChoice { strategy: a.strategy.as_deref(), ..Default::default() };
         let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &caps)?;
         let d = client.deploy(&spec, &plan).await.context("deploying the first plan")?;
-        anyhow::Ok((plan, d))
+        let job = if a.tune_trials > 0 {
+            let dataset = match a.workload.scale {
+                Some(s) if s != 1.0 => {
+                    format!("{}@{s}", a.workload.preset.clone().unwrap_or_else(|| spec.name.clone()))
+                }
+                _ => a.workload.preset.clone().unwrap_or_else(|| spec.name.clone()),
+            };
+            let cores: u32 = status.workers.iter().map(|w| w.cores as u32).sum();
+            let config = embtune_protocol::tuning::JobConfig {
+                trials: a.tune_trials,
+                round_s: a.tune_round_secs,
+                max_rounds: 3,
+                concurrency: 4 * cores.max(1),
+                ..Default::default()
+            };
+            Some(client.submit_tune(&dataset, &spec, &config).await.context("starting the tuning job")?)
+        } else {
+            None
+        };
+        anyhow::Ok((plan, d, job))
     });
-    let (plan, d) = match deployed {
+    let (plan, d, job) = match deployed {
         Ok(x) => x,
         Err(e) => {
             local.stop();
@@ -227,6 +253,13 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         crate::ui::bytes(d.bytes),
         d.seconds
     );
+    if let Some(j) = &job {
+        eprintln!(
+            "tuning: job {j} ({} trials after the 5 baselines); results: embtune results show {j} --data-dir {}",
+            a.tune_trials,
+            local.data.display()
+        );
+    }
     let cluster = &local.cluster;
     eprintln!(
         "try:  embtune bench --coordinator {} --cluster {} {} --verify",

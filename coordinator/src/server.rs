@@ -105,6 +105,7 @@ struct Inner {
     deploy_lock: tokio::sync::Mutex<()>,
     queries: AtomicU64,
     query_errors: AtomicU64,
+    stats: crate::stats::QueryStats,
     rng: Mutex<rand_pcg::Pcg64Mcg>,
     limits: FrameLimits,
     started: Instant,
@@ -134,6 +135,7 @@ impl Coordinator {
                 deploy_lock: tokio::sync::Mutex::new(()),
                 queries: AtomicU64::new(0),
                 query_errors: AtomicU64::new(0),
+                stats: Default::default(),
                 rng: Mutex::new(rand_pcg::Pcg64Mcg::seed_from_u64(0x5eed)),
                 limits: FrameLimits::default(),
                 started: Instant::now(),
@@ -216,17 +218,13 @@ impl Coordinator {
                 self.heartbeat(hb);
                 (Response::Ack, Body::Empty)
             }
-            Request::Query(head) => {
-                self.inner.queries.fetch_add(1, Ordering::Relaxed);
-                match self.query(head, body).await {
-                    Ok((head, out)) => (Response::Pooled(head), Body::Floats(out)),
-                    Err(e) => {
-                        self.inner.query_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("query from {} failed: {e}", peer.addr);
-                        fail(e)
-                    }
+            Request::Query(head) => match self.query(head, body).await {
+                Ok((head, out)) => (Response::Pooled(head), Body::Floats(out)),
+                Err(e) => {
+                    tracing::warn!("query from {} failed: {e}", peer.addr);
+                    fail(e)
                 }
-            }
+            },
             Request::DeployPlan { spec, plan } => match self.deploy(*spec, *plan).await {
                 Ok(info) => (Response::Deployed(info), Body::Empty),
                 Err(e) => fail(e),
@@ -515,8 +513,28 @@ impl Coordinator {
         }
     }
 
-    /// Serves one client query.
-    pub async fn query(&self, head: QueryHead, mut body: Vec<u32>) -> Result<(PooledHead, Vec<f32>), WireError> {
+    /// Serves one query (from a client, or from a tuning job in this process) and counts it.
+    pub async fn query(&self, head: QueryHead, body: Vec<u32>) -> Result<(PooledHead, Vec<f32>), WireError> {
+        let t0 = Instant::now();
+        let (samples, lookups) = (head.batch_size as u64, head.ids as u64);
+        self.inner.queries.fetch_add(1, Ordering::Relaxed);
+        let r = self.query_inner(head, body).await;
+        match &r {
+            Ok(_) => self.inner.stats.served(t0.elapsed(), samples, lookups),
+            Err(_) => {
+                self.inner.query_errors.fetch_add(1, Ordering::Relaxed);
+                self.inner.stats.failed();
+            }
+        }
+        r
+    }
+
+    /// Live query statistics.
+    pub fn query_stats(&self) -> crate::stats::QuerySnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    async fn query_inner(&self, head: QueryHead, mut body: Vec<u32>) -> Result<(PooledHead, Vec<f32>), WireError> {
         let t0 = Instant::now();
         let active = self.active().ok_or_else(|| {
             WireError::new(
