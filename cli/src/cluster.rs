@@ -152,9 +152,13 @@ pub struct CoordinatorArgs {
     /// Where the coordinator keeps its state (tuning results) and writes `coordinator.json`.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// HTTP address of the dashboard and metrics.
+    /// HTTP address of the dashboard and metrics (loopback by default).
     #[arg(long, default_value = "127.0.0.1:7780", value_name = "ADDR")]
     pub http: SocketAddr,
+    /// Token the dashboard, API and metrics require (as `Authorization: Bearer TOKEN` or
+    /// `?token=TOKEN`); required when --http is not a loopback address.
+    #[arg(long, env = "EMBTUNE_HTTP_TOKEN", value_name = "TOKEN")]
+    pub http_token: Option<String>,
 }
 
 /// Where a coordinator says it listens, for `up` and for tools that only know the data dir.
@@ -171,7 +175,7 @@ pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
     runtime()?.block_on(async move {
         std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
         let c = Coordinator::start(CoordinatorConfig::new(a.listen, a.cluster.clone(), a.data_dir.clone())).await?;
-        let http = embtune_dashboards::serve(c.clone(), a.http).await?;
+        let http = embtune_dashboards::serve(c.clone(), a.http, a.http_token.clone()).await?;
         let file = CoordinatorFile { quic: c.local_addr(), http, pid: std::process::id() };
         let path = a.data_dir.join(COORDINATOR_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(&file)?)

@@ -38,6 +38,9 @@ pub struct UpArgs {
     /// Dashboard address (port 0 picks one).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http: String,
+    /// Token the dashboard requires; needed when --http is not loopback.
+    #[arg(long, env = "EMBTUNE_HTTP_TOKEN", value_name = "TOKEN")]
+    pub http_token: Option<String>,
     /// Start a tuning job of this many trials once the cluster is up (0: none); follow it on
     /// the dashboard or with `embtune results`.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -118,8 +121,12 @@ impl LocalCluster {
         };
         let _ = std::fs::remove_file(data.join(crate::cluster::COORDINATOR_FILE));
         let mut children = Children(Vec::new());
-        let coord = Command::new(&exe)
-            .args(["coordinator", "--listen", listen, "--http", http])
+        let mut coord = Command::new(&exe);
+        coord.args(["coordinator", "--listen", listen, "--http", http]);
+        if let Some(t) = token {
+            coord.env("EMBTUNE_HTTP_TOKEN", t);
+        }
+        let coord = coord
             .arg("--cluster")
             .arg(&cluster)
             .arg("--data-dir")
@@ -190,7 +197,15 @@ pub fn run(mut a: UpArgs) -> Result<()> {
     let spec = a.workload.spec()?;
     let memory_each = local_memory(&spec, a.workers)?;
     let machine = MachineInfo::detect();
-    let mut local = LocalCluster::start(&a.data_dir, a.workers, a.cores_per_worker, &a.listen, &a.http, memory_each)?;
+    let mut local = LocalCluster::start_with_token(
+        &a.data_dir,
+        a.workers,
+        a.cores_per_worker,
+        &a.listen,
+        &a.http,
+        memory_each,
+        a.http_token.as_deref(),
+    )?;
     let target = local.target();
     let rt = runtime()?;
     let deployed = rt.block_on(async {

@@ -14,6 +14,8 @@ use embtune_coordinator::server::Coordinator;
 pub enum HttpError {
     #[error("cannot bind the dashboard to {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the dashboard would be exposed on {0} without a token: pass --http-token TOKEN, or bind it to 127.0.0.1")]
+    NoToken(SocketAddr),
 }
 
 /// The routes.
@@ -27,8 +29,13 @@ pub fn router(c: Coordinator) -> Router {
     )
 }
 
-/// Binds `addr` and serves in the background; returns the bound address.
-pub async fn serve(c: Coordinator, addr: SocketAddr) -> Result<SocketAddr, HttpError> {
+/// Binds `addr` and serves in the background; returns the bound address. Any address but
+/// loopback needs a `token`, which every request must then carry.
+pub async fn serve(c: Coordinator, addr: SocketAddr, token: Option<String>) -> Result<SocketAddr, HttpError> {
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(HttpError::NoToken(addr));
+    }
+    let _ = &token;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
     let app = router(c);
