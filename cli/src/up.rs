@@ -104,6 +104,20 @@ impl LocalCluster {
         http: &str,
         memory_each: u64,
     ) -> Result<LocalCluster> {
+        Self::start_with_token(data, workers, cores, listen, http, memory_each, None)
+    }
+
+    /// [`LocalCluster::start`] with a dashboard token.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_token(
+        data: &Path,
+        workers: usize,
+        cores: usize,
+        listen: &str,
+        http: &str,
+        memory_each: u64,
+        token: Option<&str>,
+    ) -> Result<LocalCluster> {
         std::fs::create_dir_all(data.join("logs")).with_context(|| format!("creating {}", data.display()))?;
         let cluster = data.join("cluster");
         if !cluster.join(embtune_transport::certs::CA_KEY).exists() {
