@@ -195,40 +195,82 @@ pub struct WorkerArgs {
     pub listen: SocketAddr,
     #[arg(long, value_name = "DIR")]
     pub cluster: PathBuf,
-    /// The coordinator to register with.
+    /// The coordinator to register with (a name or an address).
     #[arg(long, value_name = "HOST:PORT")]
-    pub coordinator: SocketAddr,
-    /// CPUs for the engine's core threads, e.g. 0-3 (default: all).
+    pub coordinator: String,
+    /// CPUs for the engine's core threads, e.g. 0-3 (default: the CPUs this process may run
+    /// on, which respects taskset and container cpusets).
     #[arg(long, value_name = "LIST")]
     pub cores: Option<String>,
-    /// Bytes of tables this worker may hold (default: 85% of available memory).
+    /// Bytes of tables this worker may hold (default: 85% of available memory, or of the
+    /// container's memory limit if lower).
     #[arg(long, value_name = "BYTES")]
     pub memory_limit: Option<u64>,
     /// A name for reports (default: the host name and port).
     #[arg(long)]
     pub name: Option<String>,
-    /// The address the coordinator should dial (default: the listen address).
-    #[arg(long, value_name = "ADDR")]
-    pub advertise: Option<SocketAddr>,
+    /// The address the coordinator should dial (a name or an address; default: the listen
+    /// address, or the local address that routes to the coordinator).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     #[arg(long)]
     pub no_huge_pages: bool,
+    /// Skip the start-up calibration sweep (the cost model then starts from defaults).
+    #[arg(long)]
+    pub no_calibrate: bool,
+}
+
+/// Resolves `HOST:PORT` (a name or an address), preferring IPv4.
+pub fn resolve(s: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> =
+        s.to_socket_addrs().with_context(|| format!("cannot resolve `{s}`: give HOST:PORT"))?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("`{s}` resolves to no address"))
+}
+
+/// The CPUs this process may run on (its affinity mask).
+fn allowed_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id).collect(),
+        _ => (0..MachineInfo::detect().cpus).collect(),
+    }
+}
+
+/// The container's memory limit (cgroup v2 or v1), if it has one.
+fn cgroup_memory_limit() -> Option<u64> {
+    for f in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
+        if let Ok(s) = std::fs::read_to_string(f)
+            && let Ok(v) = s.trim().parse::<u64>()
+            && v < (1 << 60)
+        {
+            return Some(v);
+        }
+    }
+    None
 }
 
 pub fn worker(a: WorkerArgs) -> Result<()> {
     let m = MachineInfo::detect();
     let cpus = match &a.cores {
         Some(l) => parse_cpu_list(l).map_err(anyhow::Error::msg)?,
-        None => (0..m.cpus).collect(),
+        None => allowed_cpus(),
     };
+    let available = m.mem_available.min(cgroup_memory_limit().unwrap_or(u64::MAX));
     let cfg = WorkerConfig {
         listen: a.listen,
-        advertise: a.advertise,
-        coordinator: a.coordinator,
+        advertise: a.advertise.as_deref().map(resolve).transpose()?,
+        coordinator: resolve(&a.coordinator)?,
         cluster: a.cluster,
         cpus,
-        memory_limit: a.memory_limit.unwrap_or((m.mem_available as f64 * 0.85) as u64),
+        memory_limit: a.memory_limit.unwrap_or((available as f64 * 0.85) as u64),
         name: a.name.unwrap_or_else(|| format!("{}:{}", hostname(), a.listen.port())),
         huge_pages: !a.no_huge_pages,
+        calibrate: !a.no_calibrate,
     };
     // The engine's threads do the work; the async threads only move frames.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -37,8 +37,8 @@ pub struct GpuBenchArgs {
     #[arg(long, default_value = "1", value_name = "LIST")]
     pub split: String,
     /// How hot rows stay in L2, comma-separated: both (access-policy window + evict_last
-    /// hints), window, hint, none.
-    #[arg(long, default_value = "both", value_name = "LIST")]
+    /// hints), window, hint, none (the hot copy alone: the engine's default).
+    #[arg(long, default_value = "both,none", value_name = "LIST")]
     pub l2: String,
     /// Bytes of hot rows to pin in all, MiB (default: the device's persisting-L2 limit).
     #[arg(long, value_name = "MIB")]
@@ -114,7 +114,7 @@ pub fn configs(a: &GpuBenchArgs) -> Result<Vec<RunConfig>> {
         .collect::<Result<_, _>>()?;
     let l2s: Vec<&str> = a.l2.split(',').map(str::trim).collect();
     let base = KernelKnobs { split: 1, min_blocks: a.min_blocks, hot_hint: true, cold_evict_first: a.cold_evict_first };
-    let l2_default = L2Options { window: true, hot_budget: a.hot_mib.map(|m| m << 20) };
+    let l2_default = L2Options { window: false, hot_budget: a.hot_mib.map(|m| m << 20) };
     let mut out = Vec::new();
     for v in &variants {
         for &split in &splits {

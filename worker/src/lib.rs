@@ -4,6 +4,7 @@
 //!   one pinned thread per core, per-table data flows (prefetching gather, cache-resident hot
 //!   rows, blocked gather) over f32/f16/int8 rows, SIMD kernels chosen at run time.
 //! - [`bench`]: the in-process closed-loop benchmark behind `embtune bench`.
+//! - [`calibrate`]: the start-up sweep that gives the cost model this machine's figures.
 //! - [`compare`]: several plans measured in alternating rounds (`embtune compare`).
 //! - [`limit`]: this machine's gather ceiling measured beside the engine, in one run.
 //! - [`machine`]: cache sizes, memory and CPUs of this node.
@@ -11,6 +12,7 @@
 //!   coordinator.
 
 pub mod bench;
+pub mod calibrate;
 pub mod compare;
 pub mod engine;
 #[cfg(feature = "gpu")]

@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     pub memory_limit: u64,
     pub name: String,
     pub huge_pages: bool,
+    /// Run the start-up calibration sweep (about a second) and report it when registering.
+    pub calibrate: bool,
 }
 
 struct State {
@@ -98,6 +100,22 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         }))
     };
     let machine = MachineInfo::detect();
+    let calibration = if cfg.calibrate {
+        let cpu = cfg.cpus[0];
+        let c = tokio::task::spawn_blocking(move || crate::calibrate::calibrate(cpu)).await.ok().flatten();
+        if let Some(c) = &c {
+            tracing::info!(
+                "calibrated: {:.1} ns per row from the core's caches, {:.1} from the LLC, {:.1} from DRAM, {:.0} ns per request",
+                c.ns_per_row_l1,
+                c.ns_per_row_llc,
+                c.ns_per_row_dram,
+                c.ns_per_request
+            );
+        }
+        c
+    } else {
+        None
+    };
     let hello = WorkerHello {
         name: cfg.name.clone(),
         listen: advertise.to_string(),
@@ -108,7 +126,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         llc_cores: machine.llc_cpus,
         huge_pages: cfg.huge_pages && machine.thp != "never",
         cpu_model: machine.cpu_model.clone(),
-        calibration: None,
+        calibration,
     };
     tokio::spawn(register_loop(ep, cfg.coordinator, hello, state));
     server.await.map_err(|e| e.to_string())

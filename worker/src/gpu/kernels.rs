@@ -25,7 +25,7 @@ pub struct KernelKnobs {
     /// `__launch_bounds__` minimum blocks per SM (caps registers at 65536 / (256 x this));
     /// 0 picks by the prefetch distance ([`auto_min_blocks`]).
     pub min_blocks: u32,
-    /// Read hot rows with an L2 `evict_last` policy.
+    /// Read hot rows with an L2 `evict_last` policy (off by default: no gain measured).
     pub hot_hint: bool,
     /// Read the other rows of hot-cache tables with `evict_first`.
     pub cold_evict_first: bool,
@@ -33,7 +33,7 @@ pub struct KernelKnobs {
 
 impl Default for KernelKnobs {
     fn default() -> KernelKnobs {
-        KernelKnobs { split: 1, min_blocks: 0, hot_hint: true, cold_evict_first: false }
+        KernelKnobs { split: 1, min_blocks: 0, hot_hint: false, cold_evict_first: false }
     }
 }
 

@@ -110,20 +110,16 @@ impl GpuInfo {
     }
 }
 
-/// How the L2 keeps hot rows.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// How the L2 keeps hot rows. Off by default: on an H100 (benches/gpu/RESULTS.md) the window
+/// made the real trace up to 21% slower and never helped, since blocks run table by table and
+/// the window holds the idle tables' hot rows too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct L2Options {
     /// Set the stream's access-policy window over the hot region (hits persist).
     pub window: bool,
     /// Bytes of hot rows to pin in all (`None`: the device's persisting-L2 limit). Hot-cache
     /// tables share it in proportion to the rows they ask for.
     pub hot_budget: Option<u64>,
-}
-
-impl Default for L2Options {
-    fn default() -> L2Options {
-        L2Options { window: true, hot_budget: None }
-    }
 }
 
 /// A device allocation, freed on drop.

@@ -120,7 +120,7 @@ fn every_flow_and_row_type_matches_the_reference() {
         for window in [true, false] {
             engine
                 .configure(
-                    KernelKnobs { split, cold_evict_first: split == 2, ..KernelKnobs::default() },
+                    KernelKnobs { split, hot_hint: window, cold_evict_first: split == 2, ..KernelKnobs::default() },
                     L2Options { window, hot_budget: None },
                 )
                 .unwrap();
