@@ -92,7 +92,7 @@ fn kernels_compile_for_every_variant() {
         }
     }
     for split in [1, 4] {
-        let knobs = KernelKnobs { split, ..KernelKnobs::default() };
+        let knobs = KernelKnobs { split, hot_hint: true, ..KernelKnobs::default() };
         let ptx = compile(&kernels::source(&variants, &knobs), "compute_90").unwrap_or_else(|e| panic!("{e}"));
         assert!(ptx.contains(".entry emb_lookup"));
         assert!(ptx.contains("ld.global.nc.v4.u32"));
