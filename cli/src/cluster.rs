@@ -234,7 +234,7 @@ pub fn resolve(s: &str) -> Result<SocketAddr> {
 }
 
 /// The CPUs this process may run on (its affinity mask).
-fn allowed_cpus() -> Vec<usize> {
+pub(crate) fn allowed_cpus() -> Vec<usize> {
     match core_affinity::get_core_ids() {
         Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id).collect(),
         _ => (0..MachineInfo::detect().cpus).collect(),

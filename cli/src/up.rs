@@ -124,7 +124,11 @@ impl LocalCluster {
             embtune_transport::certs::init_cluster(&cluster)?;
         }
         let exe = std::env::current_exe().context("locating the embtune binary")?;
-        let cpus = MachineInfo::detect().cpus;
+        // Workers take this process's CPUs in turn; any CPUs left over go to the coordinator, so
+        // that routing and reduction do not steal cycles from the engines being measured.
+        let allowed = crate::cluster::allowed_cpus();
+        let taken = (workers * cores).min(allowed.len());
+        let spare: Vec<usize> = allowed[taken..].to_vec();
         let log = |name: &str| -> Result<Stdio> {
             Ok(Stdio::from(
                 std::fs::OpenOptions::new()
@@ -140,6 +144,9 @@ impl LocalCluster {
         if let Some(t) = token {
             coord.env("EMBTUNE_HTTP_TOKEN", t);
         }
+        if !spare.is_empty() {
+            pin_child(&mut coord, spare);
+        }
         let coord = coord
             .arg("--cluster")
             .arg(&cluster)
@@ -153,7 +160,8 @@ impl LocalCluster {
         children.0.push(("coordinator".into(), coord));
         let file = wait_for_coordinator(data, &mut children.0[0].1, Duration::from_secs(30))?;
         for i in 0..workers {
-            let list: Vec<String> = (0..cores).map(|k| ((i * cores + k) % cpus).to_string()).collect();
+            let list: Vec<String> =
+                (0..cores).map(|k| allowed[(i * cores + k) % allowed.len()].to_string()).collect();
             let w = Command::new(&exe)
                 .args(["worker", "--listen", "127.0.0.1:0", "--name", &format!("w{i}"), "--cores", &list.join(",")])
                 .arg("--coordinator")
@@ -182,6 +190,24 @@ impl LocalCluster {
 
     pub fn stop(&mut self) {
         self.children.stop();
+    }
+}
+
+/// Restricts the child that `cmd` starts to `cpus` (its threads may still move among them).
+fn pin_child(cmd: &mut Command, cpus: Vec<usize>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe libc functions on a set built on its own stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in &cpus {
+                libc::CPU_SET(c, &mut set);
+            }
+            // A failure leaves the child unpinned, which is harmless, so it is ignored.
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        });
     }
 }
 
