@@ -160,8 +160,7 @@ impl LocalCluster {
         children.0.push(("coordinator".into(), coord));
         let file = wait_for_coordinator(data, &mut children.0[0].1, Duration::from_secs(30))?;
         for i in 0..workers {
-            let list: Vec<String> =
-                (0..cores).map(|k| allowed[(i * cores + k) % allowed.len()].to_string()).collect();
+            let list: Vec<String> = (0..cores).map(|k| allowed[(i * cores + k) % allowed.len()].to_string()).collect();
             let w = Command::new(&exe)
                 .args(["worker", "--listen", "127.0.0.1:0", "--name", &format!("w{i}"), "--cores", &list.join(",")])
                 .arg("--coordinator")

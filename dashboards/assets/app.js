@@ -1,0 +1,555 @@
+// embtune dashboard: pages over the coordinator's JSON API (/api/...), updated by polling.
+// Everything is built with DOM calls (no innerHTML with data), so names from specs and workers
+// are shown as text, never run.
+"use strict";
+
+const TOKEN = new URLSearchParams(location.search).get("token");
+const { fmt, us, bytes, pct } = Charts;
+
+// ---- small helpers ----------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "style" && typeof v === "object") Object.assign(e.style, v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    e.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+// Replaces an element's children, skipping null and false (replaceChildren would print them).
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path) {
+  const headers = TOKEN ? { Authorization: "Bearer " + TOKEN } : {};
+  let r;
+  try {
+    r = await fetch(path, { headers, cache: "no-store" });
+  } catch (e) {
+    setLive(false, "the coordinator does not answer");
+    throw new ApiError(0, "the coordinator does not answer: " + e.message);
+  }
+  if (!r.ok) {
+    let msg = r.statusText;
+    try { msg = (await r.json()).error || msg; } catch (_) { /* not JSON */ }
+    setLive(r.status !== 401, msg);
+    throw new ApiError(r.status, msg);
+  }
+  setLive(true);
+  return r.json();
+}
+
+function setLive(ok, why) {
+  const p = document.getElementById("live-pill");
+  p.className = "pill " + (ok ? "pill-ok" : "pill-bad");
+  p.querySelector(".label").textContent = ok ? "live" : "offline";
+  p.title = ok ? "updating every few seconds" : (why || "");
+}
+
+const link = (href, ...children) => h("a", { href }, ...children);
+const jobHref = (id) => "#/jobs/" + encodeURIComponent(id);
+const trialHref = (id, n) => jobHref(id) + "/trials/" + n;
+const when = (ms) => ms ? new Date(ms).toLocaleString() : "–";
+const ago = (ms) => {
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  if (s < 60) return s.toFixed(0) + " s ago";
+  if (s < 3600) return (s / 60).toFixed(0) + " min ago";
+  if (s < 86400) return (s / 3600).toFixed(1) + " h ago";
+  return (s / 86400).toFixed(1) + " d ago";
+};
+const duration = (s) => !Number.isFinite(s) ? "–" : s < 90 ? s.toFixed(1) + " s" : s < 5400 ? (s / 60).toFixed(1) + " min" : (s / 3600).toFixed(1) + " h";
+
+function kpi(label, value, sub, cls) {
+  return h("div", { class: "kpi " + (cls || "") },
+    h("div", { class: "kpi-label" }, label),
+    h("div", { class: "kpi-value" }, value),
+    h("div", { class: "kpi-sub" }, sub || "\u00a0"));
+}
+
+function card(titleText, body, opts) {
+  opts = opts || {};
+  return h("section", { class: "card " + (opts.cls || ""), id: opts.id },
+    h("div", { class: "card-head" }, h("h2", {}, titleText), opts.aside || null),
+    h("div", { class: "card-body" }, body));
+}
+
+function badge(status) {
+  return h("span", { class: "badge badge-" + status }, status);
+}
+
+function speedupText(x) {
+  if (!Number.isFinite(x)) return h("span", { class: "muted" }, "–");
+  return h("span", { class: "speedup " + (x >= 1.05 ? "up" : x < 0.98 ? "down" : "flat") }, x.toFixed(2) + "×");
+}
+
+function emptyState(title, ...lines) {
+  return h("div", { class: "empty-state" }, h("div", { class: "empty-title" }, title), ...lines.map((l) => h("p", {}, l)));
+}
+
+function errorBox(e) {
+  if (e.status === 401) {
+    return emptyState("This dashboard needs its token",
+      "Open it as http://HOST:PORT/?token=TOKEN, with the coordinator's --http-token.");
+  }
+  return h("div", { class: "error-box" }, e.message || String(e));
+}
+
+const widthOf = (el) => Math.max(320, Math.floor((el && el.clientWidth) || 900));
+
+// ---- routing ------------------------------------------------------------------------------------
+
+let current = null; // the page being shown: {timers, alive, onResize}
+
+function route() {
+  if (current) { current.alive = false; current.timers.forEach(clearInterval); }
+  const ctx = { alive: true, timers: [], onResize: null };
+  current = ctx;
+  ctx.poll = (fn, ms) => {
+    const run = async () => { if (ctx.alive) { try { await fn(); } catch (e) { console.warn(e); } } };
+    ctx.timers.push(setInterval(run, ms));
+  };
+  const hash = location.hash || "#/cluster";
+  const table = [
+    [/^#\/cluster$/, pageCluster, "cluster"],
+    [/^#\/jobs$/, pageJobs, "jobs"],
+    [/^#\/jobs\/([^/]+)$/, pageJob, "jobs"],
+    [/^#\/jobs\/([^/]+)\/trials\/(\d+)$/, pageTrial, "jobs"],
+    [/^#\/results$/, pageResults, "results"],
+    [/^#\/results\/compare\/([^/]+)\/([^/]+)$/, pageResults, "results"],
+    [/^#\/latency$/, pageLatency, "latency"],
+  ];
+  const root = document.getElementById("app");
+  for (const [re, page, tab] of table) {
+    const m = hash.match(re);
+    if (!m) continue;
+    document.querySelectorAll(".tabs a").forEach((a) => a.classList.toggle("active", a.dataset.tab === tab));
+    fill(root, h("div", { class: "loading" }, "loading…"));
+    page(ctx, root, ...m.slice(1).map(decodeURIComponent)).catch((e) => {
+      if (ctx.alive) fill(root, errorBox(e));
+    });
+    return;
+  }
+  location.hash = "#/cluster";
+}
+
+window.addEventListener("hashchange", route);
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => { if (current && current.onResize) current.onResize(); }, 200);
+});
+
+function setModel(info) {
+  const p = document.getElementById("model-pill");
+  if (info && info.model) {
+    p.hidden = false;
+    p.textContent = info.model + (info.plan ? " · " + info.plan.split(":")[0] : "");
+    p.title = info.plan || "";
+  } else {
+    p.hidden = true;
+  }
+}
+
+// ---- Cluster ------------------------------------------------------------------------------------
+
+// Live figures kept across pages, for the time series: {t, qps, lps, p50, p99}.
+const live = [];
+const LIVE_SPAN = 5 * 60e3;
+
+function pushLive(c) {
+  const t = Date.now();
+  live.push({ t, qps: c.live.qps, sps: c.live.samples_per_s, lps: c.live.lookups_per_s, p50: c.live.p50_us, p99: c.live.p99_us });
+  while (live.length && live[0].t < t - LIVE_SPAN - 10e3) live.shift();
+}
+
+async function pageCluster(ctx, root) {
+  const kpis = h("div", { class: "kpis" });
+  const charts = h("div", { class: "grid-2" });
+  const tp = h("div", { class: "chart-box" }), lat = h("div", { class: "chart-box" });
+  charts.append(card("Throughput", tp, { aside: h("span", { class: "muted small" }, "queries per second, while this page is open") }),
+    card("Latency", lat, { aside: h("span", { class: "legend-inline" }, h("i", { class: "sw p50" }), "p50 ", h("i", { class: "sw p99" }), "p99") }));
+  const workersBody = h("div", { class: "table-wrap" });
+  const planBody = h("div", {});
+  fill(root,
+    h("div", { class: "page-head" }, h("h1", {}, "Cluster"), h("div", { class: "muted", id: "cluster-sub" })),
+    kpis, charts,
+    card("Workers", workersBody, { id: "workers-card" }),
+    card("Deployed plan", planBody, { id: "plan-card", aside: link("#/latency", "latency histogram →") }));
+
+  let lastPlan = undefined, heat = null;
+
+  function drawCharts() {
+    const pts = (k) => live.map((p) => [p.t, p[k]]);
+    fill(tp, Charts.timeSeries({ width: widthOf(tp), height: 190, series: [{ name: "queries/s", cls: "s-qps", values: pts("qps"), fill: true }], label: "queries per second" }));
+    fill(lat, Charts.timeSeries({ width: widthOf(lat), height: 190, format: us, series: [
+      { name: "p50", cls: "s-p50", values: pts("p50") }, { name: "p99", cls: "s-p99", values: pts("p99") }], label: "latency" }));
+  }
+
+  function drawPlan() {
+    if (!heat) return;
+    if (!heat.deployed) {
+      fill(planBody, emptyState("Nothing deployed", "Deploy a plan with embtune up, embtune bench --coordinator or a tuning job."));
+      return;
+    }
+    const box = h("div", { class: "heat-box" });
+    fill(planBody,
+      h("div", { class: "plan-line" }, h("strong", {}, heat.model), " · ", heat.summary,
+        " · sub-batch ", String(heat.knobs.sub_batch), ", ", String(heat.knobs.inflight_per_worker), " in flight per worker"),
+      heatLegend(), box);
+    box.appendChild(Charts.heatmap({ heat: heat.heatmap, width: widthOf(planBody) }));
+  }
+
+  async function refresh() {
+    const c = await api("/api/cluster");
+    if (!ctx.alive) return;
+    setModel(c);
+    pushLive(c);
+    const healthy = c.workers_healthy, total = c.workers.length;
+    document.getElementById("cluster-sub").textContent =
+      `${c.model ? "serving " + c.model : "nothing deployed"} · up ${duration(c.uptime_s)} · ${c.queries} queries served` +
+      (c.jobs_running ? ` · ${c.jobs_running} tuning job${c.jobs_running > 1 ? "s" : ""} running` : "");
+    fill(kpis,
+      kpi("Throughput", fmt(c.live.qps) + " q/s", fmt(c.live.samples_per_s) + " samples/s"),
+      kpi("Look-ups", c.live.lookups_per_s === null ? "measuring…" : fmt(c.live.lookups_per_s) + "/s", "embedding rows gathered"),
+      kpi("p50 latency", us(c.live.p50_us), `over the last ${c.live.window_s} s`),
+      kpi("p99 latency", us(c.live.p99_us), `over the last ${c.live.window_s} s`),
+      kpi("Workers", `${healthy} / ${total}`, healthy === total ? "all healthy" : `${total - healthy} down`, healthy === total ? "" : "kpi-bad"),
+      kpi("Errors", String(c.query_errors), c.queries ? pct(c.query_errors / Math.max(1, c.queries), 2) + " of queries" : "", c.query_errors ? "kpi-warn" : ""));
+    fill(workersBody, workersTable(c));
+    drawCharts();
+    if (c.plan_id !== lastPlan) {
+      lastPlan = c.plan_id;
+      heat = await api("/api/deployment");
+      if (ctx.alive) drawPlan();
+    }
+  }
+  ctx.onResize = () => { drawCharts(); drawPlan(); };
+  await refresh();
+  ctx.poll(refresh, 2000);
+}
+
+function heatLegend() {
+  return h("div", { class: "heat-legend" },
+    Charts.legend(),
+    h("span", { class: "legend-item" }, h("i", { class: "mk mk-replicated" }, "R"), "replicated: a copy on every worker, its bags spread over all cores (hatched)"),
+    h("span", { class: "legend-item" }, h("i", { class: "mk mk-sharded" }, "S"), "sharded: rows split over cores"),
+    h("span", { class: "legend-item" }, h("i", { class: "mk mk-owned" }, "O"), "owned by one core"));
+}
+
+function workersTable(c) {
+  if (!c.workers.length) return emptyState("No worker registered", "Start workers with embtune worker --coordinator HOST:PORT, or use embtune up.");
+  const rows = c.workers.map((w) => {
+    const mem = w.memory_used_fraction;
+    const cores = w.load.length
+      ? h("div", { class: "corebars" }, w.load.map((k) => {
+        const f = k.busy_fraction;
+        return h("div", { class: "corebar", title: `core ${k.core} (CPU ${k.cpu}): ${f === null ? "measuring" : pct(f, 1) + " busy"}, ${fmt(k.lookups_per_s)} look-ups/s, ${k.tasks} tasks` },
+          h("div", { class: "corebar-fill" + (f > 0.85 ? " hot" : ""), style: { height: (100 * (f || 0)).toFixed(1) + "%" } }));
+      }), h("span", { class: "corebar-text" }, w.busy_fraction === null ? "…" : pct(w.busy_fraction)))
+      : h("span", { class: "muted" }, "no heartbeat yet");
+    return h("tr", { class: "worker-row" + (w.healthy ? "" : " down"), "data-worker": w.id },
+      h("td", {}, h("span", { class: "health " + (w.healthy ? "ok" : "bad"), title: w.healthy ? "healthy" : "down" }),
+        h("strong", {}, w.name || "worker"), h("span", { class: "muted" }, " #" + w.id)),
+      h("td", { class: "mono" }, w.addr),
+      h("td", { class: "num" }, String(w.cores)),
+      h("td", {}, h("div", { class: "membar", title: `${bytes(w.bytes_held)} of tables, ${bytes(w.memory_bytes)} allowed` },
+        h("div", { class: "membar-fill", style: { width: Math.min(100, 100 * mem).toFixed(1) + "%" } })),
+        h("div", { class: "small muted" }, `${bytes(w.bytes_held)} / ${bytes(w.memory_bytes)}`)),
+      h("td", {}, cores),
+      h("td", { class: "num" }, String(w.queue)),
+      h("td", { class: "num" }, w.lookups_per_s === null ? "…" : fmt(w.lookups_per_s)),
+      h("td", { class: "num" }, fmt(w.requests)),
+      h("td", { class: "num muted" }, (w.last_seen_ms / 1000).toFixed(1) + " s"));
+  });
+  return h("table", { class: "data", id: "workers-table" },
+    h("thead", {}, h("tr", {}, ["Worker", "Address", "Cores", "Tables held", "Core load", "Queue", "Look-ups/s", "Requests", "Last heartbeat"]
+      .map((t, i) => h("th", { class: [2, 5, 6, 7, 8].includes(i) ? "num" : "" }, t)))),
+    h("tbody", {}, rows));
+}
+
+// ---- Tuning jobs --------------------------------------------------------------------------------
+
+async function pageJobs(ctx, root) {
+  const body = h("div", { class: "table-wrap" });
+  fill(root, h("div", { class: "page-head" }, h("h1", {}, "Tuning jobs"),
+    h("div", { class: "muted" }, "Each job measures the baseline strategies, then searches for a better plan on this cluster.")),
+  card("Jobs", body, { id: "jobs-card" }));
+  async function refresh() {
+    const jobs = await api("/api/jobs");
+    if (!ctx.alive) return;
+    if (!jobs.length) {
+      fill(body, emptyState("No tuning job yet",
+        "Start one with embtune tune --coordinator HOST:PORT --cluster DIR --preset P --trials N, or embtune up --tune-trials N."));
+      return;
+    }
+    fill(body, h("table", { class: "data clickable", id: "jobs-table" },
+      h("thead", {}, h("tr", {}, ["Job", "Dataset", "Status", "Progress", "Objective", "Best", "Best baseline", "Speed-up", "Cluster", "Started"]
+        .map((t, i) => h("th", { class: [5, 6, 7].includes(i) ? "num" : "" }, t)))),
+      h("tbody", {}, jobs.map((j) => {
+        const done = Math.min(j.trials, j.target_trials);
+        return h("tr", { class: "job-row", "data-job": j.job, onclick: () => { location.hash = jobHref(j.job); } },
+          h("td", {}, link(jobHref(j.job), j.job)),
+          h("td", {}, j.dataset),
+          h("td", {}, badge(j.status)),
+          h("td", {}, h("div", { class: "progress", title: `${j.trials} of ${j.target_trials} trials (${j.failed_trials} failed)` },
+            h("div", { class: "progress-fill", style: { width: (100 * done / Math.max(1, j.target_trials)).toFixed(0) + "%" } })),
+          h("span", { class: "small muted" }, `${j.trials} / ${j.target_trials}`)),
+          h("td", {}, j.objective, h("span", { class: "muted small" }, " " + j.unit)),
+          h("td", { class: "num" }, j.best === null ? "–" : fmt(j.best)),
+          h("td", { class: "num" }, j.best_baseline ? [fmt(j.best_baseline.value), h("div", { class: "small muted" }, j.best_baseline.name)] : "–"),
+          h("td", { class: "num" }, speedupText(j.speedup)),
+          h("td", { class: "small" }, j.cluster),
+          h("td", { class: "small muted", title: when(j.created_ms) }, ago(j.created_ms)));
+      }))));
+  }
+  await refresh();
+  ctx.poll(refresh, 3000);
+}
+
+const TRIAL_COLUMNS = [
+  ["n", "#", "num"], ["kind", "Kind", ""], ["summary", "Plan", ""], ["predicted", "Predicted", "num"],
+  ["measured", "Measured", "num"], ["ci", "±95%", "num"], ["p50_us", "p50", "num"], ["p99_us", "p99", "num"],
+  ["vs_best_baseline", "vs best baseline", "num"], ["seconds", "Time", "num"],
+];
+
+async function pageJob(ctx, root, id) {
+  const head = h("div", { class: "page-head" });
+  const kpis = h("div", { class: "kpis" });
+  const hist = h("div", { class: "chart-box" });
+  const pvm = h("div", { class: "chart-box" });
+  const bases = h("div", {});
+  const trials = h("div", { class: "table-wrap" });
+  const histLegend = h("span", { class: "legend-inline" },
+    h("i", { class: "dot-k k-baseline" }), "baseline ", h("i", { class: "dot-k k-search" }), "search ",
+    h("i", { class: "dot-k k-knobs" }), "knobs ", h("i", { class: "dot-k k-random" }), "random ",
+    h("i", { class: "sw best" }), "best so far ", h("i", { class: "sw baseline" }), "baselines");
+  fill(root, head, kpis,
+    card("Optimisation history", hist, { id: "history-card", aside: histLegend }),
+    h("div", { class: "grid-2" }, card("Predicted vs measured", pvm, { id: "pvm-card" }), card("Baselines", bases, { id: "baselines-card" })),
+    card("Trials", trials, { id: "trials-card", aside: h("span", { class: "muted small" }, "click a column to sort, a row to see its plan") }));
+
+  let sort = { key: "n", dir: 1 };
+  let job = null;
+
+  function drawHistory() {
+    const failed = job.trial_rows.filter((t) => t.measured === null).map((t) => t.n);
+    fill(hist, Charts.history({
+      width: widthOf(hist), points: job.points, curve: job.curve, baselines: job.baselines, failed,
+      best: job.best_trial, unit: job.unit, objective: job.objective, maximise: job.maximise,
+      trials: Math.max(job.target_trials, job.trials_total),
+      onClick: (n) => { location.hash = trialHref(id, n); },
+    }));
+    fill(pvm, Charts.scatter({ width: widthOf(pvm), pairs: job.predicted_vs_measured, unit: job.unit, onClick: (n) => { location.hash = trialHref(id, n); } }),
+      h("p", { class: "small muted" }, job.model_error === null ? "The cost model is refitted once three trials are measured."
+        : `Median error of the refitted cost model over this job's trials: ${pct(job.model_error)}.`));
+  }
+
+  function drawBaselines() {
+    const entries = Object.entries(job.baselines);
+    if (!entries.length) { fill(bases, h("p", { class: "muted" }, "No baseline measured yet.")); return; }
+    const all = entries.map(([, v]) => v).concat(job.best === null ? [] : [job.best]);
+    const max = Math.max(...all);
+    const row = (name, v, cls) => h("div", { class: "hbar-row " + (cls || "") },
+      h("div", { class: "hbar-label" }, name),
+      h("div", { class: "hbar" }, h("div", { class: "hbar-fill", style: { width: (100 * v / Math.max(1e-12, max)).toFixed(1) + "%" } })),
+      h("div", { class: "hbar-value" }, fmt(v), job.best !== null ? h("span", { class: "muted small" }, " " + (job.maximise ? (job.best / v) : (v / job.best)).toFixed(2) + "×") : null));
+    fill(bases,
+      ...entries.sort((a, b) => job.maximise ? b[1] - a[1] : a[1] - b[1]).map(([k, v]) => row(k, v)),
+      job.best === null ? null : row(`best (trial ${job.best_trial})`, job.best, "hbar-best"),
+      h("p", { class: "small muted" }, `${job.unit}; ${job.maximise ? "higher" : "lower"} is better. The factor is the best plan's speed-up over each baseline.`));
+  }
+
+  function drawTrials() {
+    const rows = [...job.trial_rows].sort((a, b) => {
+      const x = a[sort.key], y = b[sort.key];
+      if (x === y) return a.n - b.n;
+      if (x === null || x === undefined) return 1;
+      if (y === null || y === undefined) return -1;
+      return (x < y ? -1 : 1) * sort.dir;
+    });
+    const th = ([key, label, cls]) => h("th", {
+      class: cls + " sortable" + (sort.key === key ? " sorted" : ""), "data-key": key,
+      onclick: () => { sort = { key, dir: sort.key === key ? -sort.dir : (key === "n" || key === "kind" || key === "summary" ? 1 : -1) }; drawTrials(); },
+    }, label, sort.key === key ? (sort.dir > 0 ? " ▲" : " ▼") : "");
+    fill(trials, h("table", { class: "data clickable", id: "trials-table" },
+      h("thead", {}, h("tr", {}, TRIAL_COLUMNS.map(th))),
+      h("tbody", {}, rows.map((t) => h("tr", {
+        class: "trial-row" + (t.best ? " best" : "") + (t.measured === null ? " failed" : ""), "data-trial": t.n,
+        onclick: () => { location.hash = trialHref(id, t.n); },
+      },
+      h("td", { class: "num" }, t.best ? "★ " : "", String(t.n)),
+      h("td", {}, h("span", { class: "kind " + (t.baseline ? "k-baseline" : "k-" + t.kind) }, t.kind)),
+      h("td", { class: "plan-cell", title: t.summary }, t.summary),
+      h("td", { class: "num" }, fmt(t.predicted)),
+      h("td", { class: "num" }, t.measured === null ? h("span", { class: "fail", title: t.failure || "" }, "failed") : h("strong", {}, fmt(t.measured))),
+      h("td", { class: "num muted" }, t.ci === null ? "" : pct(t.ci, 1)),
+      h("td", { class: "num" }, us(t.p50_us)),
+      h("td", { class: "num" }, us(t.p99_us)),
+      h("td", { class: "num" }, speedupText(t.vs_best_baseline)),
+      h("td", { class: "num muted" }, duration(t.seconds)))))));
+  }
+
+  async function refresh() {
+    job = await api("/api/jobs/" + encodeURIComponent(id));
+    if (!ctx.alive) return;
+    fill(head,
+      h("div", { class: "crumbs" }, link("#/jobs", "Tuning jobs"), " / "),
+      h("h1", {}, job.job, " ", badge(job.status)),
+      h("div", { class: "muted" }, `${job.dataset} · ${job.spec.tables} tables, ${bytes(job.spec.total_bytes)} · ${job.cluster} · objective ${job.objective} (${job.unit}) · ${job.search} search · started ${when(job.created_ms)}`),
+      job.failure ? h("div", { class: "error-box" }, "Failed: " + job.failure) : null);
+    const done = job.trials_total, measured = job.points.length;
+    fill(kpis,
+      kpi("Best", job.best === null ? "–" : fmt(job.best) + " " + job.unit, job.best_trial === null ? "" : "trial " + job.best_trial, "kpi-accent"),
+      kpi("Speed-up", job.speedup === null ? "–" : job.speedup.toFixed(2) + "×", job.best_baseline ? `over ${job.best_baseline.name} (${fmt(job.best_baseline.value)})` : "over the best baseline"),
+      kpi("Trials", `${done} / ${job.target_trials}`, `${measured} measured, ${job.failed_trials} failed`),
+      kpi("Cost-model error", job.model_error === null ? "–" : pct(job.model_error), "median, predicted vs measured"),
+      kpi("Time measuring", duration(job.elapsed_s), job.running ? "running now" : "updated " + ago(job.updated_ms)));
+    drawHistory();
+    drawBaselines();
+    drawTrials();
+    return job.running || job.status === "running";
+  }
+  ctx.onResize = () => job && drawHistory();
+  let running = await refresh();
+  if (running) {
+    ctx.poll(async () => { if (running) running = await refresh(); }, 2000);
+  }
+}
+
+async function pageTrial(ctx, root, id, n) {
+  const t = await api(`/api/jobs/${encodeURIComponent(id)}/trials/${n}/plan`);
+  if (!ctx.alive) return;
+  const box = h("div", { class: "heat-box" });
+  const m = t.measured;
+  const nav = h("div", { class: "trial-nav" },
+    +n > 0 ? link(trialHref(id, +n - 1), "← trial " + (+n - 1)) : h("span", {}),
+    link(trialHref(id, +n + 1), "trial " + (+n + 1) + " →"));
+  const tables = t.heatmap ? h("table", { class: "data", id: "plan-tables" },
+    h("thead", {}, h("tr", {}, ["Table", "Rows", "Stored", "Placement", "Shards", "Data flow", "Of look-ups"].map((x, i) => h("th", { class: [1, 2, 4, 6].includes(i) ? "num" : "" }, x)))),
+    h("tbody", {}, t.heatmap.tables.map((r) => h("tr", {},
+      h("td", {}, h("i", { class: "mk mk-" + r.mode }, r.mode === "replicated" ? "R" : r.mode === "owned" ? "O" : "S"), " ", r.name),
+      h("td", { class: "num" }, r.rows.toLocaleString("en-US")),
+      h("td", { class: "num" }, bytes(r.bytes), h("span", { class: "muted small" }, " " + r.row_type)),
+      h("td", {}, r.placement),
+      h("td", { class: "num" }, r.shards ? String(r.shards) : "–"),
+      h("td", { class: "mono small" }, r.flow),
+      h("td", { class: "num" }, pct(r.lookup_share, 1)))))) : h("p", { class: "muted" }, "This trial's plan does not match the model (a baseline that could not be made).");
+  fill(root,
+    h("div", { class: "page-head" },
+      h("div", { class: "crumbs" }, link("#/jobs", "Tuning jobs"), " / ", link(jobHref(id), id), " / "),
+      h("h1", {}, `Trial ${t.trial} `, h("span", { class: "kind " + (t.kind.startsWith("baseline") ? "k-baseline" : "k-" + t.kind) }, t.kind),
+        t.best ? h("span", { class: "badge badge-done" }, "best") : null, t.deployed ? h("span", { class: "badge badge-running" }, "deployed now") : null),
+      h("div", { class: "muted" }, t.summary), nav),
+    h("div", { class: "kpis" },
+      kpi("Measured", m ? fmt(m.value) + " " + t.unit : "failed", m ? `±${pct(m.ci, 1)} over ${m.rounds.length} rounds` : (t.failure || ""), m ? "kpi-accent" : "kpi-bad"),
+      kpi("Predicted", t.predicted === null ? "–" : fmt(t.predicted) + " " + t.unit, "by the cost model when proposed"),
+      kpi("p99 latency", m ? us(m.p99_us) : "–", m ? `p50 ${us(m.p50_us)} while measured` : ""),
+      kpi("Batches/s", m ? fmt(m.batches_per_s) : "–", m ? `${m.errors} errors` : ""),
+      kpi("Knobs", `${t.knobs.sub_batch} / ${t.knobs.inflight_per_worker}`, "sub-batch / in flight per worker")),
+    card("Plan: access share of every table on every core", t.heatmap ? [heatLegend(), box] : h("p", { class: "muted" }, "no heat map for this plan"), { id: "heat-card" }),
+    card("Tables", h("div", { class: "table-wrap" }, tables)),
+    card("Plan as JSON", h("details", {}, h("summary", {}, "show (the format embtune bench --plan reads)"), h("pre", { class: "json" }, JSON.stringify(t.plan, null, 2)))));
+  const draw = () => { if (t.heatmap) fill(box, Charts.heatmap({ heat: t.heatmap, width: widthOf(box) })); };
+  draw();
+  ctx.onResize = draw;
+}
+
+// ---- Results ------------------------------------------------------------------------------------
+
+async function pageResults(ctx, root, a, b) {
+  const [best, jobs] = await Promise.all([api("/api/best"), api("/api/jobs")]);
+  if (!ctx.alive) return;
+  const bestBody = best.length
+    ? h("table", { class: "data", id: "best-table" },
+      h("thead", {}, h("tr", {}, ["Dataset", "Cluster", "Best", "Speed-up", "Job", "Trial", "Plan"].map((x, i) => h("th", { class: [2, 3].includes(i) ? "num" : "" }, x)))),
+      h("tbody", {}, best.map((r) => h("tr", { class: "best-row" },
+        h("td", {}, h("strong", {}, r.dataset)),
+        h("td", { class: "small" }, r.cluster),
+        h("td", { class: "num" }, fmt(r.best), h("span", { class: "muted small" }, " " + (r.unit || ""))),
+        h("td", { class: "num" }, speedupText(r.speedup)),
+        h("td", {}, link(jobHref(r.job), r.job)),
+        h("td", {}, link(trialHref(r.job, r.trial), "#" + r.trial)),
+        h("td", { class: "plan-cell", title: r.summary || "" }, r.summary || "–")))))
+    : emptyState("No finished job yet", "The best plan of every finished job is kept per dataset and cluster.");
+  const pick = (name, val) => h("select", { id: "cmp-" + name, "aria-label": "job " + name.toUpperCase() },
+    h("option", { value: "" }, "choose a job"),
+    jobs.map((j) => h("option", { value: j.job, selected: j.job === val }, `${j.job} · ${j.dataset} · ${j.status}`)));
+  const selA = pick("a", a || (jobs[1] && jobs[1].job)), selB = pick("b", b || (jobs[0] && jobs[0].job));
+  const go = h("button", { class: "btn", onclick: () => { if (selA.value && selB.value) location.hash = `#/results/compare/${encodeURIComponent(selA.value)}/${encodeURIComponent(selB.value)}`; } }, "Compare");
+  const cmpBody = h("div", {});
+  fill(root,
+    h("div", { class: "page-head" }, h("h1", {}, "Results")),
+    card("Best plan per dataset and cluster", h("div", { class: "table-wrap" }, bestBody)),
+    card("Two jobs side by side", [h("div", { class: "cmp-pick" }, h("span", { class: "cmp-tag cmp-a" }, "A"), selA, h("span", { class: "cmp-tag cmp-b" }, "B"), selB, go), cmpBody], { id: "compare-card" }));
+  if (!jobs.length) { fill(cmpBody, h("p", { class: "muted" }, "No job to compare yet.")); return; }
+  if (!(a && b)) { fill(cmpBody, h("p", { class: "muted" }, "Choose two jobs.")); return; }
+  const c = await api(`/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+  if (!ctx.alive) return;
+  const fields = [
+    ["dataset", (s) => s.dataset], ["status", (s) => badge(s.status)], ["objective", (s) => `${s.objective} (${s.unit})`],
+    ["search", (s) => s.search], ["cluster", (s) => s.cluster], ["trials", (s) => `${s.trials_total} (${s.failed_trials} failed)`],
+    ["best", (s) => s.best === null ? "–" : h("strong", {}, fmt(s.best) + " " + s.unit)], ["best trial", (s) => s.best_trial === null ? "–" : link(trialHref(s.job, s.best_trial), "#" + s.best_trial)],
+    ["best plan", (s) => s.best_plan || "–"], ["best baseline", (s) => s.best_baseline ? `${s.best_baseline.name}: ${fmt(s.best_baseline.value)}` : "–"],
+    ["speed-up", (s) => speedupText(s.speedup)], ["cost-model error", (s) => s.model_error === null ? "–" : pct(s.model_error)],
+    ["time measuring", (s) => duration(s.elapsed_s)],
+  ];
+  const chartBox = h("div", { class: "chart-box" });
+  fill(cmpBody,
+    c.same_objective ? null : h("div", { class: "error-box" }, "The two jobs optimise different objectives: their values are not comparable."),
+    h("table", { class: "data compare", id: "compare-table" },
+      h("thead", {}, h("tr", {}, h("th", {}), h("th", {}, h("span", { class: "cmp-tag cmp-a" }, "A"), " ", link(jobHref(c.a.job), c.a.job)), h("th", {}, h("span", { class: "cmp-tag cmp-b" }, "B"), " ", link(jobHref(c.b.job), c.b.job)))),
+      h("tbody", {}, fields.map(([label, f]) => h("tr", {}, h("th", { class: "row-head" }, label), h("td", {}, f(c.a)), h("td", {}, f(c.b)))))),
+    h("h3", {}, "Best so far by trial ", h("span", { class: "legend-inline inline" },
+      h("i", { class: "sw cmp-a" }), "A", h("i", { class: "sw cmp-b" }), "B", " · dots: every measured trial, the line: the best search trial so far")), chartBox);
+  const draw = () => fill(chartBox, Charts.compare({ width: widthOf(chartBox), a: { points: c.a_points, curve: c.a_curve }, b: { points: c.b_points, curve: c.b_curve } }));
+  draw();
+  ctx.onResize = draw;
+}
+
+// ---- Latency ------------------------------------------------------------------------------------
+
+async function pageLatency(ctx, root) {
+  const kpis = h("div", { class: "kpis" });
+  const chart = h("div", { class: "chart-box" });
+  const sub = h("div", { class: "muted" });
+  fill(root, h("div", { class: "page-head" }, h("h1", {}, "Latency of the current plan"), sub), kpis,
+    card("Histogram", chart, { id: "latency-card", aside: h("span", { class: "muted small" }, "queries by latency, last 10 s, seen by the coordinator") }));
+  let d = null;
+  const draw = () => fill(chart, Charts.histogram({ width: widthOf(chart), buckets: d.histogram, marks: [{ name: "p50", us: d.p50_us }, { name: "p99", us: d.p99_us }] }));
+  async function refresh() {
+    d = await api("/api/latency");
+    if (!ctx.alive) return;
+    sub.textContent = d.model ? `${d.model} · ${d.plan}` : "nothing deployed";
+    fill(kpis,
+      kpi("Queries", fmt(d.qps) + "/s", `${d.count} in the last ${d.window_s} s`),
+      kpi("p50", us(d.p50_us), "median"), kpi("p99", us(d.p99_us), "99th percentile", "kpi-accent"),
+      kpi("Mean since start", us(d.cumulative.mean_us), `${d.cumulative.queries} queries, ${d.cumulative.errors} errors`));
+    draw();
+  }
+  ctx.onResize = () => d && draw();
+  await refresh();
+  ctx.poll(refresh, 2000);
+}
+
+// The model in the top bar, on every page (the cluster page refreshes it itself).
+async function refreshModel() {
+  if ((location.hash || "#/cluster").startsWith("#/cluster")) return;
+  try { setModel(await api("/api/cluster")); } catch (_) { /* the page shows errors */ }
+}
+setInterval(refreshModel, 15000);
+route();
+refreshModel();

@@ -1,0 +1,276 @@
+// The dashboard in a real browser: starts `embtune up` (two workers, a tiny Criteo model, a
+// short tuning job), waits for the job, then drives Debian's chromium headless through
+// playwright-core and checks what a person would look at: the cluster page lists the workers,
+// the job page draws one point per measured trial, the plan view draws its heat map, the
+// results and latency pages render. Screenshots go to $EMBTUNE_ARTIFACTS (default
+// target/ci-artifacts/). Finally `up` gets SIGINT and must exit 0.
+//
+//   node tests/browser/dashboard.mjs          (after cargo build -p embtune; see run.sh)
+//
+// Environment: EMBTUNE_BIN (default target/debug/embtune), EMBTUNE_ARTIFACTS, CHROMIUM
+// (default /usr/bin/chromium).
+
+import { spawn } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.EMBTUNE_BIN || path.join(ROOT, "target/debug/embtune");
+const ARTIFACTS = path.resolve(process.env.EMBTUNE_ARTIFACTS || path.join(ROOT, "target/ci-artifacts"));
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const TRIALS = 3;
+// The dashboard runs with a token, so that the test also sees the pages carry it to their
+// assets and API calls (a loopback address needs none; any other requires one).
+const TOKEN = crypto.randomBytes(12).toString("hex");
+
+let passed = 0;
+let failed = 0;
+const t0 = Date.now();
+const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function check(ok, what, detail) {
+  if (ok) {
+    passed++;
+    log(`ok: ${what}`);
+  } else {
+    failed++;
+    log(`FAILED: ${what}${detail === undefined ? "" : ": " + detail}`);
+  }
+  return ok;
+}
+
+// ---- embtune up ---------------------------------------------------------------------------------
+
+function startUp(dataDir) {
+  const args = ["up", "--workers", "2", "--cores-per-worker", "1", "--preset", "criteo-kaggle", "--scale", "0.005",
+    "--tune-trials", String(TRIALS), "--tune-round-secs", "0.3", "--data-dir", dataDir, "--http-token", TOKEN];
+  log(`starting ${BIN} ${args.join(" ").replace(TOKEN, "TOKEN")}`);
+  const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" } });
+  const stderr = [];
+  child.stderr.on("data", (d) => stderr.push(d.toString()));
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  let coordinator = null;
+  const dashboard = new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.on("line", (line) => {
+      log(`up: ${line}`);
+      const c = line.match(/^coordinator: (\S+)$/);
+      if (c) coordinator = c[1];
+      const m = line.match(/^dashboard: (http:\/\/\S+)$/);
+      if (m) resolve(m[1]);
+    });
+    exited.then(({ code, signal }) => reject(new Error(`embtune up exited (${code ?? signal}) before printing the dashboard:\n${stderr.join("")}`)));
+    setTimeout(() => reject(new Error(`no dashboard line from embtune up within 180 s:\n${stderr.join("")}`)), 180e3);
+  });
+  return { child, dashboard, exited, stderr, coordinator: () => coordinator };
+}
+
+// Load through the coordinator while the pages are looked at: `embtune bench` on the cluster
+// (it keeps the plan the job left deployed, since the model is the same).
+function startLoad(coordinator, dataDir, seconds) {
+  const args = ["bench", "--coordinator", coordinator, "--cluster", path.join(dataDir, "cluster"), "--preset", "criteo-kaggle",
+    "--scale", "0.005", "--duration", String(seconds), "--warmup", "0.5", "--json"];
+  log(`load: ${BIN} ${args.join(" ")}`);
+  const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const out = [];
+  child.stdout.on("data", (d) => out.push(d.toString()));
+  child.stderr.on("data", (d) => out.push(d.toString()));
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal, output: out.join("") })));
+  return { child, exited };
+}
+
+async function getJson(url) {
+  const r = await fetch(url, { cache: "no-store", headers: { Authorization: `Bearer ${TOKEN}` } });
+  if (!r.ok) throw new Error(`${url}: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+// A page of the dashboard, opened with the token in the address as a person would.
+const pageUrl = (base, hash) => `${base}?token=${encodeURIComponent(TOKEN)}${hash}`;
+
+async function waitForJob(base, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    const jobs = await getJson(new URL("api/jobs", base));
+    if (jobs.length) {
+      const j = jobs[0];
+      const state = `${j.job}: ${j.status}, ${j.trials}/${j.target_trials} trials`;
+      if (state !== last) log(state);
+      last = state;
+      if (j.status !== "running" && !j.running) return j;
+    }
+    await sleep(1000);
+  }
+  throw new Error(`the tuning job did not finish within ${timeoutMs / 1000} s (${last})`);
+}
+
+// ---- the browser --------------------------------------------------------------------------------
+
+async function main() {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "embtune-browser-data-"));
+  const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), "embtune-browser-profile-"));
+  const up = startUp(dataDir);
+  let context = null;
+  let load = null;
+  let stopped = false;
+  try {
+    const base = await up.dashboard;
+    log(`dashboard at ${base}`);
+    const open = await fetch(new URL("api/cluster", base));
+    check(open.status === 401, "the API answers 401 without the token", open.status);
+    const job = await waitForJob(base, 300e3);
+    check(job.status === "done", `the tuning job finished (${job.status})`, JSON.stringify(job));
+    const detail = await getJson(new URL(`api/jobs/${encodeURIComponent(job.job)}`, base));
+    const measured = detail.trials.filter((t) => t.measured !== null).length;
+    log(`job ${job.job}: ${detail.trials.length} trials, ${measured} measured`);
+    check(detail.trials.length === TRIALS + 5, `the job recorded ${TRIALS} trials and 5 baselines`, detail.trials.length);
+
+    context = await chromium.launchPersistentContext(profileDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic"],
+      viewport: { width: 1440, height: 900 },
+      deviceScaleFactor: 1,
+    });
+    const page = context.pages()[0] || (await context.newPage());
+    // Traffic for the live figures and the latency histogram (its window is 10 s).
+    const before = (await getJson(new URL("api/cluster", base))).queries;
+    load = startLoad(up.coordinator(), dataDir, 14);
+    const waitLoad = Date.now() + 30e3;
+    while (Date.now() < waitLoad && (await getJson(new URL("api/cluster", base))).queries < before + 50) await sleep(250);
+    const problems = [];
+    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
+    page.on("requestfailed", (r) => {
+      // A poll cut short by a navigation is no fault of the page.
+      if (!(r.failure()?.errorText || "").includes("ERR_ABORTED")) problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
+    });
+    const shot = async (name) => {
+      const file = path.join(ARTIFACTS, `dashboard-${name}.png`);
+      await page.screenshot({ path: file, fullPage: true });
+      log(`screenshot ${file}`);
+    };
+
+    // Cluster: both workers listed and healthy; the live figures fill in.
+    await page.goto(pageUrl(base, "#/cluster"));
+    await page.waitForFunction(() => document.querySelectorAll("#workers-table tbody tr.worker-row").length >= 2, null, { timeout: 30e3 });
+    const rows = await page.$$eval("#workers-table tbody tr.worker-row", (trs) => trs.map((tr) => ({
+      text: tr.textContent, healthy: !!tr.querySelector(".health.ok"),
+    })));
+    check(rows.length === 2, "the cluster page lists the 2 workers", rows.length);
+    check(rows.every((r) => r.healthy), "both workers show as healthy", JSON.stringify(rows));
+    check(rows.some((r) => r.text.includes("w0")) && rows.some((r) => r.text.includes("w1")), "the workers are named w0 and w1", JSON.stringify(rows.map((r) => r.text)));
+    await page.waitForSelector("#plan-card svg.heatmap", { timeout: 30e3 });
+    // Two polls, so that per-core load (a delta between calls) is shown.
+    await page.waitForFunction(() => [...document.querySelectorAll(".corebar-text")].some((e) => e.textContent.endsWith("%")), null, { timeout: 15e3 });
+    await sleep(2500); // a few more polls for the live charts
+    const busy = await page.$$eval(".corebar-text", (e) => e.map((x) => x.textContent));
+    const lookups = await page.$$eval("#workers-table tbody tr.worker-row td:nth-child(7)", (e) => e.map((x) => x.textContent));
+    check(busy.length === 2 && busy.every((b) => /%$/.test(b)) && lookups.some((l) => parseFloat(l) > 0),
+      "the cluster page shows the cores' load and look-ups under traffic", JSON.stringify({ busy, lookups }));
+    await shot("cluster");
+
+    // Tuning jobs list.
+    await page.goto(pageUrl(base, "#/jobs"));
+    await page.waitForSelector(`#jobs-table tr.job-row[data-job="${job.job}"]`, { timeout: 15e3 });
+    const speedup = await page.$eval(`#jobs-table tr.job-row[data-job="${job.job}"]`, (tr) => tr.textContent);
+    check(speedup.includes("×"), "the jobs list shows the speed-up", speedup);
+    await shot("jobs");
+
+    // The job page: one point per measured trial.
+    await page.goto(pageUrl(base, `#/jobs/${encodeURIComponent(job.job)}`));
+    await page.waitForSelector("svg.history-chart", { timeout: 15e3 });
+    const points = await page.$$eval("svg.history-chart circle.trial-point", (c) => c.length);
+    check(points === measured && measured > 0, `the history chart draws ${measured} points, one per measured trial`, points);
+    const baselineLines = await page.$$eval("svg.history-chart .baseline-line", (l) => l.length);
+    check(baselineLines === Object.keys(detail.baselines).length, "the history chart draws the baselines as lines", baselineLines);
+    const trialRows = await page.$$eval("#trials-table tbody tr.trial-row", (r) => r.length);
+    check(trialRows === detail.trials.length, "the trials table lists every trial", trialRows);
+    // Sorting by the measured value puts the best first.
+    await page.click('#trials-table th[data-key="measured"]');
+    const first = await page.$eval("#trials-table tbody tr.trial-row", (tr) => +tr.dataset.trial);
+    check(first === detail.best_trial, "sorting by measured value puts the best trial first", first);
+    await shot("job");
+
+    // A trial's plan: the heat map of tables x cores.
+    await page.click(`#trials-table tbody tr.trial-row[data-trial="${detail.best_trial}"]`);
+    await page.waitForSelector("#heat-card svg.heatmap", { timeout: 30e3 });
+    const cells = await page.$$eval("#heat-card rect.heat-cell", (r) => r.length);
+    const plan = await getJson(new URL(`api/jobs/${encodeURIComponent(job.job)}/trials/${detail.best_trial}/plan`, base));
+    const want = plan.heatmap.tables.length * plan.heatmap.cores.length;
+    check(cells === want, `the plan view draws ${want} heat-map cells (tables x cores)`, cells);
+    await shot("plan");
+    // And a plan with sharded tables, when the job measured one.
+    const sharded = detail.trials.find((t) => t.plan.tables.some((x) => x.placement !== "replicated" && (x.placement.row_range || x.placement.hash)));
+    if (sharded) {
+      await page.goto(pageUrl(base, `#/jobs/${encodeURIComponent(job.job)}/trials/${sharded.n}`));
+      await page.waitForSelector("#heat-card svg.heatmap", { timeout: 30e3 });
+      const marks = await page.$$eval("#heat-card .hm-row.mode-sharded", (r) => r.length);
+      check(marks > 0, `trial ${sharded.n}'s plan view marks its sharded tables`, marks);
+      await shot("plan-sharded");
+    }
+
+    // Results: the best plan, and the job compared with itself.
+    await page.goto(pageUrl(base, `#/results/compare/${encodeURIComponent(job.job)}/${encodeURIComponent(job.job)}`));
+    await page.waitForSelector("#best-table tr.best-row", { timeout: 15e3 });
+    await page.waitForSelector("svg.compare-chart", { timeout: 15e3 });
+    check((await page.$$eval("#best-table tr.best-row", (r) => r.length)) >= 1, "the results page shows the best plan");
+    await shot("results");
+
+    // Latency of the current plan.
+    await page.goto(pageUrl(base, "#/latency"));
+    await page.waitForSelector("svg.latency-chart rect.hist-bar", { state: "attached", timeout: 15e3 });
+    const bars = await page.$$eval("svg.latency-chart rect.hist-bar", (r) => r.map((b) => +b.getAttribute("height")));
+    check(bars.length === 16, "the latency histogram draws its 16 buckets", bars.length);
+    check(bars.some((h) => h > 0), "the latency histogram shows the load's queries", JSON.stringify(bars));
+    await shot("latency");
+
+    const bench = await Promise.race([load.exited, sleep(60e3).then(() => null)]);
+    check(bench !== null && bench.code === 0, "the load (embtune bench through the coordinator) succeeded", bench && bench.output.slice(-2000));
+    load = null;
+
+    check(problems.length === 0, "no error in the page", problems.join("\n"));
+
+    // Stop: SIGINT, and `up` must exit 0.
+    await context.close();
+    context = null;
+    up.child.kill("SIGINT");
+    stopped = true;
+    const res = await Promise.race([up.exited, sleep(30e3).then(() => null)]);
+    check(res !== null && res.code === 0, "embtune up exits 0 on SIGINT", JSON.stringify(res));
+    if (res === null) up.child.kill("SIGKILL");
+  } catch (e) {
+    failed++;
+    log(`FAILED: ${e.stack || e}`);
+  } finally {
+    if (context) await context.close().catch(() => {});
+    if (load && load.child.exitCode === null) load.child.kill("SIGKILL");
+    if (!stopped) {
+      up.child.kill("SIGINT");
+      await Promise.race([up.exited, sleep(15e3)]);
+      if (up.child.exitCode === null && up.child.signalCode === null) up.child.kill("SIGKILL");
+    }
+    if (failed) {
+      // Keep the cluster's logs for the artefacts.
+      const logs = path.join(dataDir, "logs");
+      if (fs.existsSync(logs)) fs.cpSync(logs, path.join(ARTIFACTS, "browser-test-logs"), { recursive: true });
+      fs.writeFileSync(path.join(ARTIFACTS, "browser-test-up-stderr.txt"), up.stderr.join(""));
+    }
+    fs.rmSync(profileDir, { recursive: true, force: true });
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
+
+main();
