@@ -3,7 +3,10 @@
 //! latency percentiles.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use hdrhistogram::Histogram;
 
@@ -12,7 +15,7 @@ use embtune_protocol::report::{BenchReport, CoreLoad, HugePages};
 use embtune_workloads::{ModelSpec, QueryBatch};
 
 use crate::engine::reference::Reference;
-use crate::engine::{Engine, EngineConfig, EngineError, Lookup};
+use crate::engine::{Engine, EngineConfig, EngineError, Lookup, LookupOutput, Submitter};
 use crate::machine::MachineInfo;
 
 /// What to run.
@@ -151,56 +154,135 @@ pub fn run(cfg: LocalBench, progress: &dyn Fn(Progress)) -> Result<BenchReport, 
     })
 }
 
-/// Whether the machine has a CPU the engine does not use, on which a driver may spin.
-fn spare_cpu(engine: &Engine) -> bool {
-    engine.cores() < std::thread::available_parallelism().map_or(1, |n| n.get())
+/// A closed loop kept going by its own completions: each completion records its request and
+/// submits the next from the core thread that finished it. No driver thread competes with the
+/// core threads for CPUs, which matters when the engine has every CPU of the machine.
+struct ClosedLoop {
+    submitter: Submitter,
+    pool: Vec<Arc<QueryBatch>>,
+    deadline: Instant,
+    /// Requests to launch at most (`u64::MAX`: until the deadline).
+    limit: u64,
+    next: AtomicU64,
+    /// Lanes still running; the last to stop signals `stopped`.
+    lanes: AtomicUsize,
+    stopped: crossbeam_channel::Sender<()>,
+    measured: Mutex<Measured>,
 }
 
-/// Receives a completion. With a spare CPU the driver spins for a while first: a parked
-/// receiver costs the engine's core a futex wake-up per request, about 5% of a 60 us batch.
-fn recv<T>(rx: &crossbeam_channel::Receiver<T>, spin: bool) -> Result<T, crossbeam_channel::RecvError> {
-    if spin {
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_millis(2) {
-            match rx.try_recv() {
-                Ok(v) => return Ok(v),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(crossbeam_channel::RecvError),
-                Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+thread_local! {
+    /// Completions running inside a submission on this thread: a request that completes at once
+    /// (an error) would otherwise recurse without bound.
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+impl ClosedLoop {
+    /// Launches the next request of a lane, or stops the lane when time or requests are up.
+    fn launch(self: &Arc<Self>) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if i >= self.limit || Instant::now() >= self.deadline || DEPTH.get() > 4 {
+            if self.lanes.fetch_sub(1, Ordering::AcqRel) == 1 {
+                let _ = self.stopped.send(());
             }
+            return;
+        }
+        let b = self.pool[i as usize % self.pool.len()].clone();
+        let me = self.clone();
+        let t0 = Instant::now();
+        DEPTH.set(DEPTH.get() + 1);
+        self.submitter.submit(
+            Lookup::all_tables(b),
+            Box::new(move |r| {
+                let took = t0.elapsed();
+                me.record(i as usize, took, r);
+                me.launch();
+            }),
+        );
+        DEPTH.set(DEPTH.get() - 1);
+    }
+
+    fn record(&self, i: usize, took: Duration, r: Result<LookupOutput, EngineError>) {
+        let b = &self.pool[i % self.pool.len()];
+        let mut m = self.measured.lock();
+        match r {
+            Ok(out) => {
+                m.batches += 1;
+                m.samples += b.batch_size as u64;
+                m.lookups += b.lookups() as u64;
+                for (t, n) in m.lookups_by_table.iter_mut().enumerate() {
+                    *n += b.table_ids(t).len() as u64;
+                }
+                m.latency.saturating_record(took.as_micros().max(1) as u64);
+                drop(m);
+                self.submitter.recycle(out.pooled);
+            }
+            Err(_) => m.errors += 1,
         }
     }
-    rx.recv()
+}
+
+/// Runs a closed loop of `concurrency` lanes until `duration` passes or `limit` requests were
+/// launched, calling `tick` with (elapsed, look-ups so far) every 100 ms.
+fn closed_loop(
+    engine: &Engine,
+    pool: &[Arc<QueryBatch>],
+    concurrency: usize,
+    duration: Duration,
+    limit: u64,
+    tick: &dyn Fn(Duration, u64),
+) -> Measured {
+    let tables = pool.first().map_or(0, |b| b.num_tables as usize);
+    let measured = Measured {
+        latency: Histogram::new_with_bounds(1, 600_000_000, 3).unwrap(),
+        batches: 0,
+        samples: 0,
+        lookups: 0,
+        lookups_by_table: vec![0; tables],
+        errors: 0,
+    };
+    if pool.is_empty() || duration.is_zero() || limit == 0 {
+        return measured;
+    }
+    let lanes = concurrency.max(1);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let start = Instant::now();
+    let cl = Arc::new(ClosedLoop {
+        submitter: engine.submitter(),
+        pool: pool.to_vec(),
+        deadline: start + duration,
+        limit,
+        next: AtomicU64::new(0),
+        lanes: AtomicUsize::new(lanes),
+        stopped: tx,
+        measured: Mutex::new(measured),
+    });
+    for _ in 0..lanes {
+        cl.launch();
+    }
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_millis(100)) {
+        let lookups = cl.measured.lock().lookups;
+        tick(start.elapsed(), lookups);
+    }
+    let mut m = cl.measured.lock();
+    std::mem::replace(
+        &mut *m,
+        Measured {
+            latency: Histogram::new(1).unwrap(),
+            batches: 0,
+            samples: 0,
+            lookups: 0,
+            lookups_by_table: Vec::new(),
+            errors: 0,
+        },
+    )
 }
 
 /// Runs `n` batches of `pool` (from `start`) with `concurrency` in flight and returns the wall
 /// time: the timing loop of the criterion benches.
 pub fn run_batches(engine: &Engine, pool: &[Arc<QueryBatch>], start: usize, n: u64, concurrency: usize) -> Duration {
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let rotated: Vec<Arc<QueryBatch>> = (0..pool.len()).map(|i| pool[(start + i) % pool.len()].clone()).collect();
     let t0 = Instant::now();
-    let submit = |i: usize| {
-        let tx = tx.clone();
-        engine.submit(
-            Lookup::all_tables(pool[i % pool.len()].clone()),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-    };
-    let mut sent = 0u64;
-    while sent < n.min(concurrency.max(1) as u64) {
-        submit(start + sent as usize);
-        sent += 1;
-    }
-    let spin = spare_cpu(engine);
-    for _ in 0..n {
-        if let Ok(Ok(out)) = recv(&rx, spin) {
-            engine.recycle(out.pooled);
-        }
-        if sent < n {
-            submit(start + sent as usize);
-            sent += 1;
-        }
-    }
+    closed_loop(engine, &rotated, concurrency.min(n as usize), Duration::from_secs(3600), n, &|_, _| {});
     t0.elapsed()
 }
 
@@ -215,7 +297,7 @@ pub struct Measured {
 }
 
 /// Keeps `concurrency` requests in flight for `duration`, rotating through `pool`; latency is
-/// submission to completion, in microseconds.
+/// submission to completion, in microseconds. `tick` gets (fraction done, look-ups per second).
 pub fn drive(
     engine: &Engine,
     pool: &[Arc<QueryBatch>],
@@ -223,69 +305,8 @@ pub fn drive(
     duration: Duration,
     tick: &dyn Fn((f64, f64)),
 ) -> Measured {
-    let tables = pool.first().map_or(0, |b| b.num_tables as usize);
-    let mut m = Measured {
-        latency: Histogram::new_with_bounds(1, 600_000_000, 3).unwrap(),
-        batches: 0,
-        samples: 0,
-        lookups: 0,
-        lookups_by_table: vec![0; tables],
-        errors: 0,
-    };
-    if pool.is_empty() || duration.is_zero() {
-        return m;
-    }
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let submit = |i: usize| {
-        let tx = tx.clone();
-        let b = pool[i % pool.len()].clone();
-        let t0 = Instant::now();
-        engine.submit(
-            Lookup::all_tables(b),
-            Box::new(move |r| {
-                let _ = tx.send((i, t0.elapsed(), r));
-            }),
-        );
-    };
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut next = 0usize;
-    let mut inflight = 0usize;
-    for _ in 0..concurrency.max(1) {
-        submit(next);
-        next += 1;
-        inflight += 1;
-    }
-    let mut last_tick = start;
-    let spin = spare_cpu(engine);
-    while inflight > 0 {
-        let Ok((i, took, r)) = recv(&rx, spin) else { break };
-        inflight -= 1;
-        match r {
-            Ok(out) => {
-                let b = &pool[i % pool.len()];
-                m.batches += 1;
-                m.samples += b.batch_size as u64;
-                m.lookups += b.lookups() as u64;
-                for (t, n) in m.lookups_by_table.iter_mut().enumerate() {
-                    *n += b.table_ids(t).len() as u64;
-                }
-                m.latency.saturating_record(took.as_micros().max(1) as u64);
-                engine.recycle(out.pooled);
-            }
-            Err(_) => m.errors += 1,
-        }
-        let now = Instant::now();
-        if now < deadline {
-            submit(next);
-            next += 1;
-            inflight += 1;
-        }
-        if now.duration_since(last_tick) > Duration::from_millis(100) {
-            last_tick = now;
-            let f = (now - start).as_secs_f64() / duration.as_secs_f64();
-            tick((f.min(1.0), m.lookups as f64 / (now - start).as_secs_f64()));
-        }
-    }
-    m
+    closed_loop(engine, pool, concurrency, duration, u64::MAX, &|elapsed, lookups| {
+        let e = elapsed.as_secs_f64();
+        tick(((e / duration.as_secs_f64()).min(1.0), lookups as f64 / e.max(1e-9)))
+    })
 }

@@ -124,7 +124,9 @@ impl Setup {
                 flow: DataFlow::Direct { prefetch: prefetch as u16 },
                 row_type: spec.tables[0].row_type,
             }],
-            knobs: Knobs { sub_batch: (batch / threads as u32).max(8), inflight_per_worker: 1 },
+            // One task per batch, as each ceiling thread takes whole batches: with two batches in
+            // flight per core, splitting them further only adds hand-offs.
+            knobs: Knobs { sub_batch: batch.max(1), inflight_per_worker: 1 },
         };
         engine.deploy(&plan.assignment(spec, 0))?;
         Ok(engine)

@@ -8,8 +8,14 @@
 //! A request is split at submission into at most one pinned task per core that owns shards it
 //! needs, plus `ceil(batch / sub_batch)` floating tasks over the replicated tables. Tasks write
 //! pooled rows straight into disjoint regions of one output buffer; when a table has several
-//! shards on this worker, the shards after the first write partial buffers that the last shard
-//! to finish adds in. The last task of a request calls its completion.
+//! shards on this worker, the shards after the first write partial buffers that are added in
+//! once the last shard finishes: by that shard itself when they are small, otherwise by
+//! floating reduce tasks over slices of the batch, so that no single core adds them all up.
+//! The last task of a request calls its completion.
+//!
+//! Output and partial buffers come from a pool and are never zeroed: every kernel overwrites
+//! each bag it is given, and every float of a buffer belongs to exactly one task's bags. Debug
+//! builds fill taken buffers with NaN so that the property tests catch any float left unwritten.
 
 pub mod flows;
 pub mod kernels;
@@ -185,6 +191,29 @@ pub struct Engine {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
+
+/// A cheap, cloneable handle that submits requests to an engine. A completion can hold one and
+/// submit the next request from the core thread that finished the last, which keeps a closed
+/// loop going without a driver thread competing with the core threads for CPUs.
+#[derive(Clone)]
+pub struct Submitter {
+    shared: Arc<Shared>,
+}
+
+impl Submitter {
+    /// As [`Engine::submit`].
+    pub fn submit(&self, req: Lookup, done: Completion) {
+        self.shared.submit(req, done);
+    }
+
+    /// As [`Engine::recycle`].
+    pub fn recycle(&self, buf: Vec<f32>) {
+        self.shared.recycle(buf);
+    }
+}
+
+/// Buffers the pool keeps at most: enough for every request in flight on a busy engine.
+const POOLED_BUFFERS: usize = 256;
 
 impl Engine {
     /// Starts the core threads with nothing deployed.
@@ -397,14 +426,12 @@ impl Engine {
     /// Checks a request and queues its tasks; `done` runs when the last task finishes, or at
     /// once with the error if the request is malformed or names rows this engine lacks.
     pub fn submit(&self, req: Lookup, done: Completion) {
-        if self.shared.shutdown.load(Ordering::Relaxed) {
-            return done(Err(EngineError::ShuttingDown));
-        }
-        let dep = self.shared.deployment.read().clone();
-        match self.prepare(&dep, &req) {
-            Ok(state) => self.enqueue(state, done),
-            Err(e) => done(Err(e)),
-        }
+        self.shared.submit(req, done);
+    }
+
+    /// A handle that submits to this engine, for completions that submit in turn.
+    pub fn submitter(&self) -> Submitter {
+        Submitter { shared: self.shared.clone() }
     }
 
     /// Submits and waits: the convenient form for tests and tools.
@@ -419,13 +446,10 @@ impl Engine {
         rx.recv().unwrap_or(Err(EngineError::ShuttingDown))
     }
 
-    /// Returns an output buffer for reuse, so that large outputs are not re-faulted per request.
-    pub fn recycle(&self, mut buf: Vec<f32>) {
-        let mut pool = self.shared.buffers.lock();
-        if pool.len() < 64 {
-            buf.clear();
-            pool.push(buf);
-        }
+    /// Returns an output buffer for reuse, so that large outputs are neither re-faulted nor
+    /// re-zeroed per request.
+    pub fn recycle(&self, buf: Vec<f32>) {
+        self.shared.recycle(buf);
     }
 
     /// Per-core counters.
@@ -448,89 +472,6 @@ impl Engine {
     /// Tasks waiting anywhere in the engine: the load a router compares between replicas.
     pub fn queue_len(&self) -> usize {
         self.shared.floating.len() + self.shared.pinned.iter().map(Injector::len).sum::<usize>()
-    }
-
-    /// Validates a request and lays out its tasks.
-    fn prepare(&self, dep: &Arc<Deployment>, req: &Lookup) -> Result<Arc<Request>, EngineError> {
-        let b = &req.batch;
-        b.check_layout().map_err(|e| EngineError::BadRequest(e.to_string()))?;
-        if req.tables.len() != b.num_tables as usize {
-            return Err(EngineError::BadRequest(format!(
-                "the request names {} tables for a batch of {}",
-                req.tables.len(),
-                b.num_tables
-            )));
-        }
-        let bs = b.batch_size as usize;
-        let mut columns = Vec::with_capacity(req.tables.len());
-        let mut width = 0usize;
-        let mut slots = Vec::with_capacity(req.tables.len());
-        for (slot, &t) in req.tables.iter().enumerate() {
-            let table =
-                dep.tables.get(t as usize).and_then(Option::as_ref).ok_or(EngineError::UnknownTable { table: t })?;
-            check_ids(t, table, b.table_ids(slot))?;
-            columns.push(width);
-            width += table.dim;
-            slots.push(SlotState { partials: Vec::new(), remaining: AtomicU32::new(0) });
-        }
-        let mut pinned: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); self.cores()];
-        let mut any_replicated = false;
-        for (slot, &t) in req.tables.iter().enumerate() {
-            let table = dep.tables[t as usize].as_ref().unwrap();
-            match &table.layout {
-                Layout::Replicated(_) => any_replicated = true,
-                Layout::Shards { pieces, .. } => {
-                    for (j, (core, _)) in pieces.iter().enumerate() {
-                        pinned[*core].push((slot, j, j));
-                    }
-                    let s = &mut slots[slot];
-                    s.remaining = AtomicU32::new(pieces.len() as u32);
-                    s.partials = (1..pieces.len()).map(|_| UnsafeCell::new(vec![0f32; bs * table.dim])).collect();
-                }
-            }
-        }
-        let mut out = self.shared.buffers.lock().pop().unwrap_or_default();
-        out.resize(bs * width, 0.0);
-        let sub = dep.knobs.sub_batch.max(1) as usize;
-        let floating = if any_replicated && bs > 0 { bs.div_ceil(sub) } else { 0 };
-        let tasks = floating + pinned.iter().filter(|p| !p.is_empty()).count();
-        Ok(Arc::new(Request {
-            lookup: req.clone(),
-            dep: dep.clone(),
-            out_ptr: out.as_mut_ptr(),
-            out: Mutex::new(Some(out)),
-            width,
-            columns,
-            slots,
-            pinned,
-            floating,
-            sub,
-            remaining: AtomicUsize::new(tasks),
-            done: Mutex::new(None),
-            started: Instant::now(),
-        }))
-    }
-
-    fn enqueue(&self, req: Arc<Request>, done: Completion) {
-        *req.done.lock() = Some(done);
-        if req.remaining.load(Ordering::Relaxed) == 0 {
-            // A batch of zero samples, or of no tables: nothing to run.
-            return req.finish(self.shared.isa);
-        }
-        for (core, work) in req.pinned.iter().enumerate() {
-            if !work.is_empty() {
-                self.shared.pinned[core].push(Task { req: req.clone(), kind: TaskKind::Pinned { core } });
-                self.shared.wake(core);
-            }
-        }
-        for i in 0..req.floating {
-            let b0 = i * req.sub;
-            let b1 = ((i + 1) * req.sub).min(req.lookup.batch.batch_size as usize);
-            self.shared.floating.push(Task { req: req.clone(), kind: TaskKind::Floating { b0, b1 } });
-        }
-        if req.floating > 0 {
-            self.shared.wake_any(req.floating);
-        }
     }
 }
 
@@ -568,6 +509,24 @@ struct SlotState {
     partials: Vec<UnsafeCell<Vec<f32>>>,
     /// Shards still running; the one that brings it to zero adds the partials in.
     remaining: AtomicU32,
+    /// Bags per reduce task, or 0 when the last shard adds the partials in itself.
+    reduce_chunk: usize,
+}
+
+/// Floats below which the last shard of a table adds the partials in itself: splitting off
+/// tasks costs more than adding a few hundred kilobytes.
+const INLINE_REDUCE: usize = 1 << 16;
+
+/// How to add `partials` buffers of `bs` bags x `dim` into the output: (bags per reduce task,
+/// reduce tasks), or (0, 0) to add them inline. At most one task per core, each non-empty.
+fn reduce_split(bs: usize, dim: usize, partials: usize, cores: usize) -> (usize, usize) {
+    let floats = bs * dim * partials;
+    if partials == 0 || bs == 0 || floats < INLINE_REDUCE {
+        return (0, 0);
+    }
+    let want = floats.div_ceil(INLINE_REDUCE).min(cores).min(bs).max(1);
+    let chunk = bs.div_ceil(want);
+    (chunk, bs.div_ceil(chunk))
 }
 
 struct Request {
@@ -594,8 +553,15 @@ unsafe impl Send for Request {}
 unsafe impl Sync for Request {}
 
 impl Request {
-    /// Runs when every task is done: mean division, then the completion.
-    fn finish(&self, _isa: Isa) {
+    /// Runs when every task is done: partial buffers back to the pool, mean division, then the
+    /// completion.
+    fn finish(&self, shared: &Shared) {
+        for s in &self.slots {
+            for p in &s.partials {
+                // SAFETY: every task of the request is done, so nothing else touches the partials.
+                shared.recycle(std::mem::take(unsafe { &mut *p.get() }));
+            }
+        }
         let mut out = self.out.lock().take().unwrap_or_default();
         let b = &self.lookup.batch;
         let bs = b.batch_size as usize;
@@ -631,6 +597,8 @@ impl Request {
 enum TaskKind {
     Floating { b0: usize, b1: usize },
     Pinned { core: usize },
+    /// Adds a sharded slot's partial buffers into bags `b0..b1` of the output.
+    Reduce { slot: usize, b0: usize, b1: usize },
 }
 
 struct Task {
@@ -640,7 +608,8 @@ struct Task {
 
 impl Task {
     /// Runs the task; returns the look-ups it did.
-    fn run(&self, isa: Isa, scratch: &mut Scratch) -> u64 {
+    fn run(&self, shared: &Shared, scratch: &mut Scratch) -> u64 {
+        let isa = shared.isa;
         let r = &*self.req;
         let b = &r.lookup.batch;
         let bs = b.batch_size as usize;
@@ -676,31 +645,37 @@ impl Task {
                         (unsafe { r.out_ptr.add(r.columns[slot]) }, r.width)
                     } else {
                         // SAFETY: partial j-1 belongs to shard j alone until the slot completes.
-                        (unsafe { (*r.slots[slot].partials[j - 1].get()).as_mut_ptr() }, table.dim)
+                        let p = unsafe { &mut *r.slots[slot].partials[j - 1].get() };
+                        *p = shared.take_buffer(bs * table.dim);
+                        (p.as_mut_ptr(), table.dim)
                     };
                     let run = BagRun { offsets: o, ids: &b.ids, out, out_stride: stride };
                     // SAFETY: as above.
                     unsafe { pieces[j].1.pool(isa, run, scratch) };
-                    self.shard_done(slot, table.dim);
+                    self.shard_done(shared, slot, table.dim);
                 }
+            }
+            TaskKind::Reduce { slot, b0, b1 } => {
+                let t = r.lookup.tables[slot];
+                let dim = r.dep.tables[t as usize].as_ref().unwrap().dim;
+                // SAFETY: the slot's shards are all done, and bags b0..b1 are this task's alone.
+                unsafe { self.add_partials(slot, dim, b0, b1) };
             }
         }
         lookups
     }
 
-    /// Marks one shard of a slot finished; the last one adds the other shards' partials.
-    fn shard_done(&self, slot: usize, dim: usize) {
+    /// Adds the slot's partial buffers into bags `b0..b1` of the output.
+    ///
+    /// # Safety
+    /// Every shard of the slot must be done, and no one else may touch those bags' columns.
+    unsafe fn add_partials(&self, slot: usize, dim: usize, b0: usize, b1: usize) {
         let r = &*self.req;
-        let s = &r.slots[slot];
-        if s.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        let bs = r.lookup.batch.batch_size as usize;
-        for p in &s.partials {
-            // SAFETY: every shard of the slot is done (AcqRel above), so nothing writes these.
+        for p in &r.slots[slot].partials {
+            // SAFETY: per the contract, the partials are no longer written.
             let p = unsafe { &*p.get() };
-            for bag in 0..bs {
-                // SAFETY: the slot's columns of `out` are no longer written by anyone else.
+            for bag in b0..b1 {
+                // SAFETY: per the contract, the columns are ours.
                 let o = unsafe { std::slice::from_raw_parts_mut(r.out_ptr.add(bag * r.width + r.columns[slot]), dim) };
                 for (d, v) in o.iter_mut().zip(&p[bag * dim..(bag + 1) * dim]) {
                     *d += v;
@@ -708,9 +683,169 @@ impl Task {
             }
         }
     }
+
+    /// Marks one shard of a slot finished; the last one adds the other shards' partials in, or
+    /// queues reduce tasks that do so slice by slice on whichever cores are free.
+    fn shard_done(&self, shared: &Shared, slot: usize, dim: usize) {
+        let r = &*self.req;
+        let s = &r.slots[slot];
+        if s.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let bs = r.lookup.batch.batch_size as usize;
+        if s.reduce_chunk == 0 {
+            // SAFETY: every shard of the slot is done (AcqRel above), and no other task writes
+            // the slot's columns any more.
+            unsafe { self.add_partials(slot, dim, 0, bs) };
+            return;
+        }
+        let mut n = 0;
+        for b0 in (0..bs).step_by(s.reduce_chunk) {
+            let b1 = (b0 + s.reduce_chunk).min(bs);
+            shared.floating.push(Task { req: self.req.clone(), kind: TaskKind::Reduce { slot, b0, b1 } });
+            n += 1;
+        }
+        shared.wake_any(n);
+    }
 }
 
 impl Shared {
+    fn submit(&self, req: Lookup, done: Completion) {
+        if self.shutdown.load(Ordering::Relaxed) {
+            return done(Err(EngineError::ShuttingDown));
+        }
+        let dep = self.deployment.read().clone();
+        match self.prepare(&dep, &req) {
+            Ok(state) => self.enqueue(state, done),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    fn cores(&self) -> usize {
+        self.cpus.len()
+    }
+
+    /// A buffer of `n` floats with unspecified contents (whatever a previous request left):
+    /// every float of it is overwritten by a kernel before anything reads it.
+    fn take_buffer(&self, n: usize) -> Vec<f32> {
+        let mut b = {
+            let mut pool = self.buffers.lock();
+            // Prefer a buffer that is already large enough, so that none has to grow.
+            match pool.iter().position(|b| b.len() >= n) {
+                Some(i) => pool.swap_remove(i),
+                None => pool.pop().unwrap_or_default(),
+            }
+        };
+        if b.len() < n {
+            b.resize(n, 0.0);
+        } else {
+            b.truncate(n);
+        }
+        if cfg!(debug_assertions) {
+            b.fill(f32::NAN);
+        }
+        b
+    }
+
+    fn recycle(&self, buf: Vec<f32>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        let mut pool = self.buffers.lock();
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(buf);
+        }
+    }
+
+    /// Validates a request and lays out its tasks.
+    fn prepare(&self, dep: &Arc<Deployment>, req: &Lookup) -> Result<Arc<Request>, EngineError> {
+        let b = &req.batch;
+        b.check_layout().map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        if req.tables.len() != b.num_tables as usize {
+            return Err(EngineError::BadRequest(format!(
+                "the request names {} tables for a batch of {}",
+                req.tables.len(),
+                b.num_tables
+            )));
+        }
+        let bs = b.batch_size as usize;
+        let cores = self.cores();
+        let mut columns = Vec::with_capacity(req.tables.len());
+        let mut width = 0usize;
+        let mut slots = Vec::with_capacity(req.tables.len());
+        for (slot, &t) in req.tables.iter().enumerate() {
+            let table =
+                dep.tables.get(t as usize).and_then(Option::as_ref).ok_or(EngineError::UnknownTable { table: t })?;
+            check_ids(t, table, b.table_ids(slot))?;
+            columns.push(width);
+            width += table.dim;
+            slots.push(SlotState { partials: Vec::new(), remaining: AtomicU32::new(0), reduce_chunk: 0 });
+        }
+        let mut pinned: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); cores];
+        let mut any_replicated = false;
+        let mut reduce_tasks = 0usize;
+        for (slot, &t) in req.tables.iter().enumerate() {
+            let table = dep.tables[t as usize].as_ref().unwrap();
+            match &table.layout {
+                Layout::Replicated(_) => any_replicated = true,
+                Layout::Shards { pieces, .. } => {
+                    for (j, (core, _)) in pieces.iter().enumerate() {
+                        pinned[*core].push((slot, j, j));
+                    }
+                    let s = &mut slots[slot];
+                    s.remaining = AtomicU32::new(pieces.len() as u32);
+                    // Partial buffers are taken by the shards' own tasks, on their own cores.
+                    s.partials = (1..pieces.len()).map(|_| UnsafeCell::new(Vec::new())).collect();
+                    let (chunk, tasks) = reduce_split(bs, table.dim, pieces.len() - 1, cores);
+                    s.reduce_chunk = chunk;
+                    reduce_tasks += tasks;
+                }
+            }
+        }
+        let out = self.take_buffer(bs * width);
+        let sub = dep.knobs.sub_batch.max(1) as usize;
+        let floating = if any_replicated && bs > 0 { bs.div_ceil(sub) } else { 0 };
+        let tasks = floating + pinned.iter().filter(|p| !p.is_empty()).count() + reduce_tasks;
+        let mut out = out;
+        Ok(Arc::new(Request {
+            lookup: req.clone(),
+            dep: dep.clone(),
+            out_ptr: out.as_mut_ptr(),
+            out: Mutex::new(Some(out)),
+            width,
+            columns,
+            slots,
+            pinned,
+            floating,
+            sub,
+            remaining: AtomicUsize::new(tasks),
+            done: Mutex::new(None),
+            started: Instant::now(),
+        }))
+    }
+
+    fn enqueue(&self, req: Arc<Request>, done: Completion) {
+        *req.done.lock() = Some(done);
+        if req.remaining.load(Ordering::Relaxed) == 0 {
+            // A batch of zero samples, or of no tables: nothing to run.
+            return req.finish(self);
+        }
+        for (core, work) in req.pinned.iter().enumerate() {
+            if !work.is_empty() {
+                self.pinned[core].push(Task { req: req.clone(), kind: TaskKind::Pinned { core } });
+                self.wake(core);
+            }
+        }
+        for i in 0..req.floating {
+            let b0 = i * req.sub;
+            let b1 = ((i + 1) * req.sub).min(req.lookup.batch.batch_size as usize);
+            self.floating.push(Task { req: req.clone(), kind: TaskKind::Floating { b0, b1 } });
+        }
+        if req.floating > 0 {
+            self.wake_any(req.floating);
+        }
+    }
+
     fn wake(&self, core: usize) {
         if self.sleepers[core].parked.load(Ordering::SeqCst) {
             self.unpark(core);
@@ -769,12 +904,12 @@ fn core_loop(shared: Arc<Shared>, me: usize, cpu: usize, pin: bool) {
     loop {
         if let Some(task) = shared.pop(me) {
             let t0 = Instant::now();
-            let lookups = task.run(shared.isa, &mut scratch);
+            let lookups = task.run(&shared, &mut scratch);
             stats.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             stats.tasks.fetch_add(1, Ordering::Relaxed);
             stats.lookups.fetch_add(lookups, Ordering::Relaxed);
             if task.req.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                task.req.finish(shared.isa);
+                task.req.finish(&shared);
             }
             continue;
         }

@@ -177,6 +177,49 @@ fn every_isa_and_flow_agrees_on_a_skewed_model() {
     }
 }
 
+#[test]
+fn large_sharded_batches_are_reduced_in_slices_on_every_core() {
+    // Large enough that the partials of the sharded tables are added by reduce tasks, with
+    // requests in flight together so that reduce tasks of several requests interleave.
+    let spec = ModelSpec {
+        name: "reduce".into(),
+        batch_size: 700,
+        seed: 5,
+        source: String::new(),
+        tables: vec![
+            table("wide", 6000, 96, RowType::F32, PoolingMode::Sum, "zipf:1.05"),
+            table("mean", 3000, 64, RowType::F16, PoolingMode::Mean, "uniform"),
+            table("rep", 500, 32, RowType::F32, PoolingMode::Sum, "uniform"),
+        ],
+    };
+    let c = |i| CoreId::new(0, i);
+    let placements = vec![
+        Placement::RowRange { bounds: vec![0, 1000, 2500, 4000, 6000], owners: vec![c(0), c(1), c(2), c(0)] },
+        Placement::Hash { owners: vec![c(2), c(1), c(0)] },
+        Placement::Replicated,
+    ];
+    assert!(reduce_split(700, 96, 3, 3).1 > 1 && reduce_split(700, 64, 2, 3).1 > 1, "the test must reach the reduce tasks");
+    let plan = plan_for(&spec, 3, placements, vec![DataFlow::Direct { prefetch: 8 }; 3], 50);
+    let e = engine(3, None);
+    e.deploy(&plan.assignment(&spec, 0)).unwrap();
+    let g = BatchGenerator::new(&spec).unwrap();
+    let reference = Reference::new(&spec, &[RowType::F32, RowType::F16, RowType::F32]);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let batches: Vec<Arc<QueryBatch>> = (0..12).map(|i| Arc::new(g.batch(i))).collect();
+    for (i, b) in batches.iter().enumerate() {
+        let tx = tx.clone();
+        e.submit(Lookup::all_tables(b.clone()), Box::new(move |r| tx.send((i, r)).unwrap()));
+    }
+    for _ in 0..batches.len() {
+        let (i, r) = rx.recv().unwrap();
+        let out = r.unwrap();
+        reference.pool(&batches[i], &[0, 1, 2]).check(&out.pooled).unwrap_or_else(|m| panic!("batch {i}: {m}"));
+        // Buffers go back to the pool and come out again with stale contents, which the
+        // kernels must overwrite.
+        e.recycle(out.pooled);
+    }
+}
+
 fn simple() -> (Engine, ModelSpec) {
     let spec = ModelSpec {
         name: "s".into(),
