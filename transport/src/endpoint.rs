@@ -33,6 +33,14 @@ pub struct Tuning {
     /// internet's default (about 15 KB) a 450 KB response took three round trips to send on
     /// loopback. A LAN takes a window of a few megabytes; loss still shrinks it.
     pub initial_window: u64,
+    /// Hand the kernel batches of packets in one call (UDP GSO). Off by default: on loopback
+    /// the bursts it sends were declared lost by the sender, which made path-MTU discovery
+    /// conclude a black hole and fall back to 1200-byte packets for a minute; without it the
+    /// path keeps 9000-byte packets and a 450 KB response streamed 1.3-1.5x faster
+    /// (BENCHMARKS.md, "Transport").
+    pub segmentation_offload: bool,
+    /// How long path-MTU discovery waits after detecting a black hole before it probes again.
+    pub black_hole_cooldown: Duration,
 }
 
 impl Default for Tuning {
@@ -46,6 +54,8 @@ impl Default for Tuning {
             idle_timeout: Duration::from_millis(1500),
             mtu_upper_bound: 9000,
             initial_window: 4 << 20,
+            segmentation_offload: false,
+            black_hole_cooldown: Duration::from_secs(5),
         }
     }
 }
@@ -62,8 +72,11 @@ impl Tuning {
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(Some(self.idle_timeout.try_into().expect("a short idle timeout")));
         let mut mtu = MtuDiscoveryConfig::default();
-        mtu.upper_bound(self.mtu_upper_bound).interval(Duration::from_secs(60));
+        mtu.upper_bound(self.mtu_upper_bound)
+            .interval(Duration::from_secs(60))
+            .black_hole_cooldown(self.black_hole_cooldown);
         t.mtu_discovery_config(Some(mtu));
+        t.enable_segmentation_offload(self.segmentation_offload);
         let mut cubic = quinn::congestion::CubicConfig::default();
         cubic.initial_window(self.initial_window);
         t.congestion_controller_factory(Arc::new(cubic));
