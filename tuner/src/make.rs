@@ -190,11 +190,7 @@ pub fn default_plan(
             let k = all_cores.len().min(t.rows as usize).max(1);
             let bounds = crate::space::mass_bounds(t.rows, k, profiles.get(i));
             let owners = all_cores[..bounds.len() - 1].to_vec();
-            if owners.len() == 1 {
-                Placement::Owned(owners[0])
-            } else {
-                Placement::RowRange { bounds, owners }
-            }
+            if owners.len() == 1 { Placement::Owned(owners[0]) } else { Placement::RowRange { bounds, owners } }
         });
     }
     let mut plan = Plan {

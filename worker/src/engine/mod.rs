@@ -595,10 +595,19 @@ impl Request {
 }
 
 enum TaskKind {
-    Floating { b0: usize, b1: usize },
-    Pinned { core: usize },
+    Floating {
+        b0: usize,
+        b1: usize,
+    },
+    Pinned {
+        core: usize,
+    },
     /// Adds a sharded slot's partial buffers into bags `b0..b1` of the output.
-    Reduce { slot: usize, b0: usize, b1: usize },
+    Reduce {
+        slot: usize,
+        b0: usize,
+        b1: usize,
+    },
 }
 
 struct Task {

@@ -198,7 +198,10 @@ fn large_sharded_batches_are_reduced_in_slices_on_every_core() {
         Placement::Hash { owners: vec![c(2), c(1), c(0)] },
         Placement::Replicated,
     ];
-    assert!(reduce_split(700, 96, 3, 3).1 > 1 && reduce_split(700, 64, 2, 3).1 > 1, "the test must reach the reduce tasks");
+    assert!(
+        reduce_split(700, 96, 3, 3).1 > 1 && reduce_split(700, 64, 2, 3).1 > 1,
+        "the test must reach the reduce tasks"
+    );
     let plan = plan_for(&spec, 3, placements, vec![DataFlow::Direct { prefetch: 8 }; 3], 50);
     let e = engine(3, None);
     e.deploy(&plan.assignment(&spec, 0)).unwrap();
