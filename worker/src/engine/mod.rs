@@ -739,10 +739,13 @@ impl Shared {
     fn take_buffer(&self, n: usize) -> Vec<f32> {
         let mut b = {
             let mut pool = self.buffers.lock();
-            // Prefer a buffer that is already large enough, so that none has to grow.
-            match pool.iter().position(|b| b.len() >= n) {
+            // The smallest buffer that is large enough: a large output buffer taken for a small
+            // partial would leave the next large request to grow (and zero) a small one.
+            let fit =
+                pool.iter().enumerate().filter(|(_, b)| b.len() >= n).min_by_key(|(_, b)| b.len()).map(|(i, _)| i);
+            match fit.or_else(|| pool.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, _)| i)) {
                 Some(i) => pool.swap_remove(i),
-                None => pool.pop().unwrap_or_default(),
+                None => Vec::new(),
             }
         };
         if b.len() < n {
