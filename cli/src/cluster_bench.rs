@@ -78,7 +78,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let before = client.status().await?;
         let bar = ui::bar(1000, quiet);
         bar.set_prefix("measuring");
-        let r = loadgen::run(&client, prepared, &cfg, &|f, qps| {
+        // One connection per four lanes (at most eight), so that the load generator's side of a
+        // single connection does not cap what the cluster is offered.
+        let mut clients = vec![client.clone()];
+        for _ in 1..cfg.concurrency.div_ceil(4).clamp(1, 8) {
+            clients.push(target.client().await?);
+        }
+        let r = loadgen::run(&clients, prepared, &cfg, &|f, qps| {
             bar.set_position((f * 1000.0) as u64);
             bar.set_message(format!("{} queries/s", ui::si(qps)));
         })

@@ -80,8 +80,11 @@ impl Shared {
 }
 
 /// Runs the load; `tick` is called about ten times a second with (fraction done, queries/s).
+/// Queries are spread over `clients` (closed-loop lane `i` uses connection `i mod n`): one QUIC
+/// connection is driven by one task on each side, so a single connection caps the bytes per
+/// second that a fast cluster can be offered.
 pub async fn run(
-    client: &Client,
+    clients: &[Client],
     pool: Arc<Vec<PreparedQuery>>,
     cfg: &LoadConfig,
     tick: &(dyn Fn(f64, f64) + Sync),
@@ -102,9 +105,9 @@ pub async fn run(
     let mut tasks = Vec::new();
     match cfg.qps {
         None => {
-            for _ in 0..cfg.concurrency.max(1) {
-                let (client, pool, shared, stop, next) =
-                    (client.clone(), pool.clone(), shared.clone(), stop.clone(), next.clone());
+            for lane in 0..cfg.concurrency.max(1) {
+                let client = clients[lane % clients.len()].clone();
+                let (pool, shared, stop, next) = (pool.clone(), shared.clone(), stop.clone(), next.clone());
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let q = &pool[next.fetch_add(1, Ordering::Relaxed) as usize % pool.len()];
@@ -116,7 +119,8 @@ pub async fn run(
             }
         }
         Some(qps) => {
-            let (client, pool, shared, stop) = (client.clone(), pool.clone(), shared.clone(), stop.clone());
+            let clients = clients.to_vec();
+            let (pool, shared, stop) = (pool.clone(), shared.clone(), stop.clone());
             let max_out = cfg.max_outstanding.max(1);
             tasks.push(tokio::spawn(async move {
                 let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(0xa11);
@@ -143,7 +147,8 @@ pub async fn run(
                     }
                     let q = pool[i % pool.len()].clone();
                     i += 1;
-                    let (client, shared, outstanding) = (client.clone(), shared.clone(), outstanding.clone());
+                    let client = clients[i % clients.len()].clone();
+                    let (shared, outstanding) = (shared.clone(), outstanding.clone());
                     outstanding.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         let r = client.query_prepared(&q).await;
