@@ -110,7 +110,8 @@ def parse_args(argv=None):
     p.add_argument("--flows", default="auto,direct", help="embtune --flows values to measure (default auto,direct)")
     p.add_argument("--strategy", default="round-robin", help="embtune --strategy (default round-robin)")
     p.add_argument("--retry-busy", type=float, default=0.3, metavar="CPUS", help="measure again (at most twice) when other processes kept more than this many CPUs busy meanwhile (default 0.3; 0 = never)")
-    p.add_argument("--quiet-wait", type=float, default=60.0, metavar="S", help="before each measurement wait at most S seconds for the machine to be quiet (foreign load <= --retry-busy; default 60)")
+    p.add_argument("--quiet-wait", type=float, default=15.0, metavar="S", help="before each measurement wait at most S seconds for the machine to be quiet (foreign load <= --retry-busy; default 15)")
+    p.add_argument("--pin-embtune", action="store_true", help="run embtune with its CPU affinity limited to N CPUs, its driver thread included (by default only its N engine threads are pinned, and with a spare CPU the driver thread keeps one more CPU busy)")
     p.add_argument("--index-dtype", choices=["int64", "int32"], default="int64", help="id and offset dtype handed to the peers (default int64)")
     p.add_argument("--no-fbgemm", action="store_true", help="leave fbgemm_gpu out")
     p.add_argument("--no-py-threads", action="store_true", help="leave out the N-Python-threads forms of the peers")
@@ -225,12 +226,9 @@ def wait_quiet(threshold: float, max_wait: float) -> float:
     return time.perf_counter() - t0
 
 
-def peak_rss() -> tuple[int, int]:
-    """Peak resident bytes of this process and of its largest child (embtune)."""
-    return (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-    )
+def peak_rss() -> int:
+    """Peak resident bytes of this process."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # ---------------------------------------------------------------------------------------
@@ -265,16 +263,55 @@ def embtune_pool_size(spec, llc: int) -> int:
     return min(max(want, 8), max(cap, 8))
 
 
-def run_checked(cmd: list[str]) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr.strip()}")
-    return r.stdout
+def binary_id(path: str) -> dict:
+    """What identifies the embtune binary: its sha256 and modification time."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    st = os.stat(path)
+    mtime = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
+    return {"path": os.path.realpath(path), "sha256": h.hexdigest()[:16], "mtime": mtime.strftime("%Y-%m-%d %H:%M:%S UTC"), "bytes": st.st_size}
+
+
+def run_checked(cmd: list[str], cpus=None, hwm: dict | None = None) -> str:
+    """Run cmd, return its stdout; with `hwm`, record the child's peak resident bytes
+    (VmHWM, polled: getrusage's figure for children includes this process's own size,
+    inherited at fork)."""
+    pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    if hwm is None:
+        r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pre)
+        out, err, rc = r.stdout, r.stderr, r.returncode
+    else:
+        with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True, preexec_fn=pre)
+            peak = 0
+            while proc.poll() is None:
+                try:
+                    with open(f"/proc/{proc.pid}/status") as f:
+                        for line in f:
+                            if line.startswith("VmHWM:"):
+                                peak = max(peak, int(line.split()[1]) * 1024)
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            hwm["bytes"] = max(hwm.get("bytes", 0), peak)
+            fo.seek(0)
+            fe.seek(0)
+            out, err, rc = fo.read(), fe.read(), proc.returncode
+    if rc != 0:
+        raise SystemExit(f"failed ({rc}): {' '.join(cmd)}\n{err.strip()}")
+    return out
 
 
 def dump(embtune: str, workload: list[str], k: int, out: Path) -> dict:
     if out.exists():
-        shutil.rmtree(out)
+        if any(out.iterdir()) and not (out / "index.json").exists():
+            raise SystemExit(f"{out} exists and is not a dump folder: pass an empty or new --dump-dir")
+        # An earlier dump: remove its files only.
+        for f in list(out.glob("b*.offsets")) + list(out.glob("b*.ids")) + [out / "index.json"]:
+            f.unlink(missing_ok=True)
     run_checked([embtune, "workload", "dump", *workload, "--batches", str(k), "--out", str(out)])
     with open(out / "index.json") as f:
         return json.load(f)
@@ -427,6 +464,9 @@ def measure_peer(torch, run_batch, batches, state, threads: int, py_threads: int
     }
 
 
+EMBTUNE_HWM: dict = {}
+
+
 def measure_embtune(args, cores: int, flows: str):
     cmd = [
         args.embtune, "bench", *args.workload, "--cores", str(cores), "--strategy", args.strategy,
@@ -434,7 +474,8 @@ def measure_embtune(args, cores: int, flows: str):
     ]
     if args.no_huge_pages:
         cmd.append("--no-huge-pages")
-    r = json.loads(run_checked(cmd))
+    cpus = sorted(os.sched_getaffinity(0))[:cores] if args.pin_embtune else None
+    r = json.loads(run_checked(cmd, cpus, EMBTUNE_HWM))
     return {
         "lookups_per_s": r["lookups_per_s"],
         "p50_us": r["p50_us"],
@@ -469,6 +510,7 @@ def main(argv=None) -> int:
     import torch
 
     started = datetime.datetime.now(datetime.timezone.utc)
+    binary = binary_id(args.embtune)
     llc = llc_bytes()
     tmp = None
     if args.dump_dir:
@@ -633,7 +675,12 @@ def main(argv=None) -> int:
                     "ratio_median": statistics.median(per), "ratio_min": min(per), "ratio_max": max(per),
                     "per_round": per,
                 })
-    self_rss, child_rss = peak_rss()
+    self_rss, child_rss = peak_rss(), EMBTUNE_HWM.get("bytes", 0)
+    binary_after = binary_id(args.embtune)
+    binary_changed = binary_after["sha256"] != binary["sha256"]
+    if binary_changed:
+        log(f"warning: {args.embtune} changed during the run ({binary['sha256']} -> {binary_after['sha256']}): "
+            "embtune's figures mix two builds; copy the binary aside and pass --embtune")
     eplan = {s["contender"]: s["plan"] for s in summary if s["plan"]}
     result = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -649,11 +696,13 @@ def main(argv=None) -> int:
             "fbgemm_gpu": fbgemm_version if tbe is not None else None,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "embtune": run_checked([args.embtune, "--version"]).strip(),
+            "embtune_binary": binary,
+            "embtune_binary_changed_during_run": binary_changed,
         },
         "fbgemm": "measured" if tbe is not None else f"skipped: {fbgemm_note}",
         "settings": {"rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
                      "retry_busy_cpus": args.retry_busy, "quiet_wait_s": args.quiet_wait,
-                     "strategy": args.strategy, "index_dtype": args.index_dtype,
+                     "strategy": args.strategy, "pin_embtune": args.pin_embtune, "index_dtype": args.index_dtype,
                      "huge_pages_peers": host.huge_pages, "peer_huge_page_bytes": anon_huge_bytes()},
         "check": check,
         "contenders": summary,
@@ -673,9 +722,12 @@ def main(argv=None) -> int:
           f"{k} batches rotated ({total_ids} ids, {uniq / (1 << 20):.0f} MiB of distinct rows)")
     v = result["versions"]
     print(f"versions  torch {v['torch']} ({v['torch_cpu_capability']}), fbgemm_gpu {v['fbgemm_gpu'] or '-'}, {v['embtune']}")
+    print(f"binary    {binary['path']} sha256 {binary['sha256']}.., built {binary['mtime']}"
+          + ("  CHANGED DURING THE RUN" if binary_changed else ""))
     print(f"fbgemm    {result['fbgemm']}")
     print(f"settings  {args.rounds} rounds x {args.duration}s (+{args.warmup}s warm-up) per contender; ids {args.index_dtype}; "
-          f"peers' huge pages {gib(result['settings']['peer_huge_page_bytes'])}")
+          + ("embtune confined to N CPUs; " if args.pin_embtune else "")
+          + f"peers' huge pages {gib(result['settings']['peer_huge_page_bytes'])}")
     for name, plan in eplan.items():
         if name.endswith("x" + str(args.thread_counts[-1])):
             print(f"plan      {name}: {plan}")
@@ -699,7 +751,7 @@ def main(argv=None) -> int:
     print("foreign: median CPUs kept busy by other processes during the contender's measurements; "
           f"{sum(x['retries'] for x in summary)} measurement(s) repeated for load > {args.retry_busy} CPUs, "
           f"{busy} kept although still disturbed")
-    print(f"peak RSS  python {gib(self_rss)}, embtune {gib(child_rss)}")
+    print(f"peak RSS  python {gib(self_rss)}, embtune {gib(child_rss)} (they overlap while embtune runs)")
     return 0
 
 

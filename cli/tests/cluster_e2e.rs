@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,8 +145,12 @@ fn a_dead_worker_is_detected_routed_around_and_redeployed_when_back() {
         client
     });
 
-    // kill -9 worker 1: noticed within two seconds.
-    let (w1_addr, mut w1) = c.workers.remove(1);
+    // kill -9 the process the coordinator registered as worker 1 (workers register in the order their
+    // calibration finishes, not the order they were started): noticed within two seconds.
+    let w1_addr: SocketAddr =
+        rt.block_on(client.status()).unwrap().workers.iter().find(|w| w.id == 1).unwrap().addr.parse().unwrap();
+    let at = c.workers.iter().position(|(a, _)| *a == w1_addr).expect("worker 1 is one of ours");
+    let (_, mut w1) = c.workers.remove(at);
     w1.kill9();
     let took = wait_until(Duration::from_secs(5), || {
         rt.block_on(client.status()).unwrap().workers.iter().any(|w| w.id == 1 && !w.healthy)

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# CPU scaling and cluster runs for BENCHMARKS.md, made on the 16-core device machine.
+# Usage: EMBTUNE=path/to/embtune OUT=dir [PHASES="..."] bash benches/cluster/device.sh
+# Phases: env limit scaling flows scaleout overhead netbench (default: all).
+set -uo pipefail
+E=${EMBTUNE:-embtune}
+OUT=${OUT:-bench-out}
+PHASES=${PHASES:-env limit scaling flows scaleout overhead netbench}
+SECS=${SECS:-4}
+mkdir -p "$OUT"
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+log() { echo "### $*" | tee -a "$OUT/summary.txt"; }
+ncpu=$(nproc)
+
+# Starts `embtune up` with the given flags in the background and sets COORD and CLUSTER.
+up() {
+    local data=$1; shift
+    rm -rf "$data"
+    "$E" up --data-dir "$data" "$@" >"$data.stdout" 2>"$data.stderr" &
+    UP_PID=$!
+    for _ in $(seq 1 600); do
+        COORD=$(sed -n 's/^coordinator: //p' "$data.stdout" 2>/dev/null)
+        [ -n "$COORD" ] && break
+        if ! kill -0 $UP_PID 2>/dev/null; then cat "$data.stderr"; return 1; fi
+        sleep 0.2
+    done
+    CLUSTER=$data/cluster
+    [ -n "$COORD" ]
+}
+down() { kill -INT $UP_PID 2>/dev/null; wait $UP_PID 2>/dev/null; }
+
+if has env; then
+    log env
+    { lscpu; free -g; cat /sys/kernel/mm/transparent_hugepage/enabled; uname -a; } >"$OUT/env.txt" 2>&1
+    head -20 "$OUT/env.txt"
+fi
+
+if has limit; then
+    for t in ${LIMIT_THREADS:-1 $((ncpu / 2)) $ncpu}; do
+        log "limit --threads $t"
+        "$E" limit --threads $t --table-gib 4 --rounds 3 --round-secs 1 --json >"$OUT/limit-$t.json" 2>"$OUT/limit-$t.err"
+        tail -c 600 "$OUT/limit-$t.json"; echo
+    done
+fi
+
+if has scaling; then
+    # Engine throughput as cores grow, on two large-table presets (sharded and replicated by auto).
+    for p in ${SCALING_PRESETS:-"criteo-terabyte --scale 0.05" "micro24"}; do
+        for c in 1 2 4 8 $ncpu; do
+            log "bench --preset $p --cores $c"
+            "$E" bench --preset $p --cores $c --duration $SECS --json >"$OUT/scale-${p%% *}-$c.json" 2>/dev/null
+            python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('lookups_per_s','batches_per_s','p50_us','p99_us','huge_pages')})" "$OUT/scale-${p%% *}-$c.json"
+        done
+    done
+fi
+
+if has flows; then
+    log "compare flows on hotset, 1 core"
+    "$E" compare --preset synthetic --tables 1 --rows 4000000 --dim 64 --pooling 20 --dist hotset:0.99:0.001 --cores 1 \
+        --variants round-robin:direct,round-robin:direct:pf0,round-robin:hot,round-robin:blocked 2>&1 | tail -12 | tee "$OUT/flows-hotset.txt"
+    log "compare strategies on criteo-terabyte, all cores"
+    "$E" compare --preset criteo-terabyte --scale 0.05 --variants round-robin,all-replicate,all-shard,size-threshold,greedy-cost,auto 2>&1 | tail -12 | tee "$OUT/strategies-terabyte.txt"
+    log "compare strategies on criteo-kaggle, all cores"
+    "$E" compare --preset criteo-kaggle --scale 0.2 --variants round-robin,all-replicate,all-shard,size-threshold,greedy-cost,auto 2>&1 | tail -12 | tee "$OUT/strategies-kaggle.txt"
+fi
+
+if has scaleout; then
+    # 1 worker x 4 cores against 3 workers x 4 cores; coordinator and load generator on the spare CPUs.
+    # The workload reads many rows per sample (pooling 300) so that the engine, not the pooled output
+    # crossing the network, bounds throughput.
+    spare=$((ncpu - 4))-$((ncpu - 1))
+    W="--preset synthetic --tables 12 --rows 4000000 --dim 32 --pooling 300 --batch 512 --dist zipf:0.8"
+    for s in all-shard greedy-cost auto; do
+        for w in 1 3; do
+            log "scale-out: $w workers x 4 cores, $s, $W"
+            up "$OUT/up$w" --workers $w --cores-per-worker 4 $W --strategy $s || continue
+            taskset -c $spare "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $W \
+                --concurrency 16 --duration $SECS --json >"$OUT/scaleout-$s-$w.json" 2>"$OUT/scaleout-$s-$w.err"
+            python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('batches_per_s','lookups_per_s','p50_us','p99_us','workers')})" "$OUT/scaleout-$s-$w.json"
+            down
+        done
+    done
+fi
+
+if has overhead; then
+    # Batch 256 on criteo-kaggle: the in-process engine on 4 cores, then the same plan behind a coordinator.
+    for c in 1 4; do
+        log "overhead: local engine, $c cores, batch 256, concurrency 1"
+        "$E" bench --preset criteo-kaggle --scale 0.05 --batch 256 --cores $c --concurrency 1 --duration $SECS --json >"$OUT/overhead-local-$c.json" 2>/dev/null
+        python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('batches_per_s','p50_us','p99_us')})" "$OUT/overhead-local-$c.json"
+        log "overhead: cluster 1 worker x $c cores, batch 256, concurrency 1"
+        up "$OUT/upo$c" --workers 1 --cores-per-worker $c --preset criteo-kaggle --scale 0.05 --batch 256 || continue
+        taskset -c $((ncpu - 2))-$((ncpu - 1)) "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" --preset criteo-kaggle --scale 0.05 --batch 256 \
+            --concurrency 1 --duration $SECS --json >"$OUT/overhead-cluster-$c.json" 2>"$OUT/overhead-cluster-$c.err"
+        python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('batches_per_s','p50_us','p99_us','network_fraction')})" "$OUT/overhead-cluster-$c.json"
+        down
+    done
+fi
+
+if has netbench; then
+    for s in 460000 4194304; do
+        log "netbench --size $s"
+        "$E" cluster netbench --size $s --rounds 3 2>&1 | tail -8 | tee "$OUT/netbench-$s.txt"
+    done
+fi
+rm -rf "$OUT"/up*/ "$OUT"/upo*/
+log done
