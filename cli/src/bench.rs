@@ -30,8 +30,9 @@ pub struct BenchArgs {
     /// A plan exported by `embtune plan export` or `embtune results best`.
     #[arg(long, value_name = "FILE", conflicts_with = "strategy")]
     pub plan: Option<PathBuf>,
-    /// How to place tables: auto (replicate small, shard large, flows by rule), round-robin,
-    /// all-replicate, all-shard, size-threshold (alias replicate-small), greedy-cost.
+    /// How to place tables: auto (replicate what every worker's memory holds, smallest first;
+    /// split the rest over every core; flows by rule), round-robin, all-replicate, all-shard,
+    /// size-threshold (alias replicate-small), greedy-cost.
     #[arg(long, value_name = "S")]
     pub strategy: Option<String>,
     /// Data flow per table: auto (by skew and size), direct, hot, blocked, or keep (the

@@ -93,28 +93,29 @@ pub fn set_flows(
     }
 }
 
-/// The default plan when the user names no strategy: the asymmetric placement, by where each
-/// table can live in the memory hierarchy.
+/// The default plan when the user names no strategy: the asymmetric placement, by what each
+/// worker's memory can hold.
 ///
-/// - A table that fits in half of one core's L2 is replicated: every core reads it from its
-///   own L2.
-/// - A table that fits in half the L2 of a worker's cores together is split by rows into
-///   pieces of at most half an L2 each, owned by the least-loaded cores of the least-loaded
-///   worker: each piece stays resident in its owner's L2, where a shared copy would be read
-///   from the last-level cache or DRAM.
-/// - A larger table gains nothing from being split across one worker's cores (one copy is read
-///   by all of them either way, with no partial sums to add), so it is replicated on every
-///   worker as long as every worker's memory holds the replicated tables; the largest ones
-///   beyond that are split by access mass over every core of the cluster.
+/// - Tables are replicated on every worker, smallest first, while every worker's memory holds
+///   them: a replicated table is stored once per worker and read by all its cores, so any core
+///   serves any sample with no partial sums to send or add.
+/// - The tables left over (the largest) are split by access mass over every core of the
+///   cluster, so that each core's piece carries the same share of the look-ups.
 ///
-/// The data-flow rule then picks each piece's flow.
+/// Splitting a table that fits into L2-sized pieces, one per core, was the first design; it lost
+/// on the 16-core machine against replicating everything (3.2x against 6.7x of round-robin on
+/// criteo-terabyte, 0.9x against 4.1x on criteo-kaggle; BENCHMARKS.md): on a CPU the shared
+/// last-level cache holds the hot rows of a replicated table too, and every batch touching a
+/// split table waits for all of its pieces. The tuner still tries such splits, and keeps one
+/// where it measures faster.
+///
+/// The data-flow rule then picks each table's flow (prefetch distance, hot-row cache).
 pub fn default_plan(
     spec: &ModelSpec,
     topo: &Topology,
     profiles: &[TableProfile],
     cache: &MemoryCaps,
 ) -> Result<Plan, PlanError> {
-    let half_l2 = (cache.l2_bytes / 2).max(1);
     let all_cores: Vec<CoreId> = topo
         .workers
         .iter()
@@ -124,67 +125,24 @@ pub fn default_plan(
     if all_cores.is_empty() {
         return Err(PlanError::Invalid("the topology has no cores".into()));
     }
-    // Look-ups per batch on each core from the pieces owned so far, to place the next pieces.
-    let mut load: Vec<Vec<f64>> = topo.workers.iter().map(|w| vec![0.0; w.cores as usize]).collect();
-    let lookups = |i: usize| profiles.get(i).map_or(1.0, |p| p.lookups.max(1) as f64);
-    let mut placements: Vec<Option<Placement>> = vec![None; spec.tables.len()];
-    let mut large: Vec<usize> = Vec::new();
-    // Heaviest tables first, so that the greedy choice of owners balances.
-    let mut order: Vec<usize> = (0..spec.tables.len()).collect();
-    order.sort_by(|&a, &b| lookups(b).total_cmp(&lookups(a)));
-    for i in order {
-        let t = &spec.tables[i];
-        let bytes = t.bytes();
-        if bytes <= half_l2 {
-            placements[i] = Some(Placement::Replicated);
-            continue;
-        }
-        let k = bytes.div_ceil(half_l2).min(t.rows) as usize;
-        // The least-loaded worker with enough cores for one piece per core.
-        let worker = (0..topo.workers.len())
-            .filter(|&w| topo.workers[w].cores as usize >= k)
-            .min_by(|&a, &b| load[a].iter().sum::<f64>().total_cmp(&load[b].iter().sum::<f64>()));
-        let Some(w) = worker else {
-            large.push(i);
-            continue;
-        };
-        let mut cores: Vec<usize> = (0..load[w].len()).collect();
-        cores.sort_by(|&a, &b| load[w][a].total_cmp(&load[w][b]));
-        cores.truncate(k);
-        for &c in &cores {
-            load[w][c] += lookups(i) / k as f64;
-        }
-        let owners: Vec<CoreId> = cores.iter().map(|&c| CoreId::new(w as u16, c as u16)).collect();
-        placements[i] = Some(if k == 1 {
-            Placement::Owned(owners[0])
-        } else {
-            Placement::RowRange { bounds: (0..=k as u64).map(|j| j * t.rows / k as u64).collect(), owners }
-        });
-    }
-    // Replicate the large tables, smallest first, while every worker can hold them with the
-    // pieces it already owns; split the rest over the whole cluster.
-    large.sort_by_key(|&i| spec.tables[i].bytes());
-    let owned = |w: usize, placements: &[Option<Placement>]| -> u64 {
-        placements
+    // Replicate the longest run of smallest tables for which every worker holds the replicated
+    // tables plus its cores' share of the split ones, leaving a tenth of its memory for the hot
+    // caches and for uneven splits.
+    let mut by_size: Vec<usize> = (0..spec.tables.len()).collect();
+    by_size.sort_by_key(|&i| spec.tables[i].bytes());
+    let total_cores = all_cores.len() as f64;
+    let fits = |replicate: usize| {
+        let replicated: u64 = by_size[..replicate].iter().map(|&i| spec.tables[i].bytes()).sum();
+        let split: u64 = by_size[replicate..].iter().map(|&i| spec.tables[i].bytes()).sum();
+        topo.workers
             .iter()
-            .zip(&spec.tables)
-            .map(|(p, t)| match p {
-                Some(Placement::Replicated) => t.bytes(),
-                Some(p) => {
-                    let mine = p.owners().iter().filter(|c| c.worker as usize == w).count() as u64;
-                    t.bytes() * mine / p.shards().max(1) as u64
-                }
-                None => 0,
-            })
-            .sum()
+            .all(|w| replicated as f64 + split as f64 * w.cores as f64 / total_cores <= w.memory_bytes as f64 * 0.9)
     };
-    for i in large {
+    let replicate = (0..=by_size.len()).rev().find(|&j| fits(j)).unwrap_or(0);
+    let mut placements: Vec<Option<Placement>> = vec![None; spec.tables.len()];
+    for (rank, &i) in by_size.iter().enumerate() {
         let t = &spec.tables[i];
-        let fits = topo.workers.iter().enumerate().all(|(w, s)| {
-            // Leave a tenth of each worker's memory for the hot caches and the tables split later.
-            (owned(w, &placements) + t.bytes()) as f64 <= s.memory_bytes as f64 * 0.9
-        });
-        placements[i] = Some(if fits {
+        placements[i] = Some(if rank < replicate {
             Placement::Replicated
         } else {
             let k = all_cores.len().min(t.rows as usize).max(1);
@@ -219,4 +177,54 @@ pub fn default_plan(
     apply_auto_flows(&mut plan, spec, profiles, cache);
     plan.strategy = "auto".into();
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embtune_workloads::{Preset, PresetOptions};
+
+    fn kaggle() -> ModelSpec {
+        Preset::CriteoKaggle.spec(&PresetOptions { scale: Some(0.02), ..Default::default() }).unwrap()
+    }
+
+    #[test]
+    fn auto_replicates_every_table_that_fits() {
+        let spec = kaggle();
+        let topo = Topology::uniform(2, 4, 64 << 30);
+        let plan = default_plan(&spec, &topo, &[], &MemoryCaps::default()).unwrap();
+        plan.validate(&spec).unwrap();
+        assert_eq!(plan.strategy, "auto");
+        assert!(plan.tables.iter().all(|t| t.placement == Placement::Replicated), "{plan:?}");
+    }
+
+    #[test]
+    fn auto_splits_only_what_memory_cannot_hold_replicated() {
+        let spec = kaggle();
+        let total: u64 = spec.tables.iter().map(|t| t.bytes()).sum();
+        let largest = (0..spec.tables.len()).max_by_key(|&i| spec.tables[i].bytes()).unwrap();
+        // Room for everything but the largest table, and for each worker's half of that one.
+        let memory = ((total - spec.tables[largest].bytes() / 2) as f64 / 0.9) as u64 + 1;
+        let topo = Topology::uniform(2, 4, memory);
+        let plan = default_plan(&spec, &topo, &[], &MemoryCaps::default()).unwrap();
+        plan.validate(&spec).unwrap();
+        for (i, t) in plan.tables.iter().enumerate() {
+            if i == largest {
+                let Placement::RowRange { bounds, owners } = &t.placement else { panic!("{:?}", t.placement) };
+                assert_eq!(owners.len(), 8, "split over every core of the cluster");
+                assert_eq!((bounds[0], *bounds.last().unwrap()), (0, spec.tables[i].rows));
+            } else {
+                assert_eq!(t.placement, Placement::Replicated, "{}", t.name);
+            }
+        }
+    }
+
+    #[test]
+    fn auto_refuses_a_model_no_split_can_hold() {
+        let spec = kaggle();
+        let total: u64 = spec.tables.iter().map(|t| t.bytes()).sum();
+        let topo = Topology::uniform(1, 2, total / 4);
+        let err = default_plan(&spec, &topo, &[], &MemoryCaps::default()).unwrap_err();
+        assert!(matches!(err, PlanError::Memory(ref m) if m.contains("smaller --scale")), "{err}");
+    }
 }
