@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU scaling and cluster runs for BENCHMARKS.md, made on the 16-core device machine.
 # Usage: EMBTUNE=path/to/embtune OUT=dir [PHASES="..."] bash benches/cluster/device.sh
-# Phases: env limit scaling flows scaleout overhead netbench (default: all).
+# Phases: env limit scaling flows scaleout overhead netbench (default: all), and tune (not in
+# the default: model-driven against random search on criteo-kaggle, and extreme skew).
 set -uo pipefail
 E=${EMBTUNE:-embtune}
 OUT=${OUT:-bench-out}
@@ -102,6 +103,25 @@ if has netbench; then
         log "netbench --size $s"
         "$E" cluster netbench --size $s --rounds 3 2>&1 | tail -8 | tee "$OUT/netbench-$s.txt"
     done
+fi
+if has tune; then
+    # Trials to the best plan: the model-driven search against random search, same budget.
+    TW="--preset criteo-kaggle --scale 0.05"
+    for s in model random; do
+        log "tune --search $s, $TW, 2 workers x 4 cores"
+        "$E" tune --local --workers 2 --cores-per-worker 4 $TW --trials ${TUNE_TRIALS:-30} --search $s \
+            --data-dir "$OUT/tune-$s" --json >"$OUT/tune-$s.json" 2>"$OUT/tune-$s.err"
+        job=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['job'])" "$OUT/tune-$s.json")
+        "$E" results export "$job" --format csv --data-dir "$OUT/tune-$s" >"$OUT/tune-$s.csv"
+        python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('best','best_trial','trials','speedup_vs','model_error')})" "$OUT/tune-$s.json"
+    done
+    # Extreme skew: 99% of look-ups on 0.1% of rows.
+    XW="--preset synthetic --tables 8 --rows 2000000 --dim 64 --pooling 20 --dist hotset:0.99:0.001"
+    log "tune extreme skew, $XW"
+    "$E" tune --local --workers 2 --cores-per-worker 4 $XW --trials ${TUNE_TRIALS_X:-12} \
+        --data-dir "$OUT/tune-extreme" --json >"$OUT/tune-extreme.json" 2>"$OUT/tune-extreme.err"
+    python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('best','best_trial','trials','speedup_vs','best_plan')})" "$OUT/tune-extreme.json"
+    rm -rf "$OUT"/tune-*/
 fi
 rm -rf "$OUT"/up*/ "$OUT"/upo*/
 log done

@@ -8,7 +8,7 @@
 #   cp ../shared/traces/reuse_low_table_500K.txt .devdata/
 #   bash benches/gpu/device.sh                 # every phase
 #   PHASES="micro" DISTS="uniform" bash benches/gpu/device.sh
-# Variables: PHASES (env tests verify micro rowtypes criteo), DISTS (uniform hotset trace onerow),
+# Variables: PHASES (env tests verify micro rowtypes criteo, and cluster: not in the default), DISTS (uniform hotset trace onerow),
 # SWEEP (gpu-bench variant flags for micro24; SWEEP_<dist> overrides it for one distribution),
 # REPS, ROUNDS, BIN, TESTBIN.
 set -uo pipefail
@@ -110,6 +110,45 @@ if has criteo; then
     timeout 200 python3 benches/gpu/torch_embedding_bag.py --dump /tmp/dump --reps "$REPS" --rounds "$ROUNDS" --copy-mib 0 \
       --label "criteo_b$b" --json-out "$LOG/torch_criteo_b$b.json" > /dev/null 2> "$LOG/torch_criteo_b$b.txt"; echo "rc=$?"
   done
+fi
+
+# --- a GPU worker in a cluster (PHASES=cluster): `up --gpu 0` beside two CPU workers ----------
+# Queries go through the coordinator to the device and the CPU workers, checked against the
+# reference (--verify), under three plans; then a short tuning job on that cluster.
+if has cluster; then
+  step "cluster: up --gpu 0"
+  D=/tmp/embtune-up-gpu; rm -rf "$D"
+  W=(--preset criteo-kaggle --scale "${CLUSTER_SCALE:-0.05}")
+  "$BIN" up --workers 2 --cores-per-worker 4 --gpu 0 "${W[@]}" --data-dir "$D" > "$LOG/up.txt" 2> "$LOG/up.err" &
+  UP=$!
+  for _ in $(seq 120); do grep -q '^dashboard:' "$LOG/up.txt" && break; sleep 1; done
+  C=$(sed -n 's/^coordinator: //p' "$LOG/up.txt")
+  cat "$LOG/up.err"
+  "$BIN" cluster status --coordinator "$C" --cluster "$D/cluster" --json > "$OUT/gpu_cluster_status.json"
+  python3 -c 'import json,sys; [print("worker", w["id"], w["name"], w["cores"], "cores", w.get("gpu")) for w in json.load(open(sys.argv[1]))["workers"]]' "$OUT/gpu_cluster_status.json" 2>/dev/null || cat "$OUT/gpu_cluster_status.json"
+  for s in auto round-robin all-shard; do
+    timeout 120 "$BIN" bench --coordinator "$C" --cluster "$D/cluster" "${W[@]}" --strategy $s --verify --duration 3 --json \
+      > "$OUT/gpu_cluster_$s.json" 2> "$LOG/gpu_cluster_$s.err"
+    echo "bench $s rc=$? $(grep -oE '"(lookups_per_s|p50_us|verified)":[^,]*' "$OUT/gpu_cluster_$s.json" | head -3 | tr '\n' ' ')"
+  done
+  timeout 240 "$BIN" tune --coordinator "$C" --cluster "$D/cluster" "${W[@]}" --trials 4 --data-dir "$D/tune-copy" --json \
+    > "$OUT/gpu_tune.json" 2> "$LOG/gpu_tune.err"; echo "tune rc=$?"; head -c 600 "$OUT/gpu_tune.json"; echo
+  kill -INT $UP; wait $UP; echo "up stopped rc=$?"
+  cp "$D"/logs/*.log "$LOG/" 2>/dev/null
+  # The same cluster without the GPU, for comparison in the same run.
+  step "cluster: up without a GPU"
+  rm -rf "$D"
+  "$BIN" up --workers 2 --cores-per-worker 4 "${W[@]}" --data-dir "$D" > "$LOG/up-cpu.txt" 2> "$LOG/up-cpu.err" &
+  UP=$!
+  for _ in $(seq 120); do grep -q '^dashboard:' "$LOG/up-cpu.txt" && break; sleep 1; done
+  C=$(sed -n 's/^coordinator: //p' "$LOG/up-cpu.txt")
+  timeout 120 "$BIN" bench --coordinator "$C" --cluster "$D/cluster" "${W[@]}" --strategy auto --verify --duration 3 --json \
+    > "$OUT/cpu_cluster_auto.json" 2> "$LOG/cpu_cluster_auto.err"
+  echo "bench auto (CPU only) rc=$? $(grep -oE '"(lookups_per_s|p50_us|verified)":[^,]*' "$OUT/cpu_cluster_auto.json" | head -3 | tr '\n' ' ')"
+  kill -INT $UP; wait $UP
+  step "bench --gpu 0 (local)"
+  timeout 120 "$BIN" bench --gpu 0 --preset micro24 --scale 0.2 --verify --json > "$OUT/gpu_bench_local.json" 2> "$LOG/gpu_bench_local.err"
+  echo "bench --gpu rc=$?"; tail -3 "$LOG/gpu_bench_local.err"
 fi
 
 step summary

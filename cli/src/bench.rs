@@ -70,6 +70,36 @@ pub struct BenchArgs {
     /// default closed loop at --concurrency).
     #[arg(long, value_name = "Q")]
     pub qps: Option<f64>,
+    /// Run the look-ups on CUDA device N instead of the CPU engine (a build with `--features
+    /// gpu`): the prefetching and hot-row kernels side by side, timed with CUDA events, as
+    /// `embtune gpu-bench --device N --variant prefetch,hot` (which has every GPU knob).
+    #[arg(long, value_name = "N", conflicts_with = "coordinator")]
+    pub gpu: Option<usize>,
+}
+
+/// `bench --gpu N`: the GPU benchmark with its default knobs and this command's workload.
+#[cfg(feature = "gpu")]
+fn gpu(args: BenchArgs, device: usize) -> Result<()> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        a: crate::gpu_bench::GpuBenchArgs,
+    }
+    let mut g = Defaults::try_parse_from(["gpu-bench", "--variant", "prefetch,hot"])?.a;
+    g.workload = args.workload;
+    g.device = device;
+    g.verify = args.verify;
+    g.json = args.json;
+    crate::gpu_bench::run(g)
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu(_: BenchArgs, device: usize) -> Result<()> {
+    bail!(
+        "--gpu {device}: this embtune was built without the `gpu` feature; rebuild with \
+         `cargo build --release --features gpu` (the CUDA driver is loaded at run time)"
+    )
 }
 
 /// The local machine's memory system in the planner's terms.
@@ -154,6 +184,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if args.qps.is_some() {
         bail!("--qps drives a cluster: add --coordinator HOST:PORT --cluster DIR");
+    }
+    if let Some(device) = args.gpu {
+        return gpu(args, device);
     }
     let spec = args.workload.spec()?;
     let machine = MachineInfo::detect();

@@ -1,4 +1,5 @@
-//! The cluster commands: `cluster init|cert|status`, `coordinator`, `worker` and `up`.
+//! The cluster commands: `cluster init|cert|status|netbench`, `coordinator` and `worker`
+//! (`up` is in `up.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -123,6 +124,7 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                 let workers: Vec<serde_json::Value> = s.workers.iter().map(|w| serde_json::json!({
                     "id": w.id, "addr": w.addr, "healthy": w.healthy, "cores": w.cores, "name": w.name,
                     "memory_bytes": w.memory_bytes, "bytes_held": w.bytes_held, "queue": w.queue, "requests": w.requests,
+                    "gpu": w.gpu,
                 })).collect();
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({
                     "workers": workers, "plan_id": s.plan_id, "model": s.model, "queries": s.queries, "query_errors": s.query_errors,
@@ -132,8 +134,10 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                     s.model.as_deref().unwrap_or("-"), s.plan_id.map_or("-".into(), |p| p.to_string()), s.queries, s.query_errors);
                 let mut t = ui::table(&["id", "name", "address", "healthy", "cores", "tables held", "queue", "requests"]);
                 for w in &s.workers {
+                    // A GPU worker's one core is its device.
+                    let cores = w.gpu.as_ref().map_or(w.cores.to_string(), |g| format!("GPU: {g}"));
                     t.add_row(vec![w.id.to_string(), w.name.clone(), w.addr.clone(), if w.healthy { "yes".into() } else { "NO".into() },
-                        w.cores.to_string(), ui::bytes(w.bytes_held), w.queue.to_string(), w.requests.to_string()]);
+                        cores, ui::bytes(w.bytes_held), w.queue.to_string(), w.requests.to_string()]);
                 }
                 println!("{t}");
             }
@@ -218,6 +222,11 @@ pub struct WorkerArgs {
     /// Skip the start-up calibration sweep (the cost model then starts from defaults).
     #[arg(long)]
     pub no_calibrate: bool,
+    /// Serve this worker's tables from CUDA device N instead of the CPU cores (a build with
+    /// `--features gpu`). The worker registers as one core, the device, with the device's
+    /// free memory; plans place whole tables or one shard of a table on it.
+    #[arg(long, value_name = "N")]
+    pub gpu: Option<usize>,
 }
 
 /// Resolves `HOST:PORT` (a name or an address), preferring IPv4.
@@ -271,6 +280,7 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         name: a.name.unwrap_or_else(|| format!("{}:{}", hostname(), a.listen.port())),
         huge_pages: !a.no_huge_pages,
         calibrate: !a.no_calibrate,
+        gpu: a.gpu,
     };
     // The engine's threads do the work; the async threads only move frames.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

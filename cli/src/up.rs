@@ -48,6 +48,10 @@ pub struct UpArgs {
     /// Seconds per measurement round of that job.
     #[arg(long, default_value_t = 0.5)]
     pub tune_round_secs: f64,
+    /// Also start a worker that serves its tables from CUDA device N (a build with
+    /// `--features gpu`); plans then place tables on the GPU beside the CPU workers.
+    #[arg(long, value_name = "N")]
+    pub gpu: Option<usize>,
 }
 
 /// The processes `up` started; stopped in reverse order when dropped.
@@ -104,10 +108,11 @@ impl LocalCluster {
         http: &str,
         memory_each: u64,
     ) -> Result<LocalCluster> {
-        Self::start_with_token(data, workers, cores, listen, http, memory_each, None)
+        Self::start_with_token(data, workers, cores, listen, http, memory_each, None, None)
     }
 
-    /// [`LocalCluster::start`] with a dashboard token.
+    /// [`LocalCluster::start`] with a dashboard token and, with `gpu`, one more worker that
+    /// serves from that CUDA device.
     #[allow(clippy::too_many_arguments)]
     pub fn start_with_token(
         data: &Path,
@@ -117,6 +122,7 @@ impl LocalCluster {
         http: &str,
         memory_each: u64,
         token: Option<&str>,
+        gpu: Option<usize>,
     ) -> Result<LocalCluster> {
         std::fs::create_dir_all(data.join("logs")).with_context(|| format!("creating {}", data.display()))?;
         let cluster = data.join("cluster");
@@ -175,6 +181,21 @@ impl LocalCluster {
                 .spawn()
                 .with_context(|| format!("starting worker {i}"))?;
             children.0.push((format!("worker {i}"), w));
+        }
+        if let Some(g) = gpu {
+            // The device does the work; its worker's host threads take the spare CPUs.
+            let w = Command::new(&exe)
+                .args(["worker", "--listen", "127.0.0.1:0", "--name", &format!("gpu{g}"), "--gpu", &g.to_string()])
+                .arg("--coordinator")
+                .arg(file.quic.to_string())
+                .arg("--cluster")
+                .arg(&cluster)
+                .stdin(Stdio::null())
+                .stdout(log("worker-gpu")?)
+                .stderr(log("worker-gpu")?)
+                .spawn()
+                .context("starting the GPU worker")?;
+            children.0.push(("gpu worker".into(), w));
         }
         Ok(LocalCluster { children, file, cluster, data: data.to_path_buf() })
     }
@@ -244,20 +265,22 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         &a.http,
         memory_each,
         a.http_token.as_deref(),
+        a.gpu,
     )?;
+    let all_workers = a.workers + a.gpu.is_some() as usize;
     let target = local.target();
     let rt = runtime()?;
     let deployed = rt.block_on(async {
         let client = target.client().await?;
         let status = client
-            .wait_for_workers(a.workers, Duration::from_secs(60))
+            .wait_for_workers(all_workers, Duration::from_secs(60))
             .await
             .context("waiting for the workers to register (see the logs in DATA_DIR/logs)")?;
         let topo = Topology {
             workers: status
                 .workers
                 .iter()
-                .take(a.workers)
+                .take(all_workers)
                 .map(|w| WorkerShape { cores: w.cores, memory_bytes: w.memory_bytes, core_memory_bytes: None })
                 .collect(),
         };
@@ -299,10 +322,11 @@ pub fn run(mut a: UpArgs) -> Result<()> {
     println!("coordinator: {}", file.quic);
     println!("dashboard: http://{}/", file.http);
     eprintln!(
-        "serving `{}` on {} workers x {} cores: {} ({} of tables deployed in {:.1}s)",
+        "serving `{}` on {} workers x {} cores{}: {} ({} of tables deployed in {:.1}s)",
         spec.name,
         a.workers,
         a.cores_per_worker,
+        a.gpu.map(|g| format!(" and GPU {g}")).unwrap_or_default(),
         plan.summary(),
         crate::ui::bytes(d.bytes),
         d.seconds

@@ -424,6 +424,7 @@ impl Coordinator {
                     core_counters: s.counters.clone(),
                     last_seen_ms: s.last_seen.elapsed().as_millis() as u64,
                     cpu_model: s.hello.cpu_model.clone(),
+                    gpu: s.hello.gpu.clone(),
                 })
                 .collect(),
             plan_id: self.active().map(|a| a.plan_id),

@@ -159,6 +159,7 @@ async fn setup(worker: bool) -> Setup {
             name: "w-test".into(),
             huge_pages: false,
             calibrate: false,
+            gpu: None,
         };
         tokio::spawn(async move {
             if let Err(e) = embtune_worker::server::run(cfg).await {

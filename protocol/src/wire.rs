@@ -13,10 +13,10 @@ use crate::plan::{Plan, WorkerAssignment};
 use crate::tuning::{BestRecord, Job, JobConfig, Trial};
 
 /// The protocol version every frame carries. Peers with another version get a typed error.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The ALPN token of the QUIC handshake: a peer speaking another version fails the handshake.
-pub const ALPN: &[u8] = b"embtune/1";
+pub const ALPN: &[u8] = b"embtune/2";
 
 /// The TLS server name every node's certificate carries, so that nodes can be reached at any
 /// address without per-address certificates.
@@ -158,6 +158,9 @@ pub struct WorkerHello {
     pub cpu_model: String,
     /// Gather cost calibration measured when the worker started.
     pub calibration: Option<Calibration>,
+    /// The GPU that serves this worker's tables (`embtune worker --gpu N`): its name and
+    /// memory. Such a worker has one core, the device, and `memory_bytes` is the device's.
+    pub gpu: Option<String>,
 }
 
 /// A worker's measured gather speed: what the tuner's cost model starts from.
@@ -242,6 +245,9 @@ pub struct WorkerInfo {
     pub core_counters: Vec<CoreCounters>,
     pub last_seen_ms: u64,
     pub cpu_model: String,
+    /// The GPU serving its tables, if it is a GPU worker.
+    #[serde(default)]
+    pub gpu: Option<String>,
 }
 
 /// Why a request failed: a kind to branch on and a message for people.

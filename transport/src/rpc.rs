@@ -18,7 +18,7 @@ pub enum Body {
     Empty,
     Words(Vec<u32>),
     Floats(Vec<f32>),
-    /// Several word buffers sent back to back (offsets then ids), without joining them.
+    /// Several word buffers sent back to back (ids then offsets), without joining them.
     Parts(Vec<std::sync::Arc<[u32]>>),
 }
 

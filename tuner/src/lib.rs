@@ -6,10 +6,12 @@
 //! - [`cost`]: the cost model, [`fit`] its least-squares refit to measurements.
 //! - [`space`] and [`search`]: the plan space and the simulated-annealing search over it.
 //! - [`bo`]: the Gaussian-process surrogate and expected improvement for the knobs.
+//! - [`make`]: a user's strategy and flow choice turned into a plan, including `auto`.
 //! - [`job`]: a tuning job as a state machine its caller drives (propose, measure, record).
 //! - [`store`]: jobs and trials in sled, flushed per trial.
 //!
-//! Pure logic apart from the store: no sockets, threads or clocks, so it is tested fast and
+//! Pure logic apart from the store: no sockets or threads (the search reads the clock only for
+//! its time limit), so it is tested fast and
 //! deterministically; the coordinator drives jobs against the real cluster.
 
 pub mod baselines;

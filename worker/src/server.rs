@@ -15,6 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use embtune_protocol::codec::FrameLimits;
+use embtune_protocol::plan::human_bytes;
 use embtune_protocol::wire::{
     CoreCounters, DeployedInfo, ErrorKind, Heartbeat, LookupHead, PooledHead, Request, Response, WireError,
     WorkerHello, WorkerStatsReply,
@@ -25,7 +26,7 @@ use embtune_transport::rpc::{Body, Peer, accept_loop, call};
 use embtune_transport::{Tuning, certs, server_endpoint};
 use embtune_workloads::QueryBatch;
 
-use crate::engine::{Engine, EngineConfig, EngineError, Lookup};
+use crate::engine::{Engine, EngineConfig, EngineError, Lookup, LookupOutput};
 use crate::machine::MachineInfo;
 
 /// Largest batch a worker accepts in one request, and the most ids.
@@ -47,10 +48,86 @@ pub struct WorkerConfig {
     pub huge_pages: bool,
     /// Run the start-up calibration sweep (about a second) and report it when registering.
     pub calibrate: bool,
+    /// Serve tables from this CUDA device instead of the CPU cores (feature `gpu`).
+    pub gpu: Option<usize>,
+}
+
+/// What serves the look-ups: the multi-core CPU engine or a GPU.
+enum Backend {
+    Cpu(Engine),
+    #[cfg(feature = "gpu")]
+    Gpu(Arc<crate::gpu::serve::GpuService>),
+}
+
+impl Backend {
+    fn queue_len(&self) -> usize {
+        match self {
+            Backend::Cpu(e) => e.queue_len(),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(g) => g.queue_len(),
+        }
+    }
+
+    fn stats(&self) -> Vec<crate::engine::CoreStats> {
+        match self {
+            Backend::Cpu(e) => e.stats(),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(g) => g.stats(),
+        }
+    }
+
+    fn deploy(&self, a: &WorkerAssignment) -> Result<crate::engine::DeployReport, EngineError> {
+        match self {
+            Backend::Cpu(e) => e.deploy(a),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(g) => g.deploy(a),
+        }
+    }
+
+    /// Pools a request's batch; the CPU engine's threads or a blocking thread for the device.
+    async fn lookup(&self, batch: QueryBatch, tables: Vec<u16>) -> Result<LookupOutput, EngineError> {
+        match self {
+            Backend::Cpu(e) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                // Workers return sums; the coordinator divides mean-pooled tables after adding
+                // shards up.
+                e.submit(
+                    Lookup { batch: Arc::new(batch), tables: tables.into(), finalize_mean: false },
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
+                rx.await.unwrap_or_else(|_| Err(EngineError::BadRequest("the engine dropped the request".into())))
+            }
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(g) => {
+                let g = g.clone();
+                tokio::task::spawn_blocking(move || g.lookup(&batch, &tables))
+                    .await
+                    .unwrap_or_else(|e| Err(EngineError::BadRequest(format!("the device thread failed: {e}"))))
+            }
+        }
+    }
+}
+
+/// Opens the device a worker was asked to serve from.
+#[cfg(feature = "gpu")]
+fn open_gpu(ordinal: usize) -> Result<Backend, String> {
+    let g = crate::gpu::serve::GpuService::open(ordinal)
+        .map_err(|e| format!("--gpu {ordinal}: {e} (run without --gpu to serve from the CPU cores)"))?;
+    Ok(Backend::Gpu(Arc::new(g)))
+}
+
+#[cfg(not(feature = "gpu"))]
+fn open_gpu(ordinal: usize) -> Result<Backend, String> {
+    Err(format!(
+        "--gpu {ordinal}: this embtune was built without the `gpu` feature; rebuild with \
+         `cargo build --release --features gpu` (the CUDA driver is loaded at run time)"
+    ))
 }
 
 struct State {
-    engine: Engine,
+    engine: Backend,
     plan_id: AtomicU64,
     bytes_held: AtomicU64,
     requests: AtomicU64,
@@ -74,21 +151,44 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         }
         None => bound,
     };
-    let engine =
-        Engine::start(EngineConfig { cpus: cfg.cpus.clone(), pin: true, huge_pages: cfg.huge_pages, isa: None });
-    tracing::info!(
-        "worker `{}` serving on {bound} (advertised {advertise}) with {} cores, {} kernels",
-        cfg.name,
-        engine.cores(),
-        engine.isa().name()
-    );
+    let engine = match cfg.gpu {
+        Some(ordinal) => open_gpu(ordinal)?,
+        None => Backend::Cpu(Engine::start(EngineConfig {
+            cpus: cfg.cpus.clone(),
+            pin: true,
+            huge_pages: cfg.huge_pages,
+            isa: None,
+        })),
+    };
+    // A GPU worker is one slot (the device) whose memory is the device's.
+    let (cores, memory_limit, gpu) = match &engine {
+        Backend::Cpu(e) => {
+            tracing::info!(
+                "worker `{}` serving on {bound} (advertised {advertise}) with {} cores, {} kernels",
+                cfg.name,
+                e.cores(),
+                e.isa().name()
+            );
+            (cfg.cpus.len() as u16, cfg.memory_limit, None)
+        }
+        #[cfg(feature = "gpu")]
+        Backend::Gpu(g) => {
+            let info = g.info();
+            // Leave room for the hot-row region, ids, offsets and outputs.
+            let memory = ((info.free_mem as f64 * 0.9) as u64).min(cfg.memory_limit);
+            let desc =
+                format!("{} ({} free of {})", info.summary(), human_bytes(info.free_mem), human_bytes(info.total_mem));
+            tracing::info!("worker `{}` serving on {bound} (advertised {advertise}) from GPU {desc}", cfg.name);
+            (1, memory, Some(desc))
+        }
+    };
     let state = Arc::new(State {
         engine,
         plan_id: AtomicU64::new(0),
         bytes_held: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
-        memory_limit: cfg.memory_limit,
+        memory_limit,
         deploying: tokio::sync::Mutex::new(()),
         worker_id: Mutex::new(None),
     });
@@ -100,7 +200,8 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         }))
     };
     let machine = MachineInfo::detect();
-    let calibration = if cfg.calibrate {
+    // The CPU sweep says nothing about a device; its model starts from the defaults.
+    let calibration = if cfg.calibrate && gpu.is_none() {
         let cpu = cfg.cpus[0];
         let c = tokio::task::spawn_blocking(move || crate::calibrate::calibrate(cpu)).await.ok().flatten();
         if let Some(c) = &c {
@@ -119,14 +220,15 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
     let hello = WorkerHello {
         name: cfg.name.clone(),
         listen: advertise.to_string(),
-        cores: cfg.cpus.len() as u16,
-        memory_bytes: cfg.memory_limit,
+        cores,
+        memory_bytes: memory_limit,
         l2_bytes: machine.l2_bytes,
         llc_bytes: machine.llc_bytes,
         llc_cores: machine.llc_cpus,
         huge_pages: cfg.huge_pages && machine.thp != "never",
         cpu_model: machine.cpu_model.clone(),
         calibration,
+        gpu,
     };
     tokio::spawn(register_loop(ep, cfg.coordinator, hello, state));
     server.await.map_err(|e| e.to_string())
@@ -180,7 +282,7 @@ async fn register_loop(ep: quinn::Endpoint, coordinator: SocketAddr, hello: Work
     }
 }
 
-fn counters(engine: &Engine) -> Vec<CoreCounters> {
+fn counters(engine: &Backend) -> Vec<CoreCounters> {
     engine
         .stats()
         .iter()
@@ -275,8 +377,8 @@ async fn deploy(state: &Arc<State>, plan_id: u64, a: WorkerAssignment) -> (Respo
     if need > state.memory_limit {
         let e = PlanError::Memory(format!(
             "this worker's part of plan {plan_id} needs {} but its --memory-limit is {}",
-            embtune_protocol::plan::human_bytes(need),
-            embtune_protocol::plan::human_bytes(state.memory_limit)
+            human_bytes(need),
+            human_bytes(state.memory_limit)
         ));
         return error(ErrorKind::Deploy, e.to_string());
     }
@@ -291,7 +393,7 @@ async fn deploy(state: &Arc<State>, plan_id: u64, a: WorkerAssignment) -> (Respo
             tracing::info!(
                 "deployed plan {plan_id}: {} tables, {} in {:.2}s",
                 r.tables,
-                embtune_protocol::plan::human_bytes(r.bytes),
+                human_bytes(r.bytes),
                 r.seconds
             );
             (
@@ -343,16 +445,8 @@ async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Re
     // The body is ids then offsets, so the (large) ids stay in place and only the offsets move.
     let offsets = body.split_off(head.ids as usize);
     let batch = QueryBatch { batch_size: head.batch_size, num_tables: head.tables.len() as u32, offsets, ids: body };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    // Workers return sums; the coordinator divides mean-pooled tables after adding shards up.
-    state.engine.submit(
-        Lookup { batch: Arc::new(batch), tables: head.tables.into(), finalize_mean: false },
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    match rx.await {
-        Ok(Ok(out)) => (
+    match state.engine.lookup(batch, head.tables).await {
+        Ok(out) => (
             Response::Pooled(PooledHead {
                 batch_size: head.batch_size,
                 width: out.width as u32,
@@ -363,7 +457,6 @@ async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Re
             }),
             Body::Floats(out.pooled),
         ),
-        Ok(Err(e)) => (Response::Error(wire(e)), Body::Empty),
-        Err(_) => error(ErrorKind::Internal, "the engine dropped the request"),
+        Err(e) => (Response::Error(wire(e)), Body::Empty),
     }
 }

@@ -9,6 +9,7 @@
 //! - [`dist`] and [`trace`]: the samplers behind each access distribution, including empirical
 //!   ones read from real traces.
 //! - [`profile`]: per-table skew of a batch sample or a trace.
+//! - [`rng`]: the seeded streams and the permutation that scatters hot rows.
 //!
 //! Everything here is pure computation and file reading; no threads of its own except the
 //! rayon pool that generates batches in parallel.

@@ -3,7 +3,7 @@
 //!
 //! - direct: [`RangeRows`] / [`ModRows`] resolve an id to its row and prefetch it.
 //! - hot cache: [`HotCache`] keeps the hottest rows re-laid out contiguously (a few huge pages
-//!   that stay in L2/LLC and in the TLB) behind a small open-addressing index; hot rows skip
+//!   that stay in L2/LLC and in the TLB) behind a two-choice cuckoo index; hot rows skip
 //!   the prefetch, cold rows fall through to the direct path.
 //! - blocked: ids are bucketed by row block with a counting sort and visited block by block,
 //!   so each block's rows are read while they are in cache and every duplicate id after the

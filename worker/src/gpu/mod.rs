@@ -23,6 +23,7 @@
 
 pub mod bench;
 pub mod kernels;
+pub mod serve;
 #[cfg(test)]
 mod tests;
 
@@ -194,6 +195,9 @@ struct DevTable {
     /// Mean look-ups per sample (picks the multi-bag kernel for short bags).
     pooling: f64,
     seed: u64,
+    /// The shard it holds (`None`: the whole table); local row r is global row
+    /// `global_row(held, r)`, whose contents the seed sets.
+    held: Option<ShardRows>,
     stride: usize,
     data: DevBuf,
     flow: DataFlow,
@@ -229,9 +233,14 @@ struct Layout {
     window_bytes: u64,
     persisting_limit: u64,
     l2_error: Option<String>,
-    /// Descriptors for one batch size (block ranges depend on it).
-    descs: Option<(u32, DevBuf, u32)>,
+    /// Descriptors and grid size by batch size (block ranges depend on it). A worker sees
+    /// sub-batches of many sizes; allocating device memory per request would cost more than
+    /// the look-up, so they are kept (up to [`MAX_DESC_SIZES`] sizes).
+    descs: HashMap<u32, (DevBuf, u32)>,
 }
+
+/// Batch sizes whose launch descriptors a layout keeps.
+const MAX_DESC_SIZES: usize = 1024;
 
 /// A batch whose ids and offsets are already in device memory, for timing without copies.
 pub struct DeviceBatch {
@@ -371,46 +380,38 @@ impl GpuEngine {
         (w, cols)
     }
 
-    /// Deploys the whole tables a worker assignment names (sharded layouts are refused: a
-    /// device holds whole tables).
+    /// Deploys the tables a worker assignment names: whole tables, or one shard of a table (a
+    /// row range or a hash shard), whose rows the device stores contiguously from local row 0.
+    /// Callers translate ids with [`local_row`] first. A table with several shards on one
+    /// worker is refused: a device is one slot, so a plan gives it at most one shard a table.
     pub fn deploy_assignment(&mut self, a: &WorkerAssignment) -> Result<GpuDeployReport, GpuError> {
-        for t in &a.tables {
-            if let LocalLayout::Shards(s) = &t.layout {
-                let whole = s.len() == 1 && s[0].rows == ShardRows::Range { lo: 0, hi: t.spec.rows };
-                if !whole {
-                    return Err(GpuError::Deploy(format!(
-                        "table `{}` is sharded; the GPU backend holds whole tables",
-                        t.spec.name
-                    )));
-                }
-            }
-        }
         self.deploy(&a.tables)
     }
 
     /// Puts `tables` in device memory (replacing what was there) with their flows. A batch
-    /// then has one slot per table, in this order.
+    /// then has one slot per table, in this order, with ids local to each table's shard.
     pub fn deploy(&mut self, tables: &[LocalTable]) -> Result<GpuDeployReport, GpuError> {
         let t0 = Instant::now();
+        let shards = tables.iter().map(held_rows).collect::<Result<Vec<_>, _>>()?;
         self.ctx.bind_to_thread()?;
         self.layout = None;
         self.tables.clear();
         let mut bytes = 0u64;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(32);
-        for t in tables {
+        for (t, held) in tables.iter().zip(&shards) {
             let dim = t.spec.dim;
-            if t.spec.rows == 0 || dim == 0 {
-                return Err(GpuError::Deploy(format!("table `{}` has no rows or no columns", t.spec.name)));
+            let rows = held.map_or(t.spec.rows, |s| shard_rows(s, t.spec.rows));
+            if rows == 0 || dim == 0 {
+                return Err(GpuError::Deploy(format!("table `{}` has no rows or no columns here", t.spec.name)));
             }
-            let store = RowStore::alloc(t.spec.rows, t.row_type, dim, false)
+            let store = RowStore::alloc(rows, t.row_type, dim, false)
                 .map_err(|e| GpuError::Deploy(format!("host buffer for `{}`: {e}", t.spec.name)))?;
-            let rows = t.spec.rows;
             let chunk = rows.div_ceil(threads as u64);
             std::thread::scope(|s| {
                 for i in 0..threads as u64 {
                     let (lo, hi) = ((i * chunk).min(rows), ((i + 1) * chunk).min(rows));
                     let store = &store;
-                    s.spawn(move || store.fill(t.content_seed, lo, hi, |r| r));
+                    s.spawn(move || store.fill(t.content_seed, lo, hi, |r| global_row(*held, r)));
                 }
             });
             let data = DevBuf::new(store.bytes() as usize)?;
@@ -426,14 +427,20 @@ impl GpuEngine {
                 mode: t.spec.mode,
                 pooling: t.spec.pooling.mean(),
                 seed: t.content_seed,
+                held: *held,
                 stride: store.stride,
                 data,
                 flow: t.flow,
-                hot_ids: t.hot_ids.clone(),
+                hot_ids: Vec::new(),
             });
         }
         let flows: Vec<DataFlow> = tables.iter().map(|t| t.flow).collect();
-        let hot: Vec<Vec<u32>> = tables.iter().map(|t| t.hot_ids.clone()).collect();
+        // Hot rows come as global ids, most frequent first; the device wants its own.
+        let hot: Vec<Vec<u32>> = tables
+            .iter()
+            .zip(&shards)
+            .map(|(t, held)| t.hot_ids.iter().filter_map(|&id| local_row(*held, id)).collect())
+            .collect();
         self.set_flows(&flows, &hot)?;
         Ok(GpuDeployReport { tables: tables.len(), bytes, seconds: t0.elapsed().as_secs_f64() })
     }
@@ -501,8 +508,16 @@ impl GpuEngine {
                 (0, 0, Some(e.to_string()))
             }
         };
-        let layout =
-            Layout { variants, table_variant, kernel, hot, window_bytes, persisting_limit, l2_error, descs: None };
+        let layout = Layout {
+            variants,
+            table_variant,
+            kernel,
+            hot,
+            window_bytes,
+            persisting_limit,
+            l2_error,
+            descs: HashMap::new(),
+        };
         let report = self.layout_report(&layout);
         self.layout = Some(layout);
         Ok(report)
@@ -600,7 +615,13 @@ impl GpuEngine {
             let base = place[i].0 as usize;
             for (k, &id) in sorted_ids[i].iter().enumerate() {
                 let at = base + k * t.stride;
-                encode_row(t.seed, id as u64, t.row_type, &mut scratch, &mut host[at..at + t.stride]);
+                encode_row(
+                    t.seed,
+                    global_row(t.held, id as u64),
+                    t.row_type,
+                    &mut scratch,
+                    &mut host[at..at + t.stride],
+                );
             }
         }
         let region = DevBuf::new(host.len())?;
@@ -684,9 +705,7 @@ impl GpuEngine {
         let (width, cols) = self.columns();
         let split = self.knobs.split;
         let layout = self.layout.as_mut().ok_or_else(|| GpuError::Request("nothing is deployed".into()))?;
-        if let Some((b, buf, blocks)) = &layout.descs
-            && *b == batch
-        {
+        if let Some((buf, blocks)) = layout.descs.get(&batch) {
             return Ok((buf.ptr, *blocks));
         }
         let mut bytes = Vec::with_capacity(self.tables.len() * 48);
@@ -718,7 +737,10 @@ impl GpuEngine {
         let buf = DevBuf::new(bytes.len())?;
         buf.upload(&bytes, &self.stream)?;
         let ptr = buf.ptr;
-        layout.descs = Some((batch, buf, block as u32));
+        if layout.descs.len() >= MAX_DESC_SIZES {
+            layout.descs.clear();
+        }
+        layout.descs.insert(batch, (buf, block as u32));
         Ok((ptr, block as u32))
     }
 
@@ -891,6 +913,50 @@ impl GpuEngine {
     /// Warps per block (for reports).
     pub fn warps_per_block() -> u32 {
         WARPS
+    }
+}
+
+/// The rows of a table one device holds: `None` for the whole table.
+pub fn held_rows(t: &LocalTable) -> Result<Option<ShardRows>, GpuError> {
+    match &t.layout {
+        LocalLayout::Replicated => Ok(None),
+        LocalLayout::Shards(s) if s.len() == 1 => match s[0].rows {
+            ShardRows::Range { lo: 0, hi } if hi == t.spec.rows => Ok(None),
+            rows => Ok(Some(rows)),
+        },
+        LocalLayout::Shards(s) => Err(GpuError::Deploy(format!(
+            "table `{}` has {} shards on this worker; a GPU holds at most one shard of a table \
+             (give the GPU worker one core in the plan)",
+            t.spec.name,
+            s.len()
+        ))),
+    }
+}
+
+/// Rows of a `rows`-row table that a shard holds.
+fn shard_rows(s: ShardRows, rows: u64) -> u64 {
+    match s {
+        ShardRows::Range { lo, hi } => hi.min(rows).saturating_sub(lo),
+        ShardRows::Hash { index, of } => rows.saturating_sub(index as u64).div_ceil(of as u64),
+    }
+}
+
+/// The global row stored at local row `r`.
+fn global_row(held: Option<ShardRows>, r: u64) -> u64 {
+    match held {
+        None => r,
+        Some(ShardRows::Range { lo, .. }) => lo + r,
+        Some(ShardRows::Hash { index, of }) => r * of as u64 + index as u64,
+    }
+}
+
+/// The local row of global row `id`, or `None` when the shard does not hold it.
+pub fn local_row(held: Option<ShardRows>, id: u32) -> Option<u32> {
+    match held {
+        None => Some(id),
+        Some(s) if !s.contains(id) => None,
+        Some(ShardRows::Range { lo, .. }) => Some(id - lo as u32),
+        Some(ShardRows::Hash { of, .. }) => Some(id / of),
     }
 }
 

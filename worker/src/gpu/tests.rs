@@ -157,3 +157,131 @@ fn out_of_range_ids_are_refused() {
     let q = embtune_workloads::QueryBatch::from_bags(&[vec![vec![1, 2], vec![100]]]);
     assert!(matches!(engine.lookup(&q), Err(GpuError::Request(_))));
 }
+
+/// A GPU worker and a CPU worker sharing a plan: the device holds one row-range shard, one hash
+/// shard (with hot rows), a replicated and an owned table; the CPU engine holds the other
+/// shards. Their partial sums, added as the coordinator adds them, equal the reference; ids
+/// the device does not hold, ids out of range and unknown tables are refused by type.
+#[test]
+fn a_gpu_worker_serves_its_shards_of_a_plan() {
+    use crate::engine::{Engine, EngineConfig, EngineError, Lookup};
+    use embtune_protocol::{CoreId, Knobs, Placement, Plan, TablePlan, Topology};
+    use embtune_workloads::QueryBatch;
+    use std::sync::Arc;
+
+    let service = match serve::GpuService::open(0) {
+        Ok(s) => s,
+        Err(GpuError::Unavailable(why)) => {
+            println!("skipped: no CUDA device ({why})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let spec = ModelSpec {
+        name: "gpu-worker".into(),
+        batch_size: 64,
+        seed: 11,
+        source: String::new(),
+        tables: vec![
+            table("range", 5000, 32, RowType::F32, PoolingMode::Sum, "uniform"),
+            table("hash", 4001, 64, RowType::F16, PoolingMode::Sum, "hotset:0.9:0.01"),
+            table("repl", 300, 16, RowType::Int8, PoolingMode::Sum, "zipf:1.1"),
+            table("owned", 2000, 128, RowType::F32, PoolingMode::Sum, "zipf:1.05"),
+        ],
+    };
+    let (gpu, cpu) = (CoreId::new(0, 0), CoreId::new(1, 0));
+    let tp = |name: &str, placement: Placement, flow: DataFlow, row_type: RowType| TablePlan {
+        name: name.into(),
+        placement,
+        flow,
+        row_type,
+    };
+    let plan = Plan {
+        strategy: "test".into(),
+        spec_digest: spec.digest(),
+        topology: Topology::uniform(2, 1, 1 << 30),
+        tables: vec![
+            tp(
+                "range",
+                Placement::RowRange { bounds: vec![0, 1800, 5000], owners: vec![gpu, cpu] },
+                DataFlow::Direct { prefetch: 8 },
+                RowType::F32,
+            ),
+            tp(
+                "hash",
+                Placement::Hash { owners: vec![cpu, gpu] },
+                DataFlow::HotCache { hot_rows: 32, prefetch: 4 },
+                RowType::F16,
+            ),
+            tp("repl", Placement::Replicated, DataFlow::Direct { prefetch: 4 }, RowType::Int8),
+            tp("owned", Placement::Owned(gpu), DataFlow::Direct { prefetch: 0 }, RowType::F32),
+        ],
+        knobs: Knobs::default(),
+    };
+    plan.validate(&spec).unwrap();
+    let generator = BatchGenerator::new(&spec).unwrap();
+    let profile = embtune_workloads::profile::profile_generator(&generator);
+    let assignment = |w: u16| {
+        let mut a = plan.assignment(&spec, w);
+        a.fill_hot_ids(&plan, |t, n| profile.tables[t].hottest(n));
+        a
+    };
+    service.deploy(&assignment(0)).unwrap();
+    let engine = Engine::start(EngineConfig { cpus: vec![0], pin: false, huge_pages: false, isa: None });
+    engine.deploy(&assignment(1)).unwrap();
+
+    let row_types: Vec<RowType> = spec.tables.iter().map(|t| t.row_type).collect();
+    let reference = Reference::new(&spec, &row_types);
+    let all: Vec<u16> = (0..4).collect();
+    let (gpu_tables, cpu_tables): (Vec<u16>, Vec<u16>) = (vec![0, 1, 2, 3], vec![0, 1]);
+    // A sub-batch of `tables` with the ids of each bag that `worker` holds.
+    let split = |q: &QueryBatch, tables: &[u16], worker: u16| {
+        let b = q.batch_size as usize;
+        let mut bags = Vec::new();
+        for &t in tables {
+            let p = &plan.tables[t as usize].placement;
+            let mut table_bags = Vec::new();
+            for s in 0..b {
+                let k = t as usize * b + s;
+                let ids = &q.ids[q.offsets[k] as usize..q.offsets[k + 1] as usize];
+                let mine = |id: &&u32| match p {
+                    Placement::Replicated => worker == 0,
+                    _ => p.owners()[p.shard_of(**id)].worker == worker,
+                };
+                table_bags.push(ids.iter().filter(mine).copied().collect::<Vec<u32>>());
+            }
+            bags.push(table_bags);
+        }
+        QueryBatch::from_bags(&bags)
+    };
+    for i in 0..4u64 {
+        let q = generator.batch_sized(500 + i, if i == 3 { 1 } else { 64 });
+        let g = service.lookup(&split(&q, &gpu_tables, 0), &gpu_tables).unwrap();
+        let c = engine
+            .lookup(Lookup {
+                batch: Arc::new(split(&q, &cpu_tables, 1)),
+                tables: cpu_tables.clone().into(),
+                finalize_mean: false,
+            })
+            .unwrap();
+        // Add the CPU's partial sums into the GPU's columns of the same tables.
+        let mut sum = g.pooled.clone();
+        for s in 0..q.batch_size as usize {
+            for (k, _) in cpu_tables.iter().enumerate() {
+                let dim = spec.tables[k].dim as usize;
+                for d in 0..dim {
+                    sum[s * g.width + g.columns[k] + d] += c.pooled[s * c.width + c.columns[k] + d];
+                }
+            }
+        }
+        reference.pool(&q, &all).check(&sum).unwrap_or_else(|e| panic!("batch {i}: {e}"));
+    }
+
+    let one = |t: u16, id: u32| service.lookup(&QueryBatch::from_bags(&[vec![vec![id]]]), &[t]);
+    assert!(matches!(one(0, 1799), Ok(_)));
+    assert!(matches!(one(0, 1800), Err(EngineError::NotHeld { table: 0, id: 1800, .. })), "the CPU's range");
+    assert!(matches!(one(1, 4), Err(EngineError::NotHeld { table: 1, .. })), "an even id is the CPU's hash shard");
+    assert!(matches!(one(1, 5), Ok(_)));
+    assert!(matches!(one(3, 2000), Err(EngineError::RowOutOfRange { table: 3, id: 2000, rows: 2000, .. })));
+    assert!(matches!(one(9, 0), Err(EngineError::UnknownTable { table: 9 })));
+}
