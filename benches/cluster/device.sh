@@ -67,11 +67,12 @@ fi
 
 if has scaleout; then
     # 1 worker x 4 cores against 3 workers x 4 cores; coordinator and load generator on the spare CPUs.
-    # The workload reads many rows per sample (pooling 300) so that the engine, not the pooled output
-    # crossing the network, bounds throughput.
+    # The workload reads many wide rows per sample (pooling 300, dim 256) so that the engine, not
+    # ids and pooled rows crossing the coordinator's QUIC connections (~0.6 GB/s each), bounds
+    # throughput: with dim 32 one worker already filled them (BENCHMARKS.md, "scale-out").
     spare=$((ncpu - 4))-$((ncpu - 1))
-    W="--preset synthetic --tables 12 --rows 4000000 --dim 32 --pooling 300 --batch 512 --dist zipf:0.8"
-    for s in all-shard greedy-cost auto; do
+    W=${SCALEOUT_W:-"--preset synthetic --tables 12 --rows 1000000 --dim 256 --pooling 300 --batch 256 --dist zipf:0.8"}
+    for s in ${SCALEOUT_STRATEGIES:-all-shard greedy-cost auto}; do
         for w in 1 3; do
             log "scale-out: $w workers x 4 cores, $s, $W"
             up "$OUT/up$w" --workers $w --cores-per-worker 4 $W --strategy $s || continue

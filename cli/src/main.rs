@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand};
 /// Start with:
 ///   embtune workload presets                          the datasets it knows
 ///   embtune bench --preset criteo-kaggle --scale 0.1  measure the default plan on this machine
+///   embtune up --tune-trials 8                        a local cluster, tuned, with its dashboard
 #[derive(Parser, Debug)]
 #[command(name = "embtune", version, verbatim_doc_comment, propagate_version = true)]
 struct Cli {

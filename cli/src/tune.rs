@@ -207,7 +207,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
 }
 
 /// Polls the job until it ends, drawing a progress bar.
-async fn follow(client: &Client, id: &str, quiet: bool) -> Result<(Job, Vec<Trial>)> {
+pub(crate) async fn follow(client: &Client, id: &str, quiet: bool) -> Result<(Job, Vec<Trial>)> {
     let bar = ui::bar(1, quiet);
     bar.set_prefix("tuning");
     loop {
@@ -235,8 +235,16 @@ async fn follow(client: &Client, id: &str, quiet: bool) -> Result<(Job, Vec<Tria
     }
 }
 
+/// Four significant figures or more: trials of one job often differ by a few percent, which
+/// "1.2k" would hide.
 fn fmt(v: f64) -> String {
-    if v >= 1000.0 { ui::si(v) } else { format!("{v:.1}") }
+    if v >= 100_000.0 {
+        ui::si(v)
+    } else if v >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 fn copy_into(dir: &std::path::Path, job: &Job, trials: &[Trial]) -> Result<()> {

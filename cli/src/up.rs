@@ -355,7 +355,31 @@ pub fn run(mut a: UpArgs) -> Result<()> {
     eprintln!("logs: {}; stop with Ctrl-C", local.data.join("logs").display());
     use std::io::Write;
     std::io::stdout().flush()?;
-    rt.block_on(shutdown_signal());
+    // With a tuning job, follow it to its end (a progress bar on a terminal) and print what it
+    // found; the cluster then serves on until Ctrl-C, so the dashboard and `embtune results`
+    // can still be used. Ctrl-C during the job stops everything at once.
+    rt.block_on(async {
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        if let Some(j) = &job {
+            let followed = async {
+                let client = target.client().await?;
+                crate::tune::follow(&client, j, false).await
+            };
+            tokio::select! {
+                r = followed => match r {
+                    Ok((job, trials)) => {
+                        crate::tune::print_summary(&job, &trials);
+                        eprintln!("the tuning job ended; the cluster serves on (stop with Ctrl-C)");
+                    }
+                    Err(e) => eprintln!("could not follow the tuning job ({e:#}); see the dashboard"),
+                },
+                _ = &mut stop => return,
+            }
+            std::io::stdout().flush().ok();
+        }
+        stop.await
+    });
     eprintln!("stopping {} processes", local.processes());
     local.stop();
     Ok(())
