@@ -95,11 +95,28 @@ enum Command {
 }
 
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let Err(e) = run(cli.command) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Keeps freed heap memory for reuse instead of returning it to the kernel.
+///
+/// Every request moves buffers of hundreds of kilobytes (ids in, pooled rows out). glibc serves
+/// those with a fresh `mmap` and unmaps them on free, so each request paid a page fault and a
+/// page clear for every 4 KiB it touched: a third of the coordinator's CPU time on Criteo batches
+/// of 256. Tables do not come from the heap (the engine maps them itself), so what stays
+/// reserved is the peak of the request buffers in flight.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
 }
 

@@ -177,6 +177,12 @@ pub fn accumulate(
     }
 }
 
+/// Whether a sub-request's tables are all `n` tables of the spec in spec order, so that its
+/// reply has exactly the layout of the whole output.
+pub fn covers_all_in_order(sub_tables: &[u16], n: usize) -> bool {
+    sub_tables.len() == n && sub_tables.iter().enumerate().all(|(i, &t)| t as usize == i)
+}
+
 /// Divides mean-pooled tables by their bags' lengths, once every partial sum is in.
 pub fn finalize_mean(spec: &ModelSpec, batch: &QueryBatch, out: &mut [f32], width: usize, columns: &[usize]) {
     for (t, ts) in spec.tables.iter().enumerate() {
@@ -342,6 +348,14 @@ mod tests {
         // Worker 2 never wins a pair; worker 1 wins every pair it is in.
         assert_eq!(wins[2], 0);
         assert!(wins[1] >= 4, "{wins:?}");
+    }
+
+    #[test]
+    fn only_every_table_in_spec_order_covers_the_output() {
+        assert!(covers_all_in_order(&[0, 1, 2], 3));
+        assert!(!covers_all_in_order(&[0, 2, 1], 3));
+        assert!(!covers_all_in_order(&[0, 1], 3));
+        assert!(!covers_all_in_order(&[1, 2, 3], 3));
     }
 
     #[test]

@@ -25,8 +25,11 @@ pub struct Tuning {
     pub initial_rtt: Duration,
     pub keep_alive: Duration,
     pub idle_timeout: Duration,
-    /// Largest UDP payload that path-MTU discovery may try: loopback and jumbo-frame LANs carry
-    /// far larger datagrams than Ethernet's 1500 bytes, and fewer packets mean less CPU per byte.
+    /// Largest UDP payload that path-MTU discovery may try: loopback (65536-byte MTU) and
+    /// jumbo-frame LANs carry far larger datagrams than Ethernet's 1500 bytes, and fewer packets
+    /// mean less CPU per byte (on loopback 65000 against 9000 cut the round trip of a 450 KB
+    /// response from 830 to 500 us). On a smaller path the probes are lost and discovery settles
+    /// on what the path carries; nothing else is sent larger than what was confirmed.
     pub mtu_upper_bound: u16,
     /// Congestion window at the start, bytes. Request/response traffic keeps the sender
     /// application-limited between responses, and Cubic does not grow its window then: with the
@@ -52,7 +55,7 @@ impl Default for Tuning {
             initial_rtt: Duration::from_millis(1),
             keep_alive: Duration::from_millis(300),
             idle_timeout: Duration::from_millis(1500),
-            mtu_upper_bound: 9000,
+            mtu_upper_bound: 65000,
             initial_window: 4 << 20,
             segmentation_offload: false,
             black_hole_cooldown: Duration::from_secs(5),
