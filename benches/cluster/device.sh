@@ -69,7 +69,7 @@ if has scaleout; then
     # 1 worker x 4 cores against 3 workers x 4 cores; coordinator and load generator on the spare CPUs.
     # The workload reads many wide rows per sample (pooling 300, dim 256) so that the engine, not
     # ids and pooled rows crossing the coordinator's QUIC connections (~0.6 GB/s each), bounds
-    # throughput: with dim 32 one worker already filled them (BENCHMARKS.md, "scale-out").
+    # throughput: with dim 32 one worker already filled them (BENCHMARKS.md, "Cluster: scale-out on one 16-core host").
     spare=$((ncpu - 4))-$((ncpu - 1))
     W=${SCALEOUT_W:-"--preset synthetic --tables 12 --rows 1000000 --dim 256 --pooling 300 --batch 256 --dist zipf:0.8"}
     for s in ${SCALEOUT_STRATEGIES:-all-shard greedy-cost auto}; do
@@ -116,6 +116,7 @@ if has tune; then
         "$E" results export "$job" --format csv --data-dir "$OUT/tune-$s" >"$OUT/tune-$s.csv"
         python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('best','best_trial','trials','speedup_vs','model_error')})" "$OUT/tune-$s.json"
     done
+    python3 "$(dirname "$0")/plot_tune.py" "$OUT/tune-curves.svg" model="$OUT/tune-model.csv" random="$OUT/tune-random.csv"
     # Extreme skew: 99% of look-ups on 0.1% of rows.
     XW="--preset synthetic --tables 8 --rows 2000000 --dim 64 --pooling 20 --dist hotset:0.99:0.001"
     log "tune extreme skew, $XW"

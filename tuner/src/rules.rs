@@ -43,9 +43,9 @@ const MIN_HOT_SHARE: f64 = 0.3;
 /// Picks the flow for a piece of `piece_rows` rows of table `t`, read by one core, given the
 /// table's access profile and the cache budget the piece may take for hot rows.
 ///
-/// The rule follows what `embtune compare` measured (BENCHMARKS.md, "Data flows"): with huge
-/// pages, the direct gather beat the hot-row cache and the blocked gather on every skewed and
-/// uniform table tried, because huge pages already give the TLB reach that a contiguous hot
+/// The rule follows what `embtune compare` measured (BENCHMARKS.md, "Engine: data flows on the
+/// extreme hot set"): with huge pages, the direct gather beat the hot-row cache and the blocked
+/// gather on every skewed and uniform table tried, because huge pages already give the TLB reach that a contiguous hot
 /// copy buys and rows of 64 B or more waste no cache space when scattered; without huge pages
 /// the hot cache won by 1.1-1.2x on hot-set skew. Prefetching rows that are already cached
 /// only costs load slots, so small pieces gather without it. The tuner refines all of this
