@@ -151,7 +151,7 @@ impl LocalCluster {
             coord.env("EMBTUNE_HTTP_TOKEN", t);
         }
         if !spare.is_empty() {
-            pin_child(&mut coord, spare);
+            pin_child(&mut coord, spare.clone());
         }
         let coord = coord
             .arg("--cluster")
@@ -165,36 +165,42 @@ impl LocalCluster {
             .context("starting the coordinator")?;
         children.0.push(("coordinator".into(), coord));
         let file = wait_for_coordinator(data, &mut children.0[0].1, Duration::from_secs(30))?;
-        for i in 0..workers {
-            let list: Vec<String> = (0..cores).map(|k| allowed[(i * cores + k) % allowed.len()].to_string()).collect();
-            let w = Command::new(&exe)
-                .args(["worker", "--listen", "127.0.0.1:0", "--name", &format!("w{i}"), "--cores", &list.join(",")])
+        // Every worker registers with the coordinator over QUIC and logs to logs/LOG.log.
+        let worker = |args: Vec<String>, log_name: &str, cpus: Option<Vec<usize>>| -> Result<std::process::Child> {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["worker", "--listen", "127.0.0.1:0"])
+                .args(args)
                 .arg("--coordinator")
                 .arg(file.quic.to_string())
                 .arg("--cluster")
                 .arg(&cluster)
-                .arg("--memory-limit")
-                .arg(memory_each.to_string())
                 .stdin(Stdio::null())
-                .stdout(log(&format!("worker-{i}"))?)
-                .stderr(log(&format!("worker-{i}"))?)
-                .spawn()
-                .with_context(|| format!("starting worker {i}"))?;
+                .stdout(log(log_name)?)
+                .stderr(log(log_name)?);
+            if let Some(c) = cpus {
+                pin_child(&mut cmd, c);
+            }
+            Ok(cmd.spawn()?)
+        };
+        for i in 0..workers {
+            let list: Vec<String> = (0..cores).map(|k| allowed[(i * cores + k) % allowed.len()].to_string()).collect();
+            let args = vec![
+                "--name".into(),
+                format!("w{i}"),
+                "--cores".into(),
+                list.join(","),
+                "--memory-limit".into(),
+                memory_each.to_string(),
+            ];
+            let w = worker(args, &format!("worker-{i}"), None).with_context(|| format!("starting worker {i}"))?;
             children.0.push((format!("worker {i}"), w));
         }
         if let Some(g) = gpu {
-            // The device does the work; its worker's host threads take the spare CPUs.
-            let w = Command::new(&exe)
-                .args(["worker", "--listen", "127.0.0.1:0", "--name", &format!("gpu{g}"), "--gpu", &g.to_string()])
-                .arg("--coordinator")
-                .arg(file.quic.to_string())
-                .arg("--cluster")
-                .arg(&cluster)
-                .stdin(Stdio::null())
-                .stdout(log("worker-gpu")?)
-                .stderr(log("worker-gpu")?)
-                .spawn()
-                .context("starting the GPU worker")?;
+            // The device does the work; the worker's host threads share the spare CPUs with the
+            // coordinator rather than take time from the CPU workers' engine cores.
+            let args = vec!["--name".into(), format!("gpu{g}"), "--gpu".into(), g.to_string()];
+            let cpus = (!spare.is_empty()).then(|| spare.clone());
+            let w = worker(args, "worker-gpu", cpus).context("starting the GPU worker")?;
             children.0.push(("gpu worker".into(), w));
         }
         Ok(LocalCluster { children, file, cluster, data: data.to_path_buf() })
