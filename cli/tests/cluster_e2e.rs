@@ -188,6 +188,42 @@ fn a_dead_worker_is_detected_routed_around_and_redeployed_when_back() {
 }
 
 #[test]
+fn a_stalled_worker_is_marked_down_and_serves_again_once_it_resumes() {
+    let c = Cluster::start(2);
+    let rt = rt();
+    let spec = small_spec();
+    let plan = mixed_plan(&spec);
+    let g = BatchGenerator::new(&spec).unwrap();
+    let client = rt.block_on(async {
+        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
+        client.deploy(&spec, &plan).await.unwrap();
+        client
+    });
+    // Freeze worker 1 (as a loaded machine or a paused VM would) until the coordinator gives up
+    // on it, then let it go on. Its process, connection and tables are all still there.
+    let w1_addr: SocketAddr =
+        rt.block_on(client.status()).unwrap().workers.iter().find(|w| w.id == 1).unwrap().addr.parse().unwrap();
+    let (_, w1) = c.workers.iter().find(|(a, _)| *a == w1_addr).expect("worker 1 is one of ours");
+    w1.signal("STOP");
+    let down = wait_until(Duration::from_secs(10), || {
+        rt.block_on(client.status()).unwrap().workers.iter().any(|w| w.id == 1 && !w.healthy)
+    });
+    w1.signal("CONT");
+    assert!(down.is_some(), "the frozen worker was never marked down");
+    // It must come back by itself: nobody restarts it.
+    let back = wait_until(Duration::from_secs(15), || {
+        rt.block_on(client.status()).unwrap().workers.iter().filter(|w| w.healthy).count() == 2
+    });
+    assert!(back.is_some(), "the resumed worker stayed down: {}", c.log("coordinator"));
+    rt.block_on(async {
+        for i in 0..5 {
+            check(&client, &spec, &g.batch(i)).await.unwrap();
+        }
+    });
+}
+
+#[test]
 fn bad_queries_get_typed_errors_and_the_cluster_keeps_serving() {
     let c = Cluster::start(2);
     let rt = rt();

@@ -197,7 +197,14 @@ fn a_worker_lost_during_a_job_fails_a_trial_and_the_job_goes_on() {
     // After the loss, plans are made for the one worker left.
     let last = trials.last().unwrap();
     assert_eq!(last.plan.topology.workers.len(), 1, "the job re-planned around the lost worker");
-    assert!(last.measured.is_some(), "the job kept measuring: {:?}", last.failure);
+    // The job kept measuring on what was left. (Not necessarily the last trial: on a loaded
+    // machine the survivor may itself miss heartbeats for a moment and fail one.)
+    let first_failed = trials.iter().position(|t| t.failure.is_some()).unwrap();
+    assert!(
+        trials[first_failed..].iter().any(|t| t.measured.is_some() && t.plan.topology.workers.len() == 1),
+        "no trial was measured on the worker left: {:?}",
+        trials.iter().map(|t| &t.failure).collect::<Vec<_>>()
+    );
     assert!(job.best.is_some());
 }
 

@@ -66,6 +66,8 @@ struct Slot {
     conn: Option<quinn::Connection>,
     /// Connected, heartbeating and holding the current plan.
     healthy: bool,
+    /// A bring-up is under way, so heartbeats from a worker not yet up do not start another.
+    bringing_up: bool,
     /// Bumped on every registration, so a stale reconnection task can tell it lost.
     generation: u64,
     deployed_plan: u64,
@@ -294,6 +296,7 @@ impl Coordinator {
                         addr,
                         conn: None,
                         healthy: false,
+                        bringing_up: false,
                         generation: 0,
                         deployed_plan: 0,
                         last_seen: Instant::now(),
@@ -312,6 +315,7 @@ impl Coordinator {
             s.hello = hello;
             s.generation += 1;
             s.healthy = false;
+            s.bringing_up = true;
             s.conn = None;
             s.deployed_plan = 0;
             s.last_seen = Instant::now();
@@ -321,14 +325,28 @@ impl Coordinator {
             (id as u16, s.generation)
         };
         tracing::info!("worker {id} registered from {} (serving at {addr})", peer.addr);
-        let me = self.clone();
-        tokio::spawn(async move { me.bring_up(id, generation).await });
+        self.spawn_bring_up(id, generation, 0);
         (Response::Registered { worker: id, heartbeat_ms: self.inner.cfg.heartbeat.as_millis() as u32 }, Body::Empty)
     }
 
-    /// Connects to a (re)registered worker and gives it its part of the current plan; only then
-    /// does it serve.
-    async fn bring_up(&self, id: u16, generation: u64) {
+    /// Brings a worker up in the background, then lets heartbeats start another bring-up should
+    /// this one fail (unless the worker registered again meanwhile, whose bring-up owns the flag).
+    fn spawn_bring_up(&self, id: u16, generation: u64, holds: u64) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.bring_up(id, generation, holds).await;
+            let mut slots = me.inner.slots.write();
+            if let Some(s) = slots.get_mut(id as usize)
+                && s.generation == generation
+            {
+                s.bringing_up = false;
+            }
+        });
+    }
+
+    /// Connects to a (re)registered worker and gives it its part of the current plan, unless it
+    /// says it holds it already (`holds`, a plan id); only then does it serve.
+    async fn bring_up(&self, id: u16, generation: u64, holds: u64) {
         let addr = self.inner.slots.read()[id as usize].addr;
         let conn = match connect(&self.inner.ep, addr, Duration::from_secs(3)).await {
             Ok(c) => c,
@@ -338,6 +356,7 @@ impl Coordinator {
             }
         };
         if let Some(active) = self.active()
+            && active.plan_id != holds
             && let Some(p) = active.slots.iter().position(|&s| s == id)
         {
             tracing::info!("redeploying plan {} to worker {id}", active.plan_id);
@@ -358,12 +377,25 @@ impl Coordinator {
         tracing::info!("worker {id} at {addr} is up");
     }
 
+    /// Records a heartbeat. A worker that was marked down for falling silent, but is
+    /// heartbeating again, is brought back up: a stall (a loaded machine, a paused VM) must not
+    /// take a live worker out of the cluster for good.
     fn heartbeat(&self, hb: Heartbeat) {
-        let mut slots = self.inner.slots.write();
-        if let Some(s) = slots.get_mut(hb.worker as usize) {
+        let revive = {
+            let mut slots = self.inner.slots.write();
+            let Some(s) = slots.get_mut(hb.worker as usize) else { return };
             s.last_seen = Instant::now();
             s.queue = hb.queue;
             s.counters = hb.cores;
+            let revive = !s.healthy && !s.bringing_up;
+            if revive {
+                s.bringing_up = true;
+            }
+            revive.then_some((s.id, s.generation, hb.plan_id))
+        };
+        if let Some((id, generation, holds)) = revive {
+            tracing::info!("worker {id} is heartbeating again; bringing it back up");
+            self.spawn_bring_up(id, generation, holds);
         }
     }
 

@@ -22,6 +22,12 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`) with the system's `kill`.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(ok.success(), "kill -{sig} {} failed", self.pid());
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
