@@ -59,7 +59,7 @@ impl Client {
         Ok(Client { conn, _ep: ep, limits: FrameLimits::default(), timeout: Duration::from_secs(60) })
     }
 
-    async fn rpc(&self, req: &Request, body: &Body, timeout: Duration) -> Result<(Response, Vec<u32>), TransportError> {
+    async fn rpc(&self, req: &Request, body: Body, timeout: Duration) -> Result<(Response, Vec<u32>), TransportError> {
         call(&self.conn, req, body, &self.limits, timeout).await
     }
 
@@ -69,7 +69,7 @@ impl Client {
     }
 
     pub async fn query_prepared(&self, q: &PreparedQuery) -> Result<(PooledHead, Vec<f32>), TransportError> {
-        match self.rpc(&Request::Query(q.head.clone()), &Body::Parts(q.parts.clone()), self.timeout).await? {
+        match self.rpc(&Request::Query(q.head.clone()), Body::Parts(q.parts.clone()), self.timeout).await? {
             (Response::Pooled(h), words) => Ok((h, words.into_iter().map(f32::from_bits).collect())),
             (other, _) => Err(unexpected(other)),
         }
@@ -78,7 +78,7 @@ impl Client {
     /// Deploys a model and plan on the cluster.
     pub async fn deploy(&self, spec: &ModelSpec, plan: &Plan) -> Result<DeployedInfo, TransportError> {
         let req = Request::DeployPlan { spec: Box::new(spec.clone()), plan: Box::new(plan.clone()) };
-        match self.rpc(&req, &Body::Empty, Duration::from_secs(900)).await? {
+        match self.rpc(&req, Body::Empty, Duration::from_secs(900)).await? {
             (Response::Deployed(d), _) => Ok(d),
             (other, _) => Err(unexpected(other)),
         }
@@ -86,14 +86,14 @@ impl Client {
 
     /// The model and plan the cluster serves, if any.
     pub async fn deployment(&self) -> Result<Option<DeploymentInfo>, TransportError> {
-        match self.rpc(&Request::GetDeployment, &Body::Empty, self.timeout).await? {
+        match self.rpc(&Request::GetDeployment, Body::Empty, self.timeout).await? {
             (Response::Deployment(d), _) => Ok(d),
             (other, _) => Err(unexpected(other)),
         }
     }
 
     pub async fn status(&self) -> Result<ClusterInfo, TransportError> {
-        match self.rpc(&Request::ClusterStatus, &Body::Empty, self.timeout).await? {
+        match self.rpc(&Request::ClusterStatus, Body::Empty, self.timeout).await? {
             (Response::Cluster(c), _) => Ok(c),
             (other, _) => Err(unexpected(other)),
         }
@@ -108,7 +108,7 @@ impl Client {
     ) -> Result<String, TransportError> {
         let req =
             Request::SubmitTune { dataset: dataset.to_string(), spec: Box::new(spec.clone()), config: config.clone() };
-        match self.rpc(&req, &Body::Empty, self.timeout).await? {
+        match self.rpc(&req, Body::Empty, self.timeout).await? {
             (Response::JobAccepted { id }, _) => Ok(id),
             (other, _) => Err(unexpected(other)),
         }
@@ -116,28 +116,28 @@ impl Client {
 
     /// A job and its trials.
     pub async fn job(&self, id: &str) -> Result<(Job, Vec<Trial>), TransportError> {
-        match self.rpc(&Request::GetJob { id: id.to_string() }, &Body::Empty, self.timeout).await? {
+        match self.rpc(&Request::GetJob { id: id.to_string() }, Body::Empty, self.timeout).await? {
             (Response::JobDetail { job, trials }, _) => Ok((*job, trials)),
             (other, _) => Err(unexpected(other)),
         }
     }
 
     pub async fn jobs(&self) -> Result<Vec<Job>, TransportError> {
-        match self.rpc(&Request::ListJobs, &Body::Empty, self.timeout).await? {
+        match self.rpc(&Request::ListJobs, Body::Empty, self.timeout).await? {
             (Response::Jobs(j), _) => Ok(j),
             (other, _) => Err(unexpected(other)),
         }
     }
 
     pub async fn resume(&self, id: &str) -> Result<(), TransportError> {
-        match self.rpc(&Request::ResumeJob { id: id.to_string() }, &Body::Empty, self.timeout).await? {
+        match self.rpc(&Request::ResumeJob { id: id.to_string() }, Body::Empty, self.timeout).await? {
             (Response::Ack, _) => Ok(()),
             (other, _) => Err(unexpected(other)),
         }
     }
 
     pub async fn best_for(&self, dataset: &str) -> Result<Vec<(BestRecord, Option<Trial>)>, TransportError> {
-        match self.rpc(&Request::BestFor { dataset: dataset.to_string() }, &Body::Empty, self.timeout).await? {
+        match self.rpc(&Request::BestFor { dataset: dataset.to_string() }, Body::Empty, self.timeout).await? {
             (Response::Best(b), _) => Ok(b),
             (other, _) => Err(unexpected(other)),
         }

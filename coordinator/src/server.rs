@@ -533,7 +533,7 @@ impl Coordinator {
         let (resp, _) = call(
             conn,
             &Request::Deploy { plan_id: active.plan_id, assignment: a },
-            &Body::Empty,
+            Body::Empty,
             &self.inner.limits,
             Duration::from_secs(600),
         )
@@ -747,7 +747,7 @@ impl Coordinator {
         let r = call(
             &conn,
             &Request::Lookup(head),
-            &Body::Parts(route::body(s)),
+            Body::Parts(route::body(s)),
             &self.inner.limits,
             self.inner.cfg.request_timeout,
         )

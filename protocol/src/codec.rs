@@ -133,17 +133,6 @@ pub fn words_as_floats(words: &[u32]) -> &[f32] {
     bytemuck::cast_slice(words)
 }
 
-/// Room for `n` words to read a body into, viewed as bytes.
-pub fn word_buffer(n: usize) -> Vec<u32> {
-    vec![0u32; n]
-}
-
-/// The bytes of a word buffer, to read into.
-pub fn words_as_bytes_mut(words: &mut [u32]) -> &mut [u8] {
-    le_only();
-    bytemuck::cast_slice_mut(words)
-}
-
 /// Bodies are little-endian words read and written in place; a big-endian port would swap here.
 #[inline]
 fn le_only() {

@@ -89,7 +89,7 @@ pub async fn run(
     };
     // Warm both paths (congestion windows, MTU discovery).
     for _ in 0..20 {
-        call(&qconn, &Request::WorkerStats, &Body::Empty, &limits, Duration::from_secs(10)).await?;
+        call(&qconn, &Request::WorkerStats, Body::Empty, &limits, Duration::from_secs(10)).await?;
         tcp_once(&mut tconns[0], &mut buf).await.map_err(|e| TransportError::Stream(e.to_string()))?;
     }
     let (mut t_rtt, mut q_rtt, mut t_bw, mut q_bw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -107,7 +107,7 @@ pub async fn run(
         let t0 = Instant::now();
         while t0.elapsed() < round / 4 {
             let s = Instant::now();
-            call(&qconn, &Request::WorkerStats, &Body::Empty, &limits, Duration::from_secs(10)).await?;
+            call(&qconn, &Request::WorkerStats, Body::Empty, &limits, Duration::from_secs(10)).await?;
             samples.push(s.elapsed().as_secs_f64() * 1e6);
         }
         q_rtt.push(median(&mut samples));
@@ -138,7 +138,7 @@ pub async fn run(
                 .map(|_| {
                     let c = qconn.clone();
                     tokio::spawn(async move {
-                        call(&c, &Request::WorkerStats, &Body::Empty, &FrameLimits::default(), Duration::from_secs(10))
+                        call(&c, &Request::WorkerStats, Body::Empty, &FrameLimits::default(), Duration::from_secs(10))
                             .await
                     })
                 })

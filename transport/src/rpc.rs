@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 
 use embtune_protocol::codec::{self, FrameLimits, HEADER_LEN};
@@ -32,31 +33,52 @@ impl Body {
         }
     }
 
-    async fn write(&self, send: &mut SendStream) -> Result<(), TransportError> {
-        let w = |e: quinn::WriteError| TransportError::Stream(e.to_string());
+    /// The body as chunks that quinn sends from where they are. `write_all` of a borrowed
+    /// slice would first copy it into a buffer of quinn's own: for a pooled response of
+    /// hundreds of kilobytes, a copy as large as the message on every hop.
+    fn into_chunks(self, chunks: &mut Vec<Bytes>) {
         match self {
-            Body::Empty => Ok(()),
-            Body::Words(v) => send.write_all(codec::words_as_bytes(v)).await.map_err(w),
-            Body::Floats(v) => send.write_all(codec::floats_as_bytes(v)).await.map_err(w),
+            Body::Empty => {}
+            Body::Words(v) => chunks.push(Bytes::from_owner(LeBytes(v))),
+            Body::Floats(v) => chunks.push(Bytes::from_owner(LeBytes(v))),
             Body::Parts(parts) => {
-                for p in parts {
-                    send.write_all(codec::words_as_bytes(p)).await.map_err(w)?;
-                }
-                Ok(())
+                chunks.extend(parts.into_iter().filter(|p| !p.is_empty()).map(|p| Bytes::from_owner(LeBytes(p))))
             }
         }
     }
 }
 
-/// Writes one frame and finishes the stream.
+/// A buffer of 32-bit words, seen as its little-endian bytes without a copy.
+struct LeBytes<T>(T);
+
+impl AsRef<[u8]> for LeBytes<Vec<u32>> {
+    fn as_ref(&self) -> &[u8] {
+        codec::words_as_bytes(&self.0)
+    }
+}
+
+impl AsRef<[u8]> for LeBytes<Vec<f32>> {
+    fn as_ref(&self) -> &[u8] {
+        codec::floats_as_bytes(&self.0)
+    }
+}
+
+impl AsRef<[u8]> for LeBytes<std::sync::Arc<[u32]>> {
+    fn as_ref(&self) -> &[u8] {
+        codec::words_as_bytes(&self.0)
+    }
+}
+
+/// Writes one frame and finishes the stream. The body is handed to quinn as it is, not copied.
 pub async fn write_frame<T: serde::Serialize>(
     send: &mut SendStream,
     meta: &T,
-    body: &Body,
+    body: Body,
 ) -> Result<(), TransportError> {
     let head = codec::encode_head(meta, body.len_bytes()).map_err(TransportError::Frame)?;
-    send.write_all(&head).await.map_err(|e| TransportError::Stream(e.to_string()))?;
-    body.write(send).await?;
+    let mut chunks = vec![Bytes::from(head)];
+    body.into_chunks(&mut chunks);
+    send.write_all_chunks(&mut chunks).await.map_err(|e| TransportError::Stream(e.to_string()))?;
     send.finish().map_err(|e| TransportError::Stream(e.to_string()))?;
     Ok(())
 }
@@ -91,10 +113,42 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
     };
     let mut meta = vec![0u8; h.meta_len as usize];
     recv.read_exact(&mut meta).await.map_err(|e| truncated("metadata", e))?;
-    let mut body = codec::word_buffer(h.body_len as usize / 4);
-    recv.read_exact(codec::words_as_bytes_mut(&mut body)).await.map_err(|e| truncated("body", e))?;
+    let body = read_body(recv, h.body_len as usize).await?;
     let meta = codec::decode_meta(&meta).map_err(ReadError::Protocol)?;
     Ok((meta, body))
+}
+
+/// Reads a body of `len` bytes (a multiple of four, as the header check ensures) chunk by
+/// chunk straight into a word buffer. Zeroing a buffer first only to overwrite it would cost a
+/// pass over every response, on every hop.
+async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Vec<u32>, ReadError> {
+    debug_assert!(len.is_multiple_of(4));
+    let mut body: Vec<u32> = Vec::with_capacity(len / 4);
+    let mut filled = 0;
+    while filled < len {
+        match recv.read_chunk(len - filled, true).await {
+            Ok(Some(chunk)) => {
+                let n = chunk.bytes.len().min(len - filled);
+                // SAFETY: `filled + n <= len`, the buffer's capacity in bytes; the source is a
+                // separate allocation of at least `n` bytes.
+                unsafe {
+                    let dst = (body.as_mut_ptr() as *mut u8).add(filled);
+                    std::ptr::copy_nonoverlapping(chunk.bytes.as_ptr(), dst, n)
+                };
+                filled += n;
+            }
+            Ok(None) => {
+                return Err(ReadError::Protocol(WireError::new(
+                    ErrorKind::BadFrame,
+                    format!("truncated frame: {filled} bytes of body"),
+                )));
+            }
+            Err(e) => return Err(ReadError::Stream(e.to_string())),
+        }
+    }
+    // SAFETY: all `len / 4` words were written above, and any bit pattern is a valid u32.
+    unsafe { body.set_len(len / 4) };
+    Ok(body)
 }
 
 /// Sends a request and waits up to `timeout` for its response. A typed error from the peer
@@ -102,7 +156,7 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
 pub async fn call(
     conn: &Connection,
     req: &Request,
-    body: &Body,
+    body: Body,
     limits: &FrameLimits,
     timeout: Duration,
 ) -> Result<(Response, Vec<u32>), TransportError> {
@@ -158,7 +212,7 @@ where
                     return;
                 }
             };
-            if let Err(e) = write_frame(&mut send, &reply, &body).await {
+            if let Err(e) = write_frame(&mut send, &reply, body).await {
                 tracing::debug!("reply to {} not delivered: {e}", peer.addr);
             }
         });

@@ -41,7 +41,7 @@ async fn calls_round_trip_with_bodies() {
     let ep = client_endpoint(&id, &Tuning::default()).unwrap();
     let conn = connect(&ep, addr, T).await.unwrap();
     let (resp, body) =
-        call(&conn, &Request::WorkerStats, &Body::Words(vec![7; 1000]), &FrameLimits::default(), T).await.unwrap();
+        call(&conn, &Request::WorkerStats, Body::Words(vec![7; 1000]), &FrameLimits::default(), T).await.unwrap();
     assert_eq!(resp, Response::Ack);
     assert_eq!(body, vec![1000]);
     // Many concurrent calls on one connection, one stream each.
@@ -49,7 +49,7 @@ async fn calls_round_trip_with_bodies() {
     for i in 0..64u32 {
         let conn = conn.clone();
         tasks.push(tokio::spawn(async move {
-            call(&conn, &Request::WorkerStats, &Body::Words(vec![0; i as usize]), &FrameLimits::default(), T)
+            call(&conn, &Request::WorkerStats, Body::Words(vec![0; i as usize]), &FrameLimits::default(), T)
                 .await
                 .unwrap()
                 .1
@@ -88,7 +88,7 @@ async fn a_client_without_a_certificate_is_refused() {
     // must fail either way.
     let refused = match connect(&ep, addr, T).await {
         Err(_) => true,
-        Ok(conn) => call(&conn, &Request::WorkerStats, &Body::Empty, &FrameLimits::default(), T).await.is_err(),
+        Ok(conn) => call(&conn, &Request::WorkerStats, Body::Empty, &FrameLimits::default(), T).await.is_err(),
     };
     assert!(refused, "a client without a certificate was served");
 }
@@ -130,6 +130,6 @@ async fn bad_frames_get_typed_errors_and_the_connection_survives() {
     let big = codec::encode_head(&Request::WorkerStats, 64 << 20).unwrap();
     assert_eq!(kind(raw(&conn, &big).await), ErrorKind::Oversized);
 
-    let (resp, _) = call(&conn, &Request::WorkerStats, &Body::Empty, &FrameLimits::default(), T).await.unwrap();
+    let (resp, _) = call(&conn, &Request::WorkerStats, Body::Empty, &FrameLimits::default(), T).await.unwrap();
     assert_eq!(resp, Response::Ack, "the connection still serves requests");
 }

@@ -251,7 +251,7 @@ async fn register_loop(ep: quinn::Endpoint, coordinator: SocketAddr, hello: Work
     loop {
         let session = async {
             let conn = connect(&ep, coordinator, t).await?;
-            let (resp, _) = call(&conn, &Request::Register(hello.clone()), &Body::Empty, &limits, t).await?;
+            let (resp, _) = call(&conn, &Request::Register(hello.clone()), Body::Empty, &limits, t).await?;
             let Response::Registered { worker, heartbeat_ms } = resp else {
                 return Err(embtune_transport::TransportError::Remote(WireError::new(
                     ErrorKind::Internal,
@@ -268,7 +268,7 @@ async fn register_loop(ep: quinn::Endpoint, coordinator: SocketAddr, hello: Work
                     plan_id: state.plan_id.load(Ordering::Relaxed),
                     cores: counters(&state.engine),
                 };
-                call(&conn, &Request::Heartbeat(hb), &Body::Empty, &limits, t).await?;
+                call(&conn, &Request::Heartbeat(hb), Body::Empty, &limits, t).await?;
             }
         };
         let res: Result<(), embtune_transport::TransportError> = session.await;
