@@ -1,6 +1,5 @@
 //! `embtune tune`: autotune the placement on a cluster, with a live progress bar.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -57,6 +56,12 @@ pub struct TuneArgs {
     /// Most rounds per trial.
     #[arg(long, default_value_t = 5)]
     pub max_rounds: u32,
+    /// Once the search is over, measure the best plan and every baseline again side by side:
+    /// this many rounds, each deploying and loading every contender once in a rotating order.
+    /// The speed-ups reported (`speedup_vs`) come from these rounds; 0 skips them and reports
+    /// the ratios of the trials' own measurements.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub head_to_head_rounds: u32,
     /// Queries in flight for the throughput objective (default 4 per core).
     #[arg(long)]
     pub concurrency: Option<u32>,
@@ -75,8 +80,6 @@ pub struct TuneArgs {
 pub fn summary(job: &Job, trials: &[Trial]) -> serde_json::Value {
     let o = job.config.objective;
     let best = job.best.map(|b| b.1);
-    let speedup: BTreeMap<&String, f64> =
-        job.baselines.iter().filter_map(|(k, v)| best.map(|b| (k, o.speedup(*v, b)))).collect();
     let best_trial = job.best.and_then(|(n, _)| trials.iter().find(|t| t.n == n));
     json!({
         "job": job.id,
@@ -91,7 +94,8 @@ pub fn summary(job: &Job, trials: &[Trial]) -> serde_json::Value {
         "best_trial": job.best.map(|b| b.0),
         "best_plan": best_trial.map(|t| t.plan.summary()),
         "baselines": job.baselines,
-        "speedup_vs": speedup,
+        "speedup_vs": job.speedup_vs(),
+        "head_to_head": job.head_to_head,
         "model_error": job.model_error,
         "cluster": job.cluster.key(),
     })
@@ -171,6 +175,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
                     ci_target: 0.05,
                     concurrency: a.concurrency.unwrap_or(4 * cores.max(1)),
                     seed: 1,
+                    head_to_head_rounds: a.head_to_head_rounds,
                 };
                 client.submit_tune(&dataset, spec.as_ref().unwrap(), &config).await.context("starting the job")?
             }
@@ -224,6 +229,12 @@ pub(crate) async fn follow(client: &Client, id: &str, quiet: bool) -> Result<(Jo
             (Some((_, b)), None) => format!("{id}: best {} {}", fmt(b), o.unit()),
             _ => format!("{id}: measuring baselines"),
         };
+        let msg =
+            if trials.len() as u64 >= total && job.status == JobStatus::Running && job.config.head_to_head_rounds > 0 {
+                format!("{id}: the best plan beside every baseline, {} rounds", job.config.head_to_head_rounds)
+            } else {
+                msg
+            };
         bar.set_message(msg);
         match job.status {
             JobStatus::Done | JobStatus::Failed(_) => {
@@ -294,9 +305,22 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
     if let Some((n, b)) = job.best {
         println!("best: trial {n}, {} {}", fmt(b), o.unit());
     }
-    for (k, v) in &job.baselines {
-        if let Some((_, b)) = job.best {
-            println!("  {:.2}x {k} ({} {})", o.speedup(*v, b), fmt(*v), o.unit());
+    match &job.head_to_head {
+        Some(h) => {
+            println!(
+                "side by side, {} rounds each (best plan {} {}; speed-up as the median of the rounds' ratios):",
+                h.rounds,
+                fmt(h.best),
+                o.unit()
+            );
+            for (k, x) in &h.speedup_vs {
+                println!("  {x:.2}x {k} ({} {})", fmt(h.baselines.get(k).copied().unwrap_or(f64::NAN)), o.unit());
+            }
+        }
+        None => {
+            for (k, x) in job.speedup_vs() {
+                println!("  {x:.2}x {k} ({} {})", fmt(job.baselines[&k]), o.unit());
+            }
         }
     }
     if let Some(e) = job.model_error {

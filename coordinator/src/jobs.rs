@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use embtune_protocol::tuning::{ClusterDesc, Job, JobConfig, JobStatus, Measured, Objective, now_ms};
+use embtune_protocol::tuning::{
+    ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, TrialKind, now_ms,
+};
 use embtune_protocol::wire::{ErrorKind, QueryHead, WireError};
 use embtune_protocol::{Topology, WorkerShape};
 use embtune_tuner::cost::{Coefficients, Node};
-use embtune_tuner::job::{Context, Tuner};
+use embtune_tuner::job::{Context, Tuner, adapt_plan, plan_key};
 use embtune_tuner::rules::MemoryCaps;
 use embtune_tuner::store::{BestRecord, Store, new_job_id};
 use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec};
@@ -130,6 +132,7 @@ impl Coordinator {
             baselines: Default::default(),
             model_error: None,
             elapsed_s: 0.0,
+            head_to_head: None,
         };
         self.store().put_job(&job).map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
         let id = job.id.clone();
@@ -260,8 +263,26 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         store.put_job(&tuner.job).map_err(|e| e.to_string())?;
         c.notify_trial(&tuner.job, &trial);
     }
-    tuner.job.status = JobStatus::Done;
-    tuner.job.updated_ms = now_ms();
+    let mut h2h = None;
+    if tuner.job.head_to_head.is_none() && tuner.job.config.head_to_head_rounds > 0 {
+        tracing::info!(
+            "job {id}: the best plan beside every baseline, {} alternating rounds",
+            tuner.job.config.head_to_head_rounds
+        );
+        match head_to_head(c, rt, &spec, &pool, &tuner, stop) {
+            Ok(Some(h)) => h2h = Some(h),
+            Ok(None) if stop.load(Ordering::Relaxed) => {
+                // Resumes with the head-to-head, its trials being all done.
+                tuner.job.status = JobStatus::Interrupted;
+                let _ = store.put_job(&tuner.job);
+                return Ok(());
+            }
+            Ok(None) => {}
+            // The trials stand on their own; only the side-by-side figures are missing.
+            Err(e) => tracing::warn!("job {id}: no head-to-head: {e}"),
+        }
+    }
+    tuner.finish(h2h, now_ms());
     store.put_job(&tuner.job).map_err(|e| e.to_string())?;
     if let Some(best) = tuner.best() {
         let rec = BestRecord {
@@ -280,6 +301,70 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     }
     tracing::info!("job {id} done: best {:?}", tuner.job.best);
     Ok(())
+}
+
+/// Measures the best plan of a finished search and every measured baseline again, side by side:
+/// in each round every contender is deployed and loaded once, starting one further along the
+/// list each round so that none always runs first. `None` when asked to stop, or when no
+/// baseline was measured.
+fn head_to_head(
+    c: &Coordinator,
+    rt: &tokio::runtime::Handle,
+    spec: &ModelSpec,
+    pool: &[Payload],
+    tuner: &Tuner,
+    stop: &AtomicBool,
+) -> Result<Option<HeadToHead>, String> {
+    let cfg = &tuner.job.config;
+    let Some(best) = tuner.best() else { return Ok(None) };
+    let (topology, _, _) = context_parts(c);
+    if topology.workers.is_empty() {
+        return Err("no healthy worker".into());
+    }
+    let best_key = plan_key(&best.plan);
+    // A baseline that is itself the best plan is not measured twice.
+    let mut itself = None;
+    let mut contenders = vec![(None, adapt_plan(&best.plan, &topology))];
+    for t in &tuner.trials {
+        if let (TrialKind::Baseline(name), Some(_)) = (&t.kind, &t.measured) {
+            if plan_key(&t.plan) == best_key {
+                itself = Some(name.clone());
+            } else {
+                contenders.push((Some(name.clone()), adapt_plan(&t.plan, &topology)));
+            }
+        }
+    }
+    if contenders.len() < 2 {
+        return Ok(None);
+    }
+    let mut rounds = Vec::new();
+    for r in 0..cfg.head_to_head_rounds as usize {
+        let (mut best_value, mut others) = (f64::NAN, Vec::new());
+        for i in 0..contenders.len() {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let (name, plan) = &contenders[(i + r) % contenders.len()];
+            let what = name.as_deref().unwrap_or("the best plan");
+            rt.block_on(c.deploy(spec.clone(), plan.clone()))
+                .map_err(|e| format!("deploying {what}: {}", e.message))?;
+            let v = rt.block_on(measure_once(c, pool, cfg)).map_err(|e| format!("measuring {what}: {e}"))?;
+            match name {
+                None => best_value = v,
+                Some(n) => others.push((n.clone(), v)),
+            }
+        }
+        rounds.push((best_value, others));
+    }
+    Ok(Some(HeadToHead::from_rounds(cfg.objective, best.n, &rounds, itself.as_deref())))
+}
+
+/// One measurement round of the deployed plan after a short warm-up: the objective's value.
+async fn measure_once(c: &Coordinator, pool: &[Payload], cfg: &JobConfig) -> Result<f64, String> {
+    let _ = load_round(c, pool, cfg, Duration::from_millis(300)).await;
+    let r = load_round(c, pool, cfg, Duration::from_secs_f64(cfg.round_s.max(0.05))).await;
+    r.check()?;
+    Ok(r.value(cfg.objective))
 }
 
 fn wait_for_workers(c: &Coordinator, stop: &AtomicBool, timeout: Duration) -> Result<(), String> {
@@ -310,28 +395,15 @@ pub async fn measure(c: &Coordinator, pool: &[Payload], cfg: &JobConfig) -> Resu
         batches += r.batches;
         errors += r.errors;
         secs += r.secs;
+        values.push(r.value(cfg.objective));
         first_error = first_error.or(r.first_error);
         hist.add(&r.hist).map_err(|e| e.to_string())?;
-        values.push(match cfg.objective {
-            Objective::Throughput => r.batches as f64 / r.secs,
-            Objective::Mean => r.hist.mean(),
-            Objective::P99 { .. } => r.hist.value_at_quantile(0.99) as f64,
-        });
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
         let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
         let ci = if n >= 2.0 { 2.0 * sd / n.sqrt() / mean.abs().max(1e-12) } else { f64::INFINITY };
         if (n >= 2.0 && ci <= cfg.ci_target) || n >= cfg.max_rounds.max(1) as f64 {
-            if errors * 100 > batches + errors {
-                return Err(format!(
-                    "{errors} of {} queries failed: {}",
-                    batches + errors,
-                    first_error.unwrap_or_default()
-                ));
-            }
-            if batches == 0 {
-                return Err(format!("no query completed: {}", first_error.unwrap_or_default()));
-            }
+            failed(batches, errors, first_error.as_deref())?;
             return Ok(Measured {
                 value: mean,
                 rounds: values,
@@ -352,6 +424,32 @@ struct Round {
     errors: u64,
     secs: f64,
     first_error: Option<String>,
+}
+
+impl Round {
+    /// The objective's value over this round.
+    fn value(&self, objective: Objective) -> f64 {
+        match objective {
+            Objective::Throughput => self.batches as f64 / self.secs,
+            Objective::Mean => self.hist.mean(),
+            Objective::P99 { .. } => self.hist.value_at_quantile(0.99) as f64,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        failed(self.batches, self.errors, self.first_error.as_deref())
+    }
+}
+
+/// A measurement with more than 1% of its queries failed, or none completed, is no measurement.
+fn failed(batches: u64, errors: u64, first_error: Option<&str>) -> Result<(), String> {
+    if errors * 100 > batches + errors {
+        return Err(format!("{errors} of {} queries failed: {}", batches + errors, first_error.unwrap_or_default()));
+    }
+    if batches == 0 {
+        return Err(format!("no query completed: {}", first_error.unwrap_or_default()));
+    }
+    Ok(())
 }
 
 /// One round of load: closed loop for throughput (at the configured concurrency) and mean (one

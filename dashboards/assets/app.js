@@ -367,10 +367,19 @@ async function pageJob(ctx, root, id) {
       h("div", { class: "hbar-label" }, name),
       h("div", { class: "hbar" }, h("div", { class: "hbar-fill", style: { width: (100 * v / Math.max(1e-12, max)).toFixed(1) + "%" } })),
       h("div", { class: "hbar-value" }, fmt(v), job.best !== null ? h("span", { class: "muted small" }, " " + (job.maximise ? (job.best / v) : (v / job.best)).toFixed(2) + "×") : null));
+    const h2h = job.head_to_head;
     fill(bases,
       ...entries.sort((a, b) => job.maximise ? b[1] - a[1] : a[1] - b[1]).map(([k, v]) => row(k, v)),
       job.best === null ? null : row(`best (trial ${job.best_trial})`, job.best, "hbar-best"),
-      h("p", { class: "small muted" }, `${job.unit}; ${job.maximise ? "higher" : "lower"} is better. The factor is the best plan's speed-up over each baseline.`));
+      h("p", { class: "small muted" }, `${job.unit}; ${job.maximise ? "higher" : "lower"} is better. The factor is the best plan's speed-up over each baseline.`),
+      h2h ? h("div", { id: "head-to-head" },
+        h("h4", {}, `Side by side: ${h2h.rounds} alternating rounds`),
+        h("table", { class: "data" },
+          h("thead", {}, h("tr", {}, ["Baseline", job.unit, "Speed-up"].map((t, i) => h("th", { class: i ? "num" : "" }, t)))),
+          h("tbody", {}, Object.entries(h2h.speedup_vs).sort((a, b) => a[1] - b[1]).map(([k, x]) => h("tr", {},
+            h("td", {}, k), h("td", { class: "num" }, fmt(h2h.baselines[k])), h("td", { class: "num" }, x.toFixed(2) + "×"))))),
+        h("p", { class: "small muted" }, `Once the search ended, the best plan (${fmt(h2h.best)} ${job.unit}) and every baseline were deployed and measured again in turn; each speed-up is the median of the rounds' ratios, so a machine that got faster or slower during the job does not pass for a better plan.`))
+        : null);
   }
 
   function drawTrials() {

@@ -27,8 +27,11 @@ pub fn best_baseline(job: &Job) -> Option<(String, f64)> {
 }
 
 /// How many times better the job's best is than its best baseline (1 when a baseline is the
-/// best), whichever direction the objective goes.
+/// best), whichever direction the objective goes; from the head-to-head when the job has one.
 pub fn speedup(job: &Job) -> Option<f64> {
+    if let Some(h) = &job.head_to_head {
+        return h.speedup_vs.values().copied().filter(|x| x.is_finite()).reduce(f64::min);
+    }
     let (_, base) = best_baseline(job)?;
     let (_, best) = job.best?;
     Some(job.config.objective.speedup(base, best))
@@ -44,8 +47,7 @@ fn num(x: f64) -> Value {
 pub fn summary(job: &Job, trials: &[Trial]) -> Value {
     let o = job.config.objective;
     let best = job.best.map(|b| b.1);
-    let speedup_vs: serde_json::Map<String, Value> =
-        job.baselines.iter().filter_map(|(k, v)| best.map(|b| (k.clone(), num(o.speedup(*v, b))))).collect();
+    let speedup_vs: serde_json::Map<String, Value> = job.speedup_vs().into_iter().map(|(k, v)| (k, num(v))).collect();
     let best_trial = job.best.and_then(|(n, _)| trials.iter().find(|t| t.n == n));
     let search = trials.iter().filter(|t| !matches!(t.kind, TrialKind::Baseline(_))).count();
     json!({
@@ -72,6 +74,7 @@ pub fn summary(job: &Job, trials: &[Trial]) -> Value {
         "best_baseline": best_baseline(job).map(|(name, value)| json!({"name": name, "value": value})),
         "speedup": speedup(job),
         "speedup_vs": speedup_vs,
+        "head_to_head": job.head_to_head,
         "model_error": job.model_error,
         "cluster": job.cluster.key(),
         "created_ms": job.created_ms,
@@ -237,6 +240,7 @@ mod tests {
             baselines: [("round-robin".to_string(), 100.0), ("all-shard".to_string(), 200.0)].into_iter().collect(),
             model_error: Some(0.1),
             elapsed_s: 1.0,
+            head_to_head: None,
         }
     }
 

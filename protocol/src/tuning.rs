@@ -96,6 +96,13 @@ pub struct JobConfig {
     /// Closed-loop concurrency for throughput measurements.
     pub concurrency: u32,
     pub seed: u64,
+    /// Rounds of the head-to-head at the end of the job (see [`HeadToHead`]); 0 skips it.
+    #[serde(default = "default_head_to_head_rounds")]
+    pub head_to_head_rounds: u32,
+}
+
+fn default_head_to_head_rounds() -> u32 {
+    3
 }
 
 impl Default for JobConfig {
@@ -110,6 +117,7 @@ impl Default for JobConfig {
             ci_target: 0.05,
             concurrency: 8,
             seed: 1,
+            head_to_head_rounds: default_head_to_head_rounds(),
         }
     }
 }
@@ -171,6 +179,84 @@ pub struct Job {
     pub model_error: Option<f64>,
     /// Seconds spent in measured trials, summed over restarts.
     pub elapsed_s: f64,
+    /// The best plan and the baselines measured again side by side once the search is over.
+    #[serde(default)]
+    pub head_to_head: Option<HeadToHead>,
+}
+
+impl Job {
+    /// How many times better the best plan is than each baseline: from the head-to-head when the
+    /// job has one (measured side by side, so drift of the machine between the first trials and
+    /// the last cancels out), otherwise from the trials' own values.
+    pub fn speedup_vs(&self) -> BTreeMap<String, f64> {
+        if let Some(h) = &self.head_to_head {
+            return h.speedup_vs.clone();
+        }
+        let o = self.config.objective;
+        match self.best {
+            Some((_, best)) => self.baselines.iter().map(|(k, v)| (k.clone(), o.speedup(*v, best))).collect(),
+            None => BTreeMap::new(),
+        }
+    }
+}
+
+/// The best plan of a job and every baseline, measured again at the end of the job in
+/// alternating rounds: in each round every contender is deployed and loaded once, in an order
+/// that rotates from round to round. Trials measured minutes apart on a shared machine differ by
+/// more than plans do; ratios of measurements taken side by side do not carry that drift.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeadToHead {
+    /// The trial whose plan is the best.
+    pub best_trial: u32,
+    /// Rounds each contender was measured in.
+    pub rounds: u32,
+    /// Median over the rounds of the best plan's value.
+    pub best: f64,
+    /// Median over the rounds of each baseline's value.
+    pub baselines: BTreeMap<String, f64>,
+    /// Median over the rounds of the best plan's speed-up over each baseline in the same round
+    /// (1 for the baseline that is itself the best plan).
+    pub speedup_vs: BTreeMap<String, f64>,
+}
+
+impl HeadToHead {
+    /// Summarises rounds of measurements: `rounds[r]` holds the best plan's value in round `r`
+    /// and each baseline's. `itself` names a baseline that is the best plan (not measured twice).
+    pub fn from_rounds(
+        objective: Objective,
+        best_trial: u32,
+        rounds: &[(f64, Vec<(String, f64)>)],
+        itself: Option<&str>,
+    ) -> HeadToHead {
+        let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut ratios: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (best, others) in rounds {
+            for (name, v) in others {
+                values.entry(name.clone()).or_default().push(*v);
+                ratios.entry(name.clone()).or_default().push(objective.speedup(*v, *best));
+            }
+        }
+        let best_values: Vec<f64> = rounds.iter().map(|(b, _)| *b).collect();
+        let best = median(&best_values);
+        let mut baselines: BTreeMap<String, f64> = values.iter().map(|(k, v)| (k.clone(), median(v))).collect();
+        let mut speedup_vs: BTreeMap<String, f64> = ratios.iter().map(|(k, v)| (k.clone(), median(v))).collect();
+        if let Some(name) = itself {
+            baselines.insert(name.to_string(), best);
+            speedup_vs.insert(name.to_string(), 1.0);
+        }
+        HeadToHead { best_trial, rounds: rounds.len() as u32, best, baselines, speedup_vs }
+    }
+}
+
+/// The median of a non-empty list (the mean of the middle two for an even count); NaN if empty.
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 { s[m] } else { (s[m - 1] + s[m]) / 2.0 }
 }
 
 /// What produced a trial's plan.
@@ -241,4 +327,91 @@ pub struct BestRecord {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rounds(v: &[(f64, f64, f64)]) -> Vec<(f64, Vec<(String, f64)>)> {
+        v.iter().map(|&(b, rr, ar)| (b, vec![("round-robin".into(), rr), ("all-replicate".into(), ar)])).collect()
+    }
+
+    #[test]
+    fn head_to_head_takes_the_median_of_each_rounds_ratio() {
+        // The machine got twice as fast in round 2: plans measured in different rounds would
+        // show a 4x "speed-up" that is all drift; ratios within a round show the true 2x.
+        let h = HeadToHead::from_rounds(
+            Objective::Throughput,
+            7,
+            &rounds(&[(100.0, 50.0, 90.0), (200.0, 100.0, 180.0), (110.0, 55.0, 100.0)]),
+            None,
+        );
+        assert_eq!(h.rounds, 3);
+        assert_eq!(h.best_trial, 7);
+        assert_eq!(h.best, 110.0);
+        assert_eq!(h.baselines["round-robin"], 55.0);
+        assert!((h.speedup_vs["round-robin"] - 2.0).abs() < 1e-12);
+        assert!((h.speedup_vs["all-replicate"] - 100.0 / 90.0).abs() < 1e-12, "{:?}", h.speedup_vs);
+    }
+
+    #[test]
+    fn head_to_head_of_a_latency_objective_divides_the_other_way() {
+        let h = HeadToHead::from_rounds(Objective::Mean, 1, &rounds(&[(10.0, 30.0, 20.0)]), Some("greedy-cost"));
+        assert_eq!(h.speedup_vs["round-robin"], 3.0);
+        assert_eq!(h.speedup_vs["all-replicate"], 2.0);
+        // A baseline that is the best plan itself is 1x, at the best plan's value.
+        assert_eq!(h.speedup_vs["greedy-cost"], 1.0);
+        assert_eq!(h.baselines["greedy-cost"], 10.0);
+    }
+
+    #[test]
+    fn a_job_reports_the_head_to_head_speedups_when_it_has_them() {
+        let mut job = Job {
+            id: "j".into(),
+            dataset: "d".into(),
+            spec: ModelSpec { name: "m".into(), batch_size: 1, seed: 1, source: String::new(), tables: vec![] },
+            spec_digest: 0,
+            cluster: ClusterDesc::default(),
+            config: JobConfig::default(),
+            status: JobStatus::Done,
+            created_ms: 0,
+            updated_ms: 0,
+            best: Some((5, 300.0)),
+            baselines: [("round-robin".to_string(), 100.0)].into_iter().collect(),
+            model_error: None,
+            elapsed_s: 0.0,
+            head_to_head: None,
+        };
+        assert_eq!(job.speedup_vs()["round-robin"], 3.0);
+        job.head_to_head =
+            Some(HeadToHead::from_rounds(Objective::Throughput, 5, &rounds(&[(250.0, 125.0, 200.0)]), None));
+        assert_eq!(job.speedup_vs()["round-robin"], 2.0);
+    }
+
+    #[test]
+    fn a_job_stored_before_the_head_to_head_existed_still_reads() {
+        let job = Job {
+            id: "j".into(),
+            dataset: "d".into(),
+            spec: ModelSpec { name: "m".into(), batch_size: 1, seed: 1, source: String::new(), tables: vec![] },
+            spec_digest: 0,
+            cluster: ClusterDesc::default(),
+            config: JobConfig::default(),
+            status: JobStatus::Done,
+            created_ms: 0,
+            updated_ms: 0,
+            best: None,
+            baselines: BTreeMap::new(),
+            model_error: None,
+            elapsed_s: 0.0,
+            head_to_head: None,
+        };
+        let mut v = serde_json::to_value(&job).unwrap();
+        v.as_object_mut().unwrap().remove("head_to_head");
+        v["config"].as_object_mut().unwrap().remove("head_to_head_rounds");
+        let back: Job = serde_json::from_value(v).unwrap();
+        assert_eq!(back.head_to_head, None);
+        assert_eq!(back.config.head_to_head_rounds, 3);
+    }
 }

@@ -200,6 +200,10 @@ async function main() {
     await page.click('#trials-table th[data-key="measured"]');
     const first = await page.$eval("#trials-table tbody tr.trial-row", (tr) => +tr.dataset.trial);
     check(first === detail.best_trial, "sorting by measured value puts the best trial first", first);
+    // The head-to-head at the end of the job: the best plan beside every baseline.
+    check(detail.head_to_head && detail.head_to_head.rounds > 0, "the job measured its best plan beside the baselines", JSON.stringify(detail.head_to_head));
+    const h2hRows = await page.$$eval("#head-to-head tbody tr", (r) => r.length);
+    check(h2hRows === Object.keys(detail.head_to_head.speedup_vs).length, "the job page lists the side-by-side speed-ups", h2hRows);
     await shot("job");
 
     // A trial's plan: the heat map of tables x cores.

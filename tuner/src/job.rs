@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
-use embtune_protocol::tuning::{Job, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
+use embtune_protocol::tuning::{HeadToHead, Job, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
 use embtune_protocol::{Knobs, Plan, Topology};
 use embtune_workloads::{ModelSpec, TableProfile};
 
@@ -319,10 +319,18 @@ impl Tuner {
             self.coefficients = Some(fitted.coefficients);
             self.job.model_error = Some(fitted.median_error);
         }
-        if self.finished(self.job.elapsed_s) {
-            self.job.status = JobStatus::Done;
-        }
         trial
+    }
+
+    /// Ends the job once [`Tuner::next`] has nothing more to measure, with the head-to-head of
+    /// its best plan and the baselines if the caller measured one. Until then the job stays
+    /// running: whoever follows it waits for the side-by-side figures too.
+    pub fn finish(&mut self, head_to_head: Option<HeadToHead>, now_ms: u64) {
+        if head_to_head.is_some() {
+            self.job.head_to_head = head_to_head;
+        }
+        self.job.status = JobStatus::Done;
+        self.job.updated_ms = now_ms;
     }
 
     /// Best-so-far curve over the search trials: (trial number, best value), for reports.
@@ -383,6 +391,7 @@ mod tests {
             baselines: Default::default(),
             model_error: None,
             elapsed_s: 0.0,
+            head_to_head: None,
         }
     }
 
@@ -406,6 +415,8 @@ mod tests {
             let v = truth(&ctx, &p.plan, Objective::Throughput, t.trials.len() as u64);
             t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
+        assert_eq!(t.job.status, JobStatus::Running, "running until the caller finishes it");
+        t.finish(None, 1);
         assert_eq!(t.job.status, JobStatus::Done);
         assert_eq!(t.job.baselines.len(), 5);
         assert_eq!(t.search_trials(), 9);

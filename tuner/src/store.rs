@@ -239,6 +239,7 @@ mod tests {
             baselines: Default::default(),
             model_error: None,
             elapsed_s: 0.0,
+            head_to_head: None,
         }
     }
 
