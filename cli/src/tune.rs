@@ -308,8 +308,10 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
     match &job.head_to_head {
         Some(h) => {
             println!(
-                "side by side, {} rounds each (best plan {} {}; speed-up as the median of the rounds' ratios):",
+                "side by side, {} alternating rounds of {} contenders: trial {} won at {} {} (speed-up: median of the rounds' ratios):",
                 h.rounds,
+                h.contenders.len(),
+                h.best_trial,
                 fmt(h.best),
                 o.unit()
             );

@@ -6,6 +6,7 @@
 //! that were running when the coordinator stopped, however it stopped, resume when it starts
 //! again.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use embtune_protocol::tuning::{
 use embtune_protocol::wire::{ErrorKind, QueryHead, WireError};
 use embtune_protocol::{Topology, WorkerShape};
 use embtune_tuner::cost::{Coefficients, Node};
-use embtune_tuner::job::{Context, Tuner, adapt_plan, plan_key};
+use embtune_tuner::job::{Context, Tuner, adapt_plan};
 use embtune_tuner::rules::MemoryCaps;
 use embtune_tuner::store::{BestRecord, Store, new_job_id};
 use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec};
@@ -303,10 +304,14 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     Ok(())
 }
 
-/// Measures the best plan of a finished search and every measured baseline again, side by side:
-/// in each round every contender is deployed and loaded once, starting one further along the
-/// list each round so that none always runs first. `None` when asked to stop, or when no
-/// baseline was measured.
+/// Search trials taken into the head-to-head beside the baselines: the best few by their own
+/// measurement, since the one that measured best may only have been the luckiest.
+const HEAD_TO_HEAD_SEARCH: usize = 3;
+
+/// Measures the best search trials and every measured baseline again, side by side: in each
+/// round every contender is deployed and loaded once, starting one further along the list each
+/// round so that none always runs first. `None` when asked to stop, or when there is nothing to
+/// compare.
 fn head_to_head(
     c: &Coordinator,
     rt: &tokio::runtime::Handle,
@@ -316,47 +321,39 @@ fn head_to_head(
     stop: &AtomicBool,
 ) -> Result<Option<HeadToHead>, String> {
     let cfg = &tuner.job.config;
-    let Some(best) = tuner.best() else { return Ok(None) };
     let (topology, _, _) = context_parts(c);
     if topology.workers.is_empty() {
         return Err("no healthy worker".into());
     }
-    let best_key = plan_key(&best.plan);
-    // A baseline that is itself the best plan is not measured twice.
-    let mut itself = None;
-    let mut contenders = vec![(None, adapt_plan(&best.plan, &topology))];
-    for t in &tuner.trials {
-        if let (TrialKind::Baseline(name), Some(_)) = (&t.kind, &t.measured) {
-            if plan_key(&t.plan) == best_key {
-                itself = Some(name.clone());
-            } else {
-                contenders.push((Some(name.clone()), adapt_plan(&t.plan, &topology)));
-            }
+    let mut contenders = Vec::new();
+    let mut baselines = BTreeMap::new();
+    for n in tuner.head_to_head_contenders(HEAD_TO_HEAD_SEARCH) {
+        let Some(t) = tuner.trials.iter().find(|t| t.n == n) else { continue };
+        if let TrialKind::Baseline(name) = &t.kind {
+            baselines.insert(n, name.clone());
         }
+        contenders.push((n, t.kind.label(), adapt_plan(&t.plan, &topology)));
     }
     if contenders.len() < 2 {
         return Ok(None);
     }
     let mut rounds = Vec::new();
     for r in 0..cfg.head_to_head_rounds as usize {
-        let (mut best_value, mut others) = (f64::NAN, Vec::new());
+        let mut values = BTreeMap::new();
         for i in 0..contenders.len() {
             if stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            let (name, plan) = &contenders[(i + r) % contenders.len()];
-            let what = name.as_deref().unwrap_or("the best plan");
+            let (n, what, plan) = &contenders[(i + r) % contenders.len()];
             rt.block_on(c.deploy(spec.clone(), plan.clone()))
-                .map_err(|e| format!("deploying {what}: {}", e.message))?;
-            let v = rt.block_on(measure_once(c, pool, cfg)).map_err(|e| format!("measuring {what}: {e}"))?;
-            match name {
-                None => best_value = v,
-                Some(n) => others.push((n.clone(), v)),
-            }
+                .map_err(|e| format!("deploying trial {n} ({what}): {}", e.message))?;
+            let v =
+                rt.block_on(measure_once(c, pool, cfg)).map_err(|e| format!("measuring trial {n} ({what}): {e}"))?;
+            values.insert(*n, v);
         }
-        rounds.push((best_value, others));
+        rounds.push(values);
     }
-    Ok(Some(HeadToHead::from_rounds(cfg.objective, best.n, &rounds, itself.as_deref())))
+    Ok(HeadToHead::from_rounds(cfg.objective, &rounds, &baselines))
 }
 
 /// One measurement round of the deployed plan after a short warm-up: the objective's value.

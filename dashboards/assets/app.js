@@ -378,7 +378,7 @@ async function pageJob(ctx, root, id) {
           h("thead", {}, h("tr", {}, ["Baseline", job.unit, "Speed-up"].map((t, i) => h("th", { class: i ? "num" : "" }, t)))),
           h("tbody", {}, Object.entries(h2h.speedup_vs).sort((a, b) => a[1] - b[1]).map(([k, x]) => h("tr", {},
             h("td", {}, k), h("td", { class: "num" }, fmt(h2h.baselines[k])), h("td", { class: "num" }, x.toFixed(2) + "×"))))),
-        h("p", { class: "small muted" }, `Once the search ended, the best plan (${fmt(h2h.best)} ${job.unit}) and every baseline were deployed and measured again in turn; each speed-up is the median of the rounds' ratios, so a machine that got faster or slower during the job does not pass for a better plan.`))
+        h("p", { class: "small muted" }, `Once the search ended, the best search trials and every baseline were deployed and measured again in turn; trial ${h2h.best_trial} won (${fmt(h2h.best)} ${job.unit}) and is the job's best plan. Each speed-up is the median of the rounds' ratios, so a machine that got faster or slower during the job does not pass for a better plan.`))
         : null);
   }
 

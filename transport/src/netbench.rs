@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use embtune_protocol::codec::FrameLimits;
+use embtune_protocol::tuning::median;
 use embtune_protocol::wire::{Request, Response};
 
 use crate::endpoint::connect;
@@ -102,7 +103,7 @@ pub async fn run(
             tcp_once(&mut tconns[0], &mut buf).await.map_err(|e| TransportError::Stream(e.to_string()))?;
             samples.push(s.elapsed().as_secs_f64() * 1e6);
         }
-        t_rtt.push(median(&mut samples));
+        t_rtt.push(median(&samples));
         let mut samples = Vec::new();
         let t0 = Instant::now();
         while t0.elapsed() < round / 4 {
@@ -110,7 +111,7 @@ pub async fn run(
             call(&qconn, &Request::WorkerStats, Body::Empty, &limits, Duration::from_secs(10)).await?;
             samples.push(s.elapsed().as_secs_f64() * 1e6);
         }
-        q_rtt.push(median(&mut samples));
+        q_rtt.push(median(&samples));
         // Bandwidth: `inflight` requests outstanding.
         let t0 = Instant::now();
         let mut bytes = 0usize;
@@ -151,19 +152,14 @@ pub async fn run(
         q_bw.push(bytes as f64 / t0.elapsed().as_secs_f64());
     }
     tracing::info!("QUIC path at the end: {:?}", qconn.stats().path);
-    let (tb, qb) = (median(&mut t_bw), median(&mut q_bw));
+    let (tb, qb) = (median(&t_bw), median(&q_bw));
     Ok(NetReport {
         response_bytes: size,
         rounds,
-        tcp_rtt_us: median(&mut t_rtt),
-        quic_rtt_us: median(&mut q_rtt),
+        tcp_rtt_us: median(&t_rtt),
+        quic_rtt_us: median(&q_rtt),
         tcp_bytes_per_s: tb,
         quic_bytes_per_s: qb,
         ratio: qb / tb,
     })
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }

@@ -114,8 +114,19 @@ impl Tuner {
         self.trials.iter().filter(|t| !matches!(t.kind, TrialKind::Baseline(_))).count()
     }
 
-    /// The best measured trial.
+    /// The best trial: the winner of the head-to-head once the job has one, before that the
+    /// best measured.
     pub fn best(&self) -> Option<&Trial> {
+        if let Some(h) = &self.job.head_to_head
+            && let Some(t) = self.trials.iter().find(|t| t.n == h.best_trial && t.measured.is_some())
+        {
+            return Some(t);
+        }
+        self.best_measured()
+    }
+
+    /// The trial with the best measured value.
+    pub fn best_measured(&self) -> Option<&Trial> {
         let o = self.objective();
         self.trials.iter().filter(|t| t.measured.is_some()).reduce(|a, b| {
             if o.better(b.measured.as_ref().unwrap().value, a.measured.as_ref().unwrap().value) { b } else { a }
@@ -305,7 +316,7 @@ impl Tuner {
         if let (TrialKind::Baseline(name), Some(m)) = (&trial.kind, &trial.measured) {
             self.job.baselines.insert(name.clone(), m.value);
         }
-        self.job.best = self.best().map(|t| (t.n, t.measured.as_ref().unwrap().value));
+        self.job.best = self.best_measured().map(|t| (t.n, t.measured.as_ref().unwrap().value));
         // Refit the model to every measurement of this topology.
         let obs: Vec<Observation> = self
             .trials
@@ -329,8 +340,23 @@ impl Tuner {
         if head_to_head.is_some() {
             self.job.head_to_head = head_to_head;
         }
+        self.job.best = self.best().map(|t| (t.n, t.measured.as_ref().unwrap().value));
         self.job.status = JobStatus::Done;
         self.job.updated_ms = now_ms;
+    }
+
+    /// The contenders of the head-to-head: the `k` best search trials (by their measured
+    /// value) and every measured baseline, as trial numbers, best first.
+    pub fn head_to_head_contenders(&self, k: usize) -> Vec<u32> {
+        let o = self.objective();
+        let mut search: Vec<&Trial> =
+            self.trials.iter().filter(|t| t.measured.is_some() && !matches!(t.kind, TrialKind::Baseline(_))).collect();
+        search.sort_by(|a, b| {
+            let (x, y) = (a.measured.as_ref().unwrap().value, b.measured.as_ref().unwrap().value);
+            if o.maximise() { y.total_cmp(&x) } else { x.total_cmp(&y) }
+        });
+        let baselines = self.trials.iter().filter(|t| t.measured.is_some() && matches!(t.kind, TrialKind::Baseline(_)));
+        search.into_iter().take(k).chain(baselines).map(|t| t.n).collect()
     }
 
     /// Best-so-far curve over the search trials: (trial number, best value), for reports.
@@ -360,6 +386,7 @@ mod tests {
     use crate::rules::MemoryCaps;
     use embtune_protocol::tuning::{ClusterDesc, JobConfig};
     use embtune_workloads::{AccessProfile, BatchGenerator, Preset, PresetOptions};
+    use std::collections::BTreeMap;
 
     /// A "cluster" that is the cost model itself with hidden, different coefficients, plus noise.
     fn truth(ctx: &Context<'_>, plan: &Plan, obj: Objective, salt: u64) -> f64 {
@@ -426,17 +453,49 @@ mod tests {
         assert!(t.job.model_error.unwrap() < 0.2, "model error {:?}", t.job.model_error);
     }
 
+    /// One worker of two cores with the default costs.
+    fn two_cores<'a>(spec: &'a ModelSpec, prof: &'a [TableProfile]) -> Context<'a> {
+        Context {
+            spec,
+            profiles: prof,
+            topology: Topology::uniform(1, 2, 1 << 40),
+            nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
+            networked: false,
+        }
+    }
+
+    #[test]
+    fn the_head_to_head_winner_becomes_the_best_plan() {
+        let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
+        let prof = vec![TableProfile::default(); spec.tables.len()];
+        let ctx = two_cores(&spec, &prof);
+        let mut t = Tuner::new(job(&spec, 4), Vec::new());
+        // Baselines at 100..104, then search trials that measured 150, 120, 140, 130.
+        let values = [100.0, 104.0, 101.0, 102.0, 103.0, 150.0, 120.0, 140.0, 130.0];
+        for v in values {
+            let p = t.next(&ctx).unwrap();
+            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
+        }
+        assert!(t.next(&ctx).is_none());
+        assert_eq!(t.best().unwrap().n, 5, "before the head-to-head: the best measured");
+        // The three best search trials, then the five baselines.
+        assert_eq!(t.head_to_head_contenders(3), vec![5, 7, 8, 0, 1, 2, 3, 4]);
+        // Side by side, all-replicate (trial 1) beats the lucky trial 5.
+        let round: BTreeMap<u32, f64> = [(5, 100.0), (7, 98.0), (8, 97.0), (0, 60.0), (1, 105.0)].into_iter().collect();
+        let names = [(0, "round-robin".to_string()), (1, "all-replicate".to_string())].into_iter().collect();
+        let h = HeadToHead::from_rounds(Objective::Throughput, &[round], &names).unwrap();
+        t.finish(Some(h), 9);
+        assert_eq!(t.job.status, JobStatus::Done);
+        assert_eq!(t.best().unwrap().n, 1);
+        assert_eq!(t.job.best, Some((1, 104.0)));
+        assert_eq!(t.job.speedup_vs()["all-replicate"], 1.0);
+    }
+
     #[test]
     fn a_resumed_job_continues_where_it_stopped() {
         let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
         let prof = vec![TableProfile::default(); spec.tables.len()];
-        let ctx = Context {
-            spec: &spec,
-            profiles: &prof,
-            topology: Topology::uniform(1, 2, 1 << 40),
-            nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
-            networked: false,
-        };
+        let ctx = two_cores(&spec, &prof);
         let mut a = Tuner::new(job(&spec, 4), Vec::new());
         for _ in 0..6 {
             let p = a.next(&ctx).unwrap();

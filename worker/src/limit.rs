@@ -197,15 +197,7 @@ pub fn run(cfg: &LimitConfig, progress: &dyn Fn(usize, usize)) -> Result<LimitRe
     })
 }
 
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return 0.0;
-    }
-    let m = s.len() / 2;
-    if s.len() % 2 == 1 { s[m] } else { (s[m - 1] + s[m]) / 2.0 }
-}
+pub use embtune_protocol::tuning::median;
 
 /// `threads` pinned threads gather batches from `table` for `time`; look-ups per second.
 fn ceiling_round(table: &RowStore, batches: &[Arc<QueryBatch>], cpus: &[usize], pf: usize, time: Duration) -> f64 {
