@@ -228,35 +228,55 @@ impl HeadToHead {
     /// Summarises rounds of measurements: `rounds[r]` holds each contender's value in round `r`
     /// by trial number, and `baselines` names the contenders that are baselines. `None` without
     /// a round or a contender.
+    ///
+    /// The winner is chosen from measurements compared within their round, never across rounds:
+    /// each value is divided by the geometric mean of its round, and the contender with the best
+    /// median of those scores wins, provided that its median speed-up over every baseline is at
+    /// least 1; otherwise the next by score that meets it, and failing all, the best-scoring
+    /// baseline. So the job never names a best plan that loses to a baseline side by side.
     pub fn from_rounds(
         objective: Objective,
         rounds: &[BTreeMap<u32, f64>],
         baselines: &BTreeMap<u32, String>,
     ) -> Option<HeadToHead> {
         let mut values: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+        let mut scores: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
         for round in rounds {
+            let finite: Vec<f64> = round.values().copied().filter(|v| v.is_finite() && *v > 0.0).collect();
+            let geomean = (finite.iter().map(|v| v.ln()).sum::<f64>() / finite.len().max(1) as f64).exp();
             for (&n, &v) in round {
                 values.entry(n).or_default().push(v);
+                scores.entry(n).or_default().push(v / geomean);
             }
         }
-        let contenders: BTreeMap<u32, f64> = values.iter().map(|(&n, v)| (n, median(v))).collect();
-        let (&best_trial, &best) = contenders
+        // Median over the rounds of `w`'s speed-up over `b`, from the rounds that measured both.
+        let paired = |w: u32, b: u32| {
+            let ratios: Vec<f64> =
+                rounds.iter().filter_map(|r| Some(objective.speedup(*r.get(&b)?, *r.get(&w)?))).collect();
+            median(&ratios)
+        };
+        let mut order: Vec<(u32, f64)> =
+            scores.iter().map(|(&n, v)| (n, median(v))).filter(|(_, s)| s.is_finite()).collect();
+        order.sort_by(|a, b| if objective.maximise() { b.1.total_cmp(&a.1) } else { a.1.total_cmp(&b.1) });
+        let beats_every_baseline = |w: u32| baselines.keys().all(|&b| b == w || paired(w, b) >= 1.0);
+        let best_trial = order
             .iter()
-            .filter(|(_, v)| v.is_finite())
-            .reduce(|a, b| if objective.better(*b.1, *a.1) { b } else { a })?;
+            .map(|&(n, _)| n)
+            .find(|&n| beats_every_baseline(n))
+            .or_else(|| order.iter().map(|&(n, _)| n).find(|n| baselines.contains_key(n)))
+            .or_else(|| order.first().map(|&(n, _)| n))?;
+        let contenders: BTreeMap<u32, f64> = values.iter().map(|(&n, v)| (n, median(v))).collect();
         let mut speedup_vs = BTreeMap::new();
         let mut baseline_values = BTreeMap::new();
         for (&n, name) in baselines {
             let Some(&v) = contenders.get(&n) else { continue };
             baseline_values.insert(name.clone(), v);
-            let ratios: Vec<f64> =
-                rounds.iter().filter_map(|r| Some(objective.speedup(*r.get(&n)?, *r.get(&best_trial)?))).collect();
-            speedup_vs.insert(name.clone(), median(&ratios));
+            speedup_vs.insert(name.clone(), if n == best_trial { 1.0 } else { paired(best_trial, n) });
         }
         Some(HeadToHead {
             best_trial,
             rounds: rounds.len() as u32,
-            best,
+            best: contenders[&best_trial],
             contenders,
             baselines: baseline_values,
             speedup_vs,
@@ -390,6 +410,20 @@ mod tests {
         assert_eq!(h.best, 103.0);
         assert_eq!(h.speedup_vs["all-replicate"], 1.0);
         assert!((h.speedup_vs["round-robin"] - 103.0 / 50.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_contender_that_loses_to_a_baseline_in_most_rounds_does_not_win() {
+        // Trial 7 has the higher median value (one round on a fast machine lifts it), yet
+        // all-replicate beats it in two rounds of three: all-replicate wins.
+        let h = HeadToHead::from_rounds(
+            Objective::Throughput,
+            &rounds(&[(2000.0, 1000.0, 1900.0), (1500.0, 800.0, 1600.0), (2200.0, 1100.0, 2300.0)]),
+            &names(),
+        )
+        .unwrap();
+        assert_eq!(h.best_trial, 1, "{h:?}");
+        assert!(h.speedup_vs.values().all(|&x| x >= 1.0), "{h:?}");
     }
 
     #[test]

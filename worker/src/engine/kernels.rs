@@ -16,7 +16,7 @@ use embtune_workloads::RowType;
 /// are processed in column blocks of this many lanes.
 pub const COL_BLOCK: usize = 128;
 
-/// Longest prefetch distance the ring of resolved rows can hold.
+/// Longest prefetch distance, in ids: far beyond what any memory system needs in flight.
 pub const MAX_PREFETCH: usize = 63;
 
 /// Instruction-set level of the vector kernels.
@@ -206,19 +206,6 @@ fn prefetch_row(p: *const u8, lines: usize) {
     }
 }
 
-/// Resolves `ids` into `out`, prefetching the rows that are worth it. Phase A of [`drive`]: a
-/// tight scalar loop that holds only the resolver in registers.
-#[inline(always)]
-fn resolve_chunk<R: Resolver>(ids: &[u32], r: R, lines: usize, out: &mut [*const u8; CHUNK]) {
-    for (slot, &id) in out.iter_mut().zip(ids) {
-        let res = r.resolve(id);
-        if res.prefetch && lines > 0 {
-            prefetch_row(res.row, lines);
-        }
-        *slot = res.row;
-    }
-}
-
 /// One event of a pass over a run of bags.
 #[derive(Clone, Copy)]
 enum Step {
@@ -230,21 +217,15 @@ enum Step {
     Flush(usize),
 }
 
-/// Ids resolved per step of the pipeline: small, so that prefetches go out in short bursts
-/// (a burst of 16 rows' worth of lines overran the core's miss buffers and cost about 5% of
-/// the gather ceiling), and the prefetch distance is a whole number of chunks ahead.
-const CHUNK: usize = 8;
-
-/// Chunks the resolve stage can run ahead: with [`CHUNK`], a prefetch distance up to 64 ids.
-const DEPTH: usize = (MAX_PREFETCH + 1) / CHUNK;
-
-/// Drives one pass over a run as a two-stage software pipeline over chunks of [`CHUNK`] ids:
-/// while chunk `c` is added up (phase B, the ISA's closure `f` with its vector accumulators),
-/// chunks up to `c + pf / CHUNK` have already been resolved and their rows prefetched (phase
-/// A). Splitting the phases keeps each loop's live values within the register file; one fused
-/// loop spilled the resolver and the bag bookkeeping to the stack on every id. `inline(always)`
-/// puts the loops into the ISA's target-feature function, where the match on the step folds
-/// away.
+/// Drives one pass over a run of bags: before adding the row of id `j`, it resolves id
+/// `j + pf` (across bag boundaries, so several bags are in flight) and prefetches that row, as
+/// the `limit` ceiling loop does; the ISA's closure `f` adds rows into its vector accumulators.
+/// Resolving each id twice costs a few scalar instructions; the earlier two-stage pipeline,
+/// which resolved chunks of 8 ids ahead into a ring and issued their prefetches in bursts, was
+/// slower wherever it was compared: 9-10% fewer look-ups/s on 16 Xeon cores and on Zipf-skewed
+/// tables, and far more on cache-resident rows (BENCHMARKS.md, "Engine: the gather ceiling").
+/// `inline(always)` puts the loop into the ISA's target-feature function, where the match on the
+/// step folds away.
 #[inline(always)]
 unsafe fn drive<R: Resolver>(run: BagRun<'_>, r: R, pf: usize, lines: usize, mut f: impl FnMut(Step)) {
     let bags = run.offsets.len().saturating_sub(1);
@@ -254,54 +235,33 @@ unsafe fn drive<R: Resolver>(run: BagRun<'_>, r: R, pf: usize, lines: usize, mut
     let base = run.offsets[0] as usize;
     let n = run.offsets[bags] as usize - base;
     let ids = &run.ids[base..base + n];
-    let off = |b: usize| run.offsets[b] as usize - base;
-    // How many chunks phase A runs ahead of phase B (at least the chunk being added).
-    let ahead = pf.div_ceil(CHUNK).clamp(1, DEPTH - 1);
-    let chunks = n.div_ceil(CHUNK);
-    let mut ring = [[std::ptr::null::<u8>(); CHUNK]; DEPTH];
-    let chunk_ids = |c: usize| &ids[c * CHUNK..((c + 1) * CHUNK).min(n)];
-    for c in 0..ahead.min(chunks) {
-        resolve_chunk(chunk_ids(c), r, lines, &mut ring[c % DEPTH]);
-    }
-
-    // Bag `b` is open and ends at position `bag_end`; bags that are empty close at once.
-    let mut b = 0usize;
-    let mut bag_end = off(1);
-    f(Step::Start);
-    while bag_end == 0 {
-        f(Step::Flush(b));
-        b += 1;
-        if b == bags {
-            return;
+    let prefetch = |id: u32| {
+        let x = r.resolve(id);
+        if x.prefetch {
+            prefetch_row(x.row, lines);
         }
-        bag_end = off(b + 1);
+    };
+    if lines > 0 {
+        ids[..pf.min(n)].iter().for_each(|&id| prefetch(id));
+    }
+    let mut j = 0usize;
+    for b in 0..bags {
         f(Step::Start);
-    }
-    for c in 0..chunks {
-        if c + ahead < chunks {
-            resolve_chunk(chunk_ids(c + ahead), r, lines, &mut ring[(c + ahead) % DEPTH]);
-        }
-        let k = c * CHUNK;
-        let end = (k + CHUNK).min(n);
-        for (j, &row) in (k..end).zip(ring[c % DEPTH].iter()) {
-            if !row.is_null() {
-                f(Step::Add(row));
-            }
-            if j + 1 == bag_end {
-                loop {
-                    f(Step::Flush(b));
-                    b += 1;
-                    if b == bags {
-                        return;
-                    }
-                    bag_end = off(b + 1);
-                    f(Step::Start);
-                    if bag_end != j + 1 {
-                        break;
-                    }
+        let end = run.offsets[b + 1] as usize - base;
+        while j < end {
+            // SAFETY: j < end <= n, and j + pf < n is checked.
+            unsafe {
+                if lines > 0 && j + pf < n {
+                    prefetch(*ids.get_unchecked(j + pf));
+                }
+                let row = r.resolve(*ids.get_unchecked(j)).row;
+                if !row.is_null() {
+                    f(Step::Add(row));
                 }
             }
+            j += 1;
         }
+        f(Step::Flush(b));
     }
 }
 
