@@ -218,14 +218,15 @@ enum Step {
 }
 
 /// Drives one pass over a run of bags: before adding the row of id `j`, it resolves id
-/// `j + pf` (across bag boundaries, so several bags are in flight) and prefetches that row, as
-/// the `limit` ceiling loop does; the ISA's closure `f` adds rows into its vector accumulators.
-/// Resolving each id twice costs a few scalar instructions; the earlier two-stage pipeline,
-/// which resolved chunks of 8 ids ahead into a ring and issued their prefetches in bursts, was
-/// slower wherever it was compared: 9-10% fewer look-ups/s on 16 Xeon cores and on Zipf-skewed
-/// tables, and far more on cache-resident rows (BENCHMARKS.md, "Engine: the gather ceiling").
-/// `inline(always)` puts the loop into the ISA's target-feature function, where the match on the
-/// step folds away.
+/// `j + pf` (across bag boundaries, so several bags are in flight), prefetches that row and
+/// keeps the pointer in a ring of [`RING`] slots until `j` gets there, so every id is resolved
+/// once; the ISA's closure `f` adds rows into its vector accumulators. This is the `limit`
+/// ceiling loop's shape. It replaced a two-stage pipeline that resolved chunks of 8 ids ahead and
+/// issued their prefetches in bursts, which was slower wherever the two were compared, and a
+/// variant that resolved every id twice (once to prefetch, once to add), which cost the hot-row
+/// flow's probe twice (BENCHMARKS.md, "Engine: the gather ceiling"). Without prefetch the loop
+/// resolves and adds, nothing more. `inline(always)` puts the loop into the ISA's target-feature
+/// function, where the match on the step folds away.
 #[inline(always)]
 unsafe fn drive<R: Resolver>(run: BagRun<'_>, r: R, pf: usize, lines: usize, mut f: impl FnMut(Step)) {
     let bags = run.offsets.len().saturating_sub(1);
@@ -235,35 +236,44 @@ unsafe fn drive<R: Resolver>(run: BagRun<'_>, r: R, pf: usize, lines: usize, mut
     let base = run.offsets[0] as usize;
     let n = run.offsets[bags] as usize - base;
     let ids = &run.ids[base..base + n];
-    let prefetch = |id: u32| {
-        let x = r.resolve(id);
+    let pf = if lines == 0 { 0 } else { pf.min(RING - 1) };
+    let mut ring = [std::ptr::null::<u8>(); RING];
+    let ahead = |ring: &mut [*const u8; RING], k: usize| {
+        // SAFETY: callers pass k < n.
+        let x = r.resolve(unsafe { *ids.get_unchecked(k) });
         if x.prefetch {
             prefetch_row(x.row, lines);
         }
+        ring[k % RING] = x.row;
     };
-    if lines > 0 {
-        ids[..pf.min(n)].iter().for_each(|&id| prefetch(id));
+    for k in 0..pf.min(n) {
+        ahead(&mut ring, k);
     }
     let mut j = 0usize;
     for b in 0..bags {
         f(Step::Start);
         let end = run.offsets[b + 1] as usize - base;
         while j < end {
-            // SAFETY: j < end <= n, and j + pf < n is checked.
-            unsafe {
-                if lines > 0 && j + pf < n {
-                    prefetch(*ids.get_unchecked(j + pf));
+            let row = if pf == 0 {
+                // SAFETY: j < end <= n.
+                r.resolve(unsafe { *ids.get_unchecked(j) }).row
+            } else {
+                if j + pf < n {
+                    ahead(&mut ring, j + pf);
                 }
-                let row = r.resolve(*ids.get_unchecked(j)).row;
-                if !row.is_null() {
-                    f(Step::Add(row));
-                }
+                ring[j % RING]
+            };
+            if !row.is_null() {
+                f(Step::Add(row));
             }
             j += 1;
         }
         f(Step::Flush(b));
     }
 }
+
+/// Slots of the ring of resolved rows: a power of two above the longest prefetch distance.
+const RING: usize = MAX_PREFETCH + 1;
 
 mod portable {
     use super::*;
