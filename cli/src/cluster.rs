@@ -48,6 +48,11 @@ pub enum ClusterCmd {
         /// Requests in flight for the throughput figures.
         #[arg(long, default_value_t = 4)]
         inflight: usize,
+        /// Also measure QUIC over this many connections: one response fetched as that many
+        /// concurrent stripes (round trip), and the requests in flight dealt over them
+        /// (throughput). Each connection seals and opens its packets on its own thread.
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
         #[arg(long)]
         json: bool,
     },
@@ -101,17 +106,20 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
             println!("wrote {} and {}", c.display(), k.display());
             Ok(())
         }
-        ClusterCmd::Netbench { size, rounds, round_secs, inflight, json } => runtime()?.block_on(async {
+        ClusterCmd::Netbench { size, rounds, round_secs, inflight, connections, json } => runtime()?.block_on(async {
             let dir = tempfile::tempdir()?;
             certs::init_cluster(dir.path())?;
             let id = certs::load(dir.path(), None, None)?;
-            let r = embtune_transport::netbench::run(&id, "127.0.0.1".parse().unwrap(), size, rounds.max(1), Duration::from_secs_f64(round_secs), inflight).await?;
+            let r = embtune_transport::netbench::run(&id, "127.0.0.1".parse().unwrap(), size, rounds.max(1), Duration::from_secs_f64(round_secs), inflight, connections).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 let mut t = ui::table(&["transport", "round trip (median)", "throughput (median)"]);
                 t.add_row(vec!["TCP, plain".into(), ui::us(r.tcp_rtt_us), format!("{:.2} GB/s", r.tcp_bytes_per_s / 1e9)]);
                 t.add_row(vec!["QUIC + TLS, embtune frames".into(), ui::us(r.quic_rtt_us), format!("{:.2} GB/s", r.quic_bytes_per_s / 1e9)]);
+                if let (Some(rtt), Some(bw)) = (r.quic_striped_rtt_us, r.quic_multi_bytes_per_s) {
+                    t.add_row(vec![format!("QUIC + TLS, {} connections", r.connections), format!("{} (striped)", ui::us(rtt)), format!("{:.2} GB/s", bw / 1e9)]);
+                }
                 println!("responses of {}, {} in flight for throughput, {} rounds", ui::bytes(size as u64), inflight, r.rounds);
                 println!("{t}");
                 println!("QUIC / TCP throughput: {:.2}", r.ratio);

@@ -65,8 +65,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 plan
             }
         };
-        let digest = spec.digest();
-        let prepared: Arc<Vec<PreparedQuery>> = Arc::new(pool.iter().map(|b| PreparedQuery::new(b, digest)).collect());
+        let prepared: Arc<Vec<PreparedQuery>> = Arc::new(pool.iter().map(|b| client.prepare(b, &spec)).collect());
         let cores: usize = status.workers.iter().filter(|w| w.healthy).map(|w| w.cores as usize).sum();
         let cfg = LoadConfig {
             concurrency: args.concurrency.unwrap_or(2 * cores.max(1)),
@@ -84,7 +83,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for _ in 1..cfg.concurrency.div_ceil(4).clamp(1, 8) {
             clients.push(target.client().await?);
         }
-        let r = loadgen::run(&clients, prepared, &cfg, &|f, qps| {
+        let r = loadgen::run(&clients, prepared.clone(), &cfg, &|f, qps| {
             bar.set_position((f * 1000.0) as u64);
             bar.set_message(format!("{} queries/s", ui::si(qps)));
         })
@@ -99,8 +98,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();
             let n = 8.min(pool.len());
             let mut ok = true;
-            for b in pool.iter().take(n) {
-                match client.query(b, digest).await {
+            // The same prepared (striped) queries the load sent.
+            for (b, q) in pool.iter().zip(prepared.iter()).take(n) {
+                match client.query_prepared(q).await {
                     Ok((_, out)) => {
                         if let Err(m) = reference.pool(b, &tables).check(&out) {
                             eprintln!("verification failed: {m}");

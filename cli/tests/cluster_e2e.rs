@@ -128,6 +128,48 @@ fn kind(e: TransportError) -> (ErrorKind, String) {
     }
 }
 
+/// Wide rows and large batches: replies of hundreds of kilobytes, which the client stripes over
+/// its lanes to the coordinator and the coordinator over its lanes to each worker.
+#[test]
+fn large_batches_striped_over_lanes_are_exact() {
+    let c = Cluster::start(2);
+    let rt = rt();
+    let spec = Preset::Synthetic
+        .spec(&PresetOptions {
+            tables: Some(3),
+            rows: Some(10_000),
+            dim: Some(128),
+            pooling: Some(embtune_workloads::Pooling::Fixed(3)),
+            batch: Some(203),
+            dist: Some("zipf:1.1".parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+    let plan = mixed_plan(&spec);
+    let g = BatchGenerator::new(&spec).unwrap();
+    let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();
+    rt.block_on(async {
+        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        assert!(client.lanes() > 1, "the client opens several lanes by default");
+        client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
+        client.deploy(&spec, &plan).await.unwrap();
+        for i in 0..6 {
+            let batch = g.batch(i);
+            let q = client.prepare(&batch, &spec);
+            // 203 samples x 384 floats: 312 KB of pooled rows, 4 stripes of 50-51 samples.
+            assert_eq!(q.stripes.len(), client.lanes().min(4), "batch {i} is striped");
+            let (head, striped) = client.query_prepared(&q).await.unwrap();
+            assert_eq!(head.batch_size, batch.batch_size);
+            Reference::new(&spec, &[])
+                .pool(&batch, &tables)
+                .check(&striped)
+                .unwrap_or_else(|m| panic!("batch {i}: {m}"));
+            let (_, whole) = client.query(&batch, spec.digest()).await.unwrap();
+            assert_eq!(striped, whole, "batch {i}: striped and whole replies differ");
+        }
+    });
+}
+
 #[test]
 fn a_dead_worker_is_detected_routed_around_and_redeployed_when_back() {
     let mut c = Cluster::start(2);

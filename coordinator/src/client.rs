@@ -12,67 +12,145 @@ use embtune_protocol::tuning::{BestRecord, Job, JobConfig, Trial};
 use embtune_protocol::wire::{
     ClusterInfo, DeployedInfo, DeploymentInfo, ErrorKind, PooledHead, QueryHead, Request, Response, WireError,
 };
-use embtune_transport::endpoint::connect;
+use embtune_transport::lanes::{self, Lanes};
 use embtune_transport::rpc::{Body, call};
-use embtune_transport::{TransportError, Tuning, certs, client_endpoint};
+use embtune_transport::{TransportError, Tuning, certs};
 use embtune_workloads::{ModelSpec, QueryBatch};
 
-/// A connection to a coordinator.
+/// Connections to a coordinator: [`lanes::configured`] of them, each from its own endpoint,
+/// so that large replies are opened on several cores (`embtune_transport::lanes`).
 #[derive(Clone)]
 pub struct Client {
-    conn: quinn::Connection,
-    _ep: quinn::Endpoint,
+    lanes: Lanes,
+    _eps: Arc<Vec<quinn::Endpoint>>,
     limits: FrameLimits,
     pub timeout: Duration,
 }
 
-/// A batch ready to send: its head and body built once, sent many times.
+/// A batch ready to send: its head and body built once, sent many times, as one request or as
+/// stripes of consecutive samples that travel on different lanes.
 #[derive(Clone)]
 pub struct PreparedQuery {
     pub head: QueryHead,
-    pub parts: Vec<Arc<[u32]>>,
+    pub stripes: Vec<(QueryHead, Vec<Arc<[u32]>>)>,
     pub lookups: u64,
 }
 
+fn query_head(batch: &QueryBatch, spec_digest: u64) -> QueryHead {
+    QueryHead {
+        spec_digest,
+        batch_size: batch.batch_size,
+        num_tables: batch.num_tables,
+        offsets: batch.offsets.len() as u32,
+        ids: batch.ids.len() as u32,
+    }
+}
+
+fn query_body(batch: &QueryBatch) -> Vec<Arc<[u32]>> {
+    vec![Arc::from(batch.ids.as_slice()), Arc::from(batch.offsets.as_slice())]
+}
+
 impl PreparedQuery {
+    /// The batch as one request, exactly as given (malformed batches included: the coordinator
+    /// is the one to judge them).
     pub fn new(batch: &QueryBatch, spec_digest: u64) -> PreparedQuery {
-        PreparedQuery {
-            head: QueryHead {
-                spec_digest,
-                batch_size: batch.batch_size,
-                num_tables: batch.num_tables,
-                offsets: batch.offsets.len() as u32,
-                ids: batch.ids.len() as u32,
-            },
-            parts: vec![Arc::from(batch.ids.as_slice()), Arc::from(batch.offsets.as_slice())],
-            lookups: batch.ids.len() as u64,
+        let head = query_head(batch, spec_digest);
+        PreparedQuery { head: head.clone(), stripes: vec![(head, query_body(batch))], lookups: batch.ids.len() as u64 }
+    }
+
+    /// The batch as up to `lanes` stripes of consecutive samples, as many as its reply of
+    /// `reply_bytes_per_sample` per sample is worth ([`lanes::stripes`]). A batch whose layout
+    /// is broken goes whole, so that the coordinator's error names the problem.
+    pub fn striped(batch: &QueryBatch, spec_digest: u64, reply_bytes_per_sample: usize, lanes: usize) -> PreparedQuery {
+        let bs = batch.batch_size as usize;
+        let k = lanes::stripes(bs * reply_bytes_per_sample, lanes, bs);
+        if k == 1 || batch.check_layout().is_err() {
+            return PreparedQuery::new(batch, spec_digest);
         }
+        let stripes = (0..k)
+            .map(|i| {
+                let (b0, b1) = lanes::stripe_bounds(bs, k, i);
+                let s = batch.slice(b0, b1);
+                (query_head(&s, spec_digest), query_body(&s))
+            })
+            .collect();
+        PreparedQuery { head: query_head(batch, spec_digest), stripes, lookups: batch.ids.len() as u64 }
     }
 }
 
 impl Client {
     /// Connects with the certificate in the cluster folder `cluster`.
     pub async fn connect(addr: SocketAddr, cluster: &Path) -> Result<Client, TransportError> {
+        Self::connect_lanes(addr, cluster, lanes::configured()).await
+    }
+
+    /// Connects over `lanes` connections (at least one).
+    pub async fn connect_lanes(addr: SocketAddr, cluster: &Path, lanes: usize) -> Result<Client, TransportError> {
         let id = certs::load(cluster, None, None)?;
-        let ep = client_endpoint(&id, &Tuning::default())?;
-        let conn = connect(&ep, addr, Duration::from_secs(5)).await?;
-        Ok(Client { conn, _ep: ep, limits: FrameLimits::default(), timeout: Duration::from_secs(60) })
+        let eps = lanes::endpoints(&id, &Tuning::default(), lanes)?;
+        let lanes = Lanes::connect(&eps, addr, Duration::from_secs(5)).await?;
+        Ok(Client { lanes, _eps: Arc::new(eps), limits: FrameLimits::default(), timeout: Duration::from_secs(60) })
+    }
+
+    /// Connections to the coordinator.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// `batch` prepared for this client: striped over its lanes when the reply is large.
+    pub fn prepare(&self, batch: &QueryBatch, spec: &ModelSpec) -> PreparedQuery {
+        let reply: usize = spec.tables.iter().map(|t| t.dim as usize * 4).sum();
+        PreparedQuery::striped(batch, spec.digest(), reply, self.lanes.len())
     }
 
     async fn rpc(&self, req: &Request, body: Body, timeout: Duration) -> Result<(Response, Vec<u32>), TransportError> {
-        call(&self.conn, req, body, &self.limits, timeout).await
+        call(self.lanes.first(), req, body, &self.limits, timeout).await
     }
 
-    /// Pools a batch of the deployed model: `batch x width` floats.
+    /// Pools a batch of the deployed model: `batch x width` floats. The batch goes as one
+    /// request; [`Client::prepare`] stripes large ones.
     pub async fn query(&self, batch: &QueryBatch, spec_digest: u64) -> Result<(PooledHead, Vec<f32>), TransportError> {
         self.query_prepared(&PreparedQuery::new(batch, spec_digest)).await
     }
 
+    /// Sends a prepared batch, its stripes at once on consecutive lanes, and joins the replies:
+    /// the output is sample-major, so the stripes' outputs follow each other. The reply's head
+    /// reports the slowest stripe's engine and coordinator times.
     pub async fn query_prepared(&self, q: &PreparedQuery) -> Result<(PooledHead, Vec<f32>), TransportError> {
-        match self.rpc(&Request::Query(q.head.clone()), Body::Parts(q.parts.clone()), self.timeout).await? {
-            (Response::Pooled(h), words) => Ok((h, words.into_iter().map(f32::from_bits).collect())),
-            (other, _) => Err(unexpected(other)),
+        let one = |conn: &quinn::Connection, head: &QueryHead, parts: &[Arc<[u32]>]| {
+            let (conn, head, parts, limits, timeout) =
+                (conn.clone(), head.clone(), parts.to_vec(), self.limits, self.timeout);
+            async move {
+                match call(&conn, &Request::Query(head), Body::Parts(parts), &limits, timeout).await? {
+                    (Response::Pooled(h), words) => Ok((h, words)),
+                    (other, _) => Err(unexpected(other)),
+                }
+            }
+        };
+        let conns: Vec<&quinn::Connection> = self.lanes.take(q.stripes.len()).collect();
+        if q.stripes.len() == 1 {
+            let (h, words) = one(conns[0], &q.stripes[0].0, &q.stripes[0].1).await?;
+            return Ok((h, words.into_iter().map(f32::from_bits).collect()));
         }
+        // Each stripe on its own task, so that the lanes' replies are opened in parallel.
+        let tasks: Vec<_> =
+            q.stripes.iter().zip(conns).map(|((head, parts), c)| tokio::spawn(one(c, head, parts))).collect();
+        let mut head: Option<PooledHead> = None;
+        let mut out = Vec::new();
+        for t in tasks {
+            let (h, words) = t.await.map_err(|e| TransportError::Stream(format!("a stripe's task failed: {e}")))??;
+            if out.is_empty() {
+                out.reserve(words.len() * q.stripes.len() + words.len());
+            }
+            out.extend(words.into_iter().map(f32::from_bits));
+            let acc = head.get_or_insert(PooledHead { batch_size: 0, ..h.clone() });
+            acc.batch_size += h.batch_size;
+            acc.engine_us = acc.engine_us.max(h.engine_us);
+            acc.coordinator_us = acc.coordinator_us.max(h.coordinator_us);
+            acc.queue = acc.queue.max(h.queue);
+            acc.fanout = acc.fanout.max(h.fanout);
+        }
+        Ok((head.expect("at least one stripe"), out))
     }
 
     /// Deploys a model and plan on the cluster.

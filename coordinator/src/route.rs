@@ -217,6 +217,25 @@ pub fn body(sub: &SubRequest) -> Vec<Arc<[u32]>> {
     vec![Arc::from(sub.ids.as_slice()), Arc::from(sub.offsets.as_slice())]
 }
 
+/// Floats a sub-request's reply holds per sample: the widths of its tables.
+pub fn reply_width(sub: &SubRequest, dims: &[usize]) -> usize {
+    sub.tables.iter().map(|&t| dims[t as usize]).sum()
+}
+
+/// A sub-request for a batch of `bs` samples cut into `k` stripes of consecutive samples, each
+/// with its sample count. The worker's reply is sample-major, so the stripes' replies,
+/// concatenated in order, are the reply of the whole.
+pub fn stripe(sub: &SubRequest, bs: usize, k: usize) -> Vec<(u32, SubRequest)> {
+    (0..k.max(1))
+        .map(|i| {
+            let (b0, b1) = embtune_transport::lanes::stripe_bounds(bs, k.max(1), i);
+            let (offsets, ids) =
+                embtune_workloads::batch::slice_bags(&sub.offsets, &sub.ids, sub.tables.len(), bs, b0, b1);
+            ((b1 - b0) as u32, SubRequest { worker: sub.worker, tables: sub.tables.clone(), offsets, ids })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +282,42 @@ mod tests {
         };
         let batch = BatchGenerator::new(&spec).unwrap().batch(3);
         (spec, plan, batch)
+    }
+
+    #[test]
+    fn stripes_of_a_sub_request_hold_its_bags_in_order() {
+        let (spec, plan, batch) = setup();
+        let bs = batch.batch_size as usize;
+        for s in split(&spec, &plan, &batch, Some(1), &[true, true]).unwrap() {
+            let whole = QueryBatch {
+                batch_size: bs as u32,
+                num_tables: s.tables.len() as u32,
+                offsets: s.offsets.clone(),
+                ids: s.ids.clone(),
+            };
+            for k in [1, 3, 4, 16] {
+                let stripes = stripe(&s, bs, k);
+                assert_eq!(stripes.len(), k);
+                assert_eq!(stripes.iter().map(|(n, _)| *n as usize).sum::<usize>(), bs);
+                let mut b0 = 0;
+                for (n, st) in &stripes {
+                    assert_eq!((st.worker, &st.tables), (s.worker, &s.tables));
+                    let part = QueryBatch {
+                        batch_size: *n,
+                        num_tables: st.tables.len() as u32,
+                        offsets: st.offsets.clone(),
+                        ids: st.ids.clone(),
+                    };
+                    part.check_layout().unwrap();
+                    for t in 0..s.tables.len() {
+                        for b in 0..*n as usize {
+                            assert_eq!(part.bag(t, b), whole.bag(t, b0 + b), "k {k} table {t} bag {}", b0 + b);
+                        }
+                    }
+                    b0 += *n as usize;
+                }
+            }
+        }
     }
 
     #[test]

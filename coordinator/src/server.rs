@@ -23,7 +23,7 @@ use embtune_protocol::wire::{
     Request, Response, WireError, WorkerHello, WorkerInfo,
 };
 use embtune_protocol::{DataFlow, Plan, Topology, WorkerShape};
-use embtune_transport::endpoint::connect;
+use embtune_transport::lanes::{self, Lanes};
 use embtune_transport::rpc::{Body, Peer, accept_loop, call};
 use embtune_transport::{Identity, TransportError, Tuning, certs, server_endpoint};
 use embtune_workloads::{BatchGenerator, ModelSpec, QueryBatch};
@@ -44,6 +44,8 @@ pub struct CoordinatorConfig {
     pub dead_after: Duration,
     /// How long a sub-request may take before its worker counts as failed.
     pub request_timeout: Duration,
+    /// Connections to each worker (`embtune_transport::lanes`).
+    pub lanes: usize,
 }
 
 impl CoordinatorConfig {
@@ -55,6 +57,7 @@ impl CoordinatorConfig {
             heartbeat: Duration::from_millis(250),
             dead_after: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(10),
+            lanes: lanes::configured(),
         }
     }
 }
@@ -63,7 +66,9 @@ struct Slot {
     id: u16,
     hello: WorkerHello,
     addr: SocketAddr,
-    conn: Option<quinn::Connection>,
+    /// Connections to the worker ([`Lanes`]): deployments and heartbeats' replies use the
+    /// first; look-ups are dealt over all, and large ones striped across them.
+    conn: Option<Lanes>,
     /// Connected, heartbeating and holding the current plan.
     healthy: bool,
     /// A bring-up is under way, so heartbeats from a worker not yet up do not start another.
@@ -102,6 +107,8 @@ struct Inner {
     /// Jobs running now, with their stop flags.
     jobs: Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
     ep: quinn::Endpoint,
+    /// One client endpoint per lane to the workers, each with its own socket and receive task.
+    lane_eps: Vec<quinn::Endpoint>,
     slots: RwLock<Vec<Slot>>,
     active: RwLock<Option<Arc<Active>>>,
     deploy_lock: tokio::sync::Mutex<()>,
@@ -126,12 +133,14 @@ impl Coordinator {
         let store = embtune_tuner::store::Store::open(&cfg.data_dir.join("store"))
             .map_err(|e| TransportError::Stream(e.to_string()))?;
         let ep = server_endpoint(cfg.listen, &id, &Tuning::default())?;
+        let lane_eps = embtune_transport::lanes::endpoints(&id, &Tuning::default(), cfg.lanes)?;
         let c = Coordinator {
             inner: Arc::new(Inner {
                 store,
                 jobs: Mutex::new(Default::default()),
                 cfg,
                 ep: ep.clone(),
+                lane_eps,
                 slots: RwLock::new(Vec::new()),
                 active: RwLock::new(None),
                 deploy_lock: tokio::sync::Mutex::new(()),
@@ -348,7 +357,7 @@ impl Coordinator {
     /// says it holds it already (`holds`, a plan id); only then does it serve.
     async fn bring_up(&self, id: u16, generation: u64, holds: u64) {
         let addr = self.inner.slots.read()[id as usize].addr;
-        let conn = match connect(&self.inner.ep, addr, Duration::from_secs(3)).await {
+        let conn = match Lanes::connect(&self.inner.lane_eps, addr, Duration::from_secs(3)).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("cannot reach worker {id} at {addr}: {e}");
@@ -360,7 +369,7 @@ impl Coordinator {
             && let Some(p) = active.slots.iter().position(|&s| s == id)
         {
             tracing::info!("redeploying plan {} to worker {id}", active.plan_id);
-            if let Err(e) = self.deploy_one(&conn, &active, p as u16).await {
+            if let Err(e) = self.deploy_one(conn.first(), &active, p as u16).await {
                 tracing::error!("redeploying to worker {id} failed: {e}");
                 return;
             }
@@ -486,7 +495,12 @@ impl Coordinator {
                 )));
             }
             let mapping: Vec<u16> = up.iter().take(need).map(|s| s.id).collect();
-            let conns = up.iter().take(need).enumerate().map(|(p, s)| (p as u16, s.conn.clone().unwrap())).collect();
+            let conns = up
+                .iter()
+                .take(need)
+                .enumerate()
+                .map(|(p, s)| (p as u16, s.conn.as_ref().unwrap().first().clone()))
+                .collect();
             (mapping, conns)
         };
         let hot = hot_ids(&spec, &plan).await;
@@ -737,21 +751,7 @@ impl Coordinator {
         };
         let _permit = permits.acquire_owned().await.map_err(|_| WireError::new(ErrorKind::Internal, "closed"))?;
         inflight.fetch_add(1, Ordering::Relaxed);
-        let head = LookupHead {
-            plan_id: active.plan_id,
-            batch_size,
-            tables: s.tables.clone(),
-            offsets: s.offsets.len() as u32,
-            ids: s.ids.len() as u32,
-        };
-        let r = call(
-            &conn,
-            &Request::Lookup(head),
-            Body::Parts(route::body(s)),
-            &self.inner.limits,
-            self.inner.cfg.request_timeout,
-        )
-        .await;
+        let r = self.call_striped(&conn, active, s, batch_size).await;
         inflight.fetch_sub(1, Ordering::Relaxed);
         match r {
             Ok((Response::Pooled(ph), words)) => {
@@ -787,6 +787,60 @@ impl Coordinator {
     /// Seconds since the coordinator started.
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
+    }
+}
+
+impl Coordinator {
+    /// Sends a sub-request to its worker: whole on the next lane, or, when its reply is large,
+    /// as stripes of consecutive samples on as many lanes at once ([`lanes::stripes`]), whose
+    /// replies are joined in order. The head reports the slowest stripe's engine time.
+    async fn call_striped(
+        &self,
+        conn: &Lanes,
+        active: &Active,
+        s: &route::SubRequest,
+        batch_size: u32,
+    ) -> Result<(Response, Vec<u32>), TransportError> {
+        let bs = batch_size as usize;
+        let k = lanes::stripes(bs * route::reply_width(s, &active.dims) * 4, conn.len(), bs);
+        let (limits, timeout) = (self.inner.limits, self.inner.cfg.request_timeout);
+        let lookup = move |c: quinn::Connection, n: u32, s: route::SubRequest| {
+            let head = LookupHead {
+                plan_id: active.plan_id,
+                batch_size: n,
+                tables: s.tables.clone(),
+                offsets: s.offsets.len() as u32,
+                ids: s.ids.len() as u32,
+            };
+            async move { call(&c, &Request::Lookup(head), Body::Parts(route::body(&s)), &limits, timeout).await }
+        };
+        let mut conns = conn.take(k);
+        if k == 1 {
+            return lookup(conns.next().unwrap().clone(), batch_size, s.clone()).await;
+        }
+        // Each stripe on its own task, so that the lanes' replies are opened in parallel.
+        let tasks: Vec<_> = route::stripe(s, bs, k)
+            .into_iter()
+            .zip(conns)
+            .map(|((n, st), c)| tokio::spawn(lookup(c.clone(), n, st)))
+            .collect();
+        let (mut head, mut words): (Option<PooledHead>, Vec<u32>) = (None, Vec::new());
+        for t in tasks {
+            match t.await.map_err(|e| TransportError::Stream(format!("a stripe's task failed: {e}")))?? {
+                (Response::Pooled(h), w) => {
+                    if words.is_empty() {
+                        words.reserve(w.len() * k + w.len());
+                    }
+                    words.extend_from_slice(&w);
+                    let acc = head.get_or_insert(PooledHead { batch_size: 0, ..h.clone() });
+                    acc.batch_size += h.batch_size;
+                    acc.engine_us = acc.engine_us.max(h.engine_us);
+                    acc.queue = acc.queue.max(h.queue);
+                }
+                other => return Ok(other),
+            }
+        }
+        Ok((Response::Pooled(head.expect("at least one stripe")), words))
     }
 }
 

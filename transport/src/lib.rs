@@ -4,17 +4,21 @@
 //! - [`certs`]: the cluster CA and node certificates (`embtune cluster init`).
 //! - [`endpoint`]: QUIC endpoints whose TLS trusts only the cluster CA and demands a client
 //!   certificate, with transport settings tuned for low-latency RPC on a LAN.
+//! - [`lanes`]: several connections to one peer, and the rule that stripes a large reply over
+//!   them so that more than one core seals and opens its packets.
 //! - [`netbench`]: the transport measured beside plain TCP in one run.
 //! - [`rpc`]: one request per bidirectional stream; frames as [`embtune_protocol::codec`]
 //!   defines them, with limits checked before anything is allocated.
 
 pub mod certs;
 pub mod endpoint;
+pub mod lanes;
 pub mod netbench;
 pub mod rpc;
 
 pub use certs::Identity;
 pub use endpoint::{Tuning, client_endpoint, server_endpoint};
+pub use lanes::Lanes;
 pub use rpc::{Body, call, serve};
 
 use embtune_protocol::wire::WireError;

@@ -31,6 +31,16 @@ pub struct NetReport {
     pub quic_bytes_per_s: f64,
     /// `quic / tcp` throughput.
     pub ratio: f64,
+    /// QUIC connections in the striped figures below (1: none measured).
+    #[serde(default)]
+    pub connections: usize,
+    /// Round trip of one response of `size` bytes fetched as `connections` equal stripes, one
+    /// per connection, concurrently: how much parallel crypto on both ends saves a large reply.
+    #[serde(default)]
+    pub quic_striped_rtt_us: Option<f64>,
+    /// Streaming throughput with the requests in flight spread over `connections` connections.
+    #[serde(default)]
+    pub quic_multi_bytes_per_s: Option<f64>,
 }
 
 /// Runs the comparison over loopback (or `bind`'s interface).
@@ -41,13 +51,18 @@ pub async fn run(
     rounds: usize,
     round: Duration,
     inflight: usize,
+    connections: usize,
 ) -> Result<NetReport, TransportError> {
-    // QUIC server answering WorkerStats with `size` bytes.
+    // QUIC server answering `WorkerStats` with `size` bytes and `ClusterStatus` with one stripe
+    // of them (`size / connections`).
     let ep = server_endpoint(SocketAddr::new(bind, 0), id, &Tuning::default())?;
     let qaddr = ep.local_addr().map_err(|e| TransportError::Stream(e.to_string()))?;
     let words = size / 4;
-    tokio::spawn(accept_loop(ep, FrameLimits::default(), move |_req, _body, _peer| async move {
-        (Response::Ack, Body::Words(vec![7u32; words]))
+    let connections = connections.max(1);
+    let stripe_words = words.div_ceil(connections);
+    tokio::spawn(accept_loop(ep, FrameLimits::default(), move |req, _body, _peer| async move {
+        let n = if matches!(req, Request::ClusterStatus) { stripe_words } else { words };
+        (Response::Ack, Body::Words(vec![7u32; n]))
     }));
     // TCP server answering each 1-byte request with a length-prefixed response of `size` bytes.
     let tl = tokio::net::TcpListener::bind(SocketAddr::new(bind, 0))
@@ -71,6 +86,13 @@ pub async fn run(
     });
     let cep = client_endpoint(id, &Tuning::default())?;
     let qconn = connect(&cep, qaddr, Duration::from_secs(5)).await?;
+    // Further connections for the striped figures; each has its own connection task on both
+    // ends, so their packets are sealed and opened on different threads.
+    // Each from its own endpoint, as `Lanes` connect: an endpoint's one socket is read by one
+    // task, which would otherwise receive the datagrams of every connection.
+    let lane_eps = crate::lanes::endpoints(id, &Tuning::default(), connections)?;
+    let lanes = crate::lanes::Lanes::connect(&lane_eps, qaddr, Duration::from_secs(5)).await?;
+    let qconns: Vec<quinn::Connection> = lanes.take(connections).cloned().collect();
 
     let limits = FrameLimits::default();
     // One TCP connection per request in flight: TCP has no streams to multiplex on.
@@ -90,10 +112,13 @@ pub async fn run(
     };
     // Warm both paths (congestion windows, MTU discovery).
     for _ in 0..20 {
-        call(&qconn, &Request::WorkerStats, Body::Empty, &limits, Duration::from_secs(10)).await?;
+        for c in &qconns {
+            call(c, &Request::WorkerStats, Body::Empty, &limits, Duration::from_secs(10)).await?;
+        }
         tcp_once(&mut tconns[0], &mut buf).await.map_err(|e| TransportError::Stream(e.to_string()))?;
     }
     let (mut t_rtt, mut q_rtt, mut t_bw, mut q_bw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut s_rtt, mut m_bw) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         // Latency: one request at a time.
         let mut samples = Vec::new();
@@ -150,6 +175,32 @@ pub async fn run(
             }
         }
         q_bw.push(bytes as f64 / t0.elapsed().as_secs_f64());
+        if connections > 1 {
+            // Striped latency: one stripe per connection, all at once.
+            let mut samples = Vec::new();
+            let t0 = Instant::now();
+            while t0.elapsed() < round / 4 {
+                let s = Instant::now();
+                let calls: Vec<_> = qconns.iter().map(|c| spawn_call(c, Request::ClusterStatus)).collect();
+                for c in calls {
+                    c.await.map_err(|e| TransportError::Stream(e.to_string()))??;
+                }
+                samples.push(s.elapsed().as_secs_f64() * 1e6);
+            }
+            s_rtt.push(median(&samples));
+            // Throughput with the requests in flight dealt over the connections.
+            let t0 = Instant::now();
+            let mut bytes = 0usize;
+            while t0.elapsed() < round / 4 {
+                let calls: Vec<_> =
+                    (0..inflight.max(1)).map(|i| spawn_call(&qconns[i % connections], Request::WorkerStats)).collect();
+                for c in calls {
+                    c.await.map_err(|e| TransportError::Stream(e.to_string()))??;
+                    bytes += size;
+                }
+            }
+            m_bw.push(bytes as f64 / t0.elapsed().as_secs_f64());
+        }
     }
     tracing::info!("QUIC path at the end: {:?}", qconn.stats().path);
     let (tb, qb) = (median(&t_bw), median(&q_bw));
@@ -161,5 +212,17 @@ pub async fn run(
         tcp_bytes_per_s: tb,
         quic_bytes_per_s: qb,
         ratio: qb / tb,
+        connections,
+        quic_striped_rtt_us: (connections > 1).then(|| median(&s_rtt)),
+        quic_multi_bytes_per_s: (connections > 1).then(|| median(&m_bw)),
     })
+}
+
+/// One call on its own task, so that calls on different connections proceed in parallel.
+fn spawn_call(
+    c: &quinn::Connection,
+    req: Request,
+) -> tokio::task::JoinHandle<Result<(Response, Vec<u32>), TransportError>> {
+    let c = c.clone();
+    tokio::spawn(async move { call(&c, &req, Body::Empty, &FrameLimits::default(), Duration::from_secs(10)).await })
 }

@@ -64,6 +64,15 @@ impl QueryBatch {
         &self.ids[o[0] as usize..o[self.batch_size as usize] as usize]
     }
 
+    /// Samples `b0..b1` of every table, as a batch of their own. A batch's pooled output is
+    /// sample-major, so the outputs of consecutive slices, concatenated, are the output of the
+    /// whole: that is how a large batch is striped over several connections.
+    pub fn slice(&self, b0: usize, b1: usize) -> QueryBatch {
+        let (offsets, ids) =
+            slice_bags(&self.offsets, &self.ids, self.num_tables as usize, self.batch_size as usize, b0, b1);
+        QueryBatch { batch_size: (b1 - b0) as u32, num_tables: self.num_tables, offsets, ids }
+    }
+
     /// Checks the layout invariants (not the id ranges, which need the tables).
     pub fn check_layout(&self) -> Result<(), WorkloadError> {
         let want = self.num_tables as usize * self.batch_size as usize + 1;
@@ -101,6 +110,31 @@ impl QueryBatch {
         }
         Ok(())
     }
+}
+
+/// Samples `b0..b1` of every table of a batch laid out as [`QueryBatch`] (`tables` tables of
+/// `bs` samples): the slice's offsets (rebased to 0) and ids. Panics on a broken layout; check
+/// it first ([`QueryBatch::check_layout`]).
+pub fn slice_bags(
+    offsets: &[u32],
+    ids: &[u32],
+    tables: usize,
+    bs: usize,
+    b0: usize,
+    b1: usize,
+) -> (Vec<u32>, Vec<u32>) {
+    assert!(b0 <= b1 && b1 <= bs, "samples {b0}..{b1} of a batch of {bs}");
+    let n = b1 - b0;
+    let mut out_offsets = Vec::with_capacity(tables * n + 1);
+    out_offsets.push(0u32);
+    let mut out_ids = Vec::new();
+    for t in 0..tables {
+        let o = &offsets[t * bs + b0..=t * bs + b1];
+        let base = out_ids.len() as u32;
+        out_offsets.extend(o[1..].iter().map(|&x| x - o[0] + base));
+        out_ids.extend_from_slice(&ids[o[0] as usize..o[n] as usize]);
+    }
+    (out_offsets, out_ids)
 }
 
 /// Generates query batches for a model: batch `i` depends only on the spec, the seed and `i`,
@@ -186,6 +220,22 @@ impl BatchGenerator {
 mod tests {
     use super::*;
     use crate::presets::{Preset, PresetOptions};
+
+    #[test]
+    fn slices_hold_exactly_their_samples() {
+        let g = BatchGenerator::new(&small_spec()).unwrap();
+        let b = g.batch_sized(3, 37);
+        for (b0, b1) in [(0, 37), (0, 10), (10, 11), (11, 37), (20, 20)] {
+            let s = b.slice(b0, b1);
+            s.check_layout().unwrap();
+            assert_eq!(s.batch_size as usize, b1 - b0);
+            for t in 0..b.num_tables as usize {
+                for i in b0..b1 {
+                    assert_eq!(s.bag(t, i - b0), b.bag(t, i), "table {t} sample {i}");
+                }
+            }
+        }
+    }
 
     fn small_spec() -> ModelSpec {
         Preset::Synthetic
