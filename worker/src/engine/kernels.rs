@@ -176,27 +176,26 @@ fn prefetch_lines(shape: RowShape) -> usize {
     lines.min(8)
 }
 
-/// Prefetches `lines` lines from `p`. The count is the same for every row of a call, so the
-/// match is a perfectly predicted jump, not a loop.
+/// Prefetches `lines` lines from `p` (at least one: callers pass `lines == 0` only with
+/// prefetching off, where this is never called).
+///
+/// A plain counted loop: its trip count is the same for every row of a call, so its branch is
+/// predicted, and it keeps two registers live. A `match` on the count with one arm per length,
+/// tried before, compiled to a jump table plus a chain of register moves, and spilled six
+/// registers of the gather loop around it (`limit` ran at 0.77 of the ceiling locally with it).
 #[inline(always)]
 fn prefetch_row(p: *const u8, lines: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let s = p as *const i8;
-        // SAFETY: prefetch never faults, even past the mapping.
-        unsafe {
-            macro_rules! pf { ($($l:literal)*) => {{ $(_mm_prefetch::<_MM_HINT_T0>(s.wrapping_add($l * 64));)* }} }
-            match lines {
-                0 => {}
-                1 => pf!(0),
-                2 => pf!(0 1),
-                3 => pf!(0 1 2),
-                4 => pf!(0 1 2 3),
-                5 => pf!(0 1 2 3 4),
-                6 => pf!(0 1 2 3 4 5),
-                7 => pf!(0 1 2 3 4 5 6),
-                _ => pf!(0 1 2 3 4 5 6 7),
+        let mut q = p as *const i8;
+        let end = q.wrapping_add(lines * 64);
+        loop {
+            // SAFETY: prefetch never faults, even past the mapping.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(q) };
+            q = q.wrapping_add(64);
+            if q >= end {
+                break;
             }
         }
     }
