@@ -91,7 +91,44 @@ fn gpu(args: BenchArgs, device: usize) -> Result<()> {
     g.device = device;
     g.verify = args.verify;
     g.json = args.json;
-    crate::gpu_bench::run(g)
+    if !args.json {
+        return crate::gpu_bench::run(g);
+    }
+    // `--json` keeps `embtune bench`'s contract: its fields, from the fastest variant, with the
+    // whole GPU report beside them.
+    let Some(report) = crate::gpu_bench::measure(&g)? else { return Ok(()) };
+    println!("{}", serde_json::to_string_pretty(&gpu_contract(&report)?)?);
+    crate::gpu_bench::check_verified(&report)
+}
+
+/// `embtune bench --json`'s fields for a GPU run: the fastest variant's kernel time per batch
+/// (all tables, one launch) as the latency, its look-ups and row bytes per second, `cores` 1
+/// (one device), and the whole `gpu-bench` report under `gpu`.
+#[cfg(feature = "gpu")]
+fn gpu_contract(r: &embtune_worker::gpu::bench::GpuBenchReport) -> Result<serde_json::Value> {
+    let best = r
+        .runs
+        .iter()
+        .max_by(|a, b| a.lookups_per_s.total_cmp(&b.lookups_per_s))
+        .ok_or_else(|| anyhow::anyhow!("the GPU benchmark ran no variant"))?;
+    let verified =
+        (!r.runs.iter().all(|x| x.verified.is_none())).then(|| r.runs.iter().all(|x| x.verified != Some(false)));
+    Ok(serde_json::json!({
+        "mode": "gpu",
+        "model": r.model,
+        "device": r.device,
+        "variant": best.name,
+        "workers": 1,
+        "cores": 1,
+        "batch_size": r.batch_size,
+        "batches": best.ms.n,
+        "lookups_per_s": best.lookups_per_s,
+        "gbytes_per_s": best.row_bytes_per_s / 1e9,
+        "p50_us": best.ms.median * 1e3,
+        "p99_us": best.ms.p99 * 1e3,
+        "verified": verified,
+        "gpu": r,
+    }))
 }
 
 #[cfg(not(feature = "gpu"))]

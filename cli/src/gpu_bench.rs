@@ -178,9 +178,10 @@ pub fn configs(a: &GpuBenchArgs) -> Result<Vec<RunConfig>> {
     Ok(out)
 }
 
-pub fn run(a: GpuBenchArgs) -> Result<()> {
+/// Runs the variants and returns the report; `None` when `--ptx-out` only wrote the PTX.
+pub fn measure(a: &GpuBenchArgs) -> Result<Option<GpuBenchReport>> {
     let spec = a.workload.spec()?;
-    let configs = configs(&a)?;
+    let configs = configs(a)?;
     if let Some(path) = &a.ptx_out {
         let mut text = String::new();
         for c in &configs {
@@ -199,7 +200,7 @@ pub fn run(a: GpuBenchArgs) -> Result<()> {
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote the PTX of {} variants to {}", configs.len(), path.display());
-        return Ok(());
+        return Ok(None);
     }
     let bench = GpuBench {
         spec: spec.clone(),
@@ -215,11 +216,15 @@ pub fn run(a: GpuBenchArgs) -> Result<()> {
         e2e_reps: a.e2e_reps,
     };
     let quiet = a.json;
-    let report = embtune_worker::gpu::bench::run(&bench, &|line| {
+    Ok(Some(embtune_worker::gpu::bench::run(&bench, &|line| {
         if !quiet {
             eprintln!("  {line}");
         }
-    })?;
+    })?))
+}
+
+pub fn run(a: GpuBenchArgs) -> Result<()> {
+    let Some(report) = measure(&a)? else { return Ok(()) };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(p) = &a.json_out {
         std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
@@ -229,6 +234,11 @@ pub fn run(a: GpuBenchArgs) -> Result<()> {
     } else {
         print(&report);
     }
+    check_verified(&report)
+}
+
+/// Fails when a variant's results differ from the reference.
+pub fn check_verified(report: &GpuBenchReport) -> Result<()> {
     if report.runs.iter().any(|r| r.verified == Some(false)) {
         bail!("verification failed: a GPU variant's results differ from the reference (see above)");
     }

@@ -189,6 +189,17 @@ fn prefetch_row(p: *const u8, lines: usize) {
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let mut q = p as *const i8;
+        if lines == 4 {
+            // The commonest row, 64 f32 (and 128 f16), without the loop's compare and branch.
+            // SAFETY: as below.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(q);
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(128));
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(192));
+            }
+            return;
+        }
         let end = q.wrapping_add(lines * 64);
         loop {
             // SAFETY: prefetch never faults, even past the mapping.

@@ -51,6 +51,8 @@ pub struct Stats {
     pub median: f64,
     pub p10: f64,
     pub p90: f64,
+    #[serde(default)]
+    pub p99: f64,
     pub min: f64,
     pub n: usize,
 }
@@ -63,7 +65,7 @@ impl Stats {
         let mut s: Vec<f64> = v.iter().map(|&x| x as f64).collect();
         s.sort_by(f64::total_cmp);
         let q = |f: f64| s[((s.len() - 1) as f64 * f).round() as usize];
-        Stats { median: q(0.5), p10: q(0.1), p90: q(0.9), min: s[0], n: s.len() }
+        Stats { median: q(0.5), p10: q(0.1), p90: q(0.9), p99: q(0.99), min: s[0], n: s.len() }
     }
 }
 
