@@ -29,6 +29,10 @@ pub struct TuneArgs {
     /// With --local: engine cores per worker.
     #[arg(long, default_value_t = 1)]
     pub cores_per_worker: usize,
+    /// With --local: memory each worker may hold (e.g. 512M). Below the model's size, plans
+    /// must shard, and baselines that do not fit (all-replicate) are left out.
+    #[arg(long, value_name = "SIZE", value_parser = crate::launch::parse_size, requires = "local")]
+    pub worker_memory: Option<u64>,
     /// Tune on a running cluster through its coordinator.
     #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
     pub coordinator: Option<std::net::SocketAddr>,
@@ -134,7 +138,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         }
         let data = a.data_dir.clone().unwrap_or_else(|| PathBuf::from("embtune-data"));
         let mem = match &spec {
-            Some(s) => local_memory(s, a.workers)?,
+            Some(s) => local_memory(s, a.workers, a.worker_memory)?,
             None => {
                 (embtune_worker::machine::MachineInfo::detect().mem_available as f64 * 0.8 / a.workers as f64) as u64
             }

@@ -23,6 +23,11 @@ pub struct UpArgs {
     /// Engine cores per worker (CPUs are dealt to workers in turn).
     #[arg(long, default_value_t = 1)]
     pub cores_per_worker: usize,
+    /// Memory each worker may hold (e.g. 512M, 2G; default: 80% of what is available, shared).
+    /// Set it below the model's size to emulate a cluster whose workers cannot each hold every
+    /// table: strategies that do not fit are then refused, and plans must shard.
+    #[arg(long, value_name = "SIZE", value_parser = crate::launch::parse_size)]
+    pub worker_memory: Option<u64>,
     /// The model to deploy (default: criteo-kaggle at scale 0.01).
     #[command(flatten)]
     pub workload: WorkloadArgs,
@@ -237,16 +242,26 @@ fn pin_child(cmd: &mut Command, cpus: Vec<usize>) {
     }
 }
 
-/// Memory each of `workers` local workers may use, checked against the model.
-pub fn local_memory(spec: &embtune_workloads::ModelSpec, workers: usize) -> Result<u64> {
-    let memory_each = (MachineInfo::detect().mem_available as f64 * 0.8 / workers as f64) as u64;
+/// Memory each of `workers` local workers may use (`asked`, or a share of what is available),
+/// checked against the model.
+pub fn local_memory(spec: &embtune_workloads::ModelSpec, workers: usize, asked: Option<u64>) -> Result<u64> {
+    let available = (MachineInfo::detect().mem_available as f64 * 0.8) as u64;
+    let memory_each = asked.unwrap_or(available / workers as u64);
     if spec.total_bytes() > memory_each * workers as u64 {
         bail!(
-            "`{}` needs {} of tables but {} local workers may hold {} together: pass a smaller --scale",
+            "`{}` needs {} of tables but {} local workers may hold {} together: pass a smaller --scale{}",
             spec.name,
             crate::ui::bytes(spec.total_bytes()),
             workers,
-            crate::ui::bytes(memory_each * workers as u64)
+            crate::ui::bytes(memory_each * workers as u64),
+            if asked.is_some() { ", more --workers or a larger --worker-memory" } else { "" }
+        );
+    }
+    if memory_each * workers as u64 > available {
+        bail!(
+            "--worker-memory {} for {workers} workers exceeds the {} this machine has available",
+            crate::ui::bytes(memory_each),
+            crate::ui::bytes(available)
         );
     }
     Ok(memory_each)
@@ -261,7 +276,7 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         bail!("--workers and --cores-per-worker must be at least 1");
     }
     let spec = a.workload.spec()?;
-    let memory_each = local_memory(&spec, a.workers)?;
+    let memory_each = local_memory(&spec, a.workers, a.worker_memory)?;
     let machine = MachineInfo::detect();
     let mut local = LocalCluster::start_with_token(
         &a.data_dir,

@@ -340,13 +340,35 @@ pub struct Trial {
     pub n: u32,
     pub kind: TrialKind,
     pub plan: Plan,
-    /// The model's prediction of the objective when the trial was proposed.
+    /// The model's prediction of the objective when the trial was proposed; NaN for a plan
+    /// that could not be made (a baseline that does not fit), stored as `null`.
+    #[serde(with = "nan_as_null")]
     pub predicted: f64,
     pub measured: Option<Measured>,
     /// Why the trial failed, if it did.
     pub failure: Option<String>,
     pub started_ms: u64,
     pub ended_ms: u64,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`, which a plain `f64` then refuses to read,
+/// so a stored trial with a NaN would make its whole job unreadable. In JSON (the store, the
+/// API) this writes every non-finite value as `null` and reads `null` back as NaN; binary
+/// formats (bincode on the wire) carry the `f64` as it is, so the frame layout is unchanged.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match (s.is_human_readable(), v.is_finite()) {
+            (false, _) => s.serialize_f64(*v),
+            (true, true) => s.serialize_some(v),
+            (true, false) => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        if d.is_human_readable() { Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN)) } else { f64::deserialize(d) }
+    }
 }
 
 /// The best plan found for a dataset on a cluster: which job and trial.
@@ -460,6 +482,41 @@ mod tests {
         assert_eq!(job.speedup_vs()["round-robin"], 3.0);
         job.head_to_head = HeadToHead::from_rounds(Objective::Throughput, &rounds(&[(250.0, 125.0, 200.0)]), &names());
         assert_eq!(job.speedup_vs()["round-robin"], 2.0);
+    }
+
+    /// A failed trial has no prediction (NaN): JSON (the store) holds it as `null` and bincode
+    /// (the wire) as the float itself, and both read it back.
+    #[test]
+    fn a_trial_without_a_prediction_round_trips_through_json_and_frames() {
+        let t = Trial {
+            job: "j".into(),
+            n: 3,
+            kind: TrialKind::Baseline("all-replicate".into()),
+            plan: Plan {
+                strategy: "all-replicate: does not fit".into(),
+                spec_digest: 1,
+                topology: crate::plan::Topology::uniform(1, 1, 1),
+                tables: vec![],
+                knobs: crate::plan::Knobs::default(),
+            },
+            predicted: f64::NAN,
+            measured: None,
+            failure: Some("does not fit".into()),
+            started_ms: 1,
+            ended_ms: 2,
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains("\"predicted\":null"), "{json}");
+        let back: Trial = serde_json::from_str(&json).unwrap();
+        assert!(back.predicted.is_nan());
+        let bytes = crate::codec::encode_head(&t, 0).unwrap();
+        let back: Trial = crate::codec::decode_meta(&bytes[crate::codec::HEADER_LEN..]).unwrap();
+        assert!(back.predicted.is_nan());
+        let ok = Trial { predicted: 2.5, ..t };
+        let back: Trial = serde_json::from_str(&serde_json::to_string(&ok).unwrap()).unwrap();
+        assert_eq!(back, ok);
+        let bytes = crate::codec::encode_head(&ok, 0).unwrap();
+        assert_eq!(crate::codec::decode_meta::<Trial>(&bytes[crate::codec::HEADER_LEN..]).unwrap(), ok);
     }
 
     #[test]

@@ -281,6 +281,28 @@ mod tests {
         assert!(matches!(s.job("zz"), Err(StoreError::NoJob(_))));
     }
 
+    /// A baseline that does not fit the workers' memory is stored as a failed trial with no
+    /// prediction (NaN, which JSON holds as `null`); its job must still read.
+    #[test]
+    fn a_failed_trial_without_a_prediction_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.put_job(&job("a")).unwrap();
+        let failed = Trial {
+            predicted: f64::NAN,
+            measured: None,
+            failure: Some("does not fit: all-replicate: needs 108 MB per worker, has 80 MB".into()),
+            ..trial("a", 0)
+        };
+        s.add_trial(&failed).unwrap();
+        s.add_trial(&trial("a", 1)).unwrap();
+        let t = s.trials("a").unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(t[0].predicted.is_nan());
+        assert_eq!(t[0].failure, failed.failure);
+        assert_eq!(t[1].predicted, 1.0);
+    }
+
     #[test]
     fn a_store_from_a_newer_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
