@@ -323,8 +323,10 @@ impl TrialKind {
 pub struct Measured {
     /// The objective's value: the mean over rounds.
     pub value: f64,
-    /// Each round's value, and the relative half-width of the 95% interval of their mean.
+    /// Each round's value, and the relative half-width of the 95% interval of their mean
+    /// (infinite after a single round; stored as `null`, read back as NaN).
     pub rounds: Vec<f64>,
+    #[serde(with = "nan_as_null")]
     pub ci: f64,
     pub batches_per_s: f64,
     pub mean_us: f64,
@@ -512,6 +514,13 @@ mod tests {
         let bytes = crate::codec::encode_head(&t, 0).unwrap();
         let back: Trial = crate::codec::decode_meta(&bytes[crate::codec::HEADER_LEN..]).unwrap();
         assert!(back.predicted.is_nan());
+        // One round measured: no interval (infinite), which must not poison the record either.
+        let one = Trial {
+            measured: Some(Measured { value: 3.0, rounds: vec![3.0], ci: f64::INFINITY, ..Default::default() }),
+            ..t.clone()
+        };
+        let back: Trial = serde_json::from_str(&serde_json::to_string(&one).unwrap()).unwrap();
+        assert!(!back.measured.unwrap().ci.is_finite());
         let ok = Trial { predicted: 2.5, ..t };
         let back: Trial = serde_json::from_str(&serde_json::to_string(&ok).unwrap()).unwrap();
         assert_eq!(back, ok);
