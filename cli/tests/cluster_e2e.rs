@@ -75,18 +75,23 @@ fn bench_and_status_through_the_cli_are_verified() {
     }
 }
 
-fn small_spec() -> ModelSpec {
+/// Three Zipf tables of 10,000 rows, for `mixed_plan`.
+fn synthetic_spec(dim: u32, pooling: u32, batch: u32) -> ModelSpec {
     Preset::Synthetic
         .spec(&PresetOptions {
             tables: Some(3),
             rows: Some(10_000),
-            dim: Some(8),
-            pooling: Some(embtune_workloads::Pooling::Fixed(4)),
-            batch: Some(32),
+            dim: Some(dim),
+            pooling: Some(embtune_workloads::Pooling::Fixed(pooling)),
+            batch: Some(batch),
             dist: Some("zipf:1.1".parse().unwrap()),
             ..Default::default()
         })
         .unwrap()
+}
+
+fn small_spec() -> ModelSpec {
+    synthetic_spec(8, 4, 32)
 }
 
 /// T1 replicated, T2 owned by worker 1, T3 split by rows over workers 0 and 1.
@@ -134,17 +139,7 @@ fn kind(e: TransportError) -> (ErrorKind, String) {
 fn large_batches_striped_over_lanes_are_exact() {
     let c = Cluster::start(2);
     let rt = rt();
-    let spec = Preset::Synthetic
-        .spec(&PresetOptions {
-            tables: Some(3),
-            rows: Some(10_000),
-            dim: Some(128),
-            pooling: Some(embtune_workloads::Pooling::Fixed(3)),
-            batch: Some(203),
-            dist: Some("zipf:1.1".parse().unwrap()),
-            ..Default::default()
-        })
-        .unwrap();
+    let spec = synthetic_spec(128, 3, 203);
     let plan = mixed_plan(&spec);
     let g = BatchGenerator::new(&spec).unwrap();
     let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();

@@ -114,43 +114,14 @@ impl Client {
     }
 
     /// Sends a prepared batch, its stripes at once on consecutive lanes, and joins the replies:
-    /// the output is sample-major, so the stripes' outputs follow each other. The reply's head
-    /// reports the slowest stripe's engine and coordinator times.
+    /// the output is sample-major, so the stripes' outputs follow each other
+    /// ([`PooledHead::join`] reports the slowest stripe's times).
     pub async fn query_prepared(&self, q: &PreparedQuery) -> Result<(PooledHead, Vec<f32>), TransportError> {
-        let one = |conn: &quinn::Connection, head: &QueryHead, parts: &[Arc<[u32]>]| {
-            let (conn, head, parts, limits, timeout) =
-                (conn.clone(), head.clone(), parts.to_vec(), self.limits, self.timeout);
-            async move {
-                match call(&conn, &Request::Query(head), Body::Parts(parts), &limits, timeout).await? {
-                    (Response::Pooled(h), words) => Ok((h, words)),
-                    (other, _) => Err(unexpected(other)),
-                }
-            }
-        };
-        let conns: Vec<&quinn::Connection> = self.lanes.take(q.stripes.len()).collect();
-        if q.stripes.len() == 1 {
-            let (h, words) = one(conns[0], &q.stripes[0].0, &q.stripes[0].1).await?;
-            return Ok((h, words.into_iter().map(f32::from_bits).collect()));
-        }
-        // Each stripe on its own task, so that the lanes' replies are opened in parallel.
-        let tasks: Vec<_> =
-            q.stripes.iter().zip(conns).map(|((head, parts), c)| tokio::spawn(one(c, head, parts))).collect();
-        let mut head: Option<PooledHead> = None;
-        let mut out = Vec::new();
-        for t in tasks {
-            let (h, words) = t.await.map_err(|e| TransportError::Stream(format!("a stripe's task failed: {e}")))??;
-            if out.is_empty() {
-                out.reserve(words.len() * q.stripes.len() + words.len());
-            }
-            out.extend(words.into_iter().map(f32::from_bits));
-            let acc = head.get_or_insert(PooledHead { batch_size: 0, ..h.clone() });
-            acc.batch_size += h.batch_size;
-            acc.engine_us = acc.engine_us.max(h.engine_us);
-            acc.coordinator_us = acc.coordinator_us.max(h.coordinator_us);
-            acc.queue = acc.queue.max(h.queue);
-            acc.fanout = acc.fanout.max(h.fanout);
-        }
-        Ok((head.expect("at least one stripe"), out))
+        let calls =
+            q.stripes.iter().map(|(head, parts)| (Request::Query(head.clone()), Body::Parts(parts.clone()))).collect();
+        let replies = self.lanes.call_all(calls, self.limits, self.timeout).await?;
+        let (heads, words) = pooled_parts(replies)?;
+        Ok((heads, words.into_iter().map(f32::from_bits).collect()))
     }
 
     /// Deploys a model and plan on the cluster.
@@ -238,6 +209,28 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The pooled replies of a batch's stripes, in order, as one head and one buffer.
+pub(crate) fn pooled_parts(replies: Vec<(Response, Vec<u32>)>) -> Result<(PooledHead, Vec<u32>), TransportError> {
+    if replies.len() == 1 {
+        return match replies.into_iter().next().unwrap() {
+            (Response::Pooled(h), words) => Ok((h, words)),
+            (other, _) => Err(unexpected(other)),
+        };
+    }
+    let mut heads = Vec::with_capacity(replies.len());
+    let mut words = Vec::with_capacity(replies.iter().map(|r| r.1.len()).sum());
+    for r in replies {
+        match r {
+            (Response::Pooled(h), w) => {
+                heads.push(h);
+                words.extend_from_slice(&w);
+            }
+            (other, _) => return Err(unexpected(other)),
+        }
+    }
+    Ok((PooledHead::join(heads).expect("at least one stripe"), words))
 }
 
 fn unexpected(r: Response) -> TransportError {

@@ -754,7 +754,7 @@ impl Coordinator {
         let r = self.call_striped(&conn, active, s, batch_size).await;
         inflight.fetch_sub(1, Ordering::Relaxed);
         match r {
-            Ok((Response::Pooled(ph), words)) => {
+            Ok((ph, words)) => {
                 let mut slots = self.inner.slots.write();
                 let slot = &mut slots[id as usize];
                 slot.requests += 1;
@@ -763,7 +763,10 @@ impl Coordinator {
                 drop(slots);
                 Ok((ph, bytemuck_floats(words)))
             }
-            Ok((other, _)) => Err(WireError::new(ErrorKind::Internal, format!("worker {id} answered {other:?}"))),
+            // A reply of the wrong kind: name the worker that sent it.
+            Err(TransportError::Remote(e)) if e.kind == ErrorKind::Internal => {
+                Err(WireError::new(ErrorKind::Internal, format!("worker {id} answered: {}", e.message)))
+            }
             Err(TransportError::Remote(e)) => Err(e),
             Err(e) => Err(WireError::new(ErrorKind::ShardUnavailable, format!("worker {id}: {e}"))),
         }
@@ -793,18 +796,17 @@ impl Coordinator {
 impl Coordinator {
     /// Sends a sub-request to its worker: whole on the next lane, or, when its reply is large,
     /// as stripes of consecutive samples on as many lanes at once ([`lanes::stripes`]), whose
-    /// replies are joined in order. The head reports the slowest stripe's engine time.
+    /// replies are joined in order.
     async fn call_striped(
         &self,
         conn: &Lanes,
         active: &Active,
         s: &route::SubRequest,
         batch_size: u32,
-    ) -> Result<(Response, Vec<u32>), TransportError> {
+    ) -> Result<(PooledHead, Vec<u32>), TransportError> {
         let bs = batch_size as usize;
         let k = lanes::stripes(bs * route::reply_width(s, &active.dims) * 4, conn.len(), bs);
-        let (limits, timeout) = (self.inner.limits, self.inner.cfg.request_timeout);
-        let lookup = move |c: quinn::Connection, n: u32, s: route::SubRequest| {
+        let lookup = |n: u32, s: &route::SubRequest| {
             let head = LookupHead {
                 plan_id: active.plan_id,
                 batch_size: n,
@@ -812,35 +814,15 @@ impl Coordinator {
                 offsets: s.offsets.len() as u32,
                 ids: s.ids.len() as u32,
             };
-            async move { call(&c, &Request::Lookup(head), Body::Parts(route::body(&s)), &limits, timeout).await }
+            (Request::Lookup(head), Body::Parts(route::body(s)))
         };
-        let mut conns = conn.take(k);
-        if k == 1 {
-            return lookup(conns.next().unwrap().clone(), batch_size, s.clone()).await;
-        }
-        // Each stripe on its own task, so that the lanes' replies are opened in parallel.
-        let tasks: Vec<_> = route::stripe(s, bs, k)
-            .into_iter()
-            .zip(conns)
-            .map(|((n, st), c)| tokio::spawn(lookup(c.clone(), n, st)))
-            .collect();
-        let (mut head, mut words): (Option<PooledHead>, Vec<u32>) = (None, Vec::new());
-        for t in tasks {
-            match t.await.map_err(|e| TransportError::Stream(format!("a stripe's task failed: {e}")))?? {
-                (Response::Pooled(h), w) => {
-                    if words.is_empty() {
-                        words.reserve(w.len() * k + w.len());
-                    }
-                    words.extend_from_slice(&w);
-                    let acc = head.get_or_insert(PooledHead { batch_size: 0, ..h.clone() });
-                    acc.batch_size += h.batch_size;
-                    acc.engine_us = acc.engine_us.max(h.engine_us);
-                    acc.queue = acc.queue.max(h.queue);
-                }
-                other => return Ok(other),
-            }
-        }
-        Ok((Response::Pooled(head.expect("at least one stripe")), words))
+        let calls = if k == 1 {
+            vec![lookup(batch_size, s)]
+        } else {
+            route::stripe(s, bs, k).iter().map(|(n, st)| lookup(*n, st)).collect()
+        };
+        let replies = conn.call_all(calls, self.inner.limits, self.inner.cfg.request_timeout).await?;
+        crate::client::pooled_parts(replies)
     }
 }
 

@@ -143,6 +143,21 @@ pub struct PooledHead {
     pub fanout: u16,
 }
 
+impl PooledHead {
+    /// The head of a reply assembled from stripes of consecutive samples: their samples add
+    /// up, and the times, queue and fan-out are the slowest stripe's.
+    pub fn join(parts: impl IntoIterator<Item = PooledHead>) -> Option<PooledHead> {
+        parts.into_iter().reduce(|a, b| PooledHead {
+            batch_size: a.batch_size + b.batch_size,
+            width: a.width,
+            engine_us: a.engine_us.max(b.engine_us),
+            queue: a.queue.max(b.queue),
+            coordinator_us: a.coordinator_us.max(b.coordinator_us),
+            fanout: a.fanout.max(b.fanout),
+        })
+    }
+}
+
 /// What a worker says when it registers.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct WorkerHello {
@@ -288,4 +303,28 @@ pub enum ErrorKind {
     /// The request is valid but not for this kind of node.
     NotSupported,
     Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_heads_join_into_the_whole_batch_with_the_slowest_times() {
+        let part = |batch_size, engine_us, coordinator_us| PooledHead {
+            batch_size,
+            width: 26,
+            engine_us,
+            coordinator_us,
+            queue: engine_us / 10,
+            fanout: 1,
+        };
+        let j = PooledHead::join([part(64, 30, 200), part(64, 50, 150), part(63, 40, 300)]).unwrap();
+        assert_eq!(
+            j,
+            PooledHead { batch_size: 191, width: 26, engine_us: 50, coordinator_us: 300, queue: 5, fanout: 1 }
+        );
+        assert_eq!(PooledHead::join([part(8, 1, 2)]), Some(part(8, 1, 2)));
+        assert_eq!(PooledHead::join([]), None);
+    }
 }

@@ -12,9 +12,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use embtune_protocol::codec::FrameLimits;
+use embtune_protocol::wire::{Request, Response};
 use quinn::{Connection, Endpoint};
 
 use crate::endpoint::connect;
+use crate::rpc::{Body, call};
 use crate::{Identity, TransportError, Tuning, client_endpoint};
 
 /// Lanes a process opens to each peer by default.
@@ -57,19 +60,14 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    /// Connects once through each endpoint.
+    /// Connects once through each endpoint (at least one: see [`endpoints`]).
     pub async fn connect(eps: &[Endpoint], addr: SocketAddr, timeout: Duration) -> Result<Lanes, TransportError> {
+        assert!(!eps.is_empty(), "lanes need at least one endpoint");
         let mut conns = Vec::with_capacity(eps.len());
         for ep in eps {
             conns.push(connect(ep, addr, timeout).await?);
         }
-        Ok(Lanes::from_connections(conns))
-    }
-
-    /// Lanes over connections already open. Panics on an empty list.
-    pub fn from_connections(conns: Vec<Connection>) -> Lanes {
-        assert!(!conns.is_empty(), "lanes need at least one connection");
-        Lanes { conns, next: Default::default() }
+        Ok(Lanes { conns, next: Default::default() })
     }
 
     pub fn len(&self) -> usize {
@@ -97,11 +95,30 @@ impl Lanes {
         self.conns.iter().find_map(|c| c.close_reason())
     }
 
-    /// Closes every lane.
-    pub fn close(&self, code: u32, reason: &[u8]) {
-        for c in &self.conns {
-            c.close(code.into(), reason);
+    /// Makes every call at once, dealt over the lanes in turn, and returns the replies in the
+    /// calls' order. Several calls run on tasks of their own, so that their replies are opened
+    /// on different threads; a lone call runs in place.
+    pub async fn call_all(
+        &self,
+        calls: Vec<(Request, Body)>,
+        limits: FrameLimits,
+        timeout: Duration,
+    ) -> Result<Vec<(Response, Vec<u32>)>, TransportError> {
+        let conns: Vec<Connection> = self.take(calls.len()).cloned().collect();
+        if calls.len() == 1 {
+            let (req, body) = calls.into_iter().next().unwrap();
+            return Ok(vec![call(&conns[0], &req, body, &limits, timeout).await?]);
         }
+        let tasks: Vec<_> = calls
+            .into_iter()
+            .zip(conns)
+            .map(|((req, body), c)| tokio::spawn(async move { call(&c, &req, body, &limits, timeout).await }))
+            .collect();
+        let mut replies = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            replies.push(t.await.map_err(|e| TransportError::Stream(format!("a lane's call task failed: {e}")))??);
+        }
+        Ok(replies)
     }
 }
 

@@ -86,13 +86,9 @@ pub async fn run(
     });
     let cep = client_endpoint(id, &Tuning::default())?;
     let qconn = connect(&cep, qaddr, Duration::from_secs(5)).await?;
-    // Further connections for the striped figures; each has its own connection task on both
-    // ends, so their packets are sealed and opened on different threads.
-    // Each from its own endpoint, as `Lanes` connect: an endpoint's one socket is read by one
-    // task, which would otherwise receive the datagrams of every connection.
+    // The lanes of the striped figures, as a client or the coordinator opens them.
     let lane_eps = crate::lanes::endpoints(id, &Tuning::default(), connections)?;
     let lanes = crate::lanes::Lanes::connect(&lane_eps, qaddr, Duration::from_secs(5)).await?;
-    let qconns: Vec<quinn::Connection> = lanes.take(connections).cloned().collect();
 
     let limits = FrameLimits::default();
     // One TCP connection per request in flight: TCP has no streams to multiplex on.
@@ -112,9 +108,9 @@ pub async fn run(
     };
     // Warm both paths (congestion windows, MTU discovery).
     for _ in 0..20 {
-        for c in &qconns {
-            call(c, &Request::WorkerStats, Body::Empty, &limits, Duration::from_secs(10)).await?;
-        }
+        call(&qconn, &Request::WorkerStats, Body::Empty, &limits, Duration::from_secs(10)).await?;
+        let calls = (0..connections).map(|_| (Request::WorkerStats, Body::Empty)).collect();
+        lanes.call_all(calls, limits, Duration::from_secs(10)).await?;
         tcp_once(&mut tconns[0], &mut buf).await.map_err(|e| TransportError::Stream(e.to_string()))?;
     }
     let (mut t_rtt, mut q_rtt, mut t_bw, mut q_bw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -181,10 +177,8 @@ pub async fn run(
             let t0 = Instant::now();
             while t0.elapsed() < round / 4 {
                 let s = Instant::now();
-                let calls: Vec<_> = qconns.iter().map(|c| spawn_call(c, Request::ClusterStatus)).collect();
-                for c in calls {
-                    c.await.map_err(|e| TransportError::Stream(e.to_string()))??;
-                }
+                let calls = (0..connections).map(|_| (Request::ClusterStatus, Body::Empty)).collect();
+                lanes.call_all(calls, limits, Duration::from_secs(10)).await?;
                 samples.push(s.elapsed().as_secs_f64() * 1e6);
             }
             s_rtt.push(median(&samples));
@@ -192,12 +186,8 @@ pub async fn run(
             let t0 = Instant::now();
             let mut bytes = 0usize;
             while t0.elapsed() < round / 4 {
-                let calls: Vec<_> =
-                    (0..inflight.max(1)).map(|i| spawn_call(&qconns[i % connections], Request::WorkerStats)).collect();
-                for c in calls {
-                    c.await.map_err(|e| TransportError::Stream(e.to_string()))??;
-                    bytes += size;
-                }
+                let calls = (0..inflight.max(1)).map(|_| (Request::WorkerStats, Body::Empty)).collect();
+                bytes += size * lanes.call_all(calls, limits, Duration::from_secs(10)).await?.len();
             }
             m_bw.push(bytes as f64 / t0.elapsed().as_secs_f64());
         }
@@ -216,13 +206,4 @@ pub async fn run(
         quic_striped_rtt_us: (connections > 1).then(|| median(&s_rtt)),
         quic_multi_bytes_per_s: (connections > 1).then(|| median(&m_bw)),
     })
-}
-
-/// One call on its own task, so that calls on different connections proceed in parallel.
-fn spawn_call(
-    c: &quinn::Connection,
-    req: Request,
-) -> tokio::task::JoinHandle<Result<(Response, Vec<u32>), TransportError>> {
-    let c = c.clone();
-    tokio::spawn(async move { call(&c, &req, Body::Empty, &FrameLimits::default(), Duration::from_secs(10)).await })
 }
