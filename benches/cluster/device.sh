@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # CPU scaling and cluster runs for BENCHMARKS.md, made on the 16-core device machine.
 # Usage: EMBTUNE=path/to/embtune OUT=dir [PHASES="..."] bash benches/cluster/device.sh
-# Phases: env limit scaling flows scaleout overhead netbench (default: all), and tune (not in
-# the default: model-driven against random search on criteo-kaggle, and extreme skew).
+# Phases: env limit scaling flows scaleout overhead netbench (default: all), and tune, ceiling and
+# memtune (not in the default: model-driven against random search on criteo-kaggle and extreme
+# skew; the cluster's throughput ceiling for extreme skew; tuning under a memory limit per
+# worker, one workload a line in MEMTUNE_W).
 set -uo pipefail
 E=${EMBTUNE:-embtune}
 OUT=${OUT:-bench-out}
@@ -124,6 +126,43 @@ if has tune; then
         --data-dir "$OUT/tune-extreme" --json >"$OUT/tune-extreme.json" 2>"$OUT/tune-extreme.err"
     python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('best','best_trial','trials','speedup_vs','best_plan')})" "$OUT/tune-extreme.json"
     rm -rf "$OUT"/tune-*/
+fi
+if has ceiling; then
+    # How fast could any plan of the extreme-skew workload be on this cluster? The workload beside
+    # the same shape (8 tables, dim 64, pooling 20, batch 256: the same pooled replies) with tables
+    # of 2,000 rows, where every row stays in cache and the engine is nearly free. Both behind one
+    # coordinator of 2 workers x 4 cores, alternated; the small tables' best bounds what any
+    # placement of the real tables can reach through this coordinator.
+    spare=$((ncpu - 4))-$((ncpu - 1))
+    CW="--preset synthetic --tables 8 --dim 64 --pooling 20 --batch 256"
+    up "$OUT/upc" --workers 2 --cores-per-worker 4 $CW --rows 2000000 --dist hotset:0.99:0.001 || true
+    for r in 1 2; do
+        for rd in 2000000:hotset:0.99:0.001 2000:uniform; do
+            for s in round-robin all-replicate; do
+                f="$OUT/ceiling-${rd%%:*}-$s-$r.json"
+                log "ceiling round $r: $s, --rows ${rd%%:*} --dist ${rd#*:}"
+                taskset -c $spare "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $CW --rows ${rd%%:*} --dist ${rd#*:} --strategy $s \
+                    --concurrency 16 --duration $SECS --json >"$f" 2>"$f.err"
+                python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('batches_per_s','lookups_per_s','p50_us','plan')})" "$f"
+            done
+        done
+    done
+    down
+fi
+
+if has memtune; then
+    # Tuning where every worker cannot hold every table (all-replicate does not fit): placement
+    # has to split the model, which is where plans differ most.
+    n=0
+    while read -r w; do
+        [ -z "$w" ] && continue
+        n=$((n + 1))
+        log "memtune $n: $w"
+        "$E" tune --local --workers 2 --cores-per-worker 4 $w --trials ${TUNE_TRIALS_M:-12} --time-limit ${TUNE_LIMIT_M:-150} \
+            --data-dir "$OUT/memtune-$n" --json >"$OUT/memtune-$n.json" 2>"$OUT/memtune-$n.err"
+        python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('best','best_trial','trials','baselines','speedup_vs','best_plan','model_error')})" "$OUT/memtune-$n.json"
+    done <<<"${MEMTUNE_W:-"--preset synthetic --tables 8 --rows 2000000 --dim 64 --pooling 20 --dist hotset:0.99:0.001 --worker-memory 3G"}"
+    rm -rf "$OUT"/memtune-*/
 fi
 rm -rf "$OUT"/up*/ "$OUT"/upo*/
 log done

@@ -16,7 +16,7 @@ pub fn baseline_count() -> usize {
 /// The best baseline of a job: (name, value).
 pub fn best_baseline(job: &Job) -> Option<(String, f64)> {
     let o = job.config.objective;
-    job.baselines
+    job.reported_baselines()
         .iter()
         .filter(|(_, v)| v.is_finite())
         .fold(None, |acc: Option<(&String, f64)>, (k, &v)| match acc {
@@ -70,7 +70,7 @@ pub fn summary(job: &Job, trials: &[Trial]) -> Value {
         "best": best,
         "best_trial": job.best.map(|b| b.0),
         "best_plan": best_trial.map(|t| t.plan.summary()),
-        "baselines": job.baselines,
+        "baselines": job.reported_baselines(),
         "best_baseline": best_baseline(job).map(|(name, value)| json!({"name": name, "value": value})),
         "speedup": speedup(job),
         "speedup_vs": speedup_vs,

@@ -185,6 +185,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Each baseline's value as reported beside [`Job::speedup_vs`]: from the head-to-head when
+    /// the job has one, otherwise from the baselines' own trials.
+    pub fn reported_baselines(&self) -> &BTreeMap<String, f64> {
+        match &self.head_to_head {
+            Some(h) if !h.baselines.is_empty() => &h.baselines,
+            _ => &self.baselines,
+        }
+    }
+
     /// How many times better the best plan is than each baseline: from the head-to-head when the
     /// job has one (measured side by side, so drift of the machine between the first trials and
     /// the last cancels out), otherwise from the trials' own values.

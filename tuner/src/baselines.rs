@@ -54,7 +54,14 @@ impl Strategy {
             return Err(PlanError::Invalid("the topology has no cores".into()));
         }
         let placements: Vec<Placement> = match self {
-            Strategy::RoundRobin => (0..spec.tables.len()).map(|i| Placement::Owned(cores[i % cores.len()])).collect(),
+            Strategy::RoundRobin => {
+                // Dealt across workers first (core 0 of every worker, then core 1, ...), so that a
+                // model with fewer tables than cores still spreads its memory and look-ups over every
+                // worker instead of filling the first worker's cores.
+                let mut dealt = cores.clone();
+                dealt.sort_by_key(|c| (c.core, c.worker));
+                (0..spec.tables.len()).map(|i| Placement::Owned(dealt[i % dealt.len()])).collect()
+            }
             Strategy::AllReplicate => vec![Placement::Replicated; spec.tables.len()],
             Strategy::AllShard => spec.tables.iter().map(|t| even_rows(t, &cores)).collect(),
             Strategy::SizeThreshold => spec
@@ -207,6 +214,16 @@ mod tests {
         let p = Strategy::RoundRobin.plan(&kaggle(), &Topology::uniform(1, 4, 8 << 30), &Default::default()).unwrap();
         assert_eq!(p.tables[0].placement, Placement::Owned(CoreId::new(0, 0)));
         assert_eq!(p.tables[5].placement, Placement::Owned(CoreId::new(0, 1)));
+    }
+
+    #[test]
+    fn round_robin_deals_across_workers_first() {
+        let spec =
+            Preset::Synthetic.spec(&PresetOptions { tables: Some(4), rows: Some(1000), ..Default::default() }).unwrap();
+        let p = Strategy::RoundRobin.plan(&spec, &Topology::uniform(2, 4, 8 << 30), &Default::default()).unwrap();
+        let owners: Vec<CoreId> = p.tables.iter().map(|t| t.placement.owners()[0]).collect();
+        let want = [CoreId::new(0, 0), CoreId::new(1, 0), CoreId::new(0, 1), CoreId::new(1, 1)];
+        assert_eq!(owners, want, "four tables on two workers: two each, not four on the first");
     }
 
     #[test]

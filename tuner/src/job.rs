@@ -340,7 +340,16 @@ impl Tuner {
         if head_to_head.is_some() {
             self.job.head_to_head = head_to_head;
         }
-        self.job.best = self.best().map(|t| (t.n, t.measured.as_ref().unwrap().value));
+        // After the head-to-head the job reports its winner's side-by-side value, so that `best`,
+        // the baselines and the speed-ups all come from the same rounds; a job reporting its
+        // winner's earlier, solo measurement next to side-by-side baselines read as if a plan
+        // that measured faster had been passed over.
+        self.job.best = match &self.job.head_to_head {
+            Some(h) if self.trials.iter().any(|t| t.n == h.best_trial && t.measured.is_some()) => {
+                Some((h.best_trial, h.best))
+            }
+            _ => self.best().map(|t| (t.n, t.measured.as_ref().unwrap().value)),
+        };
         self.job.status = JobStatus::Done;
         self.job.updated_ms = now_ms;
     }
@@ -487,7 +496,8 @@ mod tests {
         t.finish(Some(h), 9);
         assert_eq!(t.job.status, JobStatus::Done);
         assert_eq!(t.best().unwrap().n, 1);
-        assert_eq!(t.job.best, Some((1, 104.0)));
+        assert_eq!(t.job.best, Some((1, 105.0)), "the winner's side-by-side value, not its trial's");
+        assert_eq!(t.job.reported_baselines()["round-robin"], 60.0);
         assert_eq!(t.job.speedup_vs()["all-replicate"], 1.0);
     }
 
