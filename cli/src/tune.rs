@@ -304,7 +304,14 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
             (Some(r), Some(m)) => format!("{:.2}x", o.speedup(r, m.value)),
             _ => String::new(),
         };
-        t.add_row(vec![tr.n.to_string(), tr.kind.label(), tr.plan.summary(), fmt(tr.predicted), m, ci, vs]);
+        // A baseline that does not fit never ran: its stored plan is only a stand-in, so the row
+        // says why instead of describing the stand-in.
+        let plan = match &tr.failure {
+            Some(f) if f.starts_with(embtune_protocol::tuning::DOES_NOT_FIT) => f.clone(),
+            Some(f) => format!("{} (failed: {f})", tr.plan.summary()),
+            None => tr.plan.summary(),
+        };
+        t.add_row(vec![tr.n.to_string(), tr.kind.label(), plan, fmt(tr.predicted), m, ci, vs]);
     }
     println!("{t}");
     if let Some((n, b)) = job.best {

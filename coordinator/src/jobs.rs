@@ -248,7 +248,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         let started = now_ms();
         let t0 = Instant::now();
         let outcome = if p.predicted.is_nan() {
-            Err(format!("does not fit: {}", p.plan.strategy))
+            Err(format!("{}: {}", embtune_protocol::tuning::DOES_NOT_FIT, p.plan.strategy))
         } else {
             match rt.block_on(c.deploy(spec.clone(), p.plan.clone())) {
                 Err(e) => Err(format!("deployment failed: {}", e.message)),

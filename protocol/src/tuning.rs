@@ -344,6 +344,10 @@ pub struct Measured {
     pub errors: u64,
 }
 
+/// How the failure of a trial whose plan cannot fit in memory begins: such a trial is never
+/// deployed, and its stored plan is only a stand-in.
+pub const DOES_NOT_FIT: &str = "does not fit";
+
 /// One trial of a job: a plan deployed and measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
