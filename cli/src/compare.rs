@@ -155,6 +155,10 @@ pub struct LimitArgs {
     /// Prefetch distances to try, rows.
     #[arg(long, default_value = "16,24,32", value_delimiter = ',')]
     pub prefetch: Vec<usize>,
+    /// Samples per batch (pooling 20 each), on both sides. Larger batches mean fewer hand-offs
+    /// per look-up in the engine; the ceiling loop has none.
+    #[arg(long, default_value_t = 256)]
+    pub batch: u32,
     #[arg(long)]
     pub json: bool,
 }
@@ -166,7 +170,7 @@ pub fn limit(a: LimitArgs) -> Result<()> {
         rounds: a.rounds.max(1),
         round: Duration::from_secs_f64(a.round_secs),
         prefetches: a.prefetch.clone(),
-        batch: 256,
+        batch: a.batch.max(1),
     };
     let bar = ui::bar(cfg.rounds as u64, a.json);
     bar.set_prefix("limit");
