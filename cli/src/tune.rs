@@ -101,6 +101,8 @@ pub fn summary(job: &Job, trials: &[Trial]) -> serde_json::Value {
         "baselines_trials": job.baselines,
         "speedup_vs": job.speedup_vs(),
         "head_to_head": job.head_to_head,
+        "ceiling": job.ceiling,
+        "ceiling_share": job.ceiling_share(),
         "model_error": job.model_error,
         "cluster": job.cluster.key(),
     })
@@ -336,6 +338,15 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
                 println!("  {x:.2}x {k} ({} {})", fmt(job.baselines[&k]), o.unit());
             }
         }
+    }
+    if let (Some(c), Some(share)) = (job.ceiling, job.ceiling_share()) {
+        println!(
+            "ceiling: {} {} with every table cut to 1,000 rows (the engine nearly free); the best plan reaches {:.0}% of it{}",
+            fmt(c),
+            o.unit(),
+            share * 100.0,
+            if share >= 0.9 { ": routing and transport, not placement, bound this cluster" } else { "" }
+        );
     }
     if let Some(e) = job.model_error {
         println!("cost model: median error {:.0}% over the measured trials", e * 100.0);

@@ -134,6 +134,7 @@ impl Coordinator {
             model_error: None,
             elapsed_s: 0.0,
             head_to_head: None,
+            ceiling: None,
         };
         self.store().put_job(&job).map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
         let id = job.id.clone();
@@ -283,7 +284,25 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             Err(e) => tracing::warn!("job {id}: no head-to-head: {e}"),
         }
     }
-    tuner.finish(h2h, now_ms());
+    if h2h.is_some() {
+        // Kept on the job before the ceiling is measured, so that a stop during it does not
+        // lose the side-by-side rounds.
+        tuner.job.head_to_head = h2h;
+    }
+    if tuner.job.ceiling.is_none() && tuner.job.config.head_to_head_rounds > 0 {
+        tracing::info!("job {id}: the cluster's ceiling, every table cut to {CEILING_ROWS} rows");
+        match ceiling(c, rt, &spec, &tuner.job.config, stop) {
+            Ok(Some(v)) => tuner.job.ceiling = Some(v),
+            Ok(None) if stop.load(Ordering::Relaxed) => {
+                tuner.job.status = JobStatus::Interrupted;
+                let _ = store.put_job(&tuner.job);
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("job {id}: no ceiling: {e}"),
+        }
+    }
+    tuner.finish(None, now_ms());
     store.put_job(&tuner.job).map_err(|e| e.to_string())?;
     if let Some(best) = tuner.best() {
         let rec = BestRecord {
@@ -291,7 +310,8 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             cluster: tuner.job.cluster.key(),
             job: tuner.job.id.clone(),
             trial: best.n,
-            value: best.measured.as_ref().unwrap().value,
+            // The job's own figure for it: the head-to-head's when it has one.
+            value: tuner.job.best.map_or(best.measured.as_ref().unwrap().value, |b| b.1),
         };
         let objective = tuner.job.config.objective;
         store.offer_best(&rec, |a, b| objective.better(a, b)).map_err(|e| e.to_string())?;
@@ -354,6 +374,39 @@ fn head_to_head(
         rounds.push(values);
     }
     Ok(HeadToHead::from_rounds(cfg.objective, &rounds, &baselines))
+}
+
+/// Rows per table of the free-engine shape a job's ceiling is measured on.
+const CEILING_ROWS: u64 = 1000;
+
+/// Measures a job's ceiling: its shape with every table cut to [`CEILING_ROWS`] rows and
+/// replicated, one round per head-to-head round, the median. The engine is then nearly free, so
+/// this is what routing, transport and reduction allow on this cluster. `None` when asked to
+/// stop. The real plan is deployed again by the caller.
+fn ceiling(
+    c: &Coordinator,
+    rt: &tokio::runtime::Handle,
+    spec: &ModelSpec,
+    cfg: &JobConfig,
+    stop: &AtomicBool,
+) -> Result<Option<f64>, String> {
+    let free = spec.free_engine_shape(CEILING_ROWS);
+    let (topology, _, _) = context_parts(c);
+    let plan = embtune_tuner::Strategy::AllReplicate
+        .plan(&free, &topology, &Default::default())
+        .map_err(|e| format!("planning the free-engine shape: {e}"))?;
+    let g = BatchGenerator::new(&free).map_err(|e| e.to_string())?;
+    let pool: Vec<Payload> =
+        g.pool(0, g.pool_size_for(32 << 20, 256 << 20)).iter().map(|b| Payload::new(b, free.digest())).collect();
+    rt.block_on(c.deploy(free, plan)).map_err(|e| format!("deploying the free-engine shape: {}", e.message))?;
+    let mut values = Vec::new();
+    for _ in 0..cfg.head_to_head_rounds.max(1) {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        values.push(rt.block_on(measure_once(c, &pool, cfg))?);
+    }
+    Ok(Some(embtune_protocol::tuning::median(&values)))
 }
 
 /// One measurement round of the deployed plan after a short warm-up: the objective's value.

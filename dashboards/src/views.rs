@@ -71,6 +71,8 @@ pub fn summary(job: &Job, trials: &[Trial]) -> Value {
         "best_trial": job.best.map(|b| b.0),
         "best_plan": best_trial.map(|t| t.plan.summary()),
         "baselines": job.reported_baselines(),
+        "ceiling": job.ceiling,
+        "ceiling_share": job.ceiling_share(),
         "best_baseline": best_baseline(job).map(|(name, value)| json!({"name": name, "value": value})),
         "speedup": speedup(job),
         "speedup_vs": speedup_vs,
@@ -241,6 +243,7 @@ mod tests {
             model_error: Some(0.1),
             elapsed_s: 1.0,
             head_to_head: None,
+            ceiling: None,
         }
     }
 

@@ -182,9 +182,24 @@ pub struct Job {
     /// The best plan and the baselines measured again side by side once the search is over.
     #[serde(default)]
     pub head_to_head: Option<HeadToHead>,
+    /// The cluster's ceiling for this job's shape: the objective measured after the
+    /// head-to-head with every table cut to 1,000 rows and replicated (the engine nearly free;
+    /// `ModelSpec::free_engine_shape`). No plan of the real tables can do better, so the best
+    /// plan's share of it says how much any placement could still gain.
+    #[serde(default)]
+    pub ceiling: Option<f64>,
 }
 
 impl Job {
+    /// The best plan's value as a share of the ceiling (1 = at the ceiling), whichever way the
+    /// objective goes.
+    pub fn ceiling_share(&self) -> Option<f64> {
+        let (_, best) = self.best?;
+        let c = self.ceiling?;
+        let share = self.config.objective.speedup(c, best);
+        share.is_finite().then_some(share)
+    }
+
     /// Each baseline's value as reported beside [`Job::speedup_vs`]: from the head-to-head when
     /// the job has one, otherwise from the baselines' own trials.
     pub fn reported_baselines(&self) -> &BTreeMap<String, f64> {
@@ -464,6 +479,17 @@ mod tests {
     }
 
     #[test]
+    fn the_ceiling_share_is_the_best_over_the_ceiling_either_way() {
+        let mut j = job(Some((3, 80.0)), &[("round-robin", 50.0)]);
+        assert_eq!(j.ceiling_share(), None, "no ceiling measured");
+        j.ceiling = Some(100.0);
+        assert!((j.ceiling_share().unwrap() - 0.8).abs() < 1e-12, "throughput: 80 of 100");
+        j.config.objective = Objective::Mean;
+        j.best = Some((3, 125.0));
+        assert!((j.ceiling_share().unwrap() - 0.8).abs() < 1e-12, "latency: 100 us is the floor, 125 us reached");
+    }
+
+    #[test]
     fn head_to_head_of_a_latency_objective_divides_the_other_way() {
         let h = HeadToHead::from_rounds(Objective::Mean, &rounds(&[(10.0, 30.0, 20.0)]), &names()).unwrap();
         assert_eq!(h.best_trial, 7);
@@ -488,6 +514,7 @@ mod tests {
             model_error: None,
             elapsed_s: 0.0,
             head_to_head: None,
+            ceiling: None,
         }
     }
 

@@ -240,6 +240,7 @@ mod tests {
             model_error: None,
             elapsed_s: 0.0,
             head_to_head: None,
+            ceiling: None,
         }
     }
 

@@ -406,6 +406,21 @@ impl ModelSpec {
         self.tables.iter().position(|t| t.name == name)
     }
 
+    /// The same shape with every table cut to at most `rows` rows, read uniformly: the same
+    /// tables, dims, row types, pooling and batch size, so the same ids per sample and the same
+    /// pooled replies, but rows that stay in cache, so the engine is nearly free. What a cluster
+    /// does with it is the ceiling of any plan for this shape: the cost of everything around the
+    /// engine (routing, transport, reduction).
+    pub fn free_engine_shape(&self, rows: u64) -> ModelSpec {
+        let mut s = self.clone();
+        s.name = format!("{} (tables cut to {rows} rows)", self.name);
+        for t in &mut s.tables {
+            t.rows = t.rows.min(rows.max(1));
+            t.dist = AccessDist::Uniform;
+        }
+        s
+    }
+
     /// A stable 64-bit digest of the spec, used to key tuning jobs and stored plans: two specs
     /// with the same digest have the same tables and the same queries.
     pub fn digest(&self) -> u64 {
@@ -427,6 +442,25 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_free_engine_shape_keeps_what_crosses_the_wire() {
+        let mut spec: ModelSpec = toml::from_str(
+            "name = \"m\"\nbatch_size = 64\n[[tables]]\nname = \"a\"\nrows = 5000000\ndim = 32\npooling = 7\ndist = \"zipf:1.05\"\n\n[[tables]]\nname = \"b\"\nrows = 10\ndim = 8\npooling = 1\ndist = \"uniform\"\n",
+        )
+        .unwrap();
+        spec.tables[0].row_type = RowType::F16;
+        let free = spec.free_engine_shape(1000);
+        free.validate().unwrap();
+        assert_eq!(free.batch_size, 64);
+        assert_eq!(free.output_width(), spec.output_width(), "the same pooled replies");
+        assert_eq!(free.mean_lookups_per_sample(), spec.mean_lookups_per_sample(), "the same ids per sample");
+        assert_eq!([free.tables[0].rows, free.tables[1].rows], [1000, 10]);
+        assert_eq!(free.tables[0].row_type, RowType::F16);
+        assert!(free.tables.iter().all(|t| t.dist == AccessDist::Uniform));
+        assert_ne!(free.digest(), spec.digest());
+    }
+
     use super::*;
 
     #[test]
