@@ -85,6 +85,13 @@ fn tune_local_and_results_follow_the_contract() {
         assert_eq!(x, h["speedup_vs"][b].as_f64().unwrap(), "{b}: {r}");
         assert!(x.is_finite() && x > 0.0, "{b}: {r}");
     }
+    // `best` and `baselines` come from the same rounds as the speed-ups.
+    assert_eq!(r["best"], h["best"], "{r}");
+    assert_eq!(r["baselines"], h["baselines"], "{r}");
+    // The cluster's ceiling was measured on the free-engine shape after the head-to-head.
+    let ceiling = r["ceiling"].as_f64().expect("a ceiling");
+    let share = r["ceiling_share"].as_f64().expect("a ceiling share");
+    assert!(ceiling > 0.0 && (share - r["best"].as_f64().unwrap() / ceiling).abs() < 1e-9, "{r}");
 
     // The cluster is gone; the results are read from the store directly.
     let run = |args: &[&str]| std::process::Command::new(exe()).args(args).output().unwrap();
