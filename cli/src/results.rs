@@ -86,7 +86,7 @@ impl Results {
                 dir.display()
             );
         }
-        match Store::open(&dir.join("store")) {
+        match Store::try_open(&dir.join("store")) {
             Ok(st) => Ok(Results::Local(st)),
             Err(StoreError::Locked { .. }) => {
                 let f = read_coordinator_file(&dir)

@@ -266,7 +266,7 @@ fn fmt(v: f64) -> String {
 }
 
 fn copy_into(dir: &std::path::Path, job: &Job, trials: &[Trial]) -> Result<()> {
-    let store = match Store::open(&dir.join("store")) {
+    let store = match Store::try_open(&dir.join("store")) {
         Ok(s) => s,
         // The coordinator's own data dir, locked by it: the job is already there.
         Err(embtune_tuner::store::StoreError::Locked { .. }) => return Ok(()),

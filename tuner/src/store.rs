@@ -38,9 +38,23 @@ pub struct Store {
     best: sled::Tree,
 }
 
+/// How long [`Store::open`] waits for a store's lock before saying another process holds it.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, waiting a moment for a lock that is being
+    /// released (see [`LOCK_PATIENCE`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_within(dir, LOCK_PATIENCE)
+    }
+
+    /// Opens the store at once, or says it is locked: for callers that expect a running
+    /// coordinator to hold it and have another way to its records.
+    pub fn try_open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_within(dir, std::time::Duration::ZERO)
+    }
+
+    fn open_within(dir: &Path, patience: std::time::Duration) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
         let err = |e: sled::Error| {
             let detail = e.to_string();
@@ -54,7 +68,19 @@ impl Store {
             }
         };
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled { path: path.clone(), detail: e.to_string() })?;
-        let db = sled::Config::new().path(dir).open().map_err(err)?;
+        // sled releases its file lock when its last handle goes, and its flusher thread may hold
+        // one for a moment after the store is dropped (and a process that just exited, a moment
+        // before the kernel drops its lock). So a locked store is retried for a short while
+        // before it is reported as held by another process.
+        let t0 = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new().path(dir).open().map_err(err) {
+                Err(StoreError::Locked { .. }) if t0.elapsed() < patience => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => break r?,
+            }
+        };
         let meta = db.open_tree("meta").map_err(err)?;
         match meta.get("schema").map_err(err)? {
             Some(v) => {
@@ -262,6 +288,17 @@ mod tests {
             started_ms: 0,
             ended_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_store_held_open_is_reported_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Store::open(dir.path()).unwrap();
+        let e = Store::try_open(dir.path()).err().expect("sled locks its files");
+        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+        drop(held);
+        // Released with the last handle (after a moment, which `open` waits for).
+        Store::open(dir.path()).unwrap();
     }
 
     #[test]
