@@ -13,7 +13,7 @@
 //! | `embtune_core_busy_seconds_total`, `embtune_core_tasks_total`, `embtune_core_lookups_total` | counter | `worker`, `core` |
 //! | `embtune_plan_tables` | gauge | `mode` |
 //! | `embtune_tune_jobs_running` | gauge | |
-//! | `embtune_tune_trials`, `embtune_tune_trials_failed`, `embtune_tune_trials_target`, `embtune_tune_best`, `embtune_tune_best_baseline`, `embtune_tune_speedup`, `embtune_tune_model_error`, `embtune_tune_running` | gauge | `job`, `dataset`, `objective` |
+//! | `embtune_tune_trials`, `embtune_tune_trials_failed`, `embtune_tune_trials_target`, `embtune_tune_best`, `embtune_tune_best_baseline`, `embtune_tune_speedup`, `embtune_tune_model_error`, `embtune_tune_ceiling_share`, `embtune_tune_running` | gauge | `job`, `dataset`, `objective` |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -271,6 +271,12 @@ impl prometheus_client::collector::Collector for Collector {
             "embtune_tune_model_error",
             "Median relative error of the cost model over the job's trials.",
             &per_job(&|j| j.model_error),
+        )?;
+        gauges(
+            &mut e,
+            "embtune_tune_ceiling_share",
+            "The job's best as a share of the cluster's ceiling for its shape (every table cut to 1,000 rows): 1 means placement has nothing left to gain.",
+            &per_job(&|j| j.ceiling_share()),
         )?;
         gauges(
             &mut e,
