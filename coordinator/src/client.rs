@@ -99,8 +99,7 @@ impl Client {
 
     /// `batch` prepared for this client: striped over its lanes when the reply is large.
     pub fn prepare(&self, batch: &QueryBatch, spec: &ModelSpec) -> PreparedQuery {
-        let reply: usize = spec.tables.iter().map(|t| t.dim as usize * 4).sum();
-        PreparedQuery::striped(batch, spec.digest(), reply, self.lanes.len())
+        PreparedQuery::striped(batch, spec.digest(), spec.output_width() * 4, self.lanes.len())
     }
 
     async fn rpc(&self, req: &Request, body: Body, timeout: Duration) -> Result<(Response, Vec<u32>), TransportError> {

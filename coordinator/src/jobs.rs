@@ -213,11 +213,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     // The workload the trials are measured with, and the profile the model and hot caches use.
     let generator = BatchGenerator::new(&spec).map_err(|e| e.to_string())?;
     let profile = embtune_workloads::profile::profile_generator(&generator);
-    let pool: Vec<Payload> = generator
-        .pool(0, generator.pool_size_for(32 << 20, 256 << 20))
-        .iter()
-        .map(|b| Payload::new(b, spec.digest()))
-        .collect();
+    let pool = payload_pool(&generator, &spec);
     let fresh = trials.is_empty();
     let mut tuner = Tuner::new(job, trials);
     wait_for_workers(c, stop, Duration::from_secs(120))?;
@@ -233,11 +229,15 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
                 rt.block_on(load_round(c, &pool, &warm, Duration::from_secs_f64((3.0 * warm.round_s).clamp(1.0, 5.0))));
         }
     }
+    // Stopped (the coordinator is shutting down): the job resumes from what is stored.
+    let interrupted = |tuner: &mut Tuner| {
+        tuner.job.status = JobStatus::Interrupted;
+        let _ = store.put_job(&tuner.job);
+        Ok(())
+    };
     loop {
         if stop.load(Ordering::Relaxed) {
-            tuner.job.status = JobStatus::Interrupted;
-            let _ = store.put_job(&tuner.job);
-            return Ok(());
+            return interrupted(&mut tuner);
         }
         let (topology, nodes, _) = context_parts(c);
         if topology.workers.is_empty() {
@@ -265,44 +265,32 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         store.put_job(&tuner.job).map_err(|e| e.to_string())?;
         c.notify_trial(&tuner.job, &trial);
     }
-    let mut h2h = None;
     if tuner.job.head_to_head.is_none() && tuner.job.config.head_to_head_rounds > 0 {
         tracing::info!(
             "job {id}: the best plan beside every baseline, {} alternating rounds",
             tuner.job.config.head_to_head_rounds
         );
         match head_to_head(c, rt, &spec, &pool, &tuner, stop) {
-            Ok(Some(h)) => h2h = Some(h),
-            Ok(None) if stop.load(Ordering::Relaxed) => {
-                // Resumes with the head-to-head, its trials being all done.
-                tuner.job.status = JobStatus::Interrupted;
-                let _ = store.put_job(&tuner.job);
-                return Ok(());
-            }
+            // Kept on the job at once, so that a stop while the ceiling is measured does not
+            // lose the side-by-side rounds.
+            Ok(Some(h)) => tuner.job.head_to_head = Some(h),
+            // Resumes with the head-to-head, its trials being all done.
+            Ok(None) if stop.load(Ordering::Relaxed) => return interrupted(&mut tuner),
             Ok(None) => {}
             // The trials stand on their own; only the side-by-side figures are missing.
             Err(e) => tracing::warn!("job {id}: no head-to-head: {e}"),
         }
     }
-    if h2h.is_some() {
-        // Kept on the job before the ceiling is measured, so that a stop during it does not
-        // lose the side-by-side rounds.
-        tuner.job.head_to_head = h2h;
-    }
     if tuner.job.ceiling.is_none() && tuner.job.config.head_to_head_rounds > 0 {
         tracing::info!("job {id}: the cluster's ceiling, every table cut to {CEILING_ROWS} rows");
         match ceiling(c, rt, &spec, &tuner.job.config, stop) {
             Ok(Some(v)) => tuner.job.ceiling = Some(v),
-            Ok(None) if stop.load(Ordering::Relaxed) => {
-                tuner.job.status = JobStatus::Interrupted;
-                let _ = store.put_job(&tuner.job);
-                return Ok(());
-            }
+            Ok(None) if stop.load(Ordering::Relaxed) => return interrupted(&mut tuner),
             Ok(None) => {}
             Err(e) => tracing::warn!("job {id}: no ceiling: {e}"),
         }
     }
-    tuner.finish(None, now_ms());
+    tuner.finish(now_ms());
     store.put_job(&tuner.job).map_err(|e| e.to_string())?;
     if let Some(best) = tuner.best() {
         let rec = BestRecord {
@@ -376,6 +364,12 @@ fn head_to_head(
     Ok(HeadToHead::from_rounds(cfg.objective, &rounds, &baselines))
 }
 
+/// The batches a job loads the cluster with, encoded once: enough of them that the rows they
+/// touch outgrow the caches.
+fn payload_pool(g: &BatchGenerator, spec: &ModelSpec) -> Vec<Payload> {
+    g.pool(0, g.pool_size_for(32 << 20, 256 << 20)).iter().map(|b| Payload::new(b, spec.digest())).collect()
+}
+
 /// Rows per table of the free-engine shape a job's ceiling is measured on.
 const CEILING_ROWS: u64 = 1000;
 
@@ -395,9 +389,7 @@ fn ceiling(
     let plan = embtune_tuner::Strategy::AllReplicate
         .plan(&free, &topology, &Default::default())
         .map_err(|e| format!("planning the free-engine shape: {e}"))?;
-    let g = BatchGenerator::new(&free).map_err(|e| e.to_string())?;
-    let pool: Vec<Payload> =
-        g.pool(0, g.pool_size_for(32 << 20, 256 << 20)).iter().map(|b| Payload::new(b, free.digest())).collect();
+    let pool = payload_pool(&BatchGenerator::new(&free).map_err(|e| e.to_string())?, &free);
     rt.block_on(c.deploy(free, plan)).map_err(|e| format!("deploying the free-engine shape: {}", e.message))?;
     let mut values = Vec::new();
     for _ in 0..cfg.head_to_head_rounds.max(1) {

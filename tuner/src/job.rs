@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
-use embtune_protocol::tuning::{HeadToHead, Job, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
+use embtune_protocol::tuning::{Job, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
 use embtune_protocol::{Knobs, Plan, Topology};
 use embtune_workloads::{ModelSpec, TableProfile};
 
@@ -333,23 +333,18 @@ impl Tuner {
         trial
     }
 
-    /// Ends the job once [`Tuner::next`] has nothing more to measure, with the head-to-head of
-    /// its best plan and the baselines if the caller measured one. Until then the job stays
-    /// running: whoever follows it waits for the side-by-side figures too.
-    pub fn finish(&mut self, head_to_head: Option<HeadToHead>, now_ms: u64) {
-        if head_to_head.is_some() {
-            self.job.head_to_head = head_to_head;
-        }
-        // After the head-to-head the job reports its winner's side-by-side value, so that `best`,
-        // the baselines and the speed-ups all come from the same rounds; a job reporting its
-        // winner's earlier, solo measurement next to side-by-side baselines read as if a plan
-        // that measured faster had been passed over.
-        self.job.best = match &self.job.head_to_head {
-            Some(h) if self.trials.iter().any(|t| t.n == h.best_trial && t.measured.is_some()) => {
-                Some((h.best_trial, h.best))
-            }
-            _ => self.best().map(|t| (t.n, t.measured.as_ref().unwrap().value)),
-        };
+    /// Ends the job once [`Tuner::next`] has nothing more to measure, after the caller put the
+    /// head-to-head (if it measured one) on `job.head_to_head`. Until then the job stays running:
+    /// whoever follows it waits for the side-by-side figures too.
+    pub fn finish(&mut self, now_ms: u64) {
+        // The best plan is reported with its side-by-side value when it won a head-to-head, so
+        // that `best`, the baselines and the speed-ups all come from the same rounds; its earlier,
+        // solo measurement next to side-by-side baselines read as if a plan that measured faster
+        // had been passed over.
+        self.job.best = self.best().map(|t| match &self.job.head_to_head {
+            Some(h) if h.best_trial == t.n => (t.n, h.best),
+            _ => (t.n, t.measured.as_ref().unwrap().value),
+        });
         self.job.status = JobStatus::Done;
         self.job.updated_ms = now_ms;
     }
@@ -393,7 +388,7 @@ impl Tuner {
 mod tests {
     use super::*;
     use crate::rules::MemoryCaps;
-    use embtune_protocol::tuning::{ClusterDesc, JobConfig};
+    use embtune_protocol::tuning::{ClusterDesc, HeadToHead, JobConfig};
     use embtune_workloads::{AccessProfile, BatchGenerator, Preset, PresetOptions};
     use std::collections::BTreeMap;
 
@@ -453,7 +448,7 @@ mod tests {
             t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
         assert_eq!(t.job.status, JobStatus::Running, "running until the caller finishes it");
-        t.finish(None, 1);
+        t.finish(1);
         assert_eq!(t.job.status, JobStatus::Done);
         assert_eq!(t.job.baselines.len(), 5);
         assert_eq!(t.search_trials(), 9);
@@ -494,7 +489,8 @@ mod tests {
         let round: BTreeMap<u32, f64> = [(5, 100.0), (7, 98.0), (8, 97.0), (0, 60.0), (1, 105.0)].into_iter().collect();
         let names = [(0, "round-robin".to_string()), (1, "all-replicate".to_string())].into_iter().collect();
         let h = HeadToHead::from_rounds(Objective::Throughput, &[round], &names).unwrap();
-        t.finish(Some(h), 9);
+        t.job.head_to_head = Some(h);
+        t.finish(9);
         assert_eq!(t.job.status, JobStatus::Done);
         assert_eq!(t.best().unwrap().n, 1);
         assert_eq!(t.job.best, Some((1, 105.0)), "the winner's side-by-side value, not its trial's");
