@@ -200,5 +200,10 @@ pub fn limit(a: LimitArgs) -> Result<()> {
     t.add_row(vec!["best".into(), ui::si(r.ceiling_best), ui::si(r.engine_best), format!("{:.2}", r.ratio)]);
     println!("{t}");
     println!("ceiling kernels: {}; engine kernels: {} (run-time dispatch)", r.ceiling_isa, r.engine_isa);
+    println!(
+        "the batches read {} of rows per pass, against a {} last-level cache",
+        ui::bytes(r.pool_row_bytes),
+        ui::bytes(r.llc_bytes)
+    );
     Ok(())
 }

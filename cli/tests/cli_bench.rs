@@ -112,6 +112,29 @@ fn compare_reports_a_ratio_per_variant() {
 }
 
 #[test]
+fn limit_reads_far_more_rows_than_the_last_level_cache() {
+    // A small table keeps the test fast; the batch pool, not the table, decides whether the
+    // ceiling measures the memory system or cache hits.
+    let out = embtune(&[
+        "limit",
+        "--table-gib",
+        "0.0625",
+        "--rounds",
+        "1",
+        "--round-secs",
+        "0.1",
+        "--prefetch",
+        "16",
+        "--json",
+    ]);
+    let r = json(&out);
+    let (pool, llc) = (r["pool_row_bytes"].as_u64().unwrap(), r["llc_bytes"].as_u64().unwrap());
+    assert!(llc > 0, "the last-level cache was not detected: {r}");
+    assert!(pool >= 4 * llc, "the batches read {pool} B of rows per pass, under 4x the {llc} B LLC");
+    assert!(r["ceiling_best"].as_f64().unwrap() > 0.0 && r["engine_best"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn profile_of_a_trace_reports_its_skew() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.txt");

@@ -62,6 +62,12 @@ pub struct LimitReport {
     pub threads: usize,
     pub table_bytes: u64,
     pub huge_page_bytes: u64,
+    /// Bytes of rows one pass over the batch pool reads, and the last-level cache they are
+    /// meant to dwarf.
+    #[serde(default)]
+    pub pool_row_bytes: u64,
+    #[serde(default)]
+    pub llc_bytes: u64,
     pub ceiling_isa: String,
     pub engine_isa: String,
     pub ceiling: Vec<Contender>,
@@ -95,7 +101,11 @@ impl Setup {
             })
             .map_err(|e| EngineError::Deploy(e.to_string()))?;
         let g = BatchGenerator::new(&spec).map_err(|e| EngineError::Deploy(e.to_string()))?;
-        let batches: Vec<Arc<QueryBatch>> = g.pool(0, 64.max(cfg.threads * 8)).into_iter().map(Arc::new).collect();
+        let batches: Vec<Arc<QueryBatch>> = g
+            .pool(0, pool_batches(&g, cfg, crate::machine::MachineInfo::detect().llc_bytes))
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         // The ceiling's own table: the same contents the engine materialises.
         let seed = embtune_protocol::plan::table_seed(&spec, 0);
         let table = RowStore::alloc(rows, embtune_workloads::RowType::F32, DIM as u32, true)
@@ -149,6 +159,23 @@ impl Setup {
     }
 }
 
+/// How many batches both sides rotate through. The rows they touch must be far more than the
+/// last-level cache holds, or the ceiling measures cache hits, not the memory system: with a
+/// fixed pool of 128 batches of 256 samples, the 16-thread runs on a host with a 300 MiB LLC
+/// touched 168 MB of rows, and read 2.4x faster than with batches of 2048 samples, which
+/// touched 1.3 GB (BENCHMARKS.md, "Engine: the gather ceiling"). Every thread also needs
+/// batches of its own.
+pub fn pool_batches(g: &BatchGenerator, cfg: &LimitConfig, llc_bytes: u64) -> usize {
+    // Ids cost 4 bytes against each row's 256; 256 MiB of ids is a 16 GiB sweep of rows.
+    g.pool_size_for(llc_bytes, 256 << 20).max(cfg.threads * 8)
+}
+
+/// Bytes of rows the batch pool reads per pass (counting repeats): what the ceiling's claim
+/// to measure the memory system rests on, compared with the last-level cache.
+pub fn pool_row_bytes(batches: &[Arc<QueryBatch>]) -> u64 {
+    batches.iter().map(|b| b.ids.len() as u64 * (DIM as u64 * 4)).sum()
+}
+
 /// Runs the comparison; `progress` gets (round, rounds).
 pub fn run(cfg: &LimitConfig, progress: &dyn Fn(usize, usize)) -> Result<LimitReport, EngineError> {
     let setup = Setup::new(cfg)?;
@@ -187,6 +214,8 @@ pub fn run(cfg: &LimitConfig, progress: &dyn Fn(usize, usize)) -> Result<LimitRe
         threads: cfg.threads,
         table_bytes: table.bytes(),
         huge_page_bytes: table.huge_bytes(),
+        pool_row_bytes: pool_row_bytes(batches),
+        llc_bytes: crate::machine::MachineInfo::detect().llc_bytes,
         ceiling_isa: isa.into(),
         engine_isa: engines[0].1.isa().name().into(),
         ceiling,
