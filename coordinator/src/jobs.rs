@@ -213,10 +213,10 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     // The workload the trials are measured with, and the profile the model and hot caches use.
     let generator = BatchGenerator::new(&spec).map_err(|e| e.to_string())?;
     let profile = embtune_workloads::profile::profile_generator(&generator);
-    let pool = payload_pool(&generator, &spec);
     let fresh = trials.is_empty();
     let mut tuner = Tuner::new(job, trials);
     wait_for_workers(c, stop, Duration::from_secs(120))?;
+    let pool = payload_pool(c, &generator, &spec);
     if fresh {
         // Connections to the workers start in slow start with small datagrams; load them for a
         // while first, so that the first trial measured (a baseline) is not handicapped.
@@ -365,9 +365,13 @@ fn head_to_head(
 }
 
 /// The batches a job loads the cluster with, encoded once: enough of them that the rows they
-/// touch outgrow the caches.
-fn payload_pool(g: &BatchGenerator, spec: &ModelSpec) -> Vec<Payload> {
-    g.pool(0, g.pool_size_for(32 << 20, 256 << 20)).iter().map(|b| Payload::new(b, spec.digest())).collect()
+/// read per pass are four times the workers' last-level caches together (workers on one host
+/// each count the shared cache, which only makes the pool larger), within 256 MiB of ids. A
+/// fixed pool sized for a 32 MiB cache fit in the 300 MiB LLC of a 16-core host, where it
+/// measures cache hits (ARCHITECTURE.md, "a benchmark's batches outgrow the last-level cache").
+fn payload_pool(c: &Coordinator, g: &BatchGenerator, spec: &ModelSpec) -> Vec<Payload> {
+    let llc = c.hellos().iter().map(|h| h.llc_bytes).sum::<u64>().max(32 << 20);
+    g.pool(0, g.pool_size_for(llc, 256 << 20)).iter().map(|b| Payload::new(b, spec.digest())).collect()
 }
 
 /// Rows per table of the free-engine shape a job's ceiling is measured on.
@@ -389,7 +393,7 @@ fn ceiling(
     let plan = embtune_tuner::Strategy::AllReplicate
         .plan(&free, &topology, &Default::default())
         .map_err(|e| format!("planning the free-engine shape: {e}"))?;
-    let pool = payload_pool(&BatchGenerator::new(&free).map_err(|e| e.to_string())?, &free);
+    let pool = payload_pool(c, &BatchGenerator::new(&free).map_err(|e| e.to_string())?, &free);
     rt.block_on(c.deploy(free, plan)).map_err(|e| format!("deploying the free-engine shape: {}", e.message))?;
     let mut values = Vec::new();
     for _ in 0..cfg.head_to_head_rounds.max(1) {
