@@ -205,5 +205,12 @@ pub fn limit(a: LimitArgs) -> Result<()> {
         ui::bytes(r.pool_row_bytes),
         ui::bytes(r.llc_bytes)
     );
+    if r.table_bytes < 4 * r.llc_bytes {
+        println!(
+            "note: the table is less than 4x the last-level cache, so both figures include cache hits; \
+             pass --table-gib {} or more to measure the memory system",
+            (4 * r.llc_bytes).div_ceil(1 << 30)
+        );
+    }
     Ok(())
 }
