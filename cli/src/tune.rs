@@ -343,9 +343,10 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
         // Over 100% is the noise of two measurements of the same bound.
         let reach = if share >= 1.0 { "is at it".to_string() } else { format!("reaches {:.0}% of it", share * 100.0) };
         println!(
-            "ceiling: {} {} with every table cut to 1,000 rows (the engine nearly free); the best plan {reach}{}",
+            "ceiling: {} {} with every table cut to {} rows (the engine nearly free); the best plan {reach}{}",
             fmt(c),
             o.unit(),
+            embtune_protocol::tuning::CEILING_ROWS,
             if share >= 0.9 { ": routing and transport, not placement, bound this cluster" } else { "" }
         );
     }

@@ -282,7 +282,10 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         }
     }
     if tuner.job.ceiling.is_none() && tuner.job.config.head_to_head_rounds > 0 {
-        tracing::info!("job {id}: the cluster's ceiling, every table cut to {CEILING_ROWS} rows");
+        tracing::info!(
+            "job {id}: the cluster's ceiling, every table cut to {} rows",
+            embtune_protocol::tuning::CEILING_ROWS
+        );
         match ceiling(c, rt, &spec, &tuner.job.config, stop) {
             Ok(Some(v)) => tuner.job.ceiling = Some(v),
             Ok(None) if stop.load(Ordering::Relaxed) => return interrupted(&mut tuner),
@@ -374,10 +377,8 @@ fn payload_pool(c: &Coordinator, g: &BatchGenerator, spec: &ModelSpec) -> Vec<Pa
     g.pool(0, g.pool_size_for(llc, 256 << 20)).iter().map(|b| Payload::new(b, spec.digest())).collect()
 }
 
-/// Rows per table of the free-engine shape a job's ceiling is measured on.
-const CEILING_ROWS: u64 = 1000;
-
-/// Measures a job's ceiling: its shape with every table cut to [`CEILING_ROWS`] rows and
+/// Measures a job's ceiling: its shape with every table cut to
+/// [`CEILING_ROWS`](embtune_protocol::tuning::CEILING_ROWS) rows and
 /// replicated, one round per head-to-head round, the median. The engine is then nearly free, so
 /// this is what routing, transport and reduction allow on this cluster. `None` when asked to
 /// stop. The real plan is deployed again by the caller.
@@ -388,7 +389,7 @@ fn ceiling(
     cfg: &JobConfig,
     stop: &AtomicBool,
 ) -> Result<Option<f64>, String> {
-    let free = spec.free_engine_shape(CEILING_ROWS);
+    let free = spec.free_engine_shape(embtune_protocol::tuning::CEILING_ROWS);
     let (topology, _, _) = context_parts(c);
     let plan = embtune_tuner::Strategy::AllReplicate
         .plan(&free, &topology, &Default::default())

@@ -183,7 +183,7 @@ pub struct Job {
     #[serde(default)]
     pub head_to_head: Option<HeadToHead>,
     /// The cluster's ceiling for this job's shape: the objective measured after the
-    /// head-to-head with every table cut to 1,000 rows and replicated (the engine nearly free;
+    /// head-to-head with every table cut to [`CEILING_ROWS`] rows and replicated (the engine nearly free;
     /// `ModelSpec::free_engine_shape`). No plan of the real tables can do better, so the best
     /// plan's share of it says how much any placement could still gain.
     #[serde(default)]
@@ -358,6 +358,10 @@ pub struct Measured {
     pub p99_us: f64,
     pub errors: u64,
 }
+
+/// Rows per table of the free-engine shape a job's ceiling is measured on
+/// (`ModelSpec::free_engine_shape`): few enough that every row stays in cache.
+pub const CEILING_ROWS: u64 = 1000;
 
 /// How the failure of a trial whose plan cannot fit in memory begins: such a trial is never
 /// deployed, and its stored plan is only a stand-in.

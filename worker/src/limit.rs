@@ -83,6 +83,8 @@ pub struct Setup {
     pub spec: embtune_workloads::ModelSpec,
     pub batches: Vec<Arc<QueryBatch>>,
     pub table: RowStore,
+    /// The last-level cache the batches were sized against.
+    pub llc_bytes: u64,
 }
 
 impl Setup {
@@ -101,11 +103,9 @@ impl Setup {
             })
             .map_err(|e| EngineError::Deploy(e.to_string()))?;
         let g = BatchGenerator::new(&spec).map_err(|e| EngineError::Deploy(e.to_string()))?;
-        let batches: Vec<Arc<QueryBatch>> = g
-            .pool(0, pool_batches(&g, cfg, crate::machine::MachineInfo::detect().llc_bytes))
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let llc_bytes = crate::machine::MachineInfo::detect().llc_bytes;
+        let batches: Vec<Arc<QueryBatch>> =
+            g.pool(0, pool_batches(&g, cfg, llc_bytes)).into_iter().map(Arc::new).collect();
         // The ceiling's own table: the same contents the engine materialises.
         let seed = embtune_protocol::plan::table_seed(&spec, 0);
         let table = RowStore::alloc(rows, embtune_workloads::RowType::F32, DIM as u32, true)
@@ -117,7 +117,7 @@ impl Setup {
                 s.spawn(move || table.fill(seed, (t * per).min(rows), ((t + 1) * per).min(rows), |r| r));
             }
         });
-        Ok(Setup { spec, batches, table })
+        Ok(Setup { spec, batches, table, llc_bytes })
     }
 
     /// An engine of `threads` cores with the same table replicated, read by the direct flow.
@@ -165,14 +165,14 @@ impl Setup {
 /// touched 168 MB of rows, and read 2.4x faster than with batches of 2048 samples, which
 /// touched 1.3 GB (BENCHMARKS.md, "Engine: the gather ceiling"). Every thread also needs
 /// batches of its own.
-pub fn pool_batches(g: &BatchGenerator, cfg: &LimitConfig, llc_bytes: u64) -> usize {
+fn pool_batches(g: &BatchGenerator, cfg: &LimitConfig, llc_bytes: u64) -> usize {
     // Ids cost 4 bytes against each row's 256; 256 MiB of ids is a 16 GiB sweep of rows.
     g.pool_size_for(llc_bytes, 256 << 20).max(cfg.threads * 8)
 }
 
 /// Bytes of rows the batch pool reads per pass (counting repeats): what the ceiling's claim
 /// to measure the memory system rests on, compared with the last-level cache.
-pub fn pool_row_bytes(batches: &[Arc<QueryBatch>]) -> u64 {
+fn pool_row_bytes(batches: &[Arc<QueryBatch>]) -> u64 {
     batches.iter().map(|b| b.ids.len() as u64 * (DIM as u64 * 4)).sum()
 }
 
@@ -215,7 +215,7 @@ pub fn run(cfg: &LimitConfig, progress: &dyn Fn(usize, usize)) -> Result<LimitRe
         table_bytes: table.bytes(),
         huge_page_bytes: table.huge_bytes(),
         pool_row_bytes: pool_row_bytes(batches),
-        llc_bytes: crate::machine::MachineInfo::detect().llc_bytes,
+        llc_bytes: setup.llc_bytes,
         ceiling_isa: isa.into(),
         engine_isa: engines[0].1.isa().name().into(),
         ceiling,

@@ -442,6 +442,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn the_free_engine_shape_keeps_what_crosses_the_wire() {
@@ -460,8 +461,6 @@ mod tests {
         assert!(free.tables.iter().all(|t| t.dist == AccessDist::Uniform));
         assert_ne!(free.digest(), spec.digest());
     }
-
-    use super::*;
 
     #[test]
     fn distributions_round_trip_through_their_string_form() {
