@@ -88,6 +88,7 @@ fn load(a: &PlanArgs) -> Result<(ModelSpec, Plan)> {
 fn owners(p: &Placement) -> String {
     match p {
         Placement::Replicated => "every core".into(),
+        Placement::Client => "every client".into(),
         p => {
             let o: Vec<String> = p.owners().iter().map(|c| c.to_string()).collect();
             if o.len() > 6 { format!("{} .. {} ({} shards)", o[0], o[o.len() - 1], o.len()) } else { o.join(" ") }
@@ -165,6 +166,11 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
                     Placement::Owned(c) => {
                         format!("owned by {c}: its whole {} stays in one core's caches", ui::bytes(bytes))
                     }
+                    Placement::Client => format!(
+                        "client-resident: {} in every client, pooled there; its {} pooled bytes a batch never cross the network",
+                        ui::bytes(bytes),
+                        spec.batch_size as u64 * ts.dim as u64 * 4
+                    ),
                     pl => format!(
                         "{} shards by {} mass: each core caches only its shard's hottest rows ({} of {} cores)",
                         pl.shards(),

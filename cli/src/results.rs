@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_protocol::tuning::{BestRecord, Job, Trial};
 use embtune_tuner::job::Tuner;
 use embtune_tuner::store::{Store, StoreError};
@@ -70,7 +70,7 @@ pub struct Source {
 /// An open source of results.
 pub enum Results {
     Local(Store),
-    Remote(Client, tokio::runtime::Runtime),
+    Remote(CoordinatorClient, tokio::runtime::Runtime),
 }
 
 impl Results {

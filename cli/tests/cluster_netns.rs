@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Proc, wait_until};
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_protocol::wire::{ClusterInfo, ErrorKind};
 use embtune_protocol::{Placement, Plan};
 use embtune_transport::TransportError;
@@ -117,12 +117,12 @@ impl NsCluster {
     }
 
     /// A library client whose socket lives in the client's namespace, with its runtime.
-    fn client(&self) -> (tokio::runtime::Runtime, Client) {
+    fn client(&self) -> (tokio::runtime::Runtime, CoordinatorClient) {
         let (addr, certs) = (self.coordinator_addr(), self.certs.clone());
         netns::in_netns(&self.net.node("client").ns, move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             let client = rt
-                .block_on(Client::connect(addr, &certs))
+                .block_on(CoordinatorClient::connect(addr, &certs))
                 .expect("connecting to the coordinator from the client namespace");
             (rt, client)
         })
@@ -187,7 +187,7 @@ fn bench(c: &NsCluster, extra: &[&str]) -> serde_json::Value {
 /// Queries `batch` and checks every pooled value against the reference.
 fn check(
     rt: &tokio::runtime::Runtime,
-    client: &Client,
+    client: &CoordinatorClient,
     spec: &ModelSpec,
     plan: &Plan,
     batch: &QueryBatch,

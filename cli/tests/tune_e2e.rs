@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Cluster, exe, wait_until};
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_protocol::tuning::{JobConfig, JobStatus, Objective};
 use embtune_transport::TransportError;
 use embtune_workloads::{Preset, PresetOptions};
@@ -139,7 +139,7 @@ fn kill_9_of_the_coordinator_loses_no_committed_trial_and_the_job_resumes() {
     let rt = rt();
     let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.002), ..Default::default() }).unwrap();
     let id = rt.block_on(async {
-        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
         client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
         client.submit_tune("avazu@0.002", &spec, &quick(8)).await.unwrap()
     });
@@ -149,7 +149,7 @@ fn kill_9_of_the_coordinator_loses_no_committed_trial_and_the_job_resumes() {
         // Let it commit a trial or two more, then kill it hard.
         let want = committed.len() + 2;
         let got = wait_until(Duration::from_secs(60), || {
-            let client = rt.block_on(Client::connect(c.addr, &c.certs));
+            let client = rt.block_on(CoordinatorClient::connect(c.addr, &c.certs));
             client.ok().and_then(|cl| rt.block_on(cl.job(&id)).ok()).is_some_and(|(_, t)| t.len() >= want)
         });
         assert!(got.is_some(), "round {round}: no progress: {}", c.log("coordinator"));
@@ -173,13 +173,14 @@ fn kill_9_of_the_coordinator_loses_no_committed_trial_and_the_job_resumes() {
     }
     // The workers re-register with the new coordinator, which resumes the job to the end.
     let done = wait_until(Duration::from_secs(120), || {
-        rt.block_on(Client::connect(c.addr, &c.certs))
+        rt.block_on(CoordinatorClient::connect(c.addr, &c.certs))
             .ok()
             .and_then(|cl| rt.block_on(cl.job(&id)).ok())
             .is_some_and(|(j, _)| j.status == JobStatus::Done)
     });
     assert!(done.is_some(), "the job did not finish after restarts: {}", c.log("coordinator"));
-    let (job, trials) = rt.block_on(async { Client::connect(c.addr, &c.certs).await.unwrap().job(&id).await.unwrap() });
+    let (job, trials) =
+        rt.block_on(async { CoordinatorClient::connect(c.addr, &c.certs).await.unwrap().job(&id).await.unwrap() });
     for (a, b) in committed.iter().zip(&trials) {
         assert_eq!(a, b);
     }
@@ -192,7 +193,7 @@ fn a_worker_lost_during_a_job_fails_a_trial_and_the_job_goes_on() {
     let mut c = Cluster::start(2);
     let rt = rt();
     let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.002), ..Default::default() }).unwrap();
-    let client = rt.block_on(Client::connect(c.addr, &c.certs)).unwrap();
+    let client = rt.block_on(CoordinatorClient::connect(c.addr, &c.certs)).unwrap();
     let id = rt.block_on(async {
         client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
         client.submit_tune("avazu@0.002", &spec, &JobConfig { round_s: 0.5, max_rounds: 4, ..quick(6) }).await.unwrap()
@@ -228,7 +229,7 @@ fn impossible_constraints_are_refused_before_anything_is_deployed() {
     let c = Cluster::start(1);
     let rt = rt();
     rt.block_on(async {
-        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
         client.wait_for_workers(1, Duration::from_secs(20)).await.unwrap();
         // The worker may hold 2 GB (see common); one table of 10 GB cannot fit anywhere.
         let spec = Preset::Synthetic

@@ -202,13 +202,16 @@ impl prometheus_client::collector::Collector for Collector {
 
         // The deployed plan.
         {
-            let mut modes: Vec<(Labels, f64)> =
-                ["replicated", "owned", "sharded"].iter().map(|m| (vec![("mode", m.to_string())], 0.0)).collect();
+            let mut modes: Vec<(Labels, f64)> = ["replicated", "owned", "sharded", "client"]
+                .iter()
+                .map(|m| (vec![("mode", m.to_string())], 0.0))
+                .collect();
             if let Some(a) = self.c.active() {
                 for t in &a.plan.tables {
                     let i = match t.placement {
                         Placement::Replicated => 0,
                         Placement::Owned(_) => 1,
+                        Placement::Client => 3,
                         _ => 2,
                     };
                     modes[i].1 += 1.0;
@@ -246,7 +249,7 @@ impl prometheus_client::collector::Collector for Collector {
             &mut e,
             "embtune_tune_trials_target",
             "Trials the job will record: its search trials and the baselines.",
-            &per_job(&|j| Some((j.config.trials as usize + views::baseline_count()) as f64)),
+            &per_job(&|j| Some((j.config.trials as usize + views::baseline_count(j)) as f64)),
         )?;
         gauges(
             &mut e,

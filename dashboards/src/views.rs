@@ -9,8 +9,8 @@ use embtune_protocol::tuning::{Job, Objective, Trial, TrialKind};
 use embtune_tuner::job::Tuner;
 
 /// The baselines a job measures before its search.
-pub fn baseline_count() -> usize {
-    embtune_tuner::Strategy::BASELINES.len()
+pub fn baseline_count(job: &Job) -> usize {
+    embtune_tuner::Strategy::baselines(job.config.client_memory_bytes).len()
 }
 
 /// The best baseline of a job: (name, value).
@@ -65,7 +65,7 @@ pub fn summary(job: &Job, trials: &[Trial]) -> Value {
         "trials": search,
         "trials_total": trials.len(),
         "search_trials": search,
-        "target_trials": job.config.trials as usize + baseline_count(),
+        "target_trials": job.config.trials as usize + baseline_count(job),
         "failed_trials": trials.iter().filter(|t| t.failure.is_some() || t.measured.is_none()).count(),
         "best": best,
         "best_trial": job.best.map(|b| b.0),
@@ -98,7 +98,7 @@ pub fn list_row(job: &Job, counts: crate::state::Counts, running: bool) -> Value
         "measured_trials": counts.measured,
         "failed_trials": counts.failed,
         "search_trials": counts.search,
-        "target_trials": job.config.trials as usize + baseline_count(),
+        "target_trials": job.config.trials as usize + baseline_count(job),
         "objective": job.config.objective.name(),
         "unit": job.config.objective.unit(),
         "maximise": job.config.objective.maximise(),
