@@ -136,6 +136,7 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                 })).collect();
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({
                     "workers": workers, "plan_id": s.plan_id, "model": s.model, "queries": s.queries, "query_errors": s.query_errors,
+                    "loadgens": s.loadgens,
                 }))?);
             } else {
                 println!("model {} (plan {}), {} queries served, {} failed",
@@ -148,6 +149,10 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                         cores, ui::bytes(w.bytes_held), w.queue.to_string(), w.requests.to_string()]);
                 }
                 println!("{t}");
+                if !s.loadgens.is_empty() {
+                    let names: Vec<String> = s.loadgens.iter().map(|l| format!("{} ({} cores)", l.name, l.cores)).collect();
+                    println!("load generators: {}", names.join(", "));
+                }
             }
             Ok(())
         }),

@@ -1,7 +1,9 @@
 //! The cluster across hosts: a coordinator, three workers and a client, each in a network
 //! namespace of its own, joined by veth pairs to a bridge, the workers' links shaped with netem
 //! (2 ms +- 0.5 ms and 1% loss each way) where the kernel has it. A plan that replicates small
-//! tables and shards large ones is deployed and verified against the reference; one worker is
+//! tables and shards large ones is deployed and verified against the reference, with the client
+//! querying the workers straight over the shaped links (the direct path) and through the
+//! coordinator's relay; one worker is
 //! killed with SIGKILL (detected within 2 s, replicated tables still served, full queries refused
 //! with an error that names the missing shard), restarted, and verified again.
 //!
@@ -242,6 +244,7 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     // 2. Deploy `size-threshold` (small tables replicated, large ones sharded across workers) and verify
     // through the CLI. (`auto` would replicate everything here: every table fits in each worker's memory.)
     let r = bench(&c, &["--strategy", "size-threshold"]);
+    assert_eq!(r["path"], "direct", "{r}");
     let plan_summary = r["plan"].clone();
     say(&format!(
         "[{:>5.1}s] bench verified: plan {plan_summary}, {} batches, p50 {} us, p99 {} us",
@@ -340,6 +343,8 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     drop(rt);
     let r = bench(&c, &[]);
     assert_eq!(r["plan"], plan_summary, "the bench kept the deployed plan");
+    let relayed = bench(&c, &["--via", "coordinator"]);
+    assert_eq!(relayed["path"], "coordinator", "{relayed}");
     say(&format!(
         "[{:>5.1}s] bench verified again after the restart; {} batches",
         t0.elapsed().as_secs_f64(),

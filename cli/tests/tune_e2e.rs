@@ -78,7 +78,8 @@ fn tune_local_and_results_follow_the_contract() {
     let h = &r["head_to_head"];
     assert_eq!(h["rounds"], 3, "{r}");
     assert!(h["best"].as_f64().unwrap() > 0.0, "{r}");
-    for b in ["round-robin", "all-replicate", "all-shard", "size-threshold", "greedy-cost"] {
+    // Clients may hold tables (256 MiB by default), so the client-side baseline is measured too.
+    for b in ["round-robin", "all-replicate", "all-shard", "size-threshold", "greedy-cost", "client-small"] {
         assert!(baselines[b].as_f64().unwrap() > 0.0, "baseline {b}: {r}");
         assert!(h["baselines"][b].as_f64().unwrap() > 0.0, "head-to-head {b}: {r}");
         let x = r["speedup_vs"][b].as_f64().unwrap();
@@ -101,14 +102,14 @@ fn tune_local_and_results_follow_the_contract() {
     assert_eq!(l[0]["job"], job.as_str());
     assert_eq!(l[0]["preset"], "avazu@0.002");
     assert_eq!(l[0]["status"], "done");
-    assert_eq!(l[0]["trials"], 8);
+    assert_eq!(l[0]["trials"], 9);
     let show = json(&run(&["results", "show", &job, "--data-dir", d, "--json"]));
-    assert_eq!(show["trials"].as_array().unwrap().len(), 8);
+    assert_eq!(show["trials"].as_array().unwrap().len(), 9);
     let best = json(&run(&["results", "best", "--preset", "avazu@0.002", "--data-dir", d, "--json"]));
     assert_eq!(best["job"], job.as_str());
     assert!(best["plan"]["tables"].as_array().unwrap().len() == 21);
     let csv = run(&["results", "export", &job, "--format", "csv", "--data-dir", d]);
-    assert_eq!(String::from_utf8_lossy(&csv.stdout).lines().count(), 9);
+    assert_eq!(String::from_utf8_lossy(&csv.stdout).lines().count(), 10);
 
     // The best plan runs locally through `bench --plan`.
     let plan = dir.path().join("plan.json");

@@ -56,6 +56,9 @@ pub struct ClientConfig {
     pub retry_for: Duration,
     /// How often the routing table is refreshed in the background.
     pub refresh: Duration,
+    /// The id the workers count this client's traffic under (default: a random one; 0 is the
+    /// coordinator's relay).
+    pub id: Option<u32>,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +70,7 @@ impl Default for ClientConfig {
             local_cores: 1,
             retry_for: Duration::from_secs(10),
             refresh: Duration::from_millis(250),
+            id: None,
         }
     }
 }
@@ -218,7 +222,7 @@ impl Client {
             as u64
             ^ ((std::process::id() as u64) << 32);
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
-        let id = (rng.next_u32() | 1).max(1);
+        let id = cfg.id.unwrap_or_else(|| rng.next_u32() | 1);
         let c = Client {
             inner: Arc::new(Inner {
                 wire: std::sync::atomic::AtomicU8::new(
@@ -412,6 +416,7 @@ impl Client {
         let deadline = t0 + self.inner.cfg.retry_for;
         let mut stats = QueryStats::default();
         let mut backoff = Duration::from_millis(5);
+        let mut refreshed = false;
         loop {
             let state = match self.state() {
                 Some(s) => s,
@@ -443,6 +448,13 @@ impl Client {
                     return Ok((head, out, stats));
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Unroutable(e)) if refreshed => return Err(e),
+                Err(Attempt::Unroutable(_)) => {
+                    refreshed = true;
+                    if let Err(e) = self.refresh().await {
+                        tracing::debug!("no fresher routing table ({e}); the cached one stands");
+                    }
+                }
                 Err(Attempt::Retry { stale, error }) => {
                     if Instant::now() + backoff > deadline {
                         return Err(error);
@@ -495,7 +507,7 @@ impl Client {
         };
         let replica = route::pick_replica(&loads, draws);
         let subs = route::split(&table.spec, &table.plan, batch, replica, &usable).map_err(|e| {
-            Attempt::Fatal(match e {
+            Attempt::Unroutable(match e {
                 // Name the registered worker, not its position in the plan.
                 RouteError::ShardUnavailable { table: t, shard, rows, worker } => remote(
                     ErrorKind::ShardUnavailable,
@@ -655,6 +667,9 @@ impl Client {
 
 /// Why an attempt at a query did not succeed.
 enum Attempt {
+    /// The routing table (or the workers this client avoids) leaves a shard without a worker:
+    /// worth one fresh look at the table, since a worker may have come back meanwhile.
+    Unroutable(TransportError),
     /// Run it again: a worker failed (`stale` false) or holds another plan (`stale` true).
     Retry { stale: bool, error: TransportError },
     /// Give up with this error.

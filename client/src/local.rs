@@ -50,7 +50,7 @@ impl LocalTables {
     pub async fn pool(&self, batch: QueryBatch, tables: Vec<u16>) -> Result<Vec<f32>, TransportError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.engine.submit(
-            Lookup { batch: Arc::new(batch), tables: tables.into(), finalize_mean: false },
+            Lookup { batch: Arc::new(batch), tables: tables.into(), finalize_mean: false, epoch: 0 },
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use embtune_protocol::wire::{ClientTraffic, CoreCounters, Heartbeat, RouteWorker, WorkerHello};
 
+/// How many `dead_after`s a stored deployment's worker is presumed healthy before it registers.
+pub const PRESUMED_FOR: u32 = 5;
+
 /// What the server must do for the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -56,6 +59,10 @@ pub struct Member {
     pub healthy: bool,
     /// A bring-up is under way, so heartbeats do not start another.
     pub bringing_up: bool,
+    /// Known from a stored deployment and not yet registered: the routing table lists it as
+    /// healthy for a grace period, because clients serving from it must not stop while a
+    /// restarted coordinator waits for its workers to register again.
+    pub presumed: bool,
     /// Bumped on every registration.
     pub generation: u64,
     /// The plan it holds, as far as the coordinator knows.
@@ -116,6 +123,7 @@ impl Membership {
             addr,
             healthy: false,
             bringing_up: false,
+            presumed: true,
             generation: 0,
             deployed_plan: 0,
             last_seen: now,
@@ -132,6 +140,11 @@ impl Membership {
     pub fn register(&mut self, hello: WorkerHello, addr: SocketAddr, now: Instant) -> (u16, Action) {
         let id = self.expect(hello.clone(), addr, now);
         self.set_healthy(id, false);
+        let m = &mut self.members[id as usize];
+        if m.presumed {
+            m.presumed = false;
+            self.generation += 1;
+        }
         let m = &mut self.members[id as usize];
         let holds = hello.holds;
         m.hello = hello;
@@ -200,8 +213,21 @@ impl Membership {
         healthy.then_some(why)
     }
 
-    /// Marks down every healthy worker silent for longer than `dead_after` at `now`.
+    /// Marks down every healthy worker silent for longer than `dead_after` at `now`, and stops
+    /// presuming healthy a stored deployment's worker that has not registered within
+    /// [`PRESUMED_FOR`] `dead_after`s.
     pub fn tick(&mut self, now: Instant) -> Vec<(u16, DownReason)> {
+        let grace = self.dead_after * PRESUMED_FOR;
+        let mut lapsed = false;
+        for m in self.members.iter_mut().filter(|m| m.presumed) {
+            if now.saturating_duration_since(m.last_seen) > grace {
+                m.presumed = false;
+                lapsed = true;
+            }
+        }
+        if lapsed {
+            self.generation += 1;
+        }
         let silent: Vec<u16> = self
             .members
             .iter()
@@ -231,7 +257,7 @@ impl Membership {
             .iter()
             .map(|&id| {
                 let m = &self.members[id as usize];
-                RouteWorker { id, addr: m.addr.to_string(), healthy: m.healthy, queue: m.queue }
+                RouteWorker { id, addr: m.addr.to_string(), healthy: m.healthy || m.presumed, queue: m.queue }
             })
             .collect()
     }
@@ -339,11 +365,26 @@ mod tests {
         assert_eq!(m.expect(hello("x"), addr(9), t0), 0);
         assert_eq!(m.expect(hello("y"), addr(8), t0), 1);
         assert!(m.healthy().is_empty(), "expected, not yet registered");
+        // Clients serving from the deployment go on meanwhile: the routing table presumes
+        // them healthy.
+        assert!(m.route_workers(&[0, 1]).iter().all(|w| w.healthy));
         // The second registers first; it is still position 1, and it holds plan 7.
         let mut h = hello("y");
         h.holds = 7;
         let (id, a) = m.register(h, addr(8), t0);
         assert_eq!((id, a), (1, Action::BringUp { id: 1, generation: 1, holds: 7 }));
+        assert!(!m.route_workers(&[0, 1])[1].healthy, "registered: healthy once brought up");
+        assert!(m.brought_up(1, 1, 7, t0));
+        // The first never comes back: after the grace period the table says so.
+        let g = m.generation();
+        m.heartbeat(hb(1, 7), t0 + Duration::from_millis(3500));
+        assert!(m.tick(t0 + Duration::from_secs(4)).is_empty());
+        assert!(m.route_workers(&[0, 1])[0].healthy, "still within the grace period");
+        m.heartbeat(hb(1, 7), t0 + Duration::from_secs(5));
+        m.tick(t0 + Duration::from_millis(5100));
+        assert!(!m.route_workers(&[0, 1])[0].healthy);
+        assert!(m.generation() > g);
+        assert_eq!(m.healthy(), vec![1], "only registered workers take deployments");
     }
 
     #[test]

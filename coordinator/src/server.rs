@@ -405,13 +405,15 @@ impl Coordinator {
             }
         }
         let plan = active.map_or(0, |a| a.plan_id);
-        let mut m = self.inner.membership.lock();
-        if !m.brought_up(id, generation, plan, Instant::now()) {
-            return true; // It registered again meanwhile; that registration's bring-up wins.
+        {
+            let mut m = self.inner.membership.lock();
+            if !m.brought_up(id, generation, plan, Instant::now()) {
+                return true; // It registered again meanwhile; that registration's bring-up wins.
+            }
+            self.inner.conns.write().insert(id, (generation, conn));
         }
-        self.inner.conns.write().insert(id, (generation, conn));
-        drop(m);
         tracing::info!("worker {id} at {addr} is up");
+        self.refresh_relay().await;
         true
     }
 
@@ -593,6 +595,7 @@ impl Coordinator {
         w: u16,
     ) -> Result<DeployedInfo, TransportError> {
         let mut a = active.plan.assignment(&active.spec, w);
+        a.plan_id = active.plan_id;
         a.fill_hot_ids(&active.plan, |t, n| active.hot[t].iter().take(n).copied().collect());
         let (resp, _) = call(
             conn,
@@ -624,6 +627,8 @@ impl Coordinator {
                 let cfg = ClientConfig {
                     lanes: self.inner.cfg.lanes,
                     timeout: self.inner.cfg.request_timeout,
+                    // The workers count relayed traffic as client 0.
+                    id: Some(0),
                     ..ClientConfig::default()
                 };
                 Client::with_source(source, &self.inner.identity, cfg)

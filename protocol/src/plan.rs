@@ -442,6 +442,7 @@ impl Plan {
             cores: cores.max(1),
             tables,
             knobs: self.knobs,
+            plan_id: 0,
         })
     }
 
@@ -477,7 +478,13 @@ impl Plan {
                 hot_ids: Vec::new(),
             });
         }
-        WorkerAssignment { worker: w, cores: self.topology.workers[w as usize].cores, tables, knobs: self.knobs }
+        WorkerAssignment {
+            worker: w,
+            cores: self.topology.workers[w as usize].cores,
+            tables,
+            knobs: self.knobs,
+            plan_id: 0,
+        }
     }
 
     /// A one-line summary: placements and flows counted.
@@ -527,6 +534,10 @@ pub struct WorkerAssignment {
     pub cores: u16,
     pub tables: Vec<LocalTable>,
     pub knobs: Knobs,
+    /// The deployment (plan id) this is part of; the engine refuses look-ups routed by any
+    /// other, atomically with the tables it swaps in. 0 outside a cluster.
+    #[serde(default)]
+    pub plan_id: u64,
 }
 
 impl WorkerAssignment {

@@ -60,12 +60,20 @@ pub fn plan_key(p: &Plan) -> u64 {
 }
 
 /// Moves a plan made for another topology onto `topo`: owners on cores `topo` lacks are folded
-/// onto the cores it has. Used when a worker is lost mid-job, and to run a cluster's plan on one
-/// engine.
+/// onto the cores it has, and where `topo` has no clients to hold tables (one engine), the
+/// client-resident tables are replicated instead, every engine holding them as every client
+/// would. Used when a worker is lost mid-job, and to run a cluster's plan on one engine.
 pub fn adapt_plan(plan: &Plan, topo: &Topology) -> Plan {
     let mut p = plan.clone();
     if p.topology == *topo {
         return p;
+    }
+    if topo.client_memory_bytes == 0 {
+        for t in &mut p.tables {
+            if t.placement.is_client() {
+                t.placement = embtune_protocol::Placement::Replicated;
+            }
+        }
     }
     let cores: Vec<_> = topo.cores().collect();
     for t in &mut p.tables {

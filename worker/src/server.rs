@@ -84,15 +84,16 @@ impl Backend {
         }
     }
 
-    /// Pools a request's batch; the CPU engine's threads or a blocking thread for the device.
-    async fn lookup(&self, batch: QueryBatch, tables: Vec<u16>) -> Result<LookupOutput, EngineError> {
+    /// Pools a request's batch, routed by plan `epoch`; the CPU engine's threads or a blocking
+    /// thread for the device.
+    async fn lookup(&self, batch: QueryBatch, tables: Vec<u16>, epoch: u64) -> Result<LookupOutput, EngineError> {
         match self {
             Backend::Cpu(e) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 // Workers return sums; the coordinator divides mean-pooled tables after adding
                 // shards up.
                 e.submit(
-                    Lookup { batch: Arc::new(batch), tables: tables.into(), finalize_mean: false },
+                    Lookup { batch: Arc::new(batch), tables: tables.into(), finalize_mean: false, epoch },
                     Box::new(move |r| {
                         let _ = tx.send(r);
                     }),
@@ -102,7 +103,7 @@ impl Backend {
             #[cfg(feature = "gpu")]
             Backend::Gpu(g) => {
                 let g = g.clone();
-                tokio::task::spawn_blocking(move || g.lookup(&batch, &tables))
+                tokio::task::spawn_blocking(move || g.lookup(&batch, &tables, epoch))
                     .await
                     .unwrap_or_else(|e| Err(EngineError::BadRequest(format!("the device thread failed: {e}"))))
             }
@@ -344,6 +345,7 @@ fn wire(e: EngineError) -> WireError {
         EngineError::BadRequest(_) => ErrorKind::BadFrame,
         EngineError::Deploy(_) => ErrorKind::Deploy,
         EngineError::ShuttingDown => ErrorKind::Internal,
+        EngineError::StalePlan { .. } => ErrorKind::StalePlan,
     };
     WireError::new(kind, e.to_string())
 }
@@ -492,7 +494,7 @@ async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Re
     let bytes_in = 4 * body.len() as u64;
     let offsets = body.split_off(head.ids as usize);
     let batch = QueryBatch { batch_size: head.batch_size, num_tables: head.tables.len() as u32, offsets, ids: body };
-    match state.engine.lookup(batch, head.tables).await {
+    match state.engine.lookup(batch, head.tables, head.plan_id).await {
         Ok(out) => {
             // Sums stay f32 in the engine; a narrower wire format rounds each value once, here.
             let words = embtune_protocol::codec::encode_pooled(head.reply, out.pooled);
