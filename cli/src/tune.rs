@@ -117,6 +117,8 @@ pub fn summary(job: &Job, trials: &[Trial]) -> serde_json::Value {
         "head_to_head": job.head_to_head,
         "ceiling": job.ceiling,
         "ceiling_share": job.ceiling_share(),
+        "ceiling_bound": job.ceiling_bound().map(|b| b.name()),
+        "ceiling_load": job.ceiling_load,
         "model_error": job.model_error,
         "cluster": job.cluster.key(),
     })

@@ -91,6 +91,25 @@ pub struct LoadResult {
     pub coordinator_us: u64,
     pub wire_bytes: u64,
     pub first_error: Option<String>,
+    /// CPU seconds this process used while measuring, and the CPUs it may run on.
+    pub cpu_s: f64,
+    pub cpus: f64,
+}
+
+/// CPU seconds (user and system) this process has used.
+pub fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// CPUs this process may run on (its affinity mask).
+pub fn process_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
 
 impl LoadResult {
@@ -107,6 +126,8 @@ impl LoadResult {
             coordinator_us: 0,
             wire_bytes: r.wire_bytes,
             first_error: r.first_error.clone(),
+            cpu_s: r.cpu_s,
+            cpus: r.cpus,
         }
     }
 
@@ -126,6 +147,8 @@ impl LoadResult {
             histogram: encode_histogram(&self.latency),
             first_error: self.first_error.clone(),
             verified: None,
+            cpu_s: self.cpu_s,
+            cpus: self.cpus,
         }
     }
 }
@@ -167,6 +190,8 @@ pub fn merge(reports: &[LoadReport]) -> LoadReport {
         m.engine_us += r.engine_us;
         m.sub_requests += r.sub_requests;
         m.retries += r.retries;
+        m.cpu_s += r.cpu_s;
+        m.cpus += r.cpus;
         if m.first_error.is_none() {
             m.first_error = r.first_error.clone();
         }
@@ -289,6 +314,7 @@ pub async fn run(target: &Target, cfg: &LoadConfig, tick: &(dyn Fn(f64, f64) + S
     }
     tokio::time::sleep(cfg.warmup).await;
     shared.measuring.store(true, Ordering::Relaxed);
+    let cpu0 = process_cpu_s();
     let t0 = Instant::now();
     while t0.elapsed() < cfg.duration {
         tokio::time::sleep(Duration::from_millis(100).min(cfg.duration)).await;
@@ -297,6 +323,7 @@ pub async fn run(target: &Target, cfg: &LoadConfig, tick: &(dyn Fn(f64, f64) + S
     }
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed();
+    let cpu_s = process_cpu_s() - cpu0;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -313,6 +340,8 @@ pub async fn run(target: &Target, cfg: &LoadConfig, tick: &(dyn Fn(f64, f64) + S
         coordinator_us: shared.coordinator_us.load(Ordering::Relaxed),
         wire_bytes: shared.wire_bytes.load(Ordering::Relaxed),
         first_error: shared.first_error.lock().clone(),
+        cpu_s,
+        cpus: process_cpus(),
     }
 }
 

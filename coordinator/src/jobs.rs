@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use embtune_protocol::tuning::{
-    ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, TrialKind, now_ms,
+    CeilingLoad, ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, TrialKind, now_ms,
 };
 use embtune_protocol::wire::{ErrorKind, LoadSpec, WireError};
 use embtune_protocol::{Topology, WorkerShape};
@@ -121,6 +121,7 @@ impl Coordinator {
             elapsed_s: 0.0,
             head_to_head: None,
             ceiling: None,
+            ceiling_load: None,
         };
         self.store().put_job(&job).map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
         let id = job.id.clone();
@@ -283,7 +284,10 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             embtune_protocol::tuning::CEILING_ROWS
         );
         match ceiling(c, rt, &spec, &tuner.job.config, stop) {
-            Ok(Some(v)) => tuner.job.ceiling = Some(v),
+            Ok(Some((v, load))) => {
+                tuner.job.ceiling = Some(v);
+                tuner.job.ceiling_load = Some(load);
+            }
             Ok(None) if stop.load(Ordering::Relaxed) => return interrupted(&mut tuner),
             Ok(None) => {}
             Err(e) => tracing::warn!("job {id}: no ceiling: {e}"),
@@ -385,7 +389,7 @@ fn ceiling(
     spec: &ModelSpec,
     cfg: &JobConfig,
     stop: &AtomicBool,
-) -> Result<Option<f64>, String> {
+) -> Result<Option<(f64, CeilingLoad)>, String> {
     let free = spec.free_engine_shape(embtune_protocol::tuning::CEILING_ROWS);
     let (topology, _, _) = context_parts(c);
     let plan = embtune_tuner::Strategy::AllReplicate
@@ -394,21 +398,36 @@ fn ceiling(
     let pool = payload_pool(c, &BatchGenerator::new(&free).map_err(|e| e.to_string())?);
     rt.block_on(c.deploy(free, plan)).map_err(|e| format!("deploying the free-engine shape: {}", e.message))?;
     let mut values = Vec::new();
+    let (mut cpu_s, mut cpu_avail, mut bytes, mut secs) = (0.0, 0.0, 0.0, 0.0);
     for _ in 0..cfg.head_to_head_rounds.max(1) {
         if stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        values.push(rt.block_on(measure_once(c, pool, cfg))?);
+        let r = rt.block_on(measure_round(c, pool, cfg))?;
+        values.push(r.value(cfg.objective));
+        cpu_s += r.cpu_s;
+        cpu_avail += r.cpus * r.secs;
+        bytes += r.wire_bytes as f64;
+        secs += r.secs;
     }
-    Ok(Some(embtune_protocol::tuning::median(&values)))
+    let load = CeilingLoad {
+        client_cpu_share: if cpu_avail > 0.0 { cpu_s / cpu_avail } else { 0.0 },
+        wire_bytes_per_s: bytes / secs.max(1e-9),
+    };
+    Ok(Some((embtune_protocol::tuning::median(&values), load)))
 }
 
 /// One measurement round of the deployed plan after a short warm-up: the objective's value.
 async fn measure_once(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<f64, String> {
+    Ok(measure_round(c, pool, cfg).await?.value(cfg.objective))
+}
+
+/// One measurement round of the deployed plan after a short warm-up.
+async fn measure_round(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<Round, String> {
     let _ = load_round(c, pool, cfg, Duration::from_millis(300)).await;
     let r = load_round(c, pool, cfg, Duration::from_secs_f64(cfg.round_s.max(0.05))).await;
     r.check()?;
-    Ok(r.value(cfg.objective))
+    Ok(r)
 }
 
 fn wait_for_workers(c: &Coordinator, stop: &AtomicBool, timeout: Duration) -> Result<(), String> {
@@ -468,6 +487,10 @@ struct Round {
     errors: u64,
     secs: f64,
     first_error: Option<String>,
+    /// The load generators' CPU seconds and CPUs, and the bytes on the wire.
+    cpu_s: f64,
+    cpus: f64,
+    wire_bytes: u64,
 }
 
 impl Round {
@@ -507,6 +530,9 @@ async fn load_round(c: &Coordinator, pool: Pool, cfg: &JobConfig, time: Duration
         errors: 1,
         secs: t0.elapsed().as_secs_f64().max(1e-3),
         first_error: Some(e),
+        cpu_s: 0.0,
+        cpus: 0.0,
+        wire_bytes: 0,
     };
     let Some(epoch) = c.active().map(|a| a.plan_id) else {
         return failed_round("nothing is deployed".into());
@@ -535,6 +561,9 @@ async fn load_round(c: &Coordinator, pool: Pool, cfg: &JobConfig, time: Duration
             errors: r.errors,
             secs: r.elapsed_s.max(1e-3),
             first_error: r.first_error,
+            cpu_s: r.cpu_s,
+            cpus: r.cpus,
+            wire_bytes: r.wire_bytes,
         },
         Err(e) => failed_round(e.message),
     }

@@ -244,6 +244,7 @@ mod tests {
             elapsed_s: 1.0,
             head_to_head: None,
             ceiling: None,
+            ceiling_load: None,
         }
     }
 

@@ -215,6 +215,7 @@ fn put_job(c: &Coordinator, spec: &ModelSpec, id: &str, scale: f64) -> Job {
         elapsed_s: 42.0,
         head_to_head: None,
         ceiling: None,
+        ceiling_load: None,
     };
     for (n, v) in values.iter().enumerate() {
         let kind = if n < 5 { TrialKind::Baseline(names[n].into()) } else { TrialKind::Search };

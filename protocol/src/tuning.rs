@@ -202,6 +202,59 @@ pub struct Job {
     /// plan's share of it says how much any placement could still gain.
     #[serde(default)]
     pub ceiling: Option<f64>,
+    /// What the clients and the network carried while the ceiling was measured.
+    #[serde(default)]
+    pub ceiling_load: Option<CeilingLoad>,
+}
+
+/// The load generators' side of a ceiling measurement.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CeilingLoad {
+    /// Share of their CPUs the load generators used (1 = every CPU they may run on, busy).
+    pub client_cpu_share: f64,
+    /// Bytes of look-ups and pooled rows per second on the network.
+    pub wire_bytes_per_s: f64,
+}
+
+/// What bounded a job's cluster: see [`Job::ceiling_bound`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// The workers' engines: the same shape with nearly free engines went clearly faster.
+    Engines,
+    /// The clients: at the ceiling the load generators' CPUs were nearly all busy.
+    Clients,
+    /// The network and its transport (sockets, encryption on either side): at the ceiling
+    /// neither the engines nor the clients' CPUs were the limit.
+    Network,
+}
+
+impl Bound {
+    /// Below this share of the ceiling, the real tables' engine work is what holds the best
+    /// plan back.
+    pub const ENGINES_BELOW: f64 = 0.8;
+    /// From this share of their CPUs, the load generators are the bound.
+    pub const CLIENTS_FROM: f64 = 0.85;
+
+    /// The bound, from the best plan's share of the ceiling and the load generators' CPU share
+    /// at the ceiling (unknown: not the clients).
+    pub fn classify(ceiling_share: f64, client_cpu_share: Option<f64>) -> Bound {
+        if ceiling_share < Bound::ENGINES_BELOW {
+            Bound::Engines
+        } else if client_cpu_share.is_some_and(|c| c >= Bound::CLIENTS_FROM) {
+            Bound::Clients
+        } else {
+            Bound::Network
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bound::Engines => "engines",
+            Bound::Clients => "clients",
+            Bound::Network => "network",
+        }
+    }
 }
 
 impl Job {
@@ -212,6 +265,14 @@ impl Job {
         let c = self.ceiling?;
         let share = self.config.objective.speedup(c, best);
         share.is_finite().then_some(share)
+    }
+
+    /// What bounded this job's best plan: the workers' engines when the free-engine shape ran
+    /// clearly faster, else the clients when their CPUs were nearly all busy at the ceiling,
+    /// else the network.
+    pub fn ceiling_bound(&self) -> Option<Bound> {
+        let share = self.ceiling_share()?;
+        Some(Bound::classify(share, self.ceiling_load.as_ref().map(|l| l.client_cpu_share)))
     }
 
     /// Each baseline's value as reported beside [`Job::speedup_vs`]: from the head-to-head when
@@ -497,6 +558,20 @@ mod tests {
     }
 
     #[test]
+    fn the_bound_is_the_engines_below_the_ceiling_else_the_clients_or_the_network() {
+        assert_eq!(Bound::classify(0.5, Some(0.99)), Bound::Engines);
+        assert_eq!(Bound::classify(0.95, Some(0.9)), Bound::Clients);
+        assert_eq!(Bound::classify(0.95, Some(0.4)), Bound::Network);
+        assert_eq!(Bound::classify(1.1, None), Bound::Network);
+        let mut j = job(Some((3, 95.0)), &[]);
+        j.ceiling = Some(100.0);
+        j.ceiling_load = Some(CeilingLoad { client_cpu_share: 0.97, wire_bytes_per_s: 1e9 });
+        assert_eq!(j.ceiling_bound(), Some(Bound::Clients));
+        j.ceiling = None;
+        assert_eq!(j.ceiling_bound(), None);
+    }
+
+    #[test]
     fn the_ceiling_share_is_the_best_over_the_ceiling_either_way() {
         let mut j = job(Some((3, 80.0)), &[("round-robin", 50.0)]);
         assert_eq!(j.ceiling_share(), None, "no ceiling measured");
@@ -533,6 +608,7 @@ mod tests {
             elapsed_s: 0.0,
             head_to_head: None,
             ceiling: None,
+            ceiling_load: None,
         }
     }
 

@@ -274,6 +274,10 @@ pub struct LoadReport {
     pub first_error: Option<String>,
     /// Whether the verified batches matched the reference (None: none checked).
     pub verified: Option<bool>,
+    /// CPU seconds the load generators' processes used during the measured time, and the
+    /// CPUs they may run on, summed: how close the clients came to their own bound.
+    pub cpu_s: f64,
+    pub cpus: f64,
 }
 
 /// A look-up sent to a worker: for each of `tables`, `batch_size` bags.

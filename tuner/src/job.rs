@@ -439,6 +439,7 @@ mod tests {
             elapsed_s: 0.0,
             head_to_head: None,
             ceiling: None,
+            ceiling_load: None,
         }
     }
 
