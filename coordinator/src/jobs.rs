@@ -118,6 +118,7 @@ impl Coordinator {
         if config.trials == 0 {
             return Err(WireError::new(ErrorKind::Deploy, "a job needs at least one trial"));
         }
+        embtune_tuner::job::check_baseline_plans(&config, &spec).map_err(|e| WireError::new(ErrorKind::Deploy, e))?;
         let now = now_ms();
         let job = Job {
             id: new_job_id(now, spec.digest()),

@@ -13,7 +13,7 @@ use crate::plan::{Plan, WorkerAssignment};
 use crate::tuning::{BestRecord, Job, JobConfig, Trial};
 
 /// The protocol version every frame carries. Peers with another version get a typed error.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The ALPN token of the QUIC handshake: a peer speaking another version fails the handshake.
 pub const ALPN: &[u8] = b"embtune/2";
