@@ -85,9 +85,12 @@ def plan_with_torchrec(configs, world, local, batch):
         )
         for t in tables
     ]
-    constraints = {
-        t["name"]: ParameterConstraints(pooling_factors=[mean_pooling(t.get("pooling_factor", 1))]) for t in tables
-    }
+    def factors(t):
+        if "pooling_factors" in t:
+            return [float(x) for x in t["pooling_factors"]]
+        return [mean_pooling(t.get("pooling_factor", 1))]
+
+    constraints = {t["name"]: ParameterConstraints(pooling_factors=factors(t)) for t in tables}
     ebc = EmbeddingBagCollection(tables=ebcs, device=torch.device("meta"))
     topology = Topology(world_size=world, local_world_size=local, compute_device="cpu")
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch, constraints=constraints, debug=False)
@@ -117,24 +120,7 @@ def cmd_plans(a):
             f.write("\n")
         for topo in a.topologies.split(","):
             workers, cores = (int(x) for x in topo.split("x"))
-            plan, wall, cpu = plan_with_torchrec(configs, workers * cores, cores, configs["batch_size"])
-            doc = {
-                "format": "torchrec-sharding-plan",
-                "format_version": 1,
-                "model": configs["name"],
-                "workload": flags,
-                "world_size": workers * cores,
-                "local_world_size": cores,
-                "compute_device": "cpu",
-                "planner": dict(
-                    versions(),
-                    seconds=round(wall, 3),
-                    cpu_seconds=round(cpu, 3),
-                    planner="EmbeddingShardingPlanner, default enumerator, estimators, partitioner and proposers",
-                    constraints="pooling_factors per table from the embtune spec; nothing else",
-                ),
-                "plan": plan._serialize()["plan"],
-            }
+            doc, wall, cpu = plan_doc(configs, workers, cores, flags)
             path = os.path.join(a.out, f"{w}-{topo}.torchrec.json")
             with open(path, "w") as f:
                 json.dump(doc, f, indent=1)
@@ -160,6 +146,41 @@ def cmd_plans(a):
                     f"{p['sharding_type'] + ' ' + str(p['ranks'] if len(p['ranks']) < 4 else '[all]'):26} "
                     f"{place(it['placement']):22} {place(at['placement'])}"
                 )
+
+
+def plan_doc(configs, workers, cores, flags):
+    """TorchRec's plan for `configs` on workers x cores, as the file this script saves."""
+    plan, wall, cpu = plan_with_torchrec(configs, workers * cores, cores, configs.get("batch_size", 256))
+    doc = {
+        "format": "torchrec-sharding-plan",
+        "format_version": 1,
+        "model": configs["name"],
+        "workload": flags,
+        "world_size": workers * cores,
+        "local_world_size": cores,
+        "compute_device": "cpu",
+        "planner": dict(
+            versions(),
+            seconds=round(wall, 3),
+            cpu_seconds=round(cpu, 3),
+            planner="EmbeddingShardingPlanner, default enumerator, estimators, partitioner and proposers",
+            constraints="pooling_factors per table from the embtune spec; nothing else",
+        ),
+        "plan": plan._serialize()["plan"],
+    }
+    return doc, wall, cpu
+
+
+def cmd_plan_file(a):
+    """TorchRec's plan for a file of configs (the import format), for fixtures."""
+    with open(a.configs) as f:
+        configs = json.load(f)
+    workers, cores = (int(x) for x in a.topology.split("x"))
+    doc, _, _ = plan_doc(configs, workers, cores, ["--model", a.configs])
+    with open(a.out, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    print(f"wrote {a.out}")
 
 
 def place(p):
@@ -277,13 +298,17 @@ def main():
     c.add_argument("--round-secs", type=float, default=1.0)
     c.add_argument("--out", default=RESULTS, help="where `plans` saved TorchRec's plans")
     c.add_argument("--json-out", help="write the tune job and the comparison here")
+    f = sub.add_parser("plan-file", help="TorchRec's plan for a file of configs")
+    f.add_argument("configs")
+    f.add_argument("--topology", default="2x1", help="WORKERSxCORES")
+    f.add_argument("--out", required=True)
     a = ap.parse_args()
     try:
         import torchrec  # noqa: F401
     except ImportError:
         print("SKIPPED: torchrec is not installed; see benches/peers/README.md, TorchRec", file=sys.stderr)
         return 0
-    {"plans": cmd_plans, "timing": cmd_timing, "compare": cmd_compare}[a.cmd](a)
+    {"plans": cmd_plans, "timing": cmd_timing, "compare": cmd_compare, "plan-file": cmd_plan_file}[a.cmd](a)
     return 0
 
 
