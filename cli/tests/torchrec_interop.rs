@@ -23,8 +23,9 @@ fn read(p: &Path) -> Value {
 fn embtune_json(args: &[&str]) -> Value {
     let out = Command::new(exe()).args(args).output().unwrap();
     assert!(out.status.success(), "embtune {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("embtune {}: not JSON ({e}): {}", args.join(" "), String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("embtune {}: not JSON ({e}): {}", args.join(" "), String::from_utf8_lossy(&out.stdout))
+    })
 }
 
 const SHARDING_TYPES: [&str; 7] =
@@ -36,7 +37,7 @@ const SHARDING_TYPES: [&str; 7] =
 fn check_format(doc: &Value, tables: &[(String, u64, u64)]) {
     let world = doc["world_size"].as_u64().expect("world_size");
     let local = doc["local_world_size"].as_u64().expect("local_world_size");
-    assert!(world > 0 && local > 0 && world % local == 0, "{world} / {local}");
+    assert!(world > 0 && local > 0 && world.is_multiple_of(local), "{world} / {local}");
     let module = doc["plan"][""].as_object().expect("the collection's module plan");
     assert_eq!(module.len(), tables.len());
     for (name, rows, dim) in tables {
@@ -113,7 +114,9 @@ fn the_export_is_what_torchrec_loaded() {
     let t = &e["embtune"]["tables"];
     assert_eq!(t["user"]["torchrec_form"], "exact");
     assert_eq!(t["country"]["torchrec_form"], "exact");
-    for (name, what) in [("item", "hot-row copy"), ("query", "uneven row ranges"), ("ad", "blocked"), ("hashed", "hash shards")] {
+    for (name, what) in
+        [("item", "hot-row copy"), ("query", "uneven row ranges"), ("ad", "blocked"), ("hashed", "hash shards")]
+    {
         assert_eq!(t[name]["torchrec_form"], "nearest", "{name}");
         let lost = t[name]["no_torchrec_form"].to_string();
         assert!(lost.contains(what), "{name}: {lost}");
@@ -140,7 +143,10 @@ fn the_planners_plans_import_with_its_placements() {
         args.extend(&flags);
         let plan = embtune_json(&args);
         assert_eq!(plan["strategy"], "torchrec");
-        assert_eq!(plan["topology"]["workers"].as_array().unwrap().len() as u64, doc["world_size"].as_u64().unwrap() / local);
+        assert_eq!(
+            plan["topology"]["workers"].as_array().unwrap().len() as u64,
+            doc["world_size"].as_u64().unwrap() / local
+        );
         let module = &doc["plan"][""];
         for t in plan["tables"].as_array().unwrap() {
             let p = &module[t["name"].as_str().unwrap()];

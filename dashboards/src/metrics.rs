@@ -246,7 +246,9 @@ impl prometheus_client::collector::Collector for Collector {
             &mut e,
             "embtune_tune_trials_target",
             "Trials the job will record: its search trials and the baselines.",
-            &per_job(&|j| Some((j.config.trials as usize + views::baseline_count() + j.config.baseline_plans.len()) as f64)),
+            &per_job(&|j| {
+                Some((j.config.trials as usize + views::baseline_count() + j.config.baseline_plans.len()) as f64)
+            }),
         )?;
         gauges(
             &mut e,

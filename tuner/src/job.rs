@@ -546,7 +546,8 @@ mod tests {
         let prof = vec![TableProfile::default(); spec.tables.len()];
         let ctx = two_cores(&spec, &prof);
         // "Another planner's" plan, made for 2 workers x 2 cores: folded onto the one worker here.
-        let mut other = Strategy::RoundRobin.plan(&spec, &Topology::uniform(2, 2, 1 << 40), &Default::default()).unwrap();
+        let mut other =
+            Strategy::RoundRobin.plan(&spec, &Topology::uniform(2, 2, 1 << 40), &Default::default()).unwrap();
         other.strategy = "made elsewhere".into();
         let mut j = job(&spec, 2);
         j.config.baseline_plans = vec![embtune_protocol::tuning::NamedPlan { name: "torchrec".into(), plan: other }];
@@ -578,7 +579,8 @@ mod tests {
         // A plan that cannot fit is a failed trial, not a crash.
         let mut small = job(&spec, 1);
         small.config.baseline_plans = t.job.config.baseline_plans.clone();
-        small.config.baseline_plans[0].plan.tables[0].placement = embtune_protocol::Placement::Owned(embtune_protocol::CoreId::new(0, 0));
+        small.config.baseline_plans[0].plan.tables[0].placement =
+            embtune_protocol::Placement::Owned(embtune_protocol::CoreId::new(0, 0));
         small.config.baseline_plans[0].plan.tables[0].flow = embtune_protocol::DataFlow::Blocked { block_rows: 0 };
         let mut t = Tuner::new(small, Vec::new());
         for _ in 0..5 {

@@ -192,36 +192,37 @@ pub fn export(plan: &Plan, spec: &ModelSpec, module_path: &str, device: &str) ->
             }
         };
         // Every arm says how its placement maps; a new placement is one more arm.
-        let (sharding_type, kernel, table_ranks, shards): (String, &str, Vec<u32>, Option<Vec<Value>>) =
-            match &tp.placement {
-                Placement::Replicated => ("data_parallel".into(), "dense", all.clone(), None),
-                Placement::Owned(c) => {
-                    let r = ranks.rank(*c);
-                    ("table_wise".into(), "fused", vec![r], Some(vec![shard([0, 0], [rows, dim], r, device)]))
-                }
-                Placement::RowRange { bounds, owners } => {
-                    let pieces = owners.iter().zip(bounds.windows(2)).map(|(o, b)| (ranks.rank(*o), b[0], b[1])).collect();
-                    let (k, rs, sh) = row_wise(pieces, &mut lost);
-                    (k, "fused", rs, Some(sh))
-                }
-                Placement::Hash { owners } => {
-                    lost.push(format!(
-                        "hash shards (row id mod {}): TorchRec has no such sharding; exported as even row ranges on the \
+        let (sharding_type, kernel, table_ranks, shards): (String, &str, Vec<u32>, Option<Vec<Value>>) = match &tp
+            .placement
+        {
+            Placement::Replicated => ("data_parallel".into(), "dense", all.clone(), None),
+            Placement::Owned(c) => {
+                let r = ranks.rank(*c);
+                ("table_wise".into(), "fused", vec![r], Some(vec![shard([0, 0], [rows, dim], r, device)]))
+            }
+            Placement::RowRange { bounds, owners } => {
+                let pieces = owners.iter().zip(bounds.windows(2)).map(|(o, b)| (ranks.rank(*o), b[0], b[1])).collect();
+                let (k, rs, sh) = row_wise(pieces, &mut lost);
+                (k, "fused", rs, Some(sh))
+            }
+            Placement::Hash { owners } => {
+                lost.push(format!(
+                    "hash shards (row id mod {}): TorchRec has no such sharding; exported as even row ranges on the \
                          same ranks (the same rows per rank, routed by range instead)",
-                        owners.len()
-                    ));
-                    let split = even_split(rows, owners.len());
-                    let mut lo = 0;
-                    let mut pieces = Vec::new();
-                    for (o, n) in owners.iter().zip(split) {
-                        pieces.push((ranks.rank(*o), lo, lo + n));
-                        lo += n;
-                    }
-                    pieces.retain(|p| p.2 > p.1);
-                    let (k, rs, sh) = row_wise(pieces, &mut Vec::new());
-                    (k, "fused", rs, Some(sh))
+                    owners.len()
+                ));
+                let split = even_split(rows, owners.len());
+                let mut lo = 0;
+                let mut pieces = Vec::new();
+                for (o, n) in owners.iter().zip(split) {
+                    pieces.push((ranks.rank(*o), lo, lo + n));
+                    lo += n;
                 }
-            };
+                pieces.retain(|p| p.2 > p.1);
+                let (k, rs, sh) = row_wise(pieces, &mut Vec::new());
+                (k, "fused", rs, Some(sh))
+            }
+        };
         match tp.flow {
             DataFlow::Direct { .. } => {}
             DataFlow::HotCache { hot_rows, .. } => lost.push(format!(
@@ -299,9 +300,9 @@ fn placement_rank(p: &str) -> Option<u32> {
 }
 
 fn u64s(v: Option<&Value>, what: &str, table: &str) -> Result<Vec<u64>, TorchrecError> {
-    v.and_then(Value::as_array)
-        .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
-        .ok_or_else(|| TorchrecError::Parse(format!("table `{table}`: `{what}` must be a list of non-negative integers")))
+    v.and_then(Value::as_array).and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>()).ok_or_else(
+        || TorchrecError::Parse(format!("table `{table}`: `{what}` must be a list of non-negative integers")),
+    )
 }
 
 /// One shard: `(rank, row offset, column offset, rows, columns)`.
@@ -318,7 +319,8 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
         Some(_) => return Err(TorchrecError::Parse("`plan` must map module paths to their table shardings".into())),
         None => {
             return Err(TorchrecError::Parse(
-                "no `plan`: expected ShardingPlan._serialize()'s form, {\"plan\": {MODULE_PATH: {TABLE: {...}}}}".into(),
+                "no `plan`: expected ShardingPlan._serialize()'s form, {\"plan\": {MODULE_PATH: {TABLE: {...}}}}"
+                    .into(),
             ));
         }
     };
@@ -334,15 +336,19 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
             }
         }
     }
-    let from_file = match (root.get("world_size").and_then(Value::as_u64), root.get("local_world_size").and_then(Value::as_u64)) {
-        (Some(w), Some(l)) => Some(Ranks { world_size: w as u32, local_world_size: l as u32 }),
-        _ => None,
-    };
+    let from_file =
+        match (root.get("world_size").and_then(Value::as_u64), root.get("local_world_size").and_then(Value::as_u64)) {
+            (Some(w), Some(l)) => Some(Ranks { world_size: w as u32, local_world_size: l as u32 }),
+            _ => None,
+        };
     let ranks = match (from_file, ranks) {
         (Some(f), Some(g)) if f != g => {
             return Err(TorchrecError::Topology(format!(
                 "the plan is for world_size {} and local_world_size {}, not the {} x {} asked for",
-                f.world_size, f.local_world_size, g.hosts(), g.local_world_size
+                f.world_size,
+                f.local_world_size,
+                g.hosts(),
+                g.local_world_size
             )));
         }
         (Some(r), _) | (None, Some(r)) => r,
@@ -358,8 +364,7 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
             ranks.world_size, ranks.local_world_size
         )));
     }
-    let missing: Vec<&str> =
-        spec.tables.iter().map(|t| t.name.as_str()).filter(|n| !params.contains_key(*n)).collect();
+    let missing: Vec<&str> = spec.tables.iter().map(|t| t.name.as_str()).filter(|n| !params.contains_key(*n)).collect();
     if !missing.is_empty() {
         return Err(TorchrecError::Mismatch(format!(
             "the TorchRec plan has no sharding for {} of the model's tables ({}): was it made for this model?",
@@ -368,14 +373,18 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
         )));
     }
     if let Some(extra) = params.keys().find(|k| spec.table_index(k).is_none()) {
-        return Err(TorchrecError::Mismatch(format!("the TorchRec plan shards `{extra}`, which the model `{}` lacks", spec.name)));
+        return Err(TorchrecError::Mismatch(format!(
+            "the TorchRec plan shards `{extra}`, which the model `{}` lacks",
+            spec.name
+        )));
     }
     let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut tables = Vec::new();
     for ts in &spec.tables {
         let p = params[&ts.name];
         let name = ts.name.as_str();
-        let note = |notes: &mut BTreeMap<String, Vec<String>>, m: String| notes.entry(name.to_string()).or_default().push(m);
+        let note =
+            |notes: &mut BTreeMap<String, Vec<String>>, m: String| notes.entry(name.to_string()).or_default().push(m);
         let kind = p
             .get("sharding_type")
             .and_then(Value::as_str)
@@ -425,7 +434,8 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
         let placement = match kind.as_str() {
             "data_parallel" => Placement::Replicated,
             "table_wise" => {
-                let r = first_rank().ok_or_else(|| TorchrecError::Parse(format!("table `{name}`: table-wise on no rank")))?;
+                let r = first_rank()
+                    .ok_or_else(|| TorchrecError::Parse(format!("table `{name}`: table-wise on no rank")))?;
                 Placement::Owned(ranks.core(r))
             }
             "row_wise" | "table_row_wise" => {
@@ -449,11 +459,7 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
                     )));
                 }
                 let owners: Vec<CoreId> = rs.iter().map(|s| ranks.core(s.0)).collect();
-                if owners.len() == 1 {
-                    Placement::Owned(owners[0])
-                } else {
-                    Placement::RowRange { bounds, owners }
-                }
+                if owners.len() == 1 { Placement::Owned(owners[0]) } else { Placement::RowRange { bounds, owners } }
             }
             "column_wise" | "table_column_wise" | "grid_shard" => {
                 let mut distinct: Vec<u32> = Vec::new();
@@ -481,10 +487,7 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
                                 shards.first().map_or(0, |s| s.4)
                             ),
                         );
-                        Placement::RowRange {
-                            bounds,
-                            owners: distinct[..k].iter().map(|&r| ranks.core(r)).collect(),
-                        }
+                        Placement::RowRange { bounds, owners: distinct[..k].iter().map(|&r| ranks.core(r)).collect() }
                     }
                 }
             }
@@ -575,7 +578,10 @@ mod tests {
             vec![
                 Placement::Replicated,
                 Placement::Owned(c(1, 1)),
-                Placement::RowRange { bounds: vec![0, 250, 500, 750, 1000], owners: vec![c(0, 0), c(0, 1), c(1, 0), c(1, 1)] },
+                Placement::RowRange {
+                    bounds: vec![0, 250, 500, 750, 1000],
+                    owners: vec![c(0, 0), c(0, 1), c(1, 0), c(1, 1)],
+                },
                 Placement::RowRange { bounds: vec![0, 100, 1000], owners: vec![c(1, 0), c(1, 1)] },
                 Placement::Hash { owners: vec![c(0, 1), c(1, 0)] },
             ],
@@ -590,7 +596,10 @@ mod tests {
         assert!(m["T1"].get("shards").is_none(), "data-parallel has no sharding spec");
         assert_eq!(m["T2"]["sharding_type"], "table_wise");
         assert_eq!(m["T2"]["ranks"], json!([3]));
-        assert_eq!(m["T2"]["shards"][0], json!({"shard_offsets": [0, 0], "shard_sizes": [1000, 8], "placement": "rank:3/cpu"}));
+        assert_eq!(
+            m["T2"]["shards"][0],
+            json!({"shard_offsets": [0, 0], "shard_sizes": [1000, 8], "placement": "rank:3/cpu"})
+        );
         assert_eq!(m["T3"]["sharding_type"], "row_wise");
         assert_eq!(m["T3"]["shards"][2]["shard_offsets"], json!([500, 0]));
         // Rows 0..100 and 100..1000 on worker 1 only: table-row-wise over its two ranks.
@@ -695,16 +704,17 @@ mod tests {
     #[test]
     fn plans_that_do_not_fit_the_model_are_refused_with_the_reason() {
         let s = spec();
-        let good = export(
-            &plan(&s, Topology::uniform(1, 2, 1 << 30), vec![Placement::Replicated; 5]),
-            &s,
-            "",
-            "cpu",
-        )
-        .unwrap()
-        .json;
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
-            (Box::new(|v| { v["plan"][""].as_object_mut().unwrap().remove("T2"); }), "no sharding for 1"),
+        let good = export(&plan(&s, Topology::uniform(1, 2, 1 << 30), vec![Placement::Replicated; 5]), &s, "", "cpu")
+            .unwrap()
+            .json;
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|v| {
+                    v["plan"][""].as_object_mut().unwrap().remove("T2");
+                }),
+                "no sharding for 1",
+            ),
             (Box::new(|v| v["plan"][""]["X"] = v["plan"][""]["T1"].clone()), "which the model"),
             (Box::new(|v| v["plan"][""]["T1"]["sharding_type"] = json!("diagonal")), "sharding type `diagonal`"),
             (Box::new(|v| v["plan"][""]["T1"]["ranks"] = json!([0, 9])), "beyond world_size 2"),
@@ -724,7 +734,12 @@ mod tests {
                 "beyond the model's 1000 x 8",
             ),
             (Box::new(|v| v["local_world_size"] = json!(3)), "whole number of hosts"),
-            (Box::new(|v| { v.as_object_mut().unwrap().remove("plan"); }), "no `plan`"),
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("plan");
+                }),
+                "no `plan`",
+            ),
         ];
         for (edit, want) in cases {
             let mut v = good.clone();

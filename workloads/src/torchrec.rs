@@ -147,7 +147,9 @@ pub fn import_value(v: &Value, default_name: &str, strict: bool) -> Result<Impor
         Value::Array(ts) => (&empty, ts),
         Value::Object(o) => {
             let ts = o.get("tables").and_then(Value::as_array).ok_or_else(|| {
-                WorkloadError::Parse("expected a list of EmbeddingBagConfigs, or an object with `tables = [...]`".into())
+                WorkloadError::Parse(
+                    "expected a list of EmbeddingBagConfigs, or an object with `tables = [...]`".into(),
+                )
             })?;
             (o, ts)
         }
@@ -166,9 +168,9 @@ pub fn import_value(v: &Value, default_name: &str, strict: bool) -> Result<Impor
     };
     let batch_size = match top.get("batch_size") {
         None => 256,
-        Some(b) => int(b, "batch_size", None)?.try_into().map_err(|_| {
-            WorkloadError::Invalid(format!("batch_size {b} is outside 1..={}", crate::spec::MAX_BATCH))
-        })?,
+        Some(b) => int(b, "batch_size", None)?
+            .try_into()
+            .map_err(|_| WorkloadError::Invalid(format!("batch_size {b} is outside 1..={}", crate::spec::MAX_BATCH)))?,
     };
     let seed = top.get("seed").map(|s| int(s, "seed", None)).transpose()?.unwrap_or(0);
     let source = match top.get("source") {
@@ -202,7 +204,8 @@ pub fn import_value(v: &Value, default_name: &str, strict: bool) -> Result<Impor
         }
         let rows = int(o.get("num_embeddings").unwrap_or(&Value::Null), "num_embeddings", Some(&tname))?;
         let dim = int(o.get("embedding_dim").unwrap_or(&Value::Null), "embedding_dim", Some(&tname))?;
-        let dim = u32::try_from(dim).map_err(|_| WorkloadError::Invalid(format!("table `{tname}`: dim {dim} is too large")))?;
+        let dim = u32::try_from(dim)
+            .map_err(|_| WorkloadError::Invalid(format!("table `{tname}`: dim {dim} is too large")))?;
         let features: Vec<String> = match o.get("feature_names") {
             None => Vec::new(),
             Some(Value::Array(fs)) => fs
@@ -231,14 +234,19 @@ pub fn import_value(v: &Value, default_name: &str, strict: bool) -> Result<Impor
             None | Some("FP32") => RowType::F32,
             Some("FP16") => RowType::F16,
             Some("BF16") => {
-                notes.push(approx(&tname, "BF16 rows are stored as FP16 (the same 2 bytes a value; embtune has no bf16)"));
+                notes.push(approx(
+                    &tname,
+                    "BF16 rows are stored as FP16 (the same 2 bytes a value; embtune has no bf16)",
+                ));
                 RowType::F16
             }
             Some("INT8") | Some("UINT8") => RowType::Int8,
             Some(n @ ("INT4" | "INT2")) => {
                 notes.push(approx(
                     &tname,
-                    &format!("{n} rows are stored as row-wise int8 (embtune's narrowest): more bytes a row than TorchRec's"),
+                    &format!(
+                        "{n} rows are stored as row-wise int8 (embtune's narrowest): more bytes a row than TorchRec's"
+                    ),
                 ));
                 RowType::Int8
             }
@@ -299,7 +307,9 @@ pub fn import_value(v: &Value, default_name: &str, strict: bool) -> Result<Impor
             }
             (Some(d), None) | (None, Some(d)) => d
                 .as_str()
-                .ok_or_else(|| WorkloadError::Parse(format!("table `{tname}`: access must be a string such as zipf:1.05")))?
+                .ok_or_else(|| {
+                    WorkloadError::Parse(format!("table `{tname}`: access must be a string such as zipf:1.05"))
+                })?
                 .parse::<AccessDist>()
                 .map_err(|e| WorkloadError::Parse(format!("table `{tname}`: {e}")))?,
             (None, None) => {
@@ -347,7 +357,8 @@ pub fn import_value(v: &Value, default_name: &str, strict: bool) -> Result<Impor
         });
     }
     if strict {
-        let unknown: Vec<String> = notes.iter().filter(|n| n.kind == NoteKind::Unknown).map(|n| n.to_string()).collect();
+        let unknown: Vec<String> =
+            notes.iter().filter(|n| n.kind == NoteKind::Unknown).map(|n| n.to_string()).collect();
         if !unknown.is_empty() {
             return Err(WorkloadError::Invalid(format!(
                 "{} unknown field(s), refused under --strict: {}",
@@ -538,7 +549,10 @@ mod tests {
             (r#"[{"name": "t", "embedding_dim": 4}]"#, "`num_embeddings` is missing"),
             (r#"[{"name": "t", "num_embeddings": -3, "embedding_dim": 4}]"#, "non-negative integer"),
             (r#"[{"name": "t", "num_embeddings": 3, "embedding_dim": 4, "pooling": "NONE"}]"#, "pooled bags only"),
-            (r#"[{"name": "t", "num_embeddings": 3, "embedding_dim": 4, "data_type": "INT64"}]"#, "not an embedding row type"),
+            (
+                r#"[{"name": "t", "num_embeddings": 3, "embedding_dim": 4, "data_type": "INT64"}]"#,
+                "not an embedding row type",
+            ),
             (r#"[{"name": "t", "num_embeddings": 3, "embedding_dim": 4, "pooling_factor": 0}]"#, "pooling factor 0"),
             (
                 r#"[{"name": "t", "num_embeddings": 3, "embedding_dim": 4, "feature_names": ["a"], "pooling_factors": [1, 2]}]"#,
