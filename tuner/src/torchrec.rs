@@ -191,7 +191,10 @@ pub fn export(plan: &Plan, spec: &ModelSpec, module_path: &str, device: &str) ->
                 ("row_wise".to_string(), pieces.iter().map(|p| p.0).collect(), shards)
             }
         };
-        // Every arm says how its placement maps; a new placement is one more arm.
+        // Every arm says how its placement maps; a new placement is one more arm. Tables
+        // resident in clients, once plans have them, are `data_parallel` with a line in `lost`:
+        // "no TorchRec form (client-resident; TorchRec would call it data-parallel on the model
+        // server)".
         let (sharding_type, kernel, table_ranks, shards): (String, &str, Vec<u32>, Option<Vec<Value>>) = match &tp
             .placement
         {
