@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use embtune_protocol::report::BenchReport;
@@ -27,7 +27,8 @@ pub struct BenchArgs {
     /// CPUs to pin the engine threads to, e.g. 0-3,8 (default: 0..N).
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
-    /// A plan exported by `embtune plan export` or `embtune results best`.
+    /// A plan exported by `embtune plan export` or `embtune results best`, or a TorchRec
+    /// ShardingPlan (JSON, as `embtune plan import --torchrec` reads it).
     #[arg(long, value_name = "FILE", conflicts_with = "strategy")]
     pub plan: Option<PathBuf>,
     /// How to place tables: auto (replicate what every worker's memory holds, smallest first;
@@ -199,9 +200,8 @@ pub fn resolve_plan(
     caps: &MemoryCaps,
 ) -> Result<Plan> {
     let mut plan = if let Some(path) = choice.file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading plan {}", path.display()))?;
-        let plan: Plan =
-            serde_json::from_str(&text).with_context(|| format!("{} is not an embtune plan (JSON)", path.display()))?;
+        // An embtune plan, or a TorchRec ShardingPlan imported for this spec.
+        let plan = crate::torchrec_cmd::read_plan_file(path, spec)?;
         if plan.spec_digest != spec.digest() {
             bail!(
                 "{} was made for another model (spec digest {:#x}, this one {:#x}): use the same preset, scale and flags it was tuned with",

@@ -20,8 +20,9 @@ use crate::workload::WorkloadArgs;
 pub struct CompareArgs {
     #[command(flatten)]
     pub workload: WorkloadArgs,
-    /// Plans to compare, comma-separated, each STRATEGY[:FLOWS[:PREFETCH]]; the first is the
-    /// baseline of the ratios. E.g. `round-robin:direct,round-robin:auto,auto`.
+    /// Plans to compare, comma-separated, each STRATEGY[:FLOWS[:PREFETCH]] or NAME=FILE (a plan
+    /// file: embtune's, or a TorchRec ShardingPlan); the first is the baseline of the ratios.
+    /// E.g. `round-robin:direct,round-robin:auto,auto` or `auto,torchrec=tr-1x8.json`.
     #[arg(long, value_name = "LIST", default_value = "round-robin:direct,auto")]
     pub variants: String,
     /// Engine threads, one pinned per core (default: every CPU).
@@ -78,6 +79,14 @@ pub fn run(a: CompareArgs) -> Result<()> {
     sp.finish_and_clear();
     let mut plans = Vec::new();
     for v in &variants {
+        if let Some((label, file)) = v.split_once('=') {
+            let file = std::path::PathBuf::from(file);
+            let choice = PlanChoice { file: Some(&file), strategy: None, flows: None, prefetch: None };
+            let mut plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &cache)?;
+            plan.strategy = label.to_string();
+            plans.push(Variant { label: label.to_string(), plan });
+            continue;
+        }
         let mut parts = v.split(':');
         let strategy = parts.next().unwrap_or("auto");
         let flows = parts.next();

@@ -12,6 +12,7 @@ mod gpu_bench;
 mod launch;
 mod plan_cmd;
 mod results;
+mod torchrec_cmd;
 mod tune;
 mod ui;
 mod up;
@@ -69,7 +70,8 @@ enum Command {
     /// What tuning jobs found: list, show, best, compare, export.
     #[command(subcommand)]
     Results(results::ResultsCmd),
-    /// Look at a plan: show, explain (predicted cost and reasons), export.
+    /// Look at a plan: show, explain (predicted cost and reasons), export (embtune or TorchRec),
+    /// import (a TorchRec ShardingPlan).
     #[command(subcommand)]
     Plan(plan_cmd::PlanCmd),
     /// Start a whole cluster on this machine: a coordinator and N worker processes on

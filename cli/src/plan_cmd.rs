@@ -1,4 +1,4 @@
-//! `embtune plan show|explain|export`: look at a plan before (or after) running it.
+//! `embtune plan show|explain|export|import`: look at a plan before (or after) running it.
 
 use std::path::PathBuf;
 
@@ -23,12 +23,32 @@ pub enum PlanCmd {
     /// The cost model's prediction per table, and the reason for each decision.
     Explain(PlanArgs),
     /// The plan as JSON (for `embtune bench --plan`), to stdout or --out.
+    ///
+    /// `--format torchrec` writes TorchRec's ShardingPlan instead: per table a ParameterSharding
+    /// (sharding type, ranks as worker x cores-per-worker + core, shard sizes and offsets), and
+    /// per table what has no TorchRec form (hash shards, hot-row copies, uneven row ranges).
+    /// Example: embtune plan export --preset avazu --scale 0.05 --workers 2 --cores 4
+    ///            --format torchrec --out avazu.torchrec.json
     Export {
         #[command(flatten)]
         args: PlanArgs,
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// embtune (the plan itself) or torchrec (TorchRec's ShardingPlan).
+        #[arg(long, default_value = "embtune", value_parser = ["embtune", "torchrec"])]
+        format: String,
+        /// With --format torchrec: the module path of the EmbeddingBagCollection in the model
+        /// the plan is for ("" for the collection planned on its own).
+        #[arg(long, default_value = "", value_name = "PATH")]
+        module_path: String,
     },
+    /// A TorchRec ShardingPlan (its planner's output) as an embtune plan: table-wise becomes
+    /// owned, row-wise row ranges at TorchRec's offsets, data-parallel replicated, column-wise
+    /// the nearest embtune form (flagged).
+    ///
+    /// Example: embtune plan import --preset criteo-kaggle --scale 0.05
+    ///            --torchrec benches/peers/results/criteo-kaggle@0.05-2x4.torchrec.json --out tr.json
+    Import(crate::torchrec_cmd::PlanImportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -207,7 +227,12 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
             let busy: Vec<String> = p.per_core_ns.iter().map(|(c, ns)| format!("{c} {}", ui::us(ns / 1e3))).collect();
             println!("busy per core per batch: {}", busy.join(", "));
         }
-        PlanCmd::Export { args, out } => {
+        PlanCmd::Import(a) => crate::torchrec_cmd::plan_import(a)?,
+        PlanCmd::Export { args, out, format, module_path } if format == "torchrec" => {
+            let (spec, plan) = load(&args)?;
+            crate::torchrec_cmd::export(&spec, &plan, &module_path, out.as_ref())?;
+        }
+        PlanCmd::Export { args, out, .. } => {
             let (_, plan) = load(&args)?;
             let text = serde_json::to_string_pretty(&plan)?;
             match out {

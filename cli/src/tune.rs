@@ -9,7 +9,6 @@ use serde_json::json;
 
 use embtune_client::CoordinatorClient;
 use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Objective, SearchKind, Trial, TrialKind};
-use embtune_tuner::Strategy;
 use embtune_tuner::store::Store;
 
 use crate::cluster::{Target, runtime};
@@ -67,6 +66,13 @@ pub struct TuneArgs {
     /// the ratios of the trials' own measurements.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub head_to_head_rounds: u32,
+    /// Also measure this plan as a named baseline, and race it in the head-to-head: NAME=FILE,
+    /// FILE an embtune plan (`plan export`, `plan import`) or a TorchRec ShardingPlan (JSON, as
+    /// benches/peers/torchrec_planner.py saves its planner's). Repeatable. The job's best plan
+    /// must beat it side by side like every baseline; `speedup_vs` reports it under NAME.
+    /// E.g. --baseline-plan torchrec=benches/peers/results/avazu-2x4.torchrec.json
+    #[arg(long, value_name = "NAME=FILE")]
+    pub baseline_plan: Vec<String>,
     /// Queries in flight for the throughput objective (default 4 per core).
     #[arg(long)]
     pub concurrency: Option<u32>,
@@ -140,6 +146,23 @@ pub fn run(a: TuneArgs) -> Result<()> {
         bail!("name a workload to tune: --preset P or --model FILE (or --resume JOB)");
     }
     let spec = if a.resume.is_none() { Some(a.workload.spec()?) } else { None };
+    if a.resume.is_some() && !a.baseline_plan.is_empty() {
+        bail!("--baseline-plan belongs to a new job: a resumed job keeps the baselines it started with");
+    }
+    let mut baseline_plans = Vec::new();
+    for b in &a.baseline_plan {
+        let (name, file) = b
+            .split_once('=')
+            .with_context(|| format!("--baseline-plan `{b}`: write NAME=FILE, e.g. torchrec=plan.json"))?;
+        let s = spec.as_ref().expect("a new job has a spec");
+        let plan = crate::torchrec_cmd::read_plan_file(std::path::Path::new(file), s)?;
+        baseline_plans.push(embtune_protocol::tuning::NamedPlan { name: name.to_string(), plan });
+    }
+    if let Some(s) = &spec {
+        // Before a local cluster starts: a clash of names or models fails at once.
+        let probe = JobConfig { baseline_plans: baseline_plans.clone(), ..Default::default() };
+        embtune_tuner::job::check_baseline_plans(&probe, s).map_err(anyhow::Error::msg)?;
+    }
     let dataset = a.workload.preset.clone().unwrap_or_else(|| {
         a.workload
             .model
@@ -209,6 +232,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
                     wire: a.wire,
                     // With --local every load generator started is used.
                     loadgens: if a.local { 0 } else { a.loadgens.unwrap_or(0) },
+                    baseline_plans: baseline_plans.clone(),
                 };
                 client.submit_tune(&dataset, spec.as_ref().unwrap(), &config).await.context("starting the job")?
             }
@@ -250,7 +274,7 @@ pub(crate) async fn follow(client: &CoordinatorClient, id: &str, quiet: bool) ->
     bar.set_prefix("tuning");
     loop {
         let (job, trials) = client.job(id).await?;
-        let total = job.config.trials as u64 + Strategy::baselines(job.config.client_memory_bytes).len() as u64;
+        let total = job.config.trials as u64 + embtune_tuner::job::baseline_count(&job.config) as u64;
         bar.set_length(total);
         bar.set_position(trials.len() as u64);
         let o = job.config.objective;

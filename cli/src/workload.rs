@@ -14,7 +14,8 @@ pub struct WorkloadArgs {
     /// synthetic (`embtune workload presets` lists them).
     #[arg(long, value_name = "P", conflicts_with = "model")]
     pub preset: Option<String>,
-    /// A model spec in TOML or JSON (`embtune workload show --preset avazu` prints one to start from).
+    /// A model spec in TOML or JSON (`embtune workload show --preset avazu` prints one to start
+    /// from), or a list of TorchRec EmbeddingBagConfigs (see `embtune workload import --help`).
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
     /// Multiply every table's rows by X in (0, 1] so that the model fits this machine.
@@ -77,8 +78,10 @@ impl WorkloadArgs {
                 if opts.tables.is_some() || opts.rows.is_some() {
                     bail!("--tables and --rows shape the synthetic preset only; edit the model file instead");
                 }
-                let mut spec =
-                    ModelSpec::load(path).with_context(|| format!("loading the model {}", path.display()))?;
+                let (mut spec, notes) = ModelSpec::load_with_notes(path)
+                    .with_context(|| format!("loading the model {}", path.display()))?;
+                // A file of TorchRec configs: say what was assumed or approximated.
+                crate::torchrec_cmd::print_notes(&notes, false);
                 apply_overrides(&mut spec, &opts);
                 spec.validate()?;
                 spec

@@ -24,7 +24,16 @@ pub enum WorkloadCmd {
         workload: WorkloadArgs,
         #[arg(long)]
         json: bool,
+        /// Print it as TorchRec EmbeddingBagConfigs (JSON) with embtune's extras
+        /// (pooling_factor, access), which `workload import --torchrec` reads back to the same spec.
+        #[arg(long, conflicts_with = "json")]
+        torchrec: bool,
     },
+    /// Read a model from TorchRec EmbeddingBagConfigs and write an embtune model spec; every
+    /// field is used, listed as ignored, or reported as unknown.
+    ///
+    /// Example: embtune workload import --torchrec dlrm_tables.json --out dlrm.toml
+    Import(crate::torchrec_cmd::WorkloadImportArgs),
     /// Per-table skew: distinct ids and the share of look-ups on the top 0.1%, 1% and 10% of
     /// rows, measured over generated batches (or a whole trace with --trace).
     Profile(ProfileArgs),
@@ -92,9 +101,12 @@ pub fn run(cmd: WorkloadCmd) -> Result<()> {
             println!("{t}");
             println!("Shrink a preset to fit with --scale X; e.g. `embtune bench --preset criteo-kaggle --scale 0.1`.");
         }
-        WorkloadCmd::Show { workload, json } => {
+        WorkloadCmd::Import(a) => crate::torchrec_cmd::workload_import(a)?,
+        WorkloadCmd::Show { workload, json, torchrec } => {
             let spec = workload.spec()?;
-            if json {
+            if torchrec {
+                println!("{}", serde_json::to_string_pretty(&embtune_workloads::torchrec::to_torchrec(&spec))?);
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&spec)?);
             } else {
                 print!("{}", toml::to_string(&spec)?);

@@ -104,6 +104,7 @@ impl Coordinator {
         if config.trials == 0 {
             return Err(WireError::new(ErrorKind::Deploy, "a job needs at least one trial"));
         }
+        embtune_tuner::job::check_baseline_plans(&config, &spec).map_err(|e| WireError::new(ErrorKind::Deploy, e))?;
         let now = now_ms();
         let job = Job {
             id: new_job_id(now, spec.digest()),
@@ -192,7 +193,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     let job = store.job(id).map_err(|e| e.to_string())?;
     let trials = store.trials(id).map_err(|e| e.to_string())?;
     let spec = job.spec.clone();
-    let baselines = embtune_tuner::Strategy::baselines(job.config.client_memory_bytes).len();
+    let baselines = embtune_tuner::job::baseline_count(&job.config);
     tracing::info!(
         "job {id}: {} trials done, {} to go",
         trials.len(),

@@ -10,7 +10,7 @@ use embtune_tuner::job::Tuner;
 
 /// The baselines a job measures before its search.
 pub fn baseline_count(job: &Job) -> usize {
-    embtune_tuner::Strategy::baselines(job.config.client_memory_bytes).len()
+    embtune_tuner::job::baseline_count(&job.config)
 }
 
 /// The best baseline of a job: (name, value).

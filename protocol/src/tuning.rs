@@ -110,6 +110,18 @@ pub struct JobConfig {
     /// own client when none is).
     #[serde(default)]
     pub loadgens: u32,
+    /// Plans to measure as named baselines beside the strategies, such as another planner's
+    /// (`embtune tune --baseline-plan torchrec=FILE`): measured once like every baseline, then
+    /// raced in the head-to-head, which the job's best plan must win against them too.
+    #[serde(default)]
+    pub baseline_plans: Vec<NamedPlan>,
+}
+
+/// A plan with the name it is reported under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamedPlan {
+    pub name: String,
+    pub plan: Plan,
 }
 
 fn default_head_to_head_rounds() -> u32 {
@@ -132,6 +144,7 @@ impl Default for JobConfig {
             client_memory_bytes: 0,
             wire: crate::wire::WireFormat::F32,
             loadgens: 0,
+            baseline_plans: Vec::new(),
         }
     }
 }
@@ -667,8 +680,10 @@ mod tests {
         let mut v = serde_json::to_value(job(None, &[])).unwrap();
         v.as_object_mut().unwrap().remove("head_to_head");
         v["config"].as_object_mut().unwrap().remove("head_to_head_rounds");
+        v["config"].as_object_mut().unwrap().remove("baseline_plans");
         let back: Job = serde_json::from_value(v).unwrap();
         assert_eq!(back.head_to_head, None);
         assert_eq!(back.config.head_to_head_rounds, 3);
+        assert!(back.config.baseline_plans.is_empty());
     }
 }

@@ -3,7 +3,8 @@
 //! repeat. No I/O, no clock: the caller passes the time, so jobs are tested deterministically
 //! and resume from their stored trials after a restart.
 //!
-//! Order of work: every baseline strategy once (the yardsticks), then the search: placements
+//! Order of work: every baseline strategy once (the yardsticks) and every named baseline plan
+//! the job was given (another planner's), then the search: placements
 //! proposed by simulated annealing on the cost model refitted to every measurement so far, and
 //! every third trial the knobs (sub-batch, requests in flight) of the best placement, proposed by
 //! Bayesian optimisation over what was measured. Plans already measured are never measured again.
@@ -13,7 +14,7 @@ use std::collections::HashSet;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
-use embtune_protocol::tuning::{Job, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
+use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
 use embtune_protocol::{Knobs, Plan, Topology};
 use embtune_workloads::{ModelSpec, TableProfile};
 
@@ -92,6 +93,36 @@ pub fn adapt_plan(plan: &Plan, topo: &Topology) -> Plan {
     }
     p.topology = topo.clone();
     p
+}
+
+/// The baselines a job measures before its search: every strategy that applies (see
+/// [`Strategy::baselines`]) and every named plan.
+pub fn baseline_count(config: &JobConfig) -> usize {
+    Strategy::baselines(config.client_memory_bytes).len() + config.baseline_plans.len()
+}
+
+/// Checks a job's named baseline plans before it starts: names that no strategy or other plan
+/// uses, and plans made for this model.
+pub fn check_baseline_plans(config: &JobConfig, spec: &ModelSpec) -> Result<(), String> {
+    let mut names: HashSet<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+    for b in &config.baseline_plans {
+        if b.name.is_empty() || !names.insert(b.name.as_str()) {
+            return Err(format!(
+                "baseline plan name `{}` is empty or taken (by a strategy or another plan): name it otherwise",
+                b.name
+            ));
+        }
+        if b.plan.spec_digest != spec.digest() || b.plan.tables.len() != spec.tables.len() {
+            return Err(format!(
+                "baseline plan `{}` was made for another model (spec digest {:#x}, this one {:#x}): make it with the same \
+                 preset, scale and flags",
+                b.name,
+                b.plan.spec_digest,
+                spec.digest()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Knobs as a point of the unit square: log2 of the sub-batch in [3, 9], log2 of the requests in
@@ -203,6 +234,23 @@ impl Tuner {
                     });
                 }
             }
+        }
+        // 1b. Plans given by name (another planner's), folded onto the cores there are now.
+        for b in &self.job.config.baseline_plans {
+            if tried.contains(&b.name) {
+                continue;
+            }
+            let mut plan = adapt_plan(&b.plan, &ctx.topology);
+            plan.strategy = b.name.clone();
+            return Some(match plan.validate(ctx.spec) {
+                Ok(()) => Proposal { kind: TrialKind::Baseline(b.name.clone()), predicted: predict(&plan), plan },
+                // Recorded as a failed trial, like a strategy whose plan does not fit.
+                Err(e) => Proposal {
+                    kind: TrialKind::Baseline(b.name.clone()),
+                    predicted: f64::NAN,
+                    plan: Plan { strategy: format!("{}: {e}", b.name), ..plan },
+                },
+            });
         }
         let space = Space::new(
             ctx.spec,
@@ -514,6 +562,57 @@ mod tests {
         assert_eq!(t.job.best, Some((1, 105.0)), "the winner's side-by-side value, not its trial's");
         assert_eq!(t.job.reported_baselines()["round-robin"], 60.0);
         assert_eq!(t.job.speedup_vs()["all-replicate"], 1.0);
+    }
+
+    #[test]
+    fn a_named_baseline_plan_is_measured_after_the_strategies_and_raced() {
+        let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
+        let prof = vec![TableProfile::default(); spec.tables.len()];
+        let ctx = two_cores(&spec, &prof);
+        // "Another planner's" plan, made for 2 workers x 2 cores: folded onto the one worker here.
+        let mut other =
+            Strategy::RoundRobin.plan(&spec, &Topology::uniform(2, 2, 1 << 40), &Default::default()).unwrap();
+        other.strategy = "made elsewhere".into();
+        let mut j = job(&spec, 2);
+        j.config.baseline_plans = vec![embtune_protocol::tuning::NamedPlan { name: "torchrec".into(), plan: other }];
+        check_baseline_plans(&j.config, &spec).unwrap();
+        let mut t = Tuner::new(j, Vec::new());
+        let mut kinds = Vec::new();
+        while let Some(p) = t.next(&ctx) {
+            if p.kind == TrialKind::Baseline("torchrec".into()) {
+                assert_eq!(p.plan.topology, ctx.topology);
+                assert_eq!(p.plan.strategy, "torchrec");
+                assert!(p.predicted.is_finite());
+            }
+            kinds.push(p.kind.label());
+            t.record(&ctx, p, Ok(Measured { value: 100.0 + kinds.len() as f64, ..Default::default() }), 0, 0, 1.0);
+        }
+        assert_eq!(kinds[5], "baseline:torchrec", "{kinds:?}");
+        assert_eq!(kinds.len(), 8, "5 strategies, the plan, 2 search trials: {kinds:?}");
+        assert_eq!(t.job.baselines["torchrec"], 106.0);
+        assert!(t.head_to_head_contenders(3).contains(&5), "raced in the head-to-head");
+        // A resumed job does not measure it again.
+        let mut again = Tuner::new(t.job.clone(), t.trials.clone());
+        assert!(again.next(&ctx).is_none());
+
+        let mut bad = t.job.config.clone();
+        bad.baseline_plans[0].name = "round-robin".into();
+        assert!(check_baseline_plans(&bad, &spec).unwrap_err().contains("taken"));
+        let other_spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.002), ..Default::default() }).unwrap();
+        assert!(check_baseline_plans(&t.job.config, &other_spec).unwrap_err().contains("another model"));
+        // A plan that cannot fit is a failed trial, not a crash.
+        let mut small = job(&spec, 1);
+        small.config.baseline_plans = t.job.config.baseline_plans.clone();
+        small.config.baseline_plans[0].plan.tables[0].placement =
+            embtune_protocol::Placement::Owned(embtune_protocol::CoreId::new(0, 0));
+        small.config.baseline_plans[0].plan.tables[0].flow = embtune_protocol::DataFlow::Blocked { block_rows: 0 };
+        let mut t = Tuner::new(small, Vec::new());
+        for _ in 0..5 {
+            let p = t.next(&ctx).unwrap();
+            t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0);
+        }
+        let p = t.next(&ctx).unwrap();
+        assert!(p.predicted.is_nan() && p.plan.strategy.starts_with("torchrec: "), "{}", p.plan.strategy);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`make`]: a user's strategy and flow choice turned into a plan, including `auto`.
 //! - [`job`]: a tuning job as a state machine its caller drives (propose, measure, record).
 //! - [`store`]: jobs and trials in sled, flushed per trial.
+//! - [`torchrec`]: plans as TorchRec's `ShardingPlan` and back (ranks, shard offsets, what has no
+//!   TorchRec form).
 //!
 //! Pure logic apart from the store: no sockets or threads (the search reads the clock only for
 //! its time limit), so it is tested fast and
@@ -24,6 +26,7 @@ pub mod rules;
 pub mod search;
 pub mod space;
 pub mod store;
+pub mod torchrec;
 
 pub use baselines::{BaselineOptions, Strategy};
 pub use make::{FlowChoice, default_plan, set_flows};

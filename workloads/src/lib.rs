@@ -10,6 +10,7 @@
 //!   ones read from real traces.
 //! - [`profile`]: per-table skew of a batch sample or a trace.
 //! - [`rng`]: the seeded streams and the permutation that scatters hot rows.
+//! - [`torchrec`]: TorchRec's `EmbeddingBagConfig` lists as model specs, both ways.
 //!
 //! Everything here is pure computation and file reading; no threads of its own except the
 //! rayon pool that generates batches in parallel.
@@ -20,6 +21,7 @@ pub mod presets;
 pub mod profile;
 pub mod rng;
 pub mod spec;
+pub mod torchrec;
 pub mod trace;
 
 pub use batch::{BatchGenerator, QueryBatch};

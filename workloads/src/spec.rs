@@ -342,17 +342,32 @@ fn default_batch() -> u32 {
 pub const MAX_BATCH: u32 = 1 << 20;
 
 impl ModelSpec {
-    /// Reads a spec from a `.toml` or `.json` file and validates it.
+    /// Reads a spec from a `.toml` or `.json` file and validates it. A file of TorchRec
+    /// `EmbeddingBagConfig`s is read too ([`crate::torchrec`]); what its import had to say is
+    /// dropped here, [`ModelSpec::load_with_notes`] keeps it.
     pub fn load(path: &Path) -> Result<ModelSpec, WorkloadError> {
+        Ok(ModelSpec::load_with_notes(path)?.0)
+    }
+
+    /// [`ModelSpec::load`], with the notes of a TorchRec import (empty for an embtune spec).
+    pub fn load_with_notes(path: &Path) -> Result<(ModelSpec, Vec<crate::torchrec::ImportNote>), WorkloadError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| WorkloadError::Io(format!("cannot read model spec {}: {e}", path.display())))?;
+        // TorchRec configs are told apart by their shape (a bare list, or `num_embeddings`);
+        // text that does not parse at all falls through to the typed parse and its message.
+        if let Ok(v) = crate::torchrec::parse_text(path, &text)
+            && crate::torchrec::looks_like_torchrec(&v)
+        {
+            let r = crate::torchrec::import_file(path, false)?;
+            return Ok((r.spec, r.notes));
+        }
         let spec: ModelSpec = if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text).map_err(|e| WorkloadError::Parse(format!("{}: {e}", path.display())))?
         } else {
             toml::from_str(&text).map_err(|e| WorkloadError::Parse(format!("{}: {e}", path.display())))?
         };
         spec.validate()?;
-        Ok(spec)
+        Ok((spec, Vec::new()))
     }
 
     /// Checks every limit the engine relies on, so that bad specs fail here with a message
