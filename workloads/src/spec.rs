@@ -379,6 +379,15 @@ impl ModelSpec {
             if t.dim == 0 || t.dim > MAX_DIM {
                 return bad(format!("table `{}` has dim {}; use 1..={MAX_DIM}", t.name, t.dim));
             }
+            // A bag may be empty, but a table whose every bag is empty is no table: it looks
+            // nothing up, and a benchmark sized by look-ups would rotate through millions of
+            // empty batches (it grew past 6 GB before this check).
+            if t.pooling.mean() <= 0.0 || t.pooling.max_len() == 0 {
+                return bad(format!(
+                    "table `{}`: pooling {} makes every bag empty; give it at least one look-up per sample on average (e.g. pooling = 1 or uniform:0:2)",
+                    t.name, t.pooling
+                ));
+            }
             if t.pooling.max_len() > 1 << 16 {
                 return bad(format!("table `{}`: pooling {} allows bags over 65536 ids", t.name, t.pooling));
             }
@@ -477,6 +486,23 @@ mod tests {
             let e = s.parse::<AccessDist>().unwrap_err().to_string();
             assert!(e.contains("zipf:S"), "{s}: {e}");
         }
+    }
+
+    #[test]
+    fn a_table_whose_every_bag_is_empty_is_refused() {
+        let spec = |pooling: &str| {
+            toml::from_str::<ModelSpec>(&format!(
+                "name = \"m\"\n[[tables]]\nname = \"a\"\nrows = 10\ndim = 4\npooling = {pooling}\ndist = \"uniform\"\n"
+            ))
+            .unwrap()
+        };
+        for empty in ["0", "\"uniform:0:0\"", "\"poisson:0\""] {
+            let err = spec(empty).validate().unwrap_err().to_string();
+            assert!(err.contains("every bag empty"), "{empty}: {err}");
+        }
+        // Some empty bags are fine.
+        spec("\"uniform:0:2\"").validate().unwrap();
+        spec("\"poisson:0.5\"").validate().unwrap();
     }
 
     #[test]
