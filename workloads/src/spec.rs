@@ -346,10 +346,15 @@ impl ModelSpec {
     pub fn load(path: &Path) -> Result<ModelSpec, WorkloadError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| WorkloadError::Io(format!("cannot read model spec {}: {e}", path.display())))?;
-        let spec: ModelSpec = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| WorkloadError::Parse(format!("{}: {e}", path.display())))?
+        Self::from_text(&text, path.extension().is_some_and(|e| e == "json"), &path.display().to_string())
+    }
+
+    /// Reads a spec from TOML (or JSON) text and validates it; `origin` names it in errors.
+    pub fn from_text(text: &str, json: bool, origin: &str) -> Result<ModelSpec, WorkloadError> {
+        let spec: ModelSpec = if json {
+            serde_json::from_str(text).map_err(|e| WorkloadError::Parse(format!("{origin}: {e}")))?
         } else {
-            toml::from_str(&text).map_err(|e| WorkloadError::Parse(format!("{}: {e}", path.display())))?
+            toml::from_str(text).map_err(|e| WorkloadError::Parse(format!("{origin}: {e}")))?
         };
         spec.validate()?;
         Ok(spec)
@@ -447,6 +452,41 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// The spec parser's fuzz target (`fuzz/fuzz_targets/spec.rs`, and replayed over the
+/// checked-in corpus and random bytes by `workloads/tests/fuzz_inputs.rs`): any text, read as
+/// TOML, as JSON and as the command line's short forms, gives a valid spec or a typed error,
+/// never a panic; a valid spec round-trips through TOML and JSON, and a small one generates a
+/// batch whose layout checks and whose ids are within their tables.
+#[doc(hidden)]
+pub fn fuzz_spec(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for json in [false, true] {
+        let Ok(spec) = ModelSpec::from_text(text, json, "fuzz-input") else { continue };
+        let toml_text = toml::to_string(&spec).expect("a valid spec writes as TOML");
+        assert_eq!(ModelSpec::from_text(&toml_text, false, "again").expect("and reads back"), spec);
+        let json_text = serde_json::to_string(&spec).expect("a valid spec writes as JSON");
+        assert_eq!(ModelSpec::from_text(&json_text, true, "again").expect("and reads back"), spec);
+        let _ = (spec.digest(), spec.output_width(), spec.total_bytes(), spec.mean_lookups_per_sample());
+        // A batch of a small spec (no files: a fuzzer must not read the disk).
+        let files = spec.tables.iter().any(|t| matches!(t.dist, AccessDist::Trace { .. } | AccessDist::Profile { .. }));
+        let ids: u64 = spec.tables.iter().map(|t| t.pooling.max_len() as u64).sum::<u64>() * spec.batch_size as u64;
+        if !files && ids <= 1 << 16 {
+            let g = crate::BatchGenerator::new(&spec).expect("a valid spec generates");
+            let b = g.batch(0);
+            b.check_layout().expect("a generated batch is well formed");
+            for (t, table) in spec.tables.iter().enumerate() {
+                for i in 0..spec.batch_size as usize {
+                    assert!(b.bag(t, i).iter().all(|&id| (id as u64) < table.rows));
+                }
+            }
+        }
+    }
+    for part in text.split(['\n', ',', '=', '"']).take(64) {
+        let _ = part.trim().parse::<Pooling>();
+        let _ = part.trim().parse::<AccessDist>();
+    }
 }
 
 #[cfg(test)]
