@@ -90,8 +90,9 @@ impl Empirical {
     }
 
     /// The largest id seen plus one: the size of the table the trace was recorded on, at least.
+    /// (Saturating: an id of 2^64 - 1 overflowed here, found by the fuzzer.)
     pub fn id_space(&self) -> u64 {
-        self.ids.iter().max().map_or(0, |m| m + 1)
+        self.ids.iter().max().map_or(0, |m| m.saturating_add(1))
     }
 
     /// Number of distinct ids.
