@@ -30,9 +30,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Default for [`ServeLimits::max_connections`]: a cluster of a hundred workers, each dialled
-/// over four lanes, plus a few hundred clients' lanes, with room to spare.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default for [`ServeLimits::max_connections`]. An idle connection costs about 100 KB (quinn's
+/// send buffer of one jumbo datagram, its stream slots, TLS state), so 256 cost about 25 MiB:
+/// room for a hundred workers (one connection each to the coordinator) and dozens of clients
+/// (four lanes each). Larger clusters pass `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// The limits of a serving process.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -75,9 +75,9 @@ fn rss_bytes() -> u64 {
     kb << 10
 }
 
-/// 150 streams, each sending a header that claims 32 MiB of metadata and then nothing: before
-/// the fix, the server allocated (and zeroed) 32 MiB per stream, 4.7 GiB in all, and never gave
-/// up on them. Now the buffers grow with what arrives, so the claims cost nothing, and each
+/// 150 streams (on two connections), each sending a header that claims 32 MiB of metadata and
+/// then nothing: before the fix, the server allocated (and zeroed) 32 MiB per stream, 4.7 GiB in
+/// all, and never gave up on them. Now the buffers grow with what arrives, so the claims cost nothing, and each
 /// stream gets `TimedOut` at the read deadline. Uses the process's own guard (`accept_loop`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_only_streams_cost_nothing_and_time_out() {
@@ -85,11 +85,12 @@ async fn header_only_streams_cost_nothing_and_time_out() {
     let dir = cluster();
     let addr = server(dir.path(), None, &Tuning::default()).await;
     let (_ep, conn) = client(dir.path(), addr).await;
+    let (_ep2, conn2) = client(dir.path(), addr).await;
     let before = rss_bytes();
     let t0 = Instant::now();
     let mut held = Vec::new();
-    for _ in 0..150 {
-        held.push(hold(&conn, &header(32 << 20, 0)).await);
+    for i in 0..150 {
+        held.push(hold(if i % 2 == 0 { &conn } else { &conn2 }, &header(32 << 20, 0)).await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = rss_bytes();
