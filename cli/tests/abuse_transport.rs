@@ -152,7 +152,10 @@ fn within_twice_idle(what: &str, pid: u32, attack: impl FnOnce()) -> u64 {
 #[test]
 fn header_only_streams_time_out_and_cost_no_memory() {
     let (c, rt, client, spec) = ready(&[]);
-    let targets = [("coordinator", c.addr, c.coordinator.as_ref().unwrap().pid()), ("worker", c.workers[0].0, c.workers[0].1.pid())];
+    let targets = [
+        ("coordinator", c.addr, c.coordinator.as_ref().unwrap().pid()),
+        ("worker", c.workers[0].0, c.workers[0].1.pid()),
+    ];
     for (name, addr, pid) in targets {
         let mut kinds = Vec::new();
         within_twice_idle(&format!("header-only streams (3,200) against the {name}"), pid, || {
@@ -364,8 +367,24 @@ fn a_batch_over_the_request_limit_is_reported_as_too_large() {
     let mut args: Vec<&str> = vec!["bench"];
     args.extend(t.iter().map(String::as_str));
     args.extend([
-        "--preset", "synthetic", "--tables", "1", "--rows", "1000", "--dim", "4", "--pooling", "1", "--batch", "70000",
-        "--duration", "0.3", "--warmup", "0", "--verify", "--json",
+        "--preset",
+        "synthetic",
+        "--tables",
+        "1",
+        "--rows",
+        "1000",
+        "--dim",
+        "4",
+        "--pooling",
+        "1",
+        "--batch",
+        "70000",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--verify",
+        "--json",
     ]);
     let out = std::process::Command::new(common::exe()).args(&args).env("EMBTUNE_LANES", "1").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

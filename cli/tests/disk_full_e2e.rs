@@ -65,8 +65,14 @@ fn a_full_disk_fails_the_job_resumably_and_resume_goes_on_once_there_is_space() 
     c.start_coordinator();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.002), ..Default::default() }).unwrap();
-    let config =
-        JobConfig { trials: 300, round_s: 0.2, max_rounds: 2, concurrency: 4, objective: Objective::Throughput, ..Default::default() };
+    let config = JobConfig {
+        trials: 300,
+        round_s: 0.2,
+        max_rounds: 2,
+        concurrency: 4,
+        objective: Objective::Throughput,
+        ..Default::default()
+    };
     let client = rt.block_on(async {
         let client = Client::connect(c.addr, &c.certs).await.unwrap();
         client.wait_for_workers(2, *common::PATIENCE).await.unwrap();

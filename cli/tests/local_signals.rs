@@ -13,13 +13,7 @@ use common::{alive, children_of, exe, wait_until};
 /// `embtune ARGS` with its output in `dir/NAME.out`.
 fn start(dir: &Path, name: &str, args: &[&str]) -> Child {
     let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
-    Command::new(exe())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap()
+    Command::new(exe()).args(args).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap()
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -48,8 +42,24 @@ fn tune_local(dir: &Path) -> (Child, Vec<u32>) {
         dir,
         "tune",
         &[
-            "tune", "--local", "--workers", "1", "--cores-per-worker", "1", "--preset", "synthetic", "--tables", "2",
-            "--rows", "20000", "--trials", "200", "--round-secs", "0.2", "--data-dir", data.to_str().unwrap(),
+            "tune",
+            "--local",
+            "--workers",
+            "1",
+            "--cores-per-worker",
+            "1",
+            "--preset",
+            "synthetic",
+            "--tables",
+            "2",
+            "--rows",
+            "20000",
+            "--trials",
+            "200",
+            "--round-secs",
+            "0.2",
+            "--data-dir",
+            data.to_str().unwrap(),
         ],
     );
     let pid = child.id();
@@ -103,7 +113,16 @@ fn up_restarts_a_dead_coordinator_and_keeps_its_workers() {
         dir.path(),
         "up",
         &[
-            "up", "--workers", "1", "--preset", "synthetic", "--tables", "2", "--rows", "20000", "--data-dir",
+            "up",
+            "--workers",
+            "1",
+            "--preset",
+            "synthetic",
+            "--tables",
+            "2",
+            "--rows",
+            "20000",
+            "--data-dir",
             data.to_str().unwrap(),
         ],
     );

@@ -242,9 +242,8 @@ fn a_worker_lost_during_a_job_fails_a_trial_and_the_job_goes_on() {
         .expect("no progress");
     let (_, mut w) = c.workers.remove(1);
     w.kill9();
-    let done = wait_until(*common::PATIENCE, || {
-        rt.block_on(client.job(&id)).is_ok_and(|(j, _)| j.status == JobStatus::Done)
-    });
+    let done =
+        wait_until(*common::PATIENCE, || rt.block_on(client.job(&id)).is_ok_and(|(j, _)| j.status == JobStatus::Done));
     assert!(done.is_some(), "{}", c.log("coordinator"));
     let (job, trials) = rt.block_on(client.job(&id)).unwrap();
     let failed: Vec<_> = trials.iter().filter(|t| t.failure.is_some()).collect();

@@ -213,8 +213,10 @@ pub(crate) type Unwritten = parking_lot::Mutex<std::collections::HashMap<String,
 impl Coordinator {
     /// A job and its trials as clients should see them.
     pub fn job_detail(&self, id: &str) -> Result<(Job, Vec<Trial>), StoreError> {
-        if let Some(j) = self.unwritten().lock().get(id) {
-            return Ok(j.clone());
+        let unwritten = self.unwritten().lock().get(id).cloned();
+        if let Some((job, trials)) = unwritten {
+            // The store's trials once it reads again (what is on disk is what counts).
+            return Ok((job, self.store().trials(id).unwrap_or(trials)));
         }
         Ok((self.store().job(id)?, self.store().trials(id)?))
     }
@@ -246,7 +248,16 @@ impl Coordinator {
         let mut job = tuner.job.clone();
         job.status = JobStatus::Failed(reason.clone());
         job.updated_ms = now_ms();
-        let trials: Vec<Trial> = tuner.trials.iter().filter(|t| Some(t.n) != uncommitted).cloned().collect();
+        // As the store holds them: through JSON, whose floats may differ from these in the
+        // last bit, so that a client sees the same trials before and after the store reads again.
+        let trials: Vec<Trial> = tuner
+            .trials
+            .iter()
+            .filter(|t| Some(t.n) != uncommitted)
+            .map(|t| {
+                serde_json::to_vec(t).ok().and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_else(|| t.clone())
+            })
+            .collect();
         self.unwritten().lock().insert(job.id.clone(), (job, trials));
         reason
     }
