@@ -176,6 +176,31 @@ pub struct CoordinatorArgs {
     /// `?token=TOKEN`); required when --http is not a loopback address.
     #[arg(long, env = "EMBTUNE_HTTP_TOKEN", value_name = "TOKEN")]
     pub http_token: Option<String>,
+    #[command(flatten)]
+    pub limits: ServeArgs,
+}
+
+/// The limits a serving process keeps against its peers (`embtune_transport::guard`).
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// QUIC connections served at once; more are refused during the handshake. Every worker
+    /// and client holds one per lane (EMBTUNE_LANES, default 4).
+    #[arg(long, env = "EMBTUNE_MAX_CONNECTIONS", value_name = "N",
+          default_value_t = embtune_transport::guard::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+}
+
+impl ServeArgs {
+    /// Sets this process's limits; before anything serves.
+    pub fn apply(&self) -> Result<()> {
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        let limits =
+            embtune_transport::guard::ServeLimits { max_connections: self.max_connections, ..Default::default() };
+        embtune_transport::guard::configure(limits);
+        Ok(())
+    }
 }
 
 /// Where a coordinator says it listens, for `up` and for tools that only know the data dir.
@@ -189,6 +214,7 @@ pub struct CoordinatorFile {
 pub const COORDINATOR_FILE: &str = "coordinator.json";
 
 pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
+    a.limits.apply()?;
     runtime()?.block_on(async move {
         std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
         let c = Coordinator::start(CoordinatorConfig::new(a.listen, a.cluster.clone(), a.data_dir.clone())).await?;
@@ -240,6 +266,8 @@ pub struct WorkerArgs {
     /// free memory; plans place whole tables or one shard of a table on it.
     #[arg(long, value_name = "N")]
     pub gpu: Option<usize>,
+    #[command(flatten)]
+    pub limits: ServeArgs,
 }
 
 /// Resolves `HOST:PORT` (a name or an address), preferring IPv4.
@@ -277,6 +305,7 @@ fn cgroup_memory_limit() -> Option<u64> {
 }
 
 pub fn worker(a: WorkerArgs) -> Result<()> {
+    a.limits.apply()?;
     let m = MachineInfo::detect();
     let cpus = match &a.cores {
         Some(l) => parse_cpu_list(l).map_err(anyhow::Error::msg)?,
@@ -356,6 +385,15 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// Whether process `pid` is running (a zombie, dead but not yet reaped, is not).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use embtune_client::loadgen::{self, LoadConfig, LoadResult, Target as LoadTarget};
+use embtune_client::loadgen::{self, LoadConfig, LoadResult, Target as LoadTarget, Unverified};
 use embtune_client::{Client, ClientConfig, CoordinatorClient, PreparedQuery};
 use embtune_protocol::report::{BenchReport, CoreLoad, WorkerLoad};
 use embtune_protocol::wire::{ClusterInfo, LoadSpec, WireFormat};
@@ -133,15 +133,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let pool = Arc::new(pool);
                 let r =
                     loadgen::run(&LoadTarget::Direct { client: client.clone(), pool: pool.clone() }, &cfg, &tick).await;
-                let verified = if args.verify {
-                    let v = loadgen::verify(&client, &pool, verify_n).await;
-                    if let Err(m) = &v {
-                        eprintln!("verification failed: {m}");
-                    }
-                    Some(v.is_ok())
-                } else {
-                    None
-                };
+                let verified = if args.verify { Some(loadgen::verify(&client, &pool, verify_n).await) } else { None };
                 (r, verified)
             }
             (Path::Direct, n) => {
@@ -160,7 +152,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 };
                 bar.set_message(format!("on {n} load generators"));
                 let report = control.run_load(n as u32, &spec).await.context("running the load generators")?;
-                (LoadResult::from_report(&report), report.verified)
+                let verified = report.verified.map(|ok| {
+                    if ok { Ok(()) } else { Err(Unverified::Differs(report.first_error.clone().unwrap_or_default())) }
+                });
+                (LoadResult::from_report(&report), verified)
             }
             (Path::Coordinator, _) => {
                 let sp = ui::spinner("generating batches", quiet);
@@ -187,6 +182,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // The coordinator may be gone by now (the direct path serves on without it): the
         // workers' counters are then left out, not the measurement.
         let after = control.status().await.ok();
+        // A query the cluster refused (BatchTooLarge, say) is not a wrong result.
+        let refused = match &verified {
+            Some(Err(Unverified::Refused(e))) => Some(e.clone()),
+            Some(Err(Unverified::Differs(m))) => {
+                eprintln!("verification failed: {m}");
+                None
+            }
+            _ => None,
+        };
+        let verified = verified.map(|v| v.is_ok());
         let mut report = report(&spec.name, &plan, &cfg, &r, &status, after.as_ref(), verified);
         report.path = Some(path.name().into());
         report.loadgens = Some(args.loadgens as u32);
@@ -210,6 +215,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             if let Some(e) = &r.first_error {
                 eprintln!("first error: {e}");
             }
+        }
+        if let Some(e) = refused {
+            bail!("the cluster refused the verification queries, so nothing was verified: {e}");
         }
         if report.verified == Some(false) {
             bail!("verification failed: the cluster's results differ from the reference");
@@ -236,27 +244,19 @@ async fn verify_relay(
     pool: &[Arc<QueryBatch>],
     prepared: &[PreparedQuery],
     n: usize,
-) -> bool {
+) -> Result<(), Unverified> {
     let row_types: Vec<_> = plan.tables.iter().map(|t| t.row_type).collect();
     let reference = Reference::new(spec, &row_types);
     let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();
-    let mut ok = true;
     // The same prepared (striped) queries the load sent.
-    for (b, q) in pool.iter().zip(prepared).take(n) {
-        match control.query_prepared(q).await {
-            Ok((_, out)) => {
-                if let Err(m) = reference.pool(b, &tables).check(&out) {
-                    eprintln!("verification failed: {m}");
-                    ok = false;
-                }
-            }
-            Err(e) => {
-                eprintln!("verification query failed: {e}");
-                ok = false;
-            }
-        }
+    for (i, (b, q)) in pool.iter().zip(prepared).take(n).enumerate() {
+        let (_, out) = control.query_prepared(q).await.map_err(|e| Unverified::Refused(e.to_string()))?;
+        reference
+            .pool(b, &tables)
+            .check(&out)
+            .map_err(|m| Unverified::Differs(format!("batch {i} differs from the reference: {m}")))?;
     }
-    ok
+    Ok(())
 }
 
 fn report(

@@ -91,7 +91,14 @@ impl Results {
             Err(StoreError::Locked { .. }) => {
                 let f = read_coordinator_file(&dir)
                     .context("the store is locked by a process that left no coordinator.json")?;
+                // A coordinator killed a moment ago leaves its coordinator.json, and its lock
+                // for a moment: read the store once the lock goes rather than wait on a dead
+                // process's address; and if a live one does not answer, try the store too.
+                if !crate::cluster::process_alive(f.pid) {
+                    return Ok(Results::Local(Store::open(&dir.join("store"))?));
+                }
                 remote(Target { coordinator: f.quic, cluster: dir.join("cluster") })
+                    .or_else(|e| Store::open(&dir.join("store")).map(Results::Local).map_err(|_| e))
             }
             Err(e) => Err(e.into()),
         }

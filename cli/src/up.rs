@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -104,13 +106,149 @@ impl Drop for Children {
 }
 
 /// A coordinator and worker processes on loopback, stopped when dropped.
+///
+/// Children run in a process group of their own, so that a terminal's Ctrl-C reaches only this
+/// process, which stops them in order; each also gets SIGTERM from the kernel if this process
+/// dies without stopping them (`PR_SET_PDEATHSIG`: even `kill -9` of `up` or `tune --local`
+/// leaves no orphan). Until [`LocalCluster::handle_signals_yourself`] is called, SIGINT or
+/// SIGTERM stops the children and ends this process (see [`SignalWatch`]).
 pub struct LocalCluster {
     children: Children,
     pub file: crate::cluster::CoordinatorFile,
     pub cluster: PathBuf,
     pub data: PathBuf,
+    /// How the coordinator was started, to start it again ([`LocalCluster::revive_coordinator`]).
+    coordinator: CoordinatorLaunch,
     /// CPUs no worker was given: the coordinator's and the load generators'.
     spare: Vec<usize>,
+    watch: SignalWatch,
+}
+
+/// What starting the coordinator takes.
+struct CoordinatorLaunch {
+    exe: PathBuf,
+    token: Option<String>,
+    spare: Vec<usize>,
+}
+
+impl CoordinatorLaunch {
+    fn command(&self, listen: &str, http: &str, cluster: &Path, data: &Path) -> Result<Command> {
+        let mut coord = Command::new(&self.exe);
+        coord.args(["coordinator", "--listen", listen, "--http", http]);
+        if let Some(t) = &self.token {
+            coord.env("EMBTUNE_HTTP_TOKEN", t);
+        }
+        if !self.spare.is_empty() {
+            pin_child(&mut coord, self.spare.clone());
+        }
+        coord
+            .arg("--cluster")
+            .arg(cluster)
+            .arg("--data-dir")
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(log_file(data, "coordinator")?)
+            .stderr(log_file(data, "coordinator")?);
+        own_group_and_die_with_parent(&mut coord);
+        Ok(coord)
+    }
+}
+
+/// Appends to `data/logs/NAME.log`.
+fn log_file(data: &Path, name: &str) -> Result<Stdio> {
+    Ok(Stdio::from(
+        std::fs::OpenOptions::new().create(true).append(true).open(data.join("logs").join(format!("{name}.log")))?,
+    ))
+}
+
+/// Puts the child that `cmd` starts in a process group of its own and has the kernel send it
+/// SIGTERM when the thread that started it dies. Commands start their children from the main
+/// thread, which lives as long as the process.
+fn own_group_and_die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (setpgid, prctl, getppid, raise).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // The parent may have died between fork and prctl: then nobody will send the signal.
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A thread that, on SIGINT or SIGTERM, stops a local cluster's processes and ends this one
+/// (status 130 or 143, as the signal's default action would), while it is armed. Commands that
+/// start a cluster are busy in calls that a signal would otherwise end without stopping it.
+struct SignalWatch {
+    pids: Arc<Mutex<Vec<u32>>>,
+    armed: Arc<AtomicBool>,
+}
+
+impl SignalWatch {
+    fn start() -> Result<SignalWatch> {
+        let pids: Arc<Mutex<Vec<u32>>> = Default::default();
+        let armed = Arc::new(AtomicBool::new(true));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // Registered here, before the thread runs, so no signal slips through in between.
+        let (mut term, mut int) = rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            anyhow::Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+        })?;
+        let (p, a) = (pids.clone(), armed.clone());
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            rt.block_on(async move {
+                loop {
+                    let code = tokio::select! {
+                        _ = term.recv() => 143,
+                        _ = int.recv() => 130,
+                    };
+                    if !a.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    let pids = p.lock().unwrap().clone();
+                    eprintln!("interrupted: stopping {} processes", pids.len());
+                    stop_pids(&pids);
+                    std::process::exit(code);
+                }
+            })
+        })?;
+        Ok(SignalWatch { pids, armed })
+    }
+}
+
+/// SIGTERM to each process, the last started first, then SIGKILL to any still running after
+/// five seconds; reaps them.
+fn stop_pids(pids: &[u32]) {
+    for &p in pids.iter().rev() {
+        // SAFETY: kill(2) on the pid of a child this process started and has not reaped.
+        unsafe { libc::kill(p as i32, libc::SIGTERM) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for &p in pids {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid(2) on our own child, without blocking.
+            let r = unsafe { libc::waitpid(p as i32, &mut status, libc::WNOHANG) };
+            if r != 0 {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(p as i32, libc::SIGKILL);
+                    libc::waitpid(p as i32, &mut status, 0);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl LocalCluster {
@@ -152,34 +290,13 @@ impl LocalCluster {
         let allowed = crate::cluster::allowed_cpus();
         let taken = (workers * cores).min(allowed.len());
         let spare: Vec<usize> = allowed[taken..].to_vec();
-        let log = |name: &str| -> Result<Stdio> {
-            Ok(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(data.join("logs").join(format!("{name}.log")))?,
-            ))
-        };
+        let log = |name: &str| log_file(data, name);
         let _ = std::fs::remove_file(data.join(crate::cluster::COORDINATOR_FILE));
         let mut children = Children(Vec::new());
-        let mut coord = Command::new(&exe);
-        coord.args(["coordinator", "--listen", listen, "--http", http]);
-        if let Some(t) = token {
-            coord.env("EMBTUNE_HTTP_TOKEN", t);
-        }
-        if !spare.is_empty() {
-            pin_child(&mut coord, spare.clone());
-        }
-        let coord = coord
-            .arg("--cluster")
-            .arg(&cluster)
-            .arg("--data-dir")
-            .arg(data)
-            .stdin(Stdio::null())
-            .stdout(log("coordinator")?)
-            .stderr(log("coordinator")?)
-            .spawn()
-            .context("starting the coordinator")?;
+        let watch = SignalWatch::start().context("watching for signals")?;
+        let launch = CoordinatorLaunch { exe: exe.clone(), token: token.map(str::to_string), spare: spare.clone() };
+        let coord = launch.command(listen, http, &cluster, data)?.spawn().context("starting the coordinator")?;
+        watch.pids.lock().unwrap().push(coord.id());
         children.0.push(("coordinator".into(), coord));
         let file = wait_for_coordinator(data, &mut children.0[0].1, Duration::from_secs(30))?;
         // Every worker registers with the coordinator over QUIC and logs to logs/LOG.log.
@@ -197,7 +314,10 @@ impl LocalCluster {
             if let Some(c) = cpus {
                 pin_child(&mut cmd, c);
             }
-            Ok(cmd.spawn()?)
+            own_group_and_die_with_parent(&mut cmd);
+            let child = cmd.spawn()?;
+            watch.pids.lock().unwrap().push(child.id());
+            Ok(child)
         };
         for i in 0..workers {
             let list: Vec<String> = (0..cores).map(|k| allowed[(i * cores + k) % allowed.len()].to_string()).collect();
@@ -220,7 +340,7 @@ impl LocalCluster {
             let w = worker(args, "worker-gpu", cpus).context("starting the GPU worker")?;
             children.0.push(("gpu worker".into(), w));
         }
-        Ok(LocalCluster { children, file, cluster, data: data.to_path_buf(), spare })
+        Ok(LocalCluster { children, file, cluster, data: data.to_path_buf(), coordinator: launch, watch, spare })
     }
 
     /// Starts `n` load generators (`embtune loadgen`), on the CPUs the workers left, if any;
@@ -228,24 +348,46 @@ impl LocalCluster {
     pub fn start_loadgens(&mut self, n: usize) -> Result<()> {
         let exe = std::env::current_exe().context("locating the embtune binary")?;
         for i in 0..n {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.data.join("logs").join(format!("loadgen-{i}.log")))?;
+            let name = format!("loadgen-{i}");
             let mut cmd = Command::new(&exe);
             cmd.args(["loadgen", "--name", &format!("lg{i}"), "--coordinator", &self.file.quic.to_string()])
                 .arg("--cluster")
                 .arg(&self.cluster)
                 .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
+                .stdout(log_file(&self.data, &name)?)
+                .stderr(log_file(&self.data, &name)?);
             if !self.spare.is_empty() {
                 pin_child(&mut cmd, self.spare.clone());
             }
+            own_group_and_die_with_parent(&mut cmd);
             let child = cmd.spawn().with_context(|| format!("starting load generator {i}"))?;
+            self.watch.pids.lock().unwrap().push(child.id());
             self.children.0.push((format!("load generator {i}"), child));
         }
         Ok(())
+    }
+    /// From now on the caller handles SIGINT and SIGTERM itself (and stops the cluster).
+    pub fn handle_signals_yourself(&self) {
+        self.watch.armed.store(false, Ordering::Release);
+    }
+
+    /// Starts the coordinator again if it has exited, on the addresses it had, so that the
+    /// workers (left running) register with it again; it resumes its jobs from the store.
+    /// Returns how the dead one exited, if it had.
+    pub fn revive_coordinator(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        let Some(status) = self.children.0[0].1.try_wait()? else { return Ok(None) };
+        eprintln!("the coordinator exited ({status}); starting it again");
+        let (listen, http) = (self.file.quic.to_string(), self.file.http.to_string());
+        let _ = std::fs::remove_file(self.data.join(crate::cluster::COORDINATOR_FILE));
+        let child = self
+            .coordinator
+            .command(&listen, &http, &self.cluster, &self.data)?
+            .spawn()
+            .context("starting the coordinator again")?;
+        self.watch.pids.lock().unwrap()[0] = child.id();
+        self.children.0[0].1 = child;
+        self.file = wait_for_coordinator(&self.data, &mut self.children.0[0].1, Duration::from_secs(60))?;
+        Ok(Some(status))
     }
 
     pub fn target(&self) -> Target {
@@ -257,7 +399,15 @@ impl LocalCluster {
     }
 
     pub fn stop(&mut self) {
+        // The watch must not signal pids that are reaped (and may be reused) from here on.
+        self.watch.pids.lock().unwrap().clear();
         self.children.stop();
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -427,8 +577,24 @@ pub fn run(mut a: UpArgs) -> Result<()> {
     // With a tuning job, follow it to its end (a progress bar on a terminal) and print what it
     // found; the cluster then serves on until Ctrl-C, so the dashboard and `embtune results`
     // can still be used. Ctrl-C during the job stops everything at once.
+    // A coordinator that dies is started again (its state is in the store); the workers are
+    // left running and register with it again.
+    local.handle_signals_yourself();
+    let revive = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Err(e) = local.revive_coordinator() {
+                eprintln!("could not start the coordinator again: {e:#}");
+            }
+        }
+    };
     rt.block_on(async {
-        let stop = shutdown_signal();
+        let stop = async {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = revive => {}
+            }
+        };
         tokio::pin!(stop);
         if let Some(j) = &job {
             let followed = async {

@@ -44,7 +44,7 @@ fn bench_and_status_through_the_cli_are_verified() {
     ]);
     // The workers register within a few seconds; the bench waits for none, so retry briefly.
     let mut r = serde_json::Value::Null;
-    wait_until(Duration::from_secs(20), || {
+    wait_until(*common::PATIENCE, || {
         let out = c.run(&args);
         if out.status.success() {
             r = serde_json::from_slice(&out.stdout).unwrap();
@@ -146,7 +146,7 @@ fn large_batches_striped_over_lanes_are_exact() {
     rt.block_on(async {
         let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
         assert!(client.lanes() > 1, "the client opens several lanes by default");
-        client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
+        client.wait_for_workers(2, *common::PATIENCE).await.unwrap();
         client.deploy(&spec, &plan).await.unwrap();
         for i in 0..6 {
             let batch = g.batch(i);
@@ -174,7 +174,7 @@ fn a_dead_worker_is_detected_routed_around_and_redeployed_when_back() {
     let g = BatchGenerator::new(&spec).unwrap();
     let client = rt.block_on(async {
         let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
-        client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
+        client.wait_for_workers(2, *common::PATIENCE).await.unwrap();
         client.deploy(&spec, &plan).await.unwrap();
         for i in 0..5 {
             check(&client, &spec, &g.batch(i)).await.unwrap();
@@ -213,7 +213,7 @@ fn a_dead_worker_is_detected_routed_around_and_redeployed_when_back() {
 
     // Back on the same address: redeployed, then serving everything again.
     c.add_worker(Some(w1_addr));
-    let back = wait_until(Duration::from_secs(20), || {
+    let back = wait_until(*common::PATIENCE, || {
         rt.block_on(client.status()).unwrap().workers.iter().filter(|w| w.healthy).count() == 2
     });
     assert!(back.is_some(), "the worker did not come back: {}", c.log("coordinator"));
@@ -233,7 +233,7 @@ fn a_stalled_worker_is_marked_down_and_serves_again_once_it_resumes() {
     let g = BatchGenerator::new(&spec).unwrap();
     let client = rt.block_on(async {
         let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
-        client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
+        client.wait_for_workers(2, *common::PATIENCE).await.unwrap();
         client.deploy(&spec, &plan).await.unwrap();
         client
     });
@@ -249,7 +249,7 @@ fn a_stalled_worker_is_marked_down_and_serves_again_once_it_resumes() {
     w1.signal("CONT");
     assert!(down.is_some(), "the frozen worker was never marked down");
     // It must come back by itself: nobody restarts it.
-    let back = wait_until(Duration::from_secs(15), || {
+    let back = wait_until(*common::PATIENCE, || {
         rt.block_on(client.status()).unwrap().workers.iter().filter(|w| w.healthy).count() == 2
     });
     assert!(back.is_some(), "the resumed worker stayed down: {}", c.log("coordinator"));
@@ -268,7 +268,7 @@ fn bad_queries_get_typed_errors_and_the_cluster_keeps_serving() {
     let g = BatchGenerator::new(&spec).unwrap();
     rt.block_on(async {
         let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
-        client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
+        client.wait_for_workers(2, *common::PATIENCE).await.unwrap();
         client.deploy(&spec, &mixed_plan(&spec)).await.unwrap();
 
         let mut bad = g.batch(1);
@@ -310,7 +310,7 @@ fn peers_without_the_cluster_certificate_are_refused() {
     let rt = rt();
     rt.block_on(async {
         let ok = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
-        ok.wait_for_workers(1, Duration::from_secs(20)).await.unwrap();
+        ok.wait_for_workers(1, *common::PATIENCE).await.unwrap();
         let worker = c.workers[0].0;
         for target in [c.addr, worker] {
             match CoordinatorClient::connect(target, other.path()).await {

@@ -228,7 +228,7 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
 
     // 1. Every worker registers over the bridge, at its namespace's address.
     let mut status = serde_json::Value::Null;
-    wait_until(Duration::from_secs(20), || {
+    wait_until(*common::PATIENCE, || {
         status = c.status_cli();
         healthy(&status) == WORKERS
     })
@@ -328,7 +328,7 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     let restarted = Instant::now();
     let p = c.spawn_worker(idx);
     c.workers[idx] = Some(p);
-    wait_until(Duration::from_secs(20), || {
+    wait_until(*common::PATIENCE, || {
         rt.block_on(client.status()).unwrap().workers.iter().filter(|w| w.healthy).count() == WORKERS
     })
     .unwrap_or_else(|| panic!("the restarted worker never came back: {}", c.log("coordinator")));

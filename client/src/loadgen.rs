@@ -345,22 +345,34 @@ pub async fn run(target: &Target, cfg: &LoadConfig, tick: &(dyn Fn(f64, f64) + S
     }
 }
 
+/// Why results were not verified.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Unverified {
+    /// The cluster refused a verification query (a typed error such as `BatchTooLarge`):
+    /// nothing was compared.
+    #[error("the cluster refused a verification query: {0}")]
+    Refused(String),
+    /// A result differs from the reference.
+    #[error("{0}")]
+    Differs(String),
+}
+
 /// Checks the first `n` batches of `pool` through `client` against the reference, allowing
 /// the rounding of the client's wire format (one rounding per worker a value's partial sums
-/// can come from). The first mismatch or failed query is the error.
-pub async fn verify(client: &Client, pool: &[QueryBatch], n: usize) -> Result<(), String> {
-    let Some(routes) = client.routes() else { return Err("nothing is deployed".into()) };
+/// can come from). The first mismatch or refused query is the error.
+pub async fn verify(client: &Client, pool: &[QueryBatch], n: usize) -> Result<(), Unverified> {
+    let Some(routes) = client.routes() else { return Err(Unverified::Refused("nothing is deployed".into())) };
     let row_types: Vec<_> = routes.plan.tables.iter().map(|t| t.row_type).collect();
     let reference = Reference::new(&routes.spec, &row_types);
     let tables: Vec<u16> = (0..routes.spec.tables.len() as u16).collect();
     let wire: WireFormat = client.wire();
     for (i, b) in pool.iter().take(n).enumerate() {
-        let (_, out) = client.query(b).await.map_err(|e| format!("verification query {i} failed: {e}"))?;
+        let (_, out) = client.query(b).await.map_err(|e| Unverified::Refused(format!("query {i}: {e}")))?;
         reference
             .pool(b, &tables)
             .allow_rounding(wire.unit_roundoff(), routes.workers.len().max(1))
             .check(&out)
-            .map_err(|m| format!("batch {i} differs from the reference: {m}"))?;
+            .map_err(|m| Unverified::Differs(format!("batch {i} differs from the reference: {m}")))?;
     }
     Ok(())
 }

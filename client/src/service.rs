@@ -87,7 +87,7 @@ pub async fn run(cfg: LoadgenConfig) -> Result<(), String> {
             tracing::info!("registered with the coordinator at {} as load generator {id}", cfg.coordinator);
             let state = Arc::new(Runner::new(client));
             // Serves the rounds the coordinator opens on this connection until it closes.
-            serve(conn, limits, move |req, _body, peer| {
+            serve(conn, limits, embtune_transport::guard::process(), move |req, _body, peer| {
                 let state = state.clone();
                 async move { handle(&state, req, peer).await }
             })
@@ -175,7 +175,7 @@ pub async fn round(state: &Runner, spec: &LoadSpec) -> Result<LoadReport, WireEr
         let checked = loadgen::verify(&run_client, &batches, spec.verify as usize).await;
         if let Err(m) = &checked {
             tracing::error!("{m}");
-            report.first_error.get_or_insert_with(|| m.clone());
+            report.first_error.get_or_insert_with(|| m.to_string());
         }
         report.verified = Some(checked.is_ok());
     }

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use embtune_protocol::tuning::{
-    CeilingLoad, ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, TrialKind, now_ms,
+    CeilingLoad, ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, Trial, TrialKind, now_ms,
 };
 use embtune_protocol::wire::{ErrorKind, LoadSpec, WireError};
 use embtune_protocol::{Topology, WorkerShape};
 use embtune_tuner::cost::{Coefficients, Node};
 use embtune_tuner::job::{Context, Tuner, adapt_plan};
 use embtune_tuner::rules::MemoryCaps;
-use embtune_tuner::store::{BestRecord, Store, new_job_id};
+use embtune_tuner::store::{BestRecord, Store, StoreError, new_job_id};
 use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec};
 
 /// The batches a job's load generators send: `count` batches of the workload's generator from
@@ -139,6 +139,7 @@ impl Coordinator {
         if self.job_running(id) {
             return Ok(());
         }
+        self.unwritten().lock().remove(id);
         job.status = JobStatus::Running;
         self.store().put_job(&job).map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
         self.spawn_job(id.to_string());
@@ -175,15 +176,78 @@ impl Coordinator {
                 let result = run_job(&me, &rt, &id, &stop);
                 if let Err(e) = &result {
                     tracing::error!("job {id} failed: {e}");
-                    if let Ok(mut j) = me.store().job(&id) {
-                        j.status = JobStatus::Failed(e.clone());
-                        j.updated_ms = now_ms();
-                        let _ = me.store().put_job(&j);
+                    match me.store().job(&id) {
+                        Ok(mut j) => {
+                            j.status = JobStatus::Failed(e.clone());
+                            j.updated_ms = now_ms();
+                            if let Err(w) = me.store().put_job(&j) {
+                                tracing::error!("job {id}: its failure is not in the store either: {w}");
+                            }
+                        }
+                        Err(r) => tracing::error!("job {id}: its failure is not in the store either: {r}"),
                     }
                 }
                 me.unregister_job(&id);
             })
             .expect("spawning a job thread");
+    }
+}
+
+/// Jobs whose failure could not be written to the store (a full disk): their record as the
+/// store last held it with the failure as status, and their committed trials. Clients see them
+/// so rather than a job that stays `running` for good; resuming clears them.
+pub(crate) type Unwritten = parking_lot::Mutex<std::collections::HashMap<String, (Job, Vec<Trial>)>>;
+
+impl Coordinator {
+    /// A job and its trials as clients should see them.
+    pub fn job_detail(&self, id: &str) -> Result<(Job, Vec<Trial>), StoreError> {
+        let unwritten = self.unwritten().lock().get(id).cloned();
+        if let Some((job, trials)) = unwritten {
+            // The store's trials once it reads again (what is on disk is what counts).
+            return Ok((job, self.store().trials(id).unwrap_or(trials)));
+        }
+        Ok((self.store().job(id)?, self.store().trials(id)?))
+    }
+
+    /// Every job, as clients should see them.
+    pub fn list_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let unwritten = self.unwritten().lock().clone();
+        let mut jobs = self.store().jobs()?;
+        for j in jobs.iter_mut() {
+            if let Some((u, _)) = unwritten.get(&j.id) {
+                j.status = u.status.clone();
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// The job cannot go on because its trial or record could not be written: it fails with a
+    /// reason that says what to do, in the store if it can still be written and for clients
+    /// anyway. The trial that was not written is not among the trials shown.
+    fn store_failed(&self, tuner: &Tuner, uncommitted: Option<u32>, e: StoreError) -> String {
+        let reason = if e.is_full() {
+            format!(
+                "{e}: the job stopped with its committed trials kept; once there is space, `embtune tune --resume {}` goes on",
+                tuner.job.id
+            )
+        } else {
+            format!("the store could not be written ({e}); `embtune tune --resume {}` goes on", tuner.job.id)
+        };
+        let mut job = tuner.job.clone();
+        job.status = JobStatus::Failed(reason.clone());
+        job.updated_ms = now_ms();
+        // As the store holds them: through JSON, whose floats may differ from these in the
+        // last bit, so that a client sees the same trials before and after the store reads again.
+        let trials: Vec<Trial> = tuner
+            .trials
+            .iter()
+            .filter(|t| Some(t.n) != uncommitted)
+            .map(|t| {
+                serde_json::to_vec(t).ok().and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_else(|| t.clone())
+            })
+            .collect();
+        self.unwritten().lock().insert(job.id.clone(), (job, trials));
+        reason
     }
 }
 
@@ -259,8 +323,8 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         }
         let trial = tuner.record(&ctx, p, outcome, started, now_ms(), t0.elapsed().as_secs_f64());
         // Commit before anything else: the trial is on disk from here on.
-        store.add_trial(&trial).map_err(|e| e.to_string())?;
-        store.put_job(&tuner.job).map_err(|e| e.to_string())?;
+        store.add_trial(&trial).map_err(|e| c.store_failed(&tuner, Some(trial.n), e))?;
+        store.put_job(&tuner.job).map_err(|e| c.store_failed(&tuner, None, e))?;
         c.notify_trial(&tuner.job, &trial);
     }
     if tuner.job.head_to_head.is_none() && tuner.job.config.head_to_head_rounds > 0 {

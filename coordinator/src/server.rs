@@ -90,6 +90,9 @@ struct Inner {
     store: embtune_tuner::store::Store,
     /// Jobs running now, with their stop flags.
     jobs: Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+    /// Jobs that failed because the store could not be written (a full disk), as clients
+    /// should see them until they are resumed (`jobs.rs`).
+    unwritten: crate::jobs::Unwritten,
     ep: quinn::Endpoint,
     /// One client endpoint per lane to the workers, each with its own socket and receive task.
     lane_eps: Vec<quinn::Endpoint>,
@@ -131,6 +134,7 @@ impl Coordinator {
                 store,
                 jobs: Mutex::new(Default::default()),
                 membership: Mutex::new(Membership::new(cfg.dead_after)),
+                unwritten: Default::default(),
                 cfg,
                 identity,
                 ep: ep.clone(),
@@ -213,6 +217,10 @@ impl Coordinator {
     /// What every registered worker said when it registered, in id order.
     pub fn hellos(&self) -> Vec<WorkerHello> {
         self.inner.membership.lock().members().iter().map(|m| m.hello.clone()).collect()
+    }
+
+    pub(crate) fn unwritten(&self) -> &crate::jobs::Unwritten {
+        &self.inner.unwritten
     }
 
     /// Marks a job running; false if it already is.
@@ -304,11 +312,11 @@ impl Coordinator {
                 Ok(id) => (Response::JobAccepted { id }, Body::Empty),
                 Err(e) => fail(e),
             },
-            Request::GetJob { id } => match (self.store().job(&id), self.store().trials(&id)) {
-                (Ok(job), Ok(trials)) => (Response::JobDetail { job: Box::new(job), trials }, Body::Empty),
-                (Err(e), _) | (_, Err(e)) => fail(WireError::new(ErrorKind::NoDeployment, e.to_string())),
+            Request::GetJob { id } => match self.job_detail(&id) {
+                Ok((job, trials)) => (Response::JobDetail { job: Box::new(job), trials }, Body::Empty),
+                Err(e) => fail(WireError::new(ErrorKind::NoDeployment, e.to_string())),
             },
-            Request::ListJobs => match self.store().jobs() {
+            Request::ListJobs => match self.list_jobs() {
                 Ok(j) => (Response::Jobs(j), Body::Empty),
                 Err(e) => fail(WireError::new(ErrorKind::Internal, e.to_string())),
             },

@@ -7,18 +7,22 @@
 //!   scrape time.
 //!
 //! The server binds loopback unless given a token; with a token every request but `/healthz`
-//! must carry it, as `Authorization: Bearer TOKEN` or `?token=TOKEN`.
+//! must carry it, as `Authorization: Bearer TOKEN` or `?token=TOKEN`. It serves at most
+//! [`HttpLimits::max_connections`] connections, and closes one whose request header is slow or
+//! that sits idle ([`HttpLimits`], `limits.rs`).
 
 mod api;
 mod assets;
 mod auth;
 pub mod heat;
+mod limits;
 mod metrics;
 mod state;
 pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -66,9 +70,43 @@ pub fn router_with_token(c: Coordinator, token: Option<String>) -> Router {
     Router::new().route("/healthz", get(|| async { "ok" })).merge(guarded).with_state(state)
 }
 
+/// What the HTTP server lets its clients hold.
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// How long a request's header may take to arrive, from its first byte (and for the first
+    /// request, from the connection's start).
+    pub header_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    /// A dashboard has a few viewers and a Prometheus scraper: 256 connections is plenty, and
+    /// without these limits 1,000 half-open requests stayed open for good.
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Binds `addr` and serves in the background; returns the bound address. Any address but
 /// loopback needs a `token`, which every request must then carry.
 pub async fn serve(c: Coordinator, addr: SocketAddr, token: Option<String>) -> Result<SocketAddr, HttpError> {
+    serve_with(c, addr, token, HttpLimits::default()).await
+}
+
+/// [`serve`] within `limits`.
+pub async fn serve_with(
+    c: Coordinator,
+    addr: SocketAddr,
+    token: Option<String>,
+    limits: HttpLimits,
+) -> Result<SocketAddr, HttpError> {
     if token.as_deref().is_some_and(str::is_empty) {
         return Err(HttpError::EmptyToken);
     }
@@ -78,10 +116,6 @@ pub async fn serve(c: Coordinator, addr: SocketAddr, token: Option<String>) -> R
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
     let app = router_with_token(c, token);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the dashboard stopped: {e}");
-        }
-    });
+    tokio::spawn(limits::accept(listener, app, limits));
     Ok(bound)
 }

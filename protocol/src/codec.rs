@@ -192,6 +192,35 @@ fn le_only() {
     const { assert!(cfg!(target_endian = "little"), "embtune's wire bodies assume a little-endian host") };
 }
 
+/// The frame decoder's fuzz target (`fuzz/fuzz_targets/frame.rs`, and replayed over the
+/// checked-in corpus and random bytes by `protocol/tests/fuzz_frames.rs`): any bytes give a
+/// header or a typed error, and metadata a request, a response or a typed error, never a panic
+/// or an allocation past the limits; what decodes encodes to bytes that decode to the same.
+#[doc(hidden)]
+pub fn fuzz_frame(data: &[u8]) {
+    use crate::wire::{Request, Response};
+    let limits = FrameLimits { max_meta: 1 << 20, max_body: 1 << 20 };
+    let Some(head) = data.first_chunk::<HEADER_LEN>() else { return };
+    if let Ok(h) = parse_header(head, &limits) {
+        assert!(h.meta_len <= limits.max_meta && h.body_len <= limits.max_body && h.body_len % 4 == 0);
+        assert_eq!(h.version, PROTOCOL_VERSION);
+    }
+    // Metadata is decoded whatever the header said, as a reader does once the bytes are in.
+    let meta = &data[HEADER_LEN..];
+    if let Ok(req) = decode_meta::<Request>(meta) {
+        fuzz_round_trip(&req);
+    }
+    if let Ok(resp) = decode_meta::<Response>(meta) {
+        fuzz_round_trip(&resp);
+    }
+}
+
+fn fuzz_round_trip<T: Serialize + DeserializeOwned>(v: &T) {
+    let once = encode_head(v, 0).expect("a decoded message encodes");
+    let back: T = decode_meta(&once[HEADER_LEN..]).expect("an encoded message decodes");
+    assert_eq!(once, encode_head(&back, 0).unwrap(), "a message changed on a round trip");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

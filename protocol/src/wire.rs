@@ -15,9 +15,32 @@ use crate::tuning::{BestRecord, Job, JobConfig, Trial};
 /// The protocol version every frame carries. Peers with another version get a typed error.
 pub const PROTOCOL_VERSION: u16 = 4;
 
-/// The ALPN token of the QUIC handshake, `embtune/` and [`PROTOCOL_VERSION`]: a peer speaking
-/// another version fails the handshake. A test checks that the two agree.
-pub const ALPN: &[u8] = b"embtune/4";
+/// The ALPN token of the QUIC handshake, `embtune/<PROTOCOL_VERSION>`: a peer speaking another
+/// version fails the handshake. It is derived from the version, so the two cannot disagree (they
+/// once did: `embtune/2` beside version 3).
+pub const ALPN: &[u8] = ALPN_TOKEN.0.split_at(ALPN_TOKEN.1).0;
+
+/// `embtune/` and the decimal digits of [`PROTOCOL_VERSION`] in a fixed buffer, with the length
+/// used: consts cannot format strings, so the digits are written by hand.
+const ALPN_TOKEN: ([u8; 13], usize) = {
+    let mut buf = *b"embtune/00000";
+    let mut digits = [0u8; 5];
+    let (mut v, mut n) = (PROTOCOL_VERSION, 0);
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut i = 0;
+    while i < n {
+        buf[8 + i] = digits[n - 1 - i];
+        i += 1;
+    }
+    (buf, 8 + n)
+};
 
 /// The TLS server name every node's certificate carries, so that nodes can be reached at any
 /// address without per-address certificates.
@@ -531,6 +554,12 @@ pub enum ErrorKind {
     /// The request is valid but not for this kind of node.
     NotSupported,
     Internal,
+    /// The receiver is at a limit that protects its memory (requests in flight, buffered bytes
+    /// per connection or per process); the request was not read. Retry later, or lower the
+    /// concurrency. (New kinds go last: bincode encodes a kind by its position.)
+    Overloaded,
+    /// The frame did not arrive within the receiver's read deadline.
+    TimedOut,
 }
 
 #[cfg(test)]

@@ -19,6 +19,12 @@ use crate::{Identity, TransportError};
 /// with a short idle timeout so that a dead peer is noticed within two seconds.
 #[derive(Clone, Debug)]
 pub struct Tuning {
+    /// Streams a peer may have open to us at once (QUIC flow control: it cannot open more, and
+    /// waits for one to end). Each is a request in flight; a peer that opened thousands and
+    /// sent only headers once held as many buffers (`crate::guard`). quinn keeps a slot per
+    /// stream for every connection, so this is also memory per idle connection: 4,096 slots
+    /// made an idle connection cost about 400 KB. A coordinator sends a worker at most 64
+    /// requests at once, and a client's further requests wait for a stream to end.
     pub max_streams: u32,
     pub stream_window: u64,
     pub connection_window: u64,
@@ -49,7 +55,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            max_streams: 4096,
+            max_streams: 128,
             stream_window: 64 << 20,
             connection_window: 256 << 20,
             initial_rtt: Duration::from_millis(1),
@@ -175,6 +181,14 @@ pub async fn connect(ep: &Endpoint, addr: SocketAddr, timeout: Duration) -> Resu
         .map_err(|e| TransportError::Connect { addr, reason: e.to_string() })?;
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => Ok(c),
+        Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            Err(TransportError::Connect {
+                addr,
+                reason: "refused: the peer serves as many connections as it allows (--max-connections); close idle clients or raise the limit".into(),
+            })
+        }
         Ok(Err(e)) => Err(TransportError::Connect { addr, reason: e.to_string() }),
         Err(_) => Err(TransportError::Connect { addr, reason: format!("no answer within {timeout:?}") }),
     }

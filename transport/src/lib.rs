@@ -4,6 +4,8 @@
 //! - [`certs`]: the cluster CA and node certificates (`embtune cluster init`).
 //! - [`endpoint`]: QUIC endpoints whose TLS trusts only the cluster CA and demands a client
 //!   certificate, with transport settings tuned for low-latency RPC on a LAN.
+//! - [`guard`]: what a serving process lets its peers hold (connections, requests in flight,
+//!   buffered bytes, time to send a frame), and giving closed connections' memory back.
 //! - [`lanes`]: several connections to one peer, and the rule that stripes a large reply over
 //!   them so that more than one core seals and opens its packets.
 //! - [`netbench`]: the transport measured beside plain TCP in one run.
@@ -12,6 +14,7 @@
 
 pub mod certs;
 pub mod endpoint;
+pub mod guard;
 pub mod lanes;
 pub mod netbench;
 pub mod rpc;

@@ -6,6 +6,9 @@
 //! a newer one wrote instead of misreading it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 pub use embtune_protocol::tuning::BestRecord;
 use embtune_protocol::tuning::{Job, Trial};
@@ -21,6 +24,10 @@ pub enum StoreError {
         "the store at {path} was written by a newer embtune (schema {found}, this one reads {SCHEMA}); upgrade embtune to read it"
     )]
     Newer { path: PathBuf, found: u32 },
+    /// The disk is full: nothing of the failed write counts as committed. The store reopens by
+    /// itself once there is space again.
+    #[error("the disk holding the store at {path} is full ({detail}); free some space, then resume")]
+    Full { path: PathBuf, detail: String },
     #[error("store at {path}: {detail}")]
     Sled { path: PathBuf, detail: String },
     #[error("a record in the store is damaged: {0}")]
@@ -29,9 +36,28 @@ pub enum StoreError {
     NoJob(String),
 }
 
+impl StoreError {
+    /// Whether the error is the disk being full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full { .. })
+    }
+}
+
 /// Jobs, trials and the best plan per dataset and cluster.
+///
+/// A write that fails (a full disk, say) leaves sled's in-memory state ahead of its files, and
+/// sled refuses writes from then on: the store then reopens itself from its files before the
+/// next operation (at most once every [`REOPEN_EVERY`] while that fails), so what it shows is
+/// what is on disk, and it works again once the disk has room.
 pub struct Store {
     path: PathBuf,
+    trees: RwLock<Option<Trees>>,
+    /// A write failed: reopen before the next operation.
+    damaged: AtomicBool,
+    last_reopen: Mutex<Option<Instant>>,
+}
+
+struct Trees {
     db: sled::Db,
     jobs: sled::Tree,
     trials: sled::Tree,
@@ -41,42 +67,79 @@ pub struct Store {
 /// How long [`Store::open`] waits for a store's lock before saying another process holds it.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl Store {
-    /// Opens (or creates) the store in `dir`, waiting a moment for a lock that is being
-    /// released (see [`LOCK_PATIENCE`]).
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Self::open_within(dir, LOCK_PATIENCE)
-    }
+/// How often a damaged store tries to reopen.
+pub const REOPEN_EVERY: Duration = Duration::from_millis(500);
 
-    /// Opens the store at once, or says it is locked: for callers that expect a running
-    /// coordinator to hold it and have another way to its records.
-    pub fn try_open(dir: &Path) -> Result<Store, StoreError> {
-        Self::open_within(dir, std::time::Duration::ZERO)
+/// Sorts a sled error into the store's errors.
+fn classify(path: &Path, e: sled::Error) -> StoreError {
+    let detail = e.to_string();
+    let full = match &e {
+        sled::Error::Io(io) => io.raw_os_error() == Some(libc_enospc()) || io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
+    } || detail.contains("No space left");
+    if full {
+        StoreError::Full { path: path.to_path_buf(), detail }
+    } else if detail.contains("lock")
+        || detail.contains("WouldBlock")
+        || detail.contains("Resource temporarily unavailable")
+    {
+        StoreError::Locked { path: path.to_path_buf(), detail }
+    } else {
+        StoreError::Sled { path: path.to_path_buf(), detail }
     }
+}
 
-    fn open_within(dir: &Path, patience: std::time::Duration) -> Result<Store, StoreError> {
-        let path = dir.to_path_buf();
-        let err = |e: sled::Error| {
-            let detail = e.to_string();
-            if detail.contains("lock")
-                || detail.contains("WouldBlock")
-                || detail.contains("Resource temporarily unavailable")
-            {
-                StoreError::Locked { path: path.clone(), detail }
-            } else {
-                StoreError::Sled { path: path.clone(), detail }
+/// ENOSPC on Linux (the tuner does not link libc for one constant).
+const fn libc_enospc() -> i32 {
+    28
+}
+
+/// Removes snapshots that sled began and never finished. sled writes a snapshot to
+/// `snap.<lsn>.generating` and renames it when complete, but reads any `snap.*` file when it
+/// opens: one left empty by a full disk made the store unopenable ("Read corrupted data") until
+/// removed by hand. An unfinished snapshot holds nothing the log does not.
+/// Returns whether it removed any.
+fn remove_unfinished_snapshots(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let mut removed = false;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::warn!("removed an unfinished sled snapshot {}", e.path().display());
+                    removed = true;
+                }
+                Err(err) => tracing::warn!("cannot remove the unfinished snapshot {}: {err}", e.path().display()),
             }
-        };
+        }
+    }
+    removed
+}
+
+impl Trees {
+    fn open(dir: &Path, patience: Duration) -> Result<Trees, StoreError> {
+        let path = dir.to_path_buf();
+        let err = |e: sled::Error| classify(&path, e);
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled { path: path.clone(), detail: e.to_string() })?;
         // sled releases its file lock when its last handle goes, and its flusher thread may hold
         // one for a moment after the store is dropped (and a process that just exited, a moment
         // before the kernel drops its lock). So a locked store is retried for a short while
         // before it is reported as held by another process.
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
+        let mut cleaned = false;
         let db = loop {
             match sled::Config::new().path(dir).open().map_err(err) {
                 Err(StoreError::Locked { .. }) if t0.elapsed() < patience => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                // sled took the lock and could not read the files: no other instance has them
+                // open, so an unfinished snapshot is a leftover, and removing it is safe.
+                Err(StoreError::Sled { .. } | StoreError::Full { .. })
+                    if !cleaned && remove_unfinished_snapshots(dir) =>
+                {
+                    cleaned = true
                 }
                 r => break r?,
             }
@@ -96,12 +159,35 @@ impl Store {
                 db.flush().map_err(err)?;
             }
         }
-        Ok(Store {
+        Ok(Trees {
             jobs: db.open_tree("jobs").map_err(err)?,
             trials: db.open_tree("trials").map_err(err)?,
             best: db.open_tree("best").map_err(err)?,
-            path,
             db,
+        })
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, waiting a moment for a lock that is being
+    /// released (see [`LOCK_PATIENCE`]).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_within(dir, LOCK_PATIENCE)
+    }
+
+    /// Opens the store at once, or says it is locked: for callers that expect a running
+    /// coordinator to hold it and have another way to its records.
+    pub fn try_open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_within(dir, Duration::ZERO)
+    }
+
+    fn open_within(dir: &Path, patience: Duration) -> Result<Store, StoreError> {
+        let trees = Trees::open(dir, patience)?;
+        Ok(Store {
+            path: dir.to_path_buf(),
+            trees: RwLock::new(Some(trees)),
+            damaged: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
         })
     }
 
@@ -109,26 +195,68 @@ impl Store {
         &self.path
     }
 
-    fn sled(&self, e: sled::Error) -> StoreError {
-        StoreError::Sled { path: self.path.clone(), detail: e.to_string() }
+    /// Runs `f` on the trees, reopening them first if a write failed; a failed write marks
+    /// them for reopening.
+    fn with<R>(&self, f: impl FnOnce(&Trees) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        if self.damaged.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self.trees.read().unwrap_or_else(|p| p.into_inner());
+        let trees = guard.as_ref().ok_or_else(|| StoreError::Sled {
+            path: self.path.clone(),
+            detail: "the store is closed after a failed write and could not be reopened yet".into(),
+        })?;
+        let r = f(trees);
+        if matches!(r, Err(StoreError::Full { .. } | StoreError::Sled { .. })) {
+            self.damaged.store(true, Ordering::Release);
+        }
+        r
     }
 
-    /// Writes everything buffered to disk.
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.sled(e))
+    /// Reopens the store from its files (see [`Store`]).
+    fn reopen(&self) -> Result<(), StoreError> {
+        {
+            let mut last = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+                return Err(StoreError::Full {
+                    path: self.path.clone(),
+                    detail: "a write failed and the store could not be reopened yet".into(),
+                });
+            }
+            *last = Some(Instant::now());
+        }
+        let mut guard = self.trees.write().unwrap_or_else(|p| p.into_inner());
+        if !self.damaged.load(Ordering::Acquire) {
+            return Ok(()); // another thread reopened it meanwhile
+        }
+        // The old instance must be gone before the files can be locked again.
+        if let Some(old) = guard.take() {
+            drop(old);
+        }
+        let trees = Trees::open(&self.path, LOCK_PATIENCE)?;
+        tracing::info!("reopened the store at {} after a failed write", self.path.display());
+        *guard = Some(trees);
+        self.damaged.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Keeps the cluster's deployment, durably: a restarted coordinator routes by it.
     pub fn put_deployment(&self, d: &embtune_protocol::wire::DeploymentRecord) -> Result<(), StoreError> {
         let v = serde_json::to_vec(d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.db.open_tree("meta").map_err(|e| self.sled(e))?.insert("deployment", v).map_err(|e| self.sled(e))?;
-        self.flush()
+        self.with(|t| {
+            let meta = t.db.open_tree("meta").map_err(|e| classify(&self.path, e))?;
+            meta.insert("deployment", v).map_err(|e| classify(&self.path, e))?;
+            t.flush(&self.path)
+        })
     }
 
     /// The deployment last kept, if any.
     pub fn deployment(&self) -> Result<Option<embtune_protocol::wire::DeploymentRecord>, StoreError> {
-        let meta = self.db.open_tree("meta").map_err(|e| self.sled(e))?;
-        match meta.get("deployment").map_err(|e| self.sled(e))? {
+        let v = self.with(|t| {
+            let meta = t.db.open_tree("meta").map_err(|e| classify(&self.path, e))?;
+            meta.get("deployment").map_err(|e| classify(&self.path, e))
+        })?;
+        match v {
             None => Ok(None),
             Some(v) => {
                 serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("deployment: {e}")))
@@ -139,26 +267,32 @@ impl Store {
     /// Creates or updates a job, durably.
     pub fn put_job(&self, job: &Job) -> Result<(), StoreError> {
         let v = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.jobs.insert(job.id.as_bytes(), v).map_err(|e| self.sled(e))?;
-        self.flush()
+        self.with(|t| {
+            t.jobs.insert(job.id.as_bytes(), v).map_err(|e| classify(&self.path, e))?;
+            t.flush(&self.path)
+        })
     }
 
     pub fn job(&self, id: &str) -> Result<Job, StoreError> {
-        let v =
-            self.jobs.get(id.as_bytes()).map_err(|e| self.sled(e))?.ok_or_else(|| StoreError::NoJob(id.to_string()))?;
+        let v = self
+            .with(|t| t.jobs.get(id.as_bytes()).map_err(|e| classify(&self.path, e)))?
+            .ok_or_else(|| StoreError::NoJob(id.to_string()))?;
         serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))
     }
 
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.jobs.iter() {
-            let (k, v) = kv.map_err(|e| self.sled(e))?;
-            out.push(
-                serde_json::from_slice::<Job>(&v)
-                    .map_err(|e| StoreError::Corrupt(format!("job {}: {e}", String::from_utf8_lossy(&k))))?,
-            );
-        }
+        let mut out = self.with(|t| {
+            let mut out = Vec::new();
+            for kv in t.jobs.iter() {
+                let (k, v) = kv.map_err(|e| classify(&self.path, e))?;
+                out.push(
+                    serde_json::from_slice::<Job>(&v)
+                        .map_err(|e| StoreError::Corrupt(format!("job {}: {e}", String::from_utf8_lossy(&k))))?,
+                );
+            }
+            Ok(out)
+        })?;
         out.sort_by_key(|j| j.created_ms);
         Ok(out)
     }
@@ -170,64 +304,82 @@ impl Store {
         k
     }
 
-    /// Commits a trial: on return it is on disk.
+    /// Commits a trial: on return it is on disk. On an error nothing of it counts: the store
+    /// reopens from its files before anyone reads it.
     pub fn add_trial(&self, t: &Trial) -> Result<(), StoreError> {
         let v = serde_json::to_vec(t).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.trials.insert(Self::trial_key(&t.job, t.n), v).map_err(|e| self.sled(e))?;
-        self.flush()
+        self.with(|trees| {
+            trees.trials.insert(Self::trial_key(&t.job, t.n), v).map_err(|e| classify(&self.path, e))?;
+            trees.flush(&self.path)
+        })
     }
 
     /// A job's trials in order.
     pub fn trials(&self, job: &str) -> Result<Vec<Trial>, StoreError> {
         let mut prefix = job.as_bytes().to_vec();
         prefix.push(0);
-        let mut out = Vec::new();
-        for kv in self.trials.scan_prefix(&prefix) {
-            let (_, v) = kv.map_err(|e| self.sled(e))?;
-            out.push(
-                serde_json::from_slice::<Trial>(&v)
-                    .map_err(|e| StoreError::Corrupt(format!("a trial of {job}: {e}")))?,
-            );
-        }
-        Ok(out)
+        self.with(|t| {
+            let mut out = Vec::new();
+            for kv in t.trials.scan_prefix(&prefix) {
+                let (_, v) = kv.map_err(|e| classify(&self.path, e))?;
+                out.push(
+                    serde_json::from_slice::<Trial>(&v)
+                        .map_err(|e| StoreError::Corrupt(format!("a trial of {job}: {e}")))?,
+                );
+            }
+            Ok(out)
+        })
     }
 
     /// Records `rec` as the best for its dataset and cluster if it beats what is there.
     pub fn offer_best(&self, rec: &BestRecord, better: impl Fn(f64, f64) -> bool) -> Result<bool, StoreError> {
         let key = format!("{}\0{}", rec.dataset, rec.cluster);
-        if let Some(old) = self.best.get(key.as_bytes()).map_err(|e| self.sled(e))? {
-            let old: BestRecord = serde_json::from_slice(&old).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if !better(rec.value, old.value) {
-                return Ok(false);
+        self.with(|t| {
+            if let Some(old) = t.best.get(key.as_bytes()).map_err(|e| classify(&self.path, e))? {
+                let old: BestRecord = serde_json::from_slice(&old).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if !better(rec.value, old.value) {
+                    return Ok(false);
+                }
             }
-        }
-        self.best
-            .insert(key.as_bytes(), serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            .map_err(|e| self.sled(e))?;
-        self.flush()?;
-        Ok(true)
+            t.best
+                .insert(key.as_bytes(), serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                .map_err(|e| classify(&self.path, e))?;
+            t.flush(&self.path)?;
+            Ok(true)
+        })
     }
 
     /// The best records for a dataset, over every cluster.
     pub fn best_for(&self, dataset: &str) -> Result<Vec<BestRecord>, StoreError> {
         let mut prefix = dataset.as_bytes().to_vec();
         prefix.push(0);
-        let mut out = Vec::new();
-        for kv in self.best.scan_prefix(&prefix) {
-            let (_, v) = kv.map_err(|e| self.sled(e))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        }
-        Ok(out)
+        self.with(|t| {
+            let mut out = Vec::new();
+            for kv in t.best.scan_prefix(&prefix) {
+                let (_, v) = kv.map_err(|e| classify(&self.path, e))?;
+                out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            Ok(out)
+        })
     }
 
     /// Every best record.
     pub fn all_best(&self) -> Result<Vec<BestRecord>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.best.iter() {
-            let (_, v) = kv.map_err(|e| self.sled(e))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        }
-        Ok(out)
+        self.with(|t| {
+            let mut out = Vec::new();
+            for kv in t.best.iter() {
+                let (_, v) = kv.map_err(|e| classify(&self.path, e))?;
+                out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl Trees {
+    /// Writes everything buffered to disk.
+    fn flush(&self, path: &Path) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| classify(path, e))
     }
 }
 

@@ -205,21 +205,52 @@ impl BatchGenerator {
 
     /// How many pre-generated batches a benchmark should rotate through so that the rows they
     /// touch do not all fit in a cache of `cache_bytes` (which would flatter the engine), within
-    /// a budget of `max_bytes` of ids.
+    /// a budget of `max_bytes` of batches and at most [`MAX_POOL_BATCHES`].
+    ///
+    /// A batch costs its ids, its offsets and [`BATCH_OVERHEAD_BYTES`] of bookkeeping, whatever
+    /// its rows: a tiny shape (one table of 100 rows, dim 1, one look-up, batch 1) touches 4 bytes
+    /// of rows per batch, and sizing its pool by rows alone asked for tens of millions of batches
+    /// (`bench` grew past 6 GB). Such a shape fits in cache whatever the pool.
     pub fn pool_size_for(&self, cache_bytes: u64, max_bytes: u64) -> usize {
-        let lookups = self.spec.mean_lookups_per_sample() * self.spec.batch_size as f64;
-        let row_bytes: f64 = self.spec.tables.iter().map(|t| t.pooling.mean() * t.row_bytes() as f64).sum::<f64>()
-            * self.spec.batch_size as f64;
-        let want = (4.0 * cache_bytes as f64 / row_bytes.max(1.0)).ceil() as usize;
-        let cap = (max_bytes as f64 / (lookups.max(1.0) * 4.0)).floor() as usize;
-        want.clamp(8, cap.max(8))
+        let batch = self.spec.batch_size as f64;
+        let lookups = self.spec.mean_lookups_per_sample() * batch;
+        let row_bytes: f64 =
+            self.spec.tables.iter().map(|t| t.pooling.mean() * t.row_bytes() as f64).sum::<f64>() * batch;
+        let offsets = self.spec.tables.len() as f64 * batch + 1.0;
+        let batch_bytes = 4.0 * (lookups + offsets) + BATCH_OVERHEAD_BYTES as f64;
+        let want = (4.0 * cache_bytes as f64 / row_bytes.max(1.0)).ceil();
+        let cap = (max_bytes as f64 / batch_bytes).floor().min(MAX_POOL_BATCHES as f64) as usize;
+        (want.min(MAX_POOL_BATCHES as f64) as usize).clamp(8, cap.max(8))
     }
 }
+
+/// The most batches a benchmark pool holds, whatever the shape (see
+/// [`BatchGenerator::pool_size_for`]).
+pub const MAX_POOL_BATCHES: usize = 1 << 16;
+
+/// Bytes a pooled batch costs beyond its ids and offsets: its two buffers' allocator headers,
+/// the batch itself and the request prepared from it.
+pub const BATCH_OVERHEAD_BYTES: usize = 256;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::presets::{Preset, PresetOptions};
+
+    #[test]
+    fn pools_are_capped_by_count_and_bytes_for_tiny_shapes() {
+        let tiny: ModelSpec = toml::from_str(
+            "name = \"tiny\"\nbatch_size = 1\n[[tables]]\nname = \"a\"\nrows = 100\ndim = 1\npooling = 1\ndist = \"uniform\"\n",
+        )
+        .unwrap();
+        let g = BatchGenerator::new(&tiny).unwrap();
+        // A 32 MiB LLC once asked for 33 million batches of this shape.
+        let n = g.pool_size_for(32 << 20, 1 << 30);
+        assert_eq!(n, MAX_POOL_BATCHES);
+        // A byte budget binds by the batches' whole size, not their rows.
+        let per_batch = 4 * (1 + 2) + BATCH_OVERHEAD_BYTES;
+        assert_eq!(g.pool_size_for(32 << 20, (1000 * per_batch) as u64), 1000);
+    }
 
     #[test]
     fn slices_hold_exactly_their_samples() {

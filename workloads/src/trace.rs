@@ -29,8 +29,10 @@ impl Empirical {
     /// Builds the distribution from `(id, count)` pairs (ids may repeat; counts add up).
     pub fn from_counts(pairs: impl IntoIterator<Item = (u64, u64)>) -> Result<Empirical, WorkloadError> {
         let mut map: HashMap<u64, u64> = HashMap::new();
+        let overflow = || WorkloadError::Invalid("the counts add up past 2^64 look-ups".into());
         for (id, c) in pairs {
-            *map.entry(id).or_default() += c;
+            let e = map.entry(id).or_default();
+            *e = e.checked_add(c).ok_or_else(overflow)?;
         }
         map.retain(|_, c| *c > 0);
         if map.is_empty() {
@@ -44,17 +46,23 @@ impl Empirical {
         pairs.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let ids: Vec<u64> = pairs.iter().map(|p| p.0).collect();
         let counts: Vec<u64> = pairs.iter().map(|p| p.1).collect();
-        let total = counts.iter().sum();
+        let total = counts.iter().try_fold(0u64, |a, &c| a.checked_add(c)).ok_or_else(overflow)?;
         let (alias_prob, alias_idx) = build_alias(&counts, total);
         Ok(Empirical { ids, counts, total, alias_prob, alias_idx })
     }
 
     /// Reads a trace: one id a line; blank lines and lines starting with `#` are skipped.
     pub fn from_trace_file(path: &Path) -> Result<Empirical, WorkloadError> {
+        Self::from_trace_reader(open(path)?, path)
+    }
+
+    /// [`Empirical::from_trace_file`] from any reader; `path` names it in errors.
+    pub fn from_trace_reader(r: impl BufRead, path: &Path) -> Result<Empirical, WorkloadError> {
         let mut counts: HashMap<u64, u64> = HashMap::new();
-        for_each_line(path, |n, line| {
+        for_each_line(r, path, |n, line| {
             let id: u64 = line.parse().map_err(|_| bad_line(path, n, line, "a row id"))?;
-            *counts.entry(id).or_default() += 1;
+            let c = counts.entry(id).or_default();
+            *c = c.checked_add(1).ok_or_else(|| too_many(path))?;
             Ok(())
         })?;
         Self::from_counts(counts)
@@ -62,8 +70,13 @@ impl Empirical {
 
     /// Reads a frequency profile: `id count` a line (space, tab or comma separated).
     pub fn from_profile_file(path: &Path) -> Result<Empirical, WorkloadError> {
+        Self::from_profile_reader(open(path)?, path)
+    }
+
+    /// [`Empirical::from_profile_file`] from any reader; `path` names it in errors.
+    pub fn from_profile_reader(r: impl BufRead, path: &Path) -> Result<Empirical, WorkloadError> {
         let mut pairs = Vec::new();
-        for_each_line(path, |n, line| {
+        for_each_line(r, path, |n, line| {
             let mut it = line.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty());
             let (Some(id), Some(c), None) = (it.next(), it.next(), it.next()) else {
                 return Err(bad_line(path, n, line, "`id count`"));
@@ -77,8 +90,9 @@ impl Empirical {
     }
 
     /// The largest id seen plus one: the size of the table the trace was recorded on, at least.
+    /// (Saturating: an id of 2^64 - 1 overflowed here, found by the fuzzer.)
     pub fn id_space(&self) -> u64 {
-        self.ids.iter().max().map_or(0, |m| m + 1)
+        self.ids.iter().max().map_or(0, |m| m.saturating_add(1))
     }
 
     /// Number of distinct ids.
@@ -123,13 +137,22 @@ fn build_alias(counts: &[u64], total: u64) -> (Vec<f64>, Vec<u32>) {
     (prob, alias)
 }
 
+fn open(path: &Path) -> Result<BufReader<std::fs::File>, WorkloadError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| WorkloadError::Io(format!("cannot open trace {}: {e}", path.display())))?;
+    Ok(BufReader::new(file))
+}
+
+fn too_many(path: &Path) -> WorkloadError {
+    WorkloadError::Invalid(format!("{}: counts add up past 2^64 look-ups", path.display()))
+}
+
 fn for_each_line(
+    r: impl BufRead,
     path: &Path,
     mut f: impl FnMut(usize, &str) -> Result<(), WorkloadError>,
 ) -> Result<(), WorkloadError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| WorkloadError::Io(format!("cannot open trace {}: {e}", path.display())))?;
-    for (n, line) in BufReader::new(file).lines().enumerate() {
+    for (n, line) in r.lines().enumerate() {
         let line = line.map_err(|e| WorkloadError::Io(format!("{}: {e}", path.display())))?;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -143,6 +166,28 @@ fn for_each_line(
 fn bad_line(path: &Path, n: usize, line: &str, want: &str) -> WorkloadError {
     let shown: String = line.chars().take(40).collect();
     WorkloadError::Parse(format!("{}:{n}: expected {want}, found `{shown}`", path.display()))
+}
+
+/// The trace readers' fuzz target (`fuzz/fuzz_targets/trace.rs`, and replayed over the
+/// checked-in corpus and random bytes by `workloads/tests/fuzz_inputs.rs`): any bytes, read as
+/// a trace and as a profile, give a distribution or a typed error, never a panic; a
+/// distribution's counts add up, and its samples are ids it holds.
+#[doc(hidden)]
+pub fn fuzz_trace(data: &[u8]) {
+    let path = Path::new("fuzz-input");
+    for e in
+        [Empirical::from_trace_reader(data, path), Empirical::from_profile_reader(data, path)].into_iter().flatten()
+    {
+        assert!(!e.ids.is_empty() && e.ids.len() == e.counts.len());
+        assert_eq!(e.total, e.counts.iter().sum::<u64>());
+        assert!(e.counts.windows(2).all(|w| w[0] >= w[1]), "most frequent first");
+        let mut rng = StreamRng::new(1, 2, 3);
+        for _ in 0..16 {
+            let id = e.sample(&mut rng);
+            assert!(e.ids.contains(&id));
+        }
+        let _ = (e.top_share(3), e.id_space());
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +228,13 @@ mod tests {
             let got = hits[&id] as f64 / n as f64;
             assert!((got - want).abs() < 0.01, "id {id}: {got}");
         }
+    }
+
+    #[test]
+    fn counts_past_2_to_the_64_are_an_error_not_an_overflow() {
+        let e = Empirical::from_profile_reader(&b"1 18446744073709551615\n2 1\n"[..], Path::new("p")).unwrap_err();
+        assert!(e.to_string().contains("2^64"), "{e}");
+        assert!(Empirical::from_counts([(1, u64::MAX), (1, 1)]).is_err());
     }
 
     #[test]

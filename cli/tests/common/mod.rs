@@ -6,6 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for a condition it needs (workers registered, a job's progress): long
+/// enough for a loaded 2-core machine, where 20 s was not. A test never sleeps this long; it
+/// polls the condition. `EMBTUNE_TEST_PATIENCE_S` overrides it.
+pub static PATIENCE: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+    Duration::from_secs(std::env::var("EMBTUNE_TEST_PATIENCE_S").ok().and_then(|s| s.parse().ok()).unwrap_or(240))
+});
+
 pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_embtune")
 }
@@ -64,17 +71,25 @@ pub struct Cluster {
     pub coordinator: Option<Proc>,
     pub addr: SocketAddr,
     pub workers: Vec<(SocketAddr, Proc)>,
+    /// More arguments for the coordinator (`--max-connections N`).
+    pub coordinator_args: Vec<String>,
 }
 
 impl Cluster {
     /// A coordinator and `n` workers of one core each, as real processes on loopback.
     pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with more arguments for the coordinator.
+    pub fn start_with(n: usize, coordinator_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("cluster");
         let out = Command::new(exe()).args(["cluster", "init", "--out"]).arg(&certs).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let addr = free_udp();
-        let mut c = Cluster { dir, certs, coordinator: None, addr, workers: Vec::new() };
+        let coordinator_args = coordinator_args.iter().map(|s| s.to_string()).collect();
+        let mut c = Cluster { dir, certs, coordinator: None, addr, workers: Vec::new(), coordinator_args };
         c.start_coordinator();
         for _ in 0..n {
             c.add_worker(None);
@@ -84,21 +99,20 @@ impl Cluster {
 
     pub fn start_coordinator(&mut self) {
         let data = self.dir.path().join("data");
-        let p = spawn(
-            self.dir.path(),
+        let (addr, certs) = (self.addr.to_string(), self.certs.to_str().unwrap().to_string());
+        let mut args = vec![
             "coordinator",
-            &[
-                "coordinator",
-                "--listen",
-                &self.addr.to_string(),
-                "--http",
-                "127.0.0.1:0",
-                "--cluster",
-                self.certs.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
-        );
+            "--listen",
+            &addr,
+            "--http",
+            "127.0.0.1:0",
+            "--cluster",
+            &certs,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        args.extend(self.coordinator_args.iter().map(String::as_str));
+        let p = spawn(self.dir.path(), "coordinator", &args);
         self.coordinator = Some(p);
     }
 
@@ -141,6 +155,49 @@ impl Cluster {
     pub fn target_args(&self) -> Vec<String> {
         vec!["--coordinator".into(), self.addr.to_string(), "--cluster".into(), self.certs.to_str().unwrap().into()]
     }
+}
+
+/// Resident memory of process `pid` now (`VmRSS`) and at its peak (`VmHWM`), bytes.
+pub fn rss(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            << 10
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Resets process `pid`'s peak resident memory (`VmHWM`) to what it uses now, so that the next
+/// [`rss`] reports the peak since this call. False where the kernel does not allow it.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// The pids whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+            && rest.split_whitespace().nth(1).and_then(|pp| pp.parse::<u32>().ok()) == Some(pid)
+        {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Polls `f` until it returns true or `timeout` passes; returns the time it took.
