@@ -173,7 +173,10 @@ fn stats_table(spec: &ModelSpec, plan: &Plan, p: &Prediction) -> comfy_table::Ta
             ts.name.clone(),
             ui::count(ts.rows),
             ts.dim.to_string(),
-            format!("{:.1}", ts.pooling.mean()),
+            {
+                let m = ts.pooling.mean();
+                if m.fract() == 0.0 { format!("{m:.0}") } else { format!("{m:.1}") }
+            },
             tp.row_type.to_string(),
             tp.placement.kind(),
             owners(&tp.placement),

@@ -35,6 +35,8 @@ pub struct TuneArgs {
     /// Tune on a running cluster through its coordinator.
     #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
     pub coordinator: Option<std::net::SocketAddr>,
+    /// The cluster's certificate directory (`embtune cluster init --out DIR`), with
+    /// --coordinator.
     #[arg(long, value_name = "DIR")]
     pub cluster: Option<PathBuf>,
     /// Measured trials of the search, after one trial per baseline.
@@ -75,6 +77,8 @@ pub struct TuneArgs {
     /// Continue a job that stopped (the coordinator restarted, or `tune` was interrupted).
     #[arg(long, value_name = "JOB")]
     pub resume: Option<String>,
+    /// Print one JSON object when the job ends (no progress, no tables): the figures of
+    /// `embtune results show --json` without the trials.
     #[arg(long)]
     pub json: bool,
 }

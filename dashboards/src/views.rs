@@ -479,6 +479,54 @@ mod tests {
     }
 
     #[test]
+    fn a_tie_reads_as_a_tie_with_one_set_of_numbers() {
+        use embtune_protocol::tuning::HeadToHead;
+        let mut j = job(Objective::Throughput);
+        // Trial 6 against all-shard (trial 1) and round-robin (trial 0): 6 wins two rounds of
+        // three over all-shard, whose median value is the higher.
+        let rounds: Vec<std::collections::BTreeMap<u32, f64>> = [(1342.0, 1412.0, 700.0), (1500.0, 1450.0, 760.0), (1300.0, 1290.0, 690.0)]
+            .iter()
+            .map(|&(t, a, r)| [(6, t), (1, a), (0, r)].into_iter().collect())
+            .collect();
+        let names = [(0, "round-robin".to_string()), (1, "all-shard".to_string())].into_iter().collect();
+        let h = HeadToHead::from_rounds(Objective::Throughput, &rounds, &names).unwrap();
+        j.best = Some((h.best_trial, h.best));
+        j.head_to_head = Some(h);
+        let trials = vec![
+            trial(0, TrialKind::Baseline("round-robin".into()), Some(100.0)),
+            trial(1, TrialKind::Baseline("all-shard".into()), Some(200.0)),
+            trial(6, TrialKind::Search, Some(300.0)),
+        ];
+        let v = detail(&j, &trials, false);
+        assert_eq!(v["best"], 1412.0);
+        assert_eq!(v["best_trial"], 1);
+        assert_eq!(v["tie"], true);
+        assert_eq!(v["tied_trial"], 6);
+        assert_eq!(v["winner_is_baseline"], true);
+        assert_eq!(v["best_baseline"]["name"], "all-shard");
+        assert_eq!(v["speedup"], 1.0);
+        assert!(v["verdict"].as_str().unwrap().starts_with("tie: trial 6 and all-shard"), "{}", v["verdict"]);
+        assert!(v["figures_source"].as_str().unwrap().contains("3 alternating rounds"));
+        // Every reported baseline is at most the best, and every speed-up at least 1.
+        for (k, b) in v["baselines"].as_object().unwrap() {
+            assert!(b.as_f64().unwrap() <= 1412.0, "{k}");
+            assert!(v["speedup_vs"][k].as_f64().unwrap() >= 1.0, "{k}");
+        }
+        assert_eq!(v["versus"]["all-shard"]["verdict"], "winner");
+        assert_eq!(v["versus"]["round-robin"]["verdict"], "better");
+        let rows = v["trial_rows"].as_array().unwrap();
+        assert_eq!(rows[2]["tied"], true);
+        assert_eq!(rows[2]["side_by_side"], 1342.0);
+        assert_eq!(rows[1]["best"], true);
+        assert_eq!(rows[2]["knobs"], "pf –, sub-batch 64, 8 in flight, hot 0");
+        assert_eq!(rows[2]["started_ms"], 0);
+        assert_eq!(rows[2]["ended_ms"], 1500);
+        // The list row and the metrics use the same figures.
+        assert_eq!(speedup(&j), Some(1.0));
+        assert_eq!(best_baseline(&j), Some(("all-shard".into(), 1412.0)));
+    }
+
+    #[test]
     fn detail_has_points_for_measured_trials_only() {
         let j = job(Objective::Throughput);
         let trials = vec![
