@@ -385,7 +385,8 @@ async function pageJob(ctx, root, id) {
     const row = (name, v, cls, factor, tie) => h("div", { class: "hbar-row " + (cls || ""), "data-baseline": name },
       h("div", { class: "hbar-label", title: name }, name),
       h("div", { class: "hbar" }, h("div", { class: "hbar-fill", style: { width: (100 * v / Math.max(1e-12, max)).toFixed(1) + "%" } })),
-      h("div", { class: "hbar-value" }, fmt(v), factor === undefined ? null : h("span", { class: "small" }, " ", speedupText(factor, tie))));
+      h("div", { class: "hbar-value" }, fmt(v), factor === undefined ? null
+        : h("span", { class: "small" }, " ", cls === "hbar-best" && !tie ? h("span", { class: "muted" }, "best") : speedupText(factor, tie))));
     const h2h = job.head_to_head;
     fill(bases,
       ...entries.sort((a, b) => job.maximise ? b[1] - a[1] : a[1] - b[1]).map(([k, v]) =>
