@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use embtune_protocol::{Placement, Plan, Topology};
 use embtune_dashboards::views;
+use embtune_protocol::{Placement, Plan, Topology};
 use embtune_tuner::cost::{Coefficients, Model, Node, Prediction, Workload, predict_model};
 use embtune_tuner::rules::choose_flow;
 use embtune_worker::machine::MachineInfo;
@@ -123,7 +123,10 @@ fn load(a: &PlanArgs) -> Result<Loaded> {
 }
 
 /// The uncalibrated cost model of this machine, for a plan's topology.
-fn predict(spec: &ModelSpec, plan: &Plan) -> Result<(Prediction, bool, embtune_tuner::rules::MemoryCaps, Vec<TableProfile>)> {
+fn predict(
+    spec: &ModelSpec,
+    plan: &Plan,
+) -> Result<(Prediction, bool, embtune_tuner::rules::MemoryCaps, Vec<TableProfile>)> {
     let m = MachineInfo::detect();
     let caps = memory_caps(&m, true);
     let prof = profile(&BatchGenerator::new(spec)?);

@@ -234,7 +234,8 @@ pub fn run(cmd: ResultsCmd) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                let mut t = ui::table(&["job", "dataset", "status", "trials", "objective", "best", "speed-up", "cluster"]);
+                let mut t =
+                    ui::table(&["job", "dataset", "status", "trials", "objective", "best", "speed-up", "cluster"]);
                 for (row, j) in rows.iter().zip(&jobs) {
                     let speedup = match j.headline() {
                         Some(h) if h.tie => format!("{:.2}x {} (tie)", h.speedup, h.baseline),
@@ -254,7 +255,11 @@ pub fn run(cmd: ResultsCmd) -> Result<()> {
                 }
                 println!("{t}");
                 if let Some(j) = jobs.first() {
-                    println!("best and speed-up: {}; `embtune results show {}` for the trials", j.figures_source(), j.id);
+                    println!(
+                        "best and speed-up: {}; `embtune results show {}` for the trials",
+                        j.figures_source(),
+                        j.id
+                    );
                 }
             }
         }
@@ -357,19 +362,26 @@ pub fn run(cmd: ResultsCmd) -> Result<()> {
                 None => "-".into(),
             });
             row(&mut t, "figures from", &|j, _| j.figures_source());
-            let mut names: Vec<String> = ja.reported_baselines().keys().chain(jb.reported_baselines().keys()).cloned().collect();
+            let mut names: Vec<String> =
+                ja.reported_baselines().keys().chain(jb.reported_baselines().keys()).cloned().collect();
             names.sort();
             names.dedup();
             for name in &names {
                 row(&mut t, &format!("vs {name}"), &|j, _| {
                     let v = j.reported_baselines().get(name).copied();
                     let x = j.speedup_vs().get(name).copied();
-                    let tie = j.head_to_head.as_ref().and_then(|h| h.versus.get(name)).is_some_and(|v| {
-                        v.verdict == embtune_protocol::tuning::Verdict::Tie
-                    });
+                    let tie = j
+                        .head_to_head
+                        .as_ref()
+                        .and_then(|h| h.versus.get(name))
+                        .is_some_and(|v| v.verdict == embtune_protocol::tuning::Verdict::Tie);
                     match (x, v) {
                         (Some(x), v) => {
-                            format!("{x:.2}x{} over {}", if tie { " (tie)" } else { "" }, value(v, j.config.objective.unit()))
+                            format!(
+                                "{x:.2}x{} over {}",
+                                if tie { " (tie)" } else { "" },
+                                value(v, j.config.objective.unit())
+                            )
                         }
                         _ => "-".into(),
                     }
@@ -383,7 +395,9 @@ pub fn run(cmd: ResultsCmd) -> Result<()> {
             println!("best search trial so far, by trial (each trial's own measurement):");
             println!("  {:<22} {}", a, b);
             for i in 0..ca.len().max(cb.len()) {
-                let f = |c: &[(u32, f64)]| c.get(i).map_or(String::new(), |x| format!("#{:<3} {:>10}", x.0, views::fmt_value(x.1)));
+                let f = |c: &[(u32, f64)]| {
+                    c.get(i).map_or(String::new(), |x| format!("#{:<3} {:>10}", x.0, views::fmt_value(x.1)))
+                };
                 println!("  {:<22} {}", f(&ca), f(&cb));
             }
         }

@@ -209,16 +209,25 @@ pub(crate) async fn follow(client: &Client, id: &str, quiet: bool) -> Result<(Jo
         bar.set_length(total);
         bar.set_position(trials.len() as u64);
         let o = job.config.objective;
-        // While the search runs, every figure is a trial's own measurement.
-        let msg = match (job.best, embtune_dashboards::views::best_baseline_trial(&job)) {
-            (Some((n, b)), Some((name, base))) => format!(
+        // While the search runs, every figure is a trial's own measurement; once the job has its
+        // side-by-side rounds, the headline every view shows.
+        let msg = match (job.best, embtune_dashboards::views::best_baseline_trial(&job), job.headline()) {
+            (Some(_), _, Some(h)) if job.head_to_head.is_some() => format!(
+                "{id}: best {} {} ({:.2}x {}{}, side by side)",
+                fmt(h.best),
+                o.unit(),
+                h.speedup,
+                h.baseline,
+                if h.tie { ", a tie" } else { "" }
+            ),
+            (Some((n, b)), Some((name, base)), _) => format!(
                 "{id}: {}/{total} trials; best trial {n} {} {} ({:.2}x {name}, trial against trial)",
                 trials.len(),
                 fmt(b),
                 o.unit(),
                 o.speedup(base, b)
             ),
-            (Some((_, b)), None) => format!("{id}: best {} {}", fmt(b), o.unit()),
+            (Some((_, b)), None, _) => format!("{id}: best {} {}", fmt(b), o.unit()),
             _ => format!("{id}: measuring baselines"),
         };
         let msg =
@@ -300,25 +309,12 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
         Some(h) => format!("side by side ({} rounds)", h.rounds),
         None => "side by side".into(),
     };
-    let mut t = ui::table(&[
-        "#",
-        "kind",
-        "plan",
-        "knobs",
-        "predicted",
-        "trial",
-        "±95%",
-        &side_head,
-        &vs_head,
-        "start",
-        "end",
-    ]);
+    let mut t =
+        ui::table(&["#", "kind", "plan", "knobs", "predicted", "trial", "±95%", &side_head, &vs_head, "start", "end"]);
     let headline = job.headline();
     for tr in trials {
-        let (m, ci) = tr
-            .measured
-            .as_ref()
-            .map_or(("failed".to_string(), String::new()), |m| (fmt(m.value), ci_text(m.ci)));
+        let (m, ci) =
+            tr.measured.as_ref().map_or(("failed".to_string(), String::new()), |m| (fmt(m.value), ci_text(m.ci)));
         let vs = match (&base, &tr.measured) {
             (Some((_, r)), Some(m)) => format!("{:.2}x", o.speedup(*r, m.value)),
             _ => String::new(),
@@ -370,7 +366,11 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
     let reported = job.reported_baselines();
     for (k, x) in job.speedup_vs() {
         let value = reported.get(&k).copied().unwrap_or(f64::NAN);
-        let how = match job.head_to_head.as_ref().map(|h| (h.versus.get(&k), h.winner_baseline.as_deref() == Some(k.as_str()))) {
+        let how = match job
+            .head_to_head
+            .as_ref()
+            .map(|h| (h.versus.get(&k), h.winner_baseline.as_deref() == Some(k.as_str())))
+        {
             Some((_, true)) => "the best plan".to_string(),
             Some((Some(v), _)) => format!("{} (rounds {:.2}x to {:.2}x)", v.verdict.label(), v.lo, v.hi),
             _ => String::new(),

@@ -64,7 +64,8 @@ impl Progress {
             return Progress { bar: None, plain: None };
         }
         if !std::io::stderr().is_terminal() {
-            let plain = Plain { len, pos: 0, prefix: String::new(), msg: String::new(), last: None, last_line: String::new() };
+            let plain =
+                Plain { len, pos: 0, prefix: String::new(), msg: String::new(), last: None, last_line: String::new() };
             return Progress { bar: None, plain: Some(Mutex::new(plain)) };
         }
         let pb = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
@@ -185,9 +186,8 @@ pub fn quiet_broken_pipe() {
 pub fn self_command() -> String {
     let Ok(exe) = std::env::current_exe() else { return "embtune".into() };
     let exe = exe.canonicalize().unwrap_or(exe);
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("embtune")).find(|p| p.is_file())
-    });
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("embtune")).find(|p| p.is_file()));
     if on_path.and_then(|p| p.canonicalize().ok()).is_some_and(|p| p == exe) {
         return "embtune".into();
     }

@@ -163,14 +163,20 @@ fn tune_local_and_results_follow_the_contract() {
         out
     };
     for t in &spec.tables {
-        let line = shown.lines().find(|l| l.contains(&format!(" {} ", t.name))).unwrap_or_else(|| panic!("{}: {shown}", t.name));
+        let line = shown
+            .lines()
+            .find(|l| l.contains(&format!(" {} ", t.name)))
+            .unwrap_or_else(|| panic!("{}: {shown}", t.name));
         assert!(line.contains(&format!(" {} ", commas(t.rows))), "rows of {} as an integer: {line}", t.name);
     }
     assert!(best["plan"]["tables"].as_array().unwrap().len() == 21);
     let csv = run(&["results", "export", &job, "--format", "csv", "--data-dir", d]);
     let csv = String::from_utf8_lossy(&csv.stdout);
     assert_eq!(csv.lines().count(), 9);
-    assert!(csv.starts_with("number,value,datetime_start,datetime_complete,duration_s,state,kind,params_sub_batch,"), "{csv}");
+    assert!(
+        csv.starts_with("number,value,datetime_start,datetime_complete,duration_s,state,kind,params_sub_batch,"),
+        "{csv}"
+    );
 
     // The best plan runs locally through `bench --plan`.
     let plan = dir.path().join("plan.json");

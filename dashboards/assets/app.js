@@ -100,7 +100,7 @@ function speedupText(x, tie) {
 }
 
 // A latency, or "no data" when nothing was measured (an idle cluster has no latency, not 0 µs).
-const lat = (x) => (x === null || x === undefined || !Number.isFinite(x) || x <= 0) ? "no data" : us(x);
+const latText = (x) => (x === null || x === undefined || !Number.isFinite(x) || x <= 0) ? "no data" : us(x);
 
 // A value with its unit in smaller type, so that a card shows the number whole.
 const withUnit = (v, unit) => h("span", {}, v, unit ? h("span", { class: "unit" }, " " + unit) : null);
@@ -234,8 +234,8 @@ async function pageCluster(ctx, root) {
     fill(kpis,
       kpi("Throughput", fmt(c.live.qps) + " q/s", fmt(c.live.samples_per_s) + " samples/s"),
       kpi("Look-ups", c.live.lookups_per_s === null ? "measuring…" : fmt(c.live.lookups_per_s) + "/s", "embedding rows gathered"),
-      kpi("p50 latency", lat(c.live.p50_us), c.live.p50_us === null ? `no query in the last ${c.live.window_s} s` : `over the last ${c.live.window_s} s`),
-      kpi("p99 latency", lat(c.live.p99_us), c.live.p99_us === null ? `no query in the last ${c.live.window_s} s` : `over the last ${c.live.window_s} s`),
+      kpi("p50 latency", latText(c.live.p50_us), c.live.p50_us === null ? `no query in the last ${c.live.window_s} s` : `over the last ${c.live.window_s} s`),
+      kpi("p99 latency", latText(c.live.p99_us), c.live.p99_us === null ? `no query in the last ${c.live.window_s} s` : `over the last ${c.live.window_s} s`),
       kpi("Workers", `${healthy} / ${total}`, healthy === total ? "all healthy" : `${total - healthy} down`, healthy === total ? "" : "kpi-bad"),
       kpi("Errors", String(c.query_errors), c.queries ? pct(c.query_errors / Math.max(1, c.queries), 2) + " of queries" : "", c.query_errors ? "kpi-warn" : ""));
     fill(workersBody, workersTable(c));
@@ -405,7 +405,7 @@ async function pageJob(ctx, root, id) {
               h("td", { class: "num" }, v && v.verdict === "winner" ? "best" : speedupText(x, v && v.verdict === "tie")),
               h("td", { class: "num muted" }, range));
           }))),
-        h("p", { class: "small muted" }, `Once the search ended, the best search trials and every baseline were deployed and measured again in turn; trial ${h2h.best_trial} won (${fmt(h2h.best)} ${job.unit}) and is the job's best plan. Each speed-up is the median of the rounds' ratios, shown only when the plan beat the baseline in every round by at least 2%; otherwise it is a tie and the simpler plan, the baseline, is kept.`))
+        h("p", { class: "small muted" }, `Once the search ended, the best search trials and every baseline were deployed and measured again in turn; trial ${h2h.best_trial} won (${fmt(h2h.best)} ${job.unit}) and is the job's best plan. Each speed-up is the median of the rounds' ratios, reported when, less the rounds' spread, it is still a gain of at least 2%; otherwise it is a tie (1.00×) and, for the best plan, the simpler plan, the baseline, is kept.`))
         : null);
   }
 
@@ -435,8 +435,8 @@ async function pageJob(ctx, root, id) {
       h("td", { class: "num" }, t.measured === null ? h("span", { class: "fail", title: t.failure || "" }, "failed") : h("strong", {}, fmt(t.measured))),
       h("td", { class: "num muted" }, t.ci === null ? "" : pct(t.ci, 1)),
       h("td", { class: "num" }, t.side_by_side === null || t.side_by_side === undefined ? "" : fmt(t.side_by_side)),
-      h("td", { class: "num" }, lat(t.p50_us)),
-      h("td", { class: "num" }, lat(t.p99_us)),
+      h("td", { class: "num" }, latText(t.p50_us)),
+      h("td", { class: "num" }, latText(t.p99_us)),
       h("td", { class: "num" }, speedupText(t.vs_best_baseline)),
       h("td", { class: "num muted small", title: when(t.started_ms) }, clock(t.started_ms)),
       h("td", { class: "num muted small", title: `${when(t.ended_ms)} (${duration(t.seconds)})` }, clock(t.ended_ms)))))));
@@ -502,7 +502,7 @@ async function pageTrial(ctx, root, id, n) {
     h("div", { class: "kpis" },
       kpi("Measured (own trial)", m ? withUnit(fmt(m.value), t.unit) : "failed", m ? `±${pct(m.ci, 1)} over ${m.rounds.length} rounds` : (t.failure || ""), m ? "kpi-accent" : "kpi-bad"),
       kpi("Predicted", t.predicted === null ? "–" : withUnit(fmt(t.predicted), t.unit), "by the cost model when proposed"),
-      kpi("p99 latency", m ? lat(m.p99_us) : "–", m ? `p50 ${lat(m.p50_us)} while measured` : ""),
+      kpi("p99 latency", m ? latText(m.p99_us) : "–", m ? `p50 ${latText(m.p50_us)} while measured` : ""),
       kpi("Batches/s", m ? fmt(m.batches_per_s) : "–", m ? `${m.errors} errors` : ""),
       kpi("Knobs", `${t.knobs.sub_batch} / ${t.knobs.inflight_per_worker}`, "sub-batch / in flight per worker"),
       kpi("Ran", clock(t.started_ms), `until ${clock(t.ended_ms)}`)),
@@ -588,8 +588,8 @@ async function pageLatency(ctx, root) {
     sub.textContent = d.model ? `${d.model} · ${d.plan}` : "nothing deployed";
     fill(kpis,
       kpi("Queries", fmt(d.qps) + "/s", `${d.count} in the last ${d.window_s} s`),
-      kpi("p50", lat(d.p50_us), d.count ? "median" : `no query in the last ${d.window_s} s`), kpi("p99", lat(d.p99_us), d.count ? "99th percentile" : `no query in the last ${d.window_s} s`, "kpi-accent"),
-      kpi("Mean since start", lat(d.cumulative.mean_us), `${d.cumulative.queries} queries, ${d.cumulative.errors} errors`));
+      kpi("p50", latText(d.p50_us), d.count ? "median" : `no query in the last ${d.window_s} s`), kpi("p99", latText(d.p99_us), d.count ? "99th percentile" : `no query in the last ${d.window_s} s`, "kpi-accent"),
+      kpi("Mean since start", latText(d.cumulative.mean_us), `${d.cumulative.queries} queries, ${d.cumulative.errors} errors`));
     draw();
   }
   ctx.onResize = () => d && draw();

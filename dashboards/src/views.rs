@@ -484,10 +484,11 @@ mod tests {
         let mut j = job(Objective::Throughput);
         // Trial 6 against all-shard (trial 1) and round-robin (trial 0): 6 wins two rounds of
         // three over all-shard, whose median value is the higher.
-        let rounds: Vec<std::collections::BTreeMap<u32, f64>> = [(1342.0, 1412.0, 700.0), (1500.0, 1450.0, 760.0), (1300.0, 1290.0, 690.0)]
-            .iter()
-            .map(|&(t, a, r)| [(6, t), (1, a), (0, r)].into_iter().collect())
-            .collect();
+        let rounds: Vec<std::collections::BTreeMap<u32, f64>> =
+            [(1342.0, 1412.0, 700.0), (1500.0, 1450.0, 760.0), (1300.0, 1290.0, 690.0)]
+                .iter()
+                .map(|&(t, a, r)| [(6, t), (1, a), (0, r)].into_iter().collect())
+                .collect();
         let names = [(0, "round-robin".to_string()), (1, "all-shard".to_string())].into_iter().collect();
         let h = HeadToHead::from_rounds(Objective::Throughput, &rounds, &names).unwrap();
         j.best = Some((h.best_trial, h.best));

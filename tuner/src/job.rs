@@ -509,10 +509,11 @@ mod tests {
             t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
         // Side by side, trial 5 and all-replicate (trial 1) trade places from round to round.
-        let rounds: Vec<BTreeMap<u32, f64>> = [(1342.0, 1412.0, 700.0), (1500.0, 1450.0, 760.0), (1300.0, 1290.0, 690.0)]
-            .iter()
-            .map(|&(s, a, r)| [(5, s), (1, a), (0, r)].into_iter().collect())
-            .collect();
+        let rounds: Vec<BTreeMap<u32, f64>> =
+            [(1342.0, 1412.0, 700.0), (1500.0, 1450.0, 760.0), (1300.0, 1290.0, 690.0)]
+                .iter()
+                .map(|&(s, a, r)| [(5, s), (1, a), (0, r)].into_iter().collect())
+                .collect();
         let names = [(0, "round-robin".to_string()), (1, "all-replicate".to_string())].into_iter().collect();
         t.job.head_to_head = HeadToHead::from_rounds(Objective::Throughput, &rounds, &names);
         t.finish(10);

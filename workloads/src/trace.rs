@@ -203,7 +203,11 @@ mod tests {
         if !path.exists() {
             // The real stderr, not the harness's captured one: the line shows in every CI log.
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: shared_trace_has_its_published_skew: {} is absent", path.display());
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: shared_trace_has_its_published_skew: {} is absent",
+                path.display()
+            );
             return;
         }
         let e = Empirical::from_trace_file(&path).unwrap();
