@@ -554,7 +554,7 @@ async function pageResults(ctx, root, a, b) {
     ["dataset", (s) => s.dataset], ["status", (s) => badge(s.status)], ["objective", (s) => `${s.objective} (${s.unit})`],
     ["search", (s) => s.search], ["cluster", (s) => s.cluster], ["trials", (s) => `${s.trials_total} (${s.failed_trials} failed)`],
     ["best", (s) => s.best === null ? "–" : h("strong", {}, fmt(s.best) + " " + s.unit)], ["best trial", (s) => s.best_trial === null ? "–" : link(trialHref(s.job, s.best_trial), "#" + s.best_trial)],
-    ["best plan", (s) => s.best_plan || "–"], ["best baseline", (s) => s.best_baseline ? `${s.best_baseline.name}: ${fmt(s.best_baseline.value)}` : "–"],
+    ["best plan", (s) => s.best_plan || "–"], ["speed-up quoted over", (s) => s.best_baseline ? `${s.best_baseline.name}: ${fmt(s.best_baseline.value)}` : "–"],
     ["speed-up", (s) => speedupText(s.speedup, s.tie)], ["verdict", (s) => s.verdict || "–"], ["figures from", (s) => s.figures_source],
     ["cost-model error", (s) => s.model_error === null ? "–" : pct(s.model_error)],
     ["time measuring", (s) => duration(s.elapsed_s)],

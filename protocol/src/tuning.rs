@@ -504,8 +504,14 @@ impl HeadToHead {
         let (best_trial, outcome) = match (clear_winner, best_baseline) {
             (Some(w), _) => (w, Outcome::Search),
             (None, Some(b)) => {
-                // The best searched plan ties with the kept baseline unless a baseline beat it.
-                let tie = search.first().copied().filter(|&s| {
+                // The searched plan with the best median side by side (the one every view shows
+                // beside the baseline) ties with the kept baseline, unless a baseline beat it.
+                let mut by_value: Vec<u32> = search.iter().copied().filter(|s| contenders[s].is_finite()).collect();
+                by_value.sort_by(|x, y| {
+                    let (a, b) = (contenders[x], contenders[y]);
+                    if objective.maximise() { b.total_cmp(&a) } else { a.total_cmp(&b) }
+                });
+                let tie = by_value.into_iter().find(|&s| {
                     versus(s, b).verdict == Verdict::Tie
                         && measured_baselines.iter().all(|&o| versus(s, o).verdict != Verdict::Worse)
                 });

@@ -295,7 +295,7 @@ async function main() {
     check(speedKpi && speedKpi.value === wantSpeed, `the headline speed-up reads ${wantSpeed}`, JSON.stringify(speedKpi));
     const disagree = Object.keys(figures.table).filter((k) => figures.table[k] !== figures.panel[k]);
     check(Object.keys(figures.table).length > 0 && disagree.length === 0, "the baselines panel and the side-by-side table show the same speed-ups", JSON.stringify(figures));
-    check(await page.$eval("#verdict", (e) => e.textContent.includes(detail.verdict)), "the job page states the verdict", detail.verdict);
+    check(await page.$eval("#verdict", (e, v) => e.textContent.includes(v), detail.verdict), "the job page states the verdict", detail.verdict);
     const knobsCells = await page.$$eval("#trials-table tbody tr.trial-row td.knobs-cell", (c) => c.map((x) => x.textContent));
     check(knobsCells.length === detail.trials.length && knobsCells.every((k) => /sub-batch \d+/.test(k)), "the trials table shows every trial's knobs", JSON.stringify(knobsCells.slice(0, 3)));
     await pageRules(page, "job page");
