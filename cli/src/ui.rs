@@ -232,7 +232,7 @@ pub fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -275,5 +275,37 @@ mod tests {
         assert_eq!(count(237), "237");
         assert_eq!(count(1000), "1,000");
         assert_eq!(count(45_840_617), "45,840,617");
+    }
+
+    #[test]
+    fn plain_progress_lines_say_the_stage_the_share_and_the_message() {
+        let mut p = Plain {
+            len: Some(8),
+            pos: 2,
+            prefix: "tuning".into(),
+            msg: "job-1: best 512 batches/s".into(),
+            last: None,
+            last_line: String::new(),
+        };
+        assert_eq!(p.line(), "tuning: 25% job-1: best 512 batches/s");
+        p.emit(false);
+        assert_eq!(p.last_line, "tuning: 25% job-1: best 512 batches/s");
+        // Within a few seconds only a change of stage prints again.
+        p.pos = 3;
+        p.emit(false);
+        assert_eq!(p.last_line, "tuning: 25% job-1: best 512 batches/s");
+        p.prefix = "head-to-head".into();
+        p.emit(true);
+        assert_eq!(p.last_line, "head-to-head: 37% job-1: best 512 batches/s");
+        // A spinner has no length: no share.
+        let s = Plain {
+            len: None,
+            pos: 0,
+            prefix: String::new(),
+            msg: "generating".into(),
+            last: None,
+            last_line: String::new(),
+        };
+        assert_eq!(s.line(), "generating");
     }
 }
