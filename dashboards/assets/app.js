@@ -352,7 +352,7 @@ async function pageJob(ctx, root, id) {
   const histLegend = h("span", { class: "legend-inline" },
     h("i", { class: "dot-k k-baseline" }), "baseline ", h("i", { class: "dot-k k-search" }), "search ",
     h("i", { class: "dot-k k-knobs" }), "knobs ", h("i", { class: "dot-k k-random" }), "random ",
-    h("i", { class: "sw best" }), "best so far ", h("i", { class: "sw baseline" }), "baselines");
+    h("i", { class: "sw best" }), "best search trial so far (own measurement) ", h("i", { class: "sw baseline" }), "baselines");
   fill(root, head, kpis,
     card("Optimisation history", hist, { id: "history-card", aside: histLegend }),
     h("div", { class: "grid-2" }, card("Predicted vs measured", pvm, { id: "pvm-card" }), card("Baselines", bases, { id: "baselines-card" })),
