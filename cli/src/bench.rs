@@ -70,6 +70,27 @@ pub struct BenchArgs {
     /// default closed loop at --concurrency).
     #[arg(long, value_name = "Q")]
     pub qps: Option<f64>,
+    /// With --coordinator, which way queries travel: direct (this process routes each query
+    /// to the workers by the coordinator's routing table) or coordinator (the coordinator
+    /// relays every query, for thin clients and for comparison).
+    #[arg(long, value_name = "PATH", default_value = "direct", value_parser = clap::value_parser!(crate::cluster_bench::Path))]
+    pub via: crate::cluster_bench::Path,
+    /// With --coordinator: have the coordinator run the load on this many connected load
+    /// generators (`embtune loadgen`; `embtune up --loadgens N` starts them) and merge their
+    /// reports; 0 loads from this process.
+    #[arg(long, value_name = "L", default_value_t = 0)]
+    pub loadgens: usize,
+    /// With --coordinator: how workers encode pooled rows on the wire: f32, or f16 / bf16 for
+    /// half the bytes (sums stay f32; each partial sum is rounded once).
+    #[arg(long, value_name = "FORMAT", default_value = "f32", value_parser = clap::value_parser!(embtune_protocol::wire::WireFormat))]
+    pub wire: embtune_protocol::wire::WireFormat,
+    /// With --coordinator: memory each client may give to client-resident tables (e.g. 256M);
+    /// the plan deployed may then keep small tables in the clients.
+    #[arg(long, value_name = "SIZE", value_parser = crate::launch::parse_size)]
+    pub client_memory: Option<u64>,
+    /// With --coordinator: engine threads this client pools its client-resident tables on.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub client_cores: usize,
     /// Run the look-ups on CUDA device N instead of the CPU engine (a build with `--features
     /// gpu`): the prefetching and hot-row kernels side by side, timed with CUDA events, as
     /// `embtune gpu-bench --device N --variant prefetch,hot` (which has every GPU knob).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_coordinator::server::{Coordinator, CoordinatorConfig};
 use embtune_transport::certs;
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
@@ -83,8 +83,8 @@ pub struct Target {
 }
 
 impl Target {
-    pub async fn client(&self) -> Result<Client> {
-        Client::connect(self.coordinator, &self.cluster).await.with_context(|| {
+    pub async fn client(&self) -> Result<CoordinatorClient> {
+        CoordinatorClient::connect(self.coordinator, &self.cluster).await.with_context(|| {
             format!(
                 "connecting to the coordinator at {}; is it running, and is {} its cluster folder?",
                 self.coordinator,
@@ -142,6 +142,7 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                 })).collect();
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({
                     "workers": workers, "plan_id": s.plan_id, "model": s.model, "queries": s.queries, "query_errors": s.query_errors,
+                    "loadgens": s.loadgens,
                 }))?);
             } else {
                 println!("model {} (plan {}), {} queries served, {} failed",
@@ -154,6 +155,10 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                         cores, ui::bytes(w.bytes_held), w.queue.to_string(), w.requests.to_string()]);
                 }
                 println!("{t}");
+                if !s.loadgens.is_empty() {
+                    let names: Vec<String> = s.loadgens.iter().map(|l| format!("{} ({} cores)", l.name, l.cores)).collect();
+                    println!("load generators: {}", names.join(", "));
+                }
             }
             Ok(())
         }),
@@ -304,6 +309,43 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     rt.block_on(async move {
         tokio::select! {
             r = embtune_worker::server::run(cfg) => r.map_err(anyhow::Error::msg),
+            _ = shutdown_signal() => Ok(()),
+        }
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct LoadgenArgs {
+    /// The coordinator to register with (a name or an address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: String,
+    /// The cluster's certificate folder.
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+    /// Engine threads for the client-resident tables this client pools itself.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub cores: usize,
+    /// Async threads that send queries and open replies (default: the CPUs this process may
+    /// run on, at least two).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// A name for reports (default: the host name and process id).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub fn loadgen(a: LoadgenArgs) -> Result<()> {
+    let cfg = embtune_client::service::LoadgenConfig {
+        coordinator: resolve(&a.coordinator)?,
+        cluster: a.cluster,
+        name: a.name.unwrap_or_else(|| format!("{}:{}", hostname(), std::process::id())),
+        client: embtune_client::ClientConfig { local_cores: a.cores.max(1), ..Default::default() },
+    };
+    let threads = a.threads.unwrap_or_else(|| allowed_cpus().len()).max(2);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+    rt.block_on(async move {
+        tokio::select! {
+            r = embtune_client::service::run(cfg) => r.map_err(anyhow::Error::msg),
             _ = shutdown_signal() => Ok(()),
         }
     })

@@ -1,30 +1,69 @@
-//! `embtune bench --coordinator`: load a cluster through its coordinator and measure it.
+//! `embtune bench --coordinator`: load a cluster and measure it.
+//!
+//! By default the load goes the direct path: this process is a client that queries the
+//! workers by the coordinator's routing table. `--loadgens L` has the coordinator direct `L`
+//! load generator processes instead (their reports merged), and `--via coordinator` relays
+//! every query through the coordinator, for thin clients and for comparison.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use embtune_coordinator::client::PreparedQuery;
-use embtune_coordinator::loadgen::{self, LoadConfig};
+use embtune_client::loadgen::{self, LoadConfig, LoadResult, Target as LoadTarget};
+use embtune_client::{Client, ClientConfig, CoordinatorClient, PreparedQuery};
 use embtune_protocol::report::{BenchReport, CoreLoad, WorkerLoad};
-use embtune_protocol::wire::ClusterInfo;
+use embtune_protocol::wire::{ClusterInfo, LoadSpec, WireFormat};
 use embtune_protocol::{Topology, WorkerShape};
 use embtune_worker::engine::reference::Reference;
 use embtune_worker::machine::MachineInfo;
-use embtune_workloads::BatchGenerator;
+use embtune_workloads::{BatchGenerator, QueryBatch};
 
 use crate::bench::{BenchArgs, PlanChoice, batch_pool, memory_caps, print_report, profile, resolve_plan};
 use crate::cluster::{Target, runtime};
 use crate::ui;
 
+/// Which way queries travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Clients query the workers themselves, by the routing table.
+    Direct,
+    /// The coordinator relays every query.
+    Coordinator,
+}
+
+impl std::str::FromStr for Path {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "direct" => Ok(Path::Direct),
+            "coordinator" => Ok(Path::Coordinator),
+            _ => Err(format!("unknown path `{s}`; use direct (the default) or coordinator")),
+        }
+    }
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Coordinator => "coordinator",
+        }
+    }
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     let spec = args.workload.spec()?;
     let target = Target { coordinator: args.coordinator.unwrap(), cluster: args.cluster.clone().unwrap() };
     let quiet = args.json;
+    let path = args.via;
+    let wire = args.wire;
+    if path == Path::Coordinator && args.loadgens > 0 {
+        bail!("--loadgens drives load generators on the direct path; leave out --via coordinator");
+    }
     runtime()?.block_on(async move {
-        let client = target.client().await?;
-        let status = client.status().await?;
+        let control = target.client().await?;
+        let status = control.status().await?;
         let up: Vec<_> = status.workers.iter().filter(|w| w.healthy).collect();
         if up.is_empty() {
             bail!(
@@ -32,24 +71,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 target.coordinator
             );
         }
-        let sp = ui::spinner("generating batches", quiet);
-        let generator = BatchGenerator::new(&spec)?;
         let machine = MachineInfo::detect();
-        let pool = batch_pool(&generator, machine.llc_bytes);
-        sp.finish_and_clear();
         // Deploy when asked to, or when the cluster serves another model.
-        let current = client.deployment().await?;
-        let asked = args.plan.is_some() || args.strategy.is_some() || args.flows.is_some() || args.prefetch.is_some();
+        let current = control.deployment().await?;
+        let asked = args.plan.is_some()
+            || args.strategy.is_some()
+            || args.flows.is_some()
+            || args.prefetch.is_some()
+            || args.client_memory.is_some();
+        let generator = BatchGenerator::new(&spec)?;
         let plan = match current {
             Some(d) if !asked && d.spec.digest() == spec.digest() => d.plan,
             _ => {
-                let topo = Topology {
-                    workers: status
+                let topo = Topology::of(
+                    status
                         .workers
                         .iter()
+                        .filter(|w| w.healthy)
                         .map(|w| WorkerShape { cores: w.cores, memory_bytes: w.memory_bytes, core_memory_bytes: None })
                         .collect(),
-                };
+                )
+                .with_client_memory(args.client_memory.unwrap_or(0));
                 let prof = profile(&generator);
                 let caps = memory_caps(&machine, !args.no_huge_pages);
                 let choice = PlanChoice {
@@ -60,67 +102,111 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 };
                 let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &caps)?;
                 let sp = ui::spinner(&format!("deploying {}", plan.summary()), quiet);
-                client.deploy(&spec, &plan).await.context("deploying the plan")?;
+                control.deploy(&spec, &plan).await.context("deploying the plan")?;
                 sp.finish_and_clear();
                 plan
             }
         };
-        let prepared: Arc<Vec<PreparedQuery>> = Arc::new(pool.iter().map(|b| client.prepare(b, &spec)).collect());
-        let cores: usize = status.workers.iter().filter(|w| w.healthy).map(|w| w.cores as usize).sum();
+        let cores: usize = up.iter().map(|w| w.cores as usize).sum();
         let cfg = LoadConfig {
             concurrency: args.concurrency.unwrap_or(2 * cores.max(1)),
             qps: args.qps,
             warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
             duration: Duration::from_secs_f64(args.duration.max(0.05)),
             max_outstanding: 10_000,
+            seed: 0xa11,
         };
-        let before = client.status().await?;
         let bar = ui::bar(1000, quiet);
         bar.set_prefix("measuring");
-        // One connection per four lanes (at most eight), so that the load generator's side of a
-        // single connection does not cap what the cluster is offered.
-        let mut clients = vec![client.clone()];
-        for _ in 1..cfg.concurrency.div_ceil(4).clamp(1, 8) {
-            clients.push(target.client().await?);
-        }
-        let r = loadgen::run(&clients, prepared.clone(), &cfg, &|f, qps| {
+        let tick = |f: f64, qps: f64| {
             bar.set_position((f * 1000.0) as u64);
             bar.set_message(format!("{} queries/s", ui::si(qps)));
-        })
-        .await;
-        bar.finish_and_clear();
-        let after = client.status().await?;
-
-        let (mut verified, mut verified_batches) = (None, None);
-        if args.verify {
-            let row_types: Vec<_> = plan.tables.iter().map(|t| t.row_type).collect();
-            let reference = Reference::new(&spec, &row_types);
-            let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();
-            let n = 8.min(pool.len());
-            let mut ok = true;
-            // The same prepared (striped) queries the load sent.
-            for (b, q) in pool.iter().zip(prepared.iter()).take(n) {
-                match client.query_prepared(q).await {
-                    Ok((_, out)) => {
-                        if let Err(m) = reference.pool(b, &tables).check(&out) {
-                            eprintln!("verification failed: {m}");
-                            ok = false;
-                        }
+        };
+        let verify_n = if args.verify { 8 } else { 0 };
+        let (r, verified) = match (path, args.loadgens) {
+            (Path::Direct, 0) => {
+                let sp = ui::spinner("generating batches", quiet);
+                let pool: Vec<QueryBatch> =
+                    batch_pool(&generator, machine.llc_bytes).into_iter().map(Arc::unwrap_or_clone).collect();
+                sp.finish_and_clear();
+                let client = direct_client(&target, wire, args.client_cores).await?;
+                let pool = Arc::new(pool);
+                let r =
+                    loadgen::run(&LoadTarget::Direct { client: client.clone(), pool: pool.clone() }, &cfg, &tick).await;
+                let verified = if args.verify {
+                    let v = loadgen::verify(&client, &pool, verify_n).await;
+                    if let Err(m) = &v {
+                        eprintln!("verification failed: {m}");
                     }
-                    Err(e) => {
-                        eprintln!("verification query failed: {e}");
-                        ok = false;
-                    }
-                }
+                    Some(v.is_ok())
+                } else {
+                    None
+                };
+                (r, verified)
             }
-            verified = Some(ok);
-            verified_batches = Some(n as u64);
-        }
-        let report = report(&spec.name, &plan, &cfg, &r, &before, &after, verified, verified_batches);
+            (Path::Direct, n) => {
+                let epoch = control.routes().await?.map(|r| r.epoch).context("nothing is deployed on the cluster")?;
+                let spec = LoadSpec {
+                    epoch,
+                    pool_first: 0,
+                    pool_batches: generator.pool_size_for(machine.llc_bytes, 1 << 30) as u32,
+                    concurrency: cfg.concurrency as u32,
+                    qps: cfg.qps.unwrap_or(0.0),
+                    warmup_ms: cfg.warmup.as_millis() as u32,
+                    duration_ms: cfg.duration.as_millis() as u32,
+                    wire,
+                    verify: verify_n as u32,
+                    seed: cfg.seed,
+                };
+                bar.set_message(format!("on {n} load generators"));
+                let report = control.run_load(n as u32, &spec).await.context("running the load generators")?;
+                (LoadResult::from_report(&report), report.verified)
+            }
+            (Path::Coordinator, _) => {
+                let sp = ui::spinner("generating batches", quiet);
+                let pool = batch_pool(&generator, machine.llc_bytes);
+                sp.finish_and_clear();
+                let prepared: Arc<Vec<PreparedQuery>> =
+                    Arc::new(pool.iter().map(|b| control.prepare(b, &spec)).collect());
+                // One connection per four queries in flight (at most eight), so that the load
+                // generator's side of a single connection does not cap what the cluster is offered.
+                let mut clients = vec![control.clone()];
+                for _ in 1..cfg.concurrency.div_ceil(4).clamp(1, 8) {
+                    clients.push(target.client().await?);
+                }
+                let r = loadgen::run(&LoadTarget::Relay { clients, pool: prepared.clone() }, &cfg, &tick).await;
+                let verified = if args.verify {
+                    Some(verify_relay(&control, &plan, &spec, &pool, &prepared, verify_n).await)
+                } else {
+                    None
+                };
+                (r, verified)
+            }
+        };
+        bar.finish_and_clear();
+        // The coordinator may be gone by now (the direct path serves on without it): the
+        // workers' counters are then left out, not the measurement.
+        let after = control.status().await.ok();
+        let mut report = report(&spec.name, &plan, &cfg, &r, &status, after.as_ref(), verified);
+        report.path = Some(path.name().into());
+        report.loadgens = Some(args.loadgens as u32);
+        report.wire = Some(if path == Path::Coordinator { WireFormat::F32 } else { wire }.name().into());
+        report.verified_batches = verified.map(|_| verify_n as u64);
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print_report(&report, &spec);
+            if let Some(b) = report.wire_bytes_per_batch {
+                println!(
+                    "path: {}; {} on the wire per batch ({})",
+                    path.name(),
+                    ui::bytes(b as u64),
+                    report.wire.as_deref().unwrap_or("")
+                );
+            }
+            if after.is_none() {
+                eprintln!("note: the coordinator did not answer after the run; per-worker counters are left out");
+            }
             if let Some(e) = &r.first_error {
                 eprintln!("first error: {e}");
             }
@@ -132,24 +218,61 @@ pub fn run(args: BenchArgs) -> Result<()> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A direct client of the cluster `target` names.
+pub async fn direct_client(target: &Target, wire: WireFormat, local_cores: usize) -> Result<Client> {
+    let cfg = ClientConfig { wire, local_cores: local_cores.max(1), ..ClientConfig::default() };
+    let client = Client::connect(target.coordinator, &target.cluster, cfg)
+        .await
+        .with_context(|| format!("connecting to the cluster of the coordinator at {}", target.coordinator))?;
+    client.connect_all().await.context("connecting to the workers")?;
+    Ok(client)
+}
+
+/// Checks the relayed results of the first `n` batches against the reference.
+async fn verify_relay(
+    control: &CoordinatorClient,
+    plan: &embtune_protocol::Plan,
+    spec: &embtune_workloads::ModelSpec,
+    pool: &[Arc<QueryBatch>],
+    prepared: &[PreparedQuery],
+    n: usize,
+) -> bool {
+    let row_types: Vec<_> = plan.tables.iter().map(|t| t.row_type).collect();
+    let reference = Reference::new(spec, &row_types);
+    let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();
+    let mut ok = true;
+    // The same prepared (striped) queries the load sent.
+    for (b, q) in pool.iter().zip(prepared).take(n) {
+        match control.query_prepared(q).await {
+            Ok((_, out)) => {
+                if let Err(m) = reference.pool(b, &tables).check(&out) {
+                    eprintln!("verification failed: {m}");
+                    ok = false;
+                }
+            }
+            Err(e) => {
+                eprintln!("verification query failed: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
 fn report(
     model: &str,
     plan: &embtune_protocol::Plan,
     cfg: &LoadConfig,
-    r: &loadgen::LoadResult,
+    r: &LoadResult,
     before: &ClusterInfo,
-    after: &ClusterInfo,
+    after: Option<&ClusterInfo>,
     verified: Option<bool>,
-    verified_batches: Option<u64>,
 ) -> BenchReport {
-    let secs = r.elapsed.as_secs_f64();
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
     let h = &r.latency;
-    let row_bytes: f64 = 0.0;
-    let _ = row_bytes;
     let mut per_core = Vec::new();
     let mut per_worker = Vec::new();
-    for w in &after.workers {
+    for w in after.map_or(&[][..], |a| &a.workers[..]) {
         let b = before.workers.iter().find(|x| x.id == w.id);
         for c in &w.core_counters {
             let prev = b.and_then(|b| b.core_counters.iter().find(|x| x.core == c.core));
@@ -164,24 +287,26 @@ fn report(
             });
         }
         let reqs = w.requests.saturating_sub(b.map_or(0, |b| b.requests));
-        let engine = w.engine_ns.saturating_sub(b.map_or(0, |b| b.engine_ns));
+        let busy = w.engine_ns.saturating_sub(b.map_or(0, |b| b.engine_ns));
         per_worker.push(WorkerLoad {
             worker: w.id,
             addr: w.addr.clone(),
             requests: reqs,
             p50_us: 0.0,
             p99_us: 0.0,
-            engine_p50_us: if reqs > 0 { engine as f64 / reqs as f64 / 1000.0 } else { 0.0 },
+            // Core-busy time per request: the engine work a request costs this worker.
+            engine_p50_us: if reqs > 0 { busy as f64 / reqs as f64 / 1000.0 } else { 0.0 },
         });
     }
     let mean = h.mean();
     let engine_mean = if r.queries > 0 { r.engine_us as f64 / r.queries as f64 } else { 0.0 };
+    let healthy = after.unwrap_or(before).workers.iter().filter(|w| w.healthy);
     BenchReport {
         mode: "cluster".into(),
         model: model.to_string(),
         plan: plan.summary(),
-        workers: after.workers.iter().filter(|w| w.healthy).count(),
-        cores: after.workers.iter().filter(|w| w.healthy).map(|w| w.cores as usize).sum(),
+        workers: healthy.clone().count(),
+        cores: healthy.map(|w| w.cores as usize).sum(),
         batch_size: 0,
         concurrency: cfg.concurrency,
         target_qps: cfg.qps,
@@ -199,11 +324,15 @@ fn report(
         max_us: h.max() as f64,
         errors: r.errors,
         verified,
-        verified_batches,
+        verified_batches: None,
         per_core,
         huge_pages: None,
         isa: String::new(),
         network_fraction: (mean > 0.0).then(|| (1.0 - engine_mean / mean).clamp(0.0, 1.0)),
         per_worker,
+        path: None,
+        loadgens: None,
+        wire_bytes_per_batch: (r.queries > 0).then(|| r.wire_bytes as f64 / r.queries as f64),
+        wire: None,
     }
 }

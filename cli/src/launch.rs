@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_protocol::wire::WorkerInfo;
 use embtune_transport::certs;
 use embtune_worker::machine::parse_cpu_list;
@@ -773,7 +773,7 @@ fn launch(a: &LaunchArgs, ssh: &Ssh, dir: &str, hosts: &[HostLine]) -> Result<()
 
     let rt = runtime()?;
     let client = rt
-        .block_on(Client::connect(coordinator, cluster))
+        .block_on(CoordinatorClient::connect(coordinator, cluster))
         .with_context(|| format!("connecting to the coordinator at {coordinator} from here: is it running (embtune coordinator --listen 0.0.0.0:{} --cluster {} ...), and is {} its cluster folder?", coordinator.port(), cluster.display(), cluster.display()))?;
 
     let before = rt.block_on(client.status()).context("asking the coordinator for its workers")?;

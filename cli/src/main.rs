@@ -81,6 +81,11 @@ enum Command {
     Coordinator(cluster::CoordinatorArgs),
     /// Run a worker: the look-up engine behind QUIC, registered with a coordinator.
     Worker(cluster::WorkerArgs),
+    /// Run a load generator: a client of the direct path that the coordinator directs (tuning
+    /// jobs measure with every one connected; `embtune bench --loadgens N` uses N of them).
+    ///
+    /// Example: embtune loadgen --coordinator 10.0.0.1:7700 --cluster cluster --cores 2
+    Loadgen(cluster::LoadgenArgs),
     /// Start workers on other machines over ssh (binary and certificates copied there), wait
     /// until the coordinator reports them healthy; `--stop` ends them.
     ///
@@ -135,6 +140,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::Plan(c) => plan_cmd::run(c),
         Command::Coordinator(a) => cluster::coordinator(a),
         Command::Worker(a) => cluster::worker(a),
+        Command::Loadgen(a) => cluster::loadgen(a),
         Command::Launch(a) => launch::run(a),
         Command::Cluster(c) => cluster::run(c),
     }

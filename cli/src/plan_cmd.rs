@@ -148,6 +148,7 @@ fn bytes_per_core(tp: &embtune_protocol::TablePlan, ts: &embtune_workloads::Tabl
     let row = tp.row_type.row_bytes(ts.dim) as u64;
     match &tp.placement {
         Placement::Replicated => format!("{}/worker", ui::bytes(ts.rows * row)),
+        Placement::Client => format!("{}/client", ui::bytes(ts.rows * row)),
         p => {
             let most = (0..p.shards()).map(|i| p.shard_rows(i, ts.rows).len(ts.rows)).max().unwrap_or(0);
             format!("{}/core", ui::bytes(most * row))
@@ -194,6 +195,7 @@ fn stats_table(spec: &ModelSpec, plan: &Plan, p: &Prediction) -> comfy_table::Ta
 fn owners(p: &Placement) -> String {
     match p {
         Placement::Replicated => "every core".into(),
+        Placement::Client => "every client".into(),
         p => {
             let o: Vec<String> = p.owners().iter().map(|c| c.to_string()).collect();
             if o.len() > 6 { format!("{} .. {} ({} shards)", o[0], o[o.len() - 1], o.len()) } else { o.join(" ") }
@@ -270,6 +272,11 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
                     Placement::Owned(c) => {
                         format!("owned by {c}: its whole {} stays in one core's caches", ui::bytes(bytes))
                     }
+                    Placement::Client => format!(
+                        "client-resident: {} in every client, pooled there; its {} pooled bytes a batch never cross the network",
+                        ui::bytes(bytes),
+                        spec.batch_size as u64 * ts.dim as u64 * 4
+                    ),
                     pl => format!(
                         "{} shards by {} mass: each core caches only its shard's hottest rows ({} of {} cores)",
                         pl.shards(),

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_dashboards::views;
 use embtune_protocol::tuning::{BestRecord, Job, SearchKind, Trial};
 use embtune_tuner::job::Tuner;
@@ -135,7 +135,7 @@ pub struct Source {
 /// An open source of results.
 pub enum Results {
     Local(Store),
-    Remote(Client, tokio::runtime::Runtime),
+    Remote(CoordinatorClient, tokio::runtime::Runtime),
 }
 
 impl Results {
@@ -418,7 +418,7 @@ pub fn run(cmd: ResultsCmd) -> Result<()> {
 /// (`params_*`) and what else a trial measured.
 pub const CSV_HEADER: &str = "number,value,datetime_start,datetime_complete,duration_s,state,kind,\
 params_sub_batch,params_inflight_per_worker,params_prefetch_min,params_prefetch_max,params_hot_rows,\
-params_hot_tables,params_blocked_tables,params_replicated_tables,params_sharded_tables,params_owned_tables,\
+params_hot_tables,params_blocked_tables,params_replicated_tables,params_client_tables,params_sharded_tables,params_owned_tables,\
 predicted,ci,rounds,side_by_side,batches_per_s,mean_us,p50_us,p99_us,errors,plan,failure";
 
 /// A job's trials as CSV ([`CSV_HEADER`]); times in UTC, empty cells for what a trial lacks.
@@ -449,6 +449,7 @@ pub fn csv(job: &Job, trials: &[Trial]) -> String {
             p.hot_tables.to_string(),
             p.blocked_tables.to_string(),
             p.replicated_tables.to_string(),
+            p.client_tables.to_string(),
             p.sharded_tables.to_string(),
             p.owned_tables.to_string(),
             f(t.predicted),

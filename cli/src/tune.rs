@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Objective, SearchKind, Trial};
+use embtune_tuner::Strategy;
 use embtune_tuner::store::Store;
 
 use crate::cluster::{Target, runtime};
@@ -70,6 +71,19 @@ pub struct TuneArgs {
     /// Queries in flight for the throughput objective (default 4 per core).
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Memory each client may give to client-resident tables: plans may keep small tables in
+    /// the clients, whose pooled rows then never cross the network. 0 keeps every table on
+    /// the workers.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::launch::parse_size)]
+    pub client_memory: u64,
+    /// How workers encode pooled rows on the wire: f32, or f16 / bf16 for half the bytes.
+    #[arg(long, value_name = "FORMAT", default_value = "f32", value_parser = clap::value_parser!(embtune_protocol::wire::WireFormat))]
+    pub wire: embtune_protocol::wire::WireFormat,
+    /// Load generators that measure every trial, straight to the workers. With --local, the
+    /// processes to start (default 1); with --coordinator, how many of those connected to
+    /// use (default all; with none connected the coordinator loads the cluster itself).
+    #[arg(long, value_name = "L")]
+    pub loadgens: Option<u32>,
     /// Where results are kept: the coordinator's data dir with --local (default
     /// embtune-data); with --coordinator, a store the finished job is also copied into.
     #[arg(long, value_name = "DIR")]
@@ -127,7 +141,8 @@ pub fn run(a: TuneArgs) -> Result<()> {
                 (embtune_worker::machine::MachineInfo::detect().mem_available as f64 * 0.8 / a.workers as f64) as u64
             }
         };
-        let c = LocalCluster::start(&data, a.workers, a.cores_per_worker, "127.0.0.1:0", "127.0.0.1:0", mem)?;
+        let mut c = LocalCluster::start(&data, a.workers, a.cores_per_worker, "127.0.0.1:0", "127.0.0.1:0", mem)?;
+        c.start_loadgens(a.loadgens.unwrap_or(1) as usize)?;
         let t = c.target();
         local = Some(c);
         t
@@ -145,6 +160,11 @@ pub fn run(a: TuneArgs) -> Result<()> {
                 .wait_for_workers(a.workers, Duration::from_secs(60))
                 .await
                 .context("waiting for the local workers")?;
+            let n = a.loadgens.unwrap_or(1) as usize;
+            client
+                .wait_for_loadgens(n, Duration::from_secs(60))
+                .await
+                .context("waiting for the local load generators")?;
         }
         let cores: u32 = client.status().await?.workers.iter().filter(|w| w.healthy).map(|w| w.cores as u32).sum();
         let id = match &a.resume {
@@ -164,6 +184,10 @@ pub fn run(a: TuneArgs) -> Result<()> {
                     concurrency: a.concurrency.unwrap_or(4 * cores.max(1)),
                     seed: 1,
                     head_to_head_rounds: a.head_to_head_rounds,
+                    client_memory_bytes: a.client_memory,
+                    wire: a.wire,
+                    // With --local every load generator started is used.
+                    loadgens: if a.local { 0 } else { a.loadgens.unwrap_or(0) },
                 };
                 client.submit_tune(&dataset, spec.as_ref().unwrap(), &config).await.context("starting the job")?
             }
@@ -200,12 +224,12 @@ pub fn run(a: TuneArgs) -> Result<()> {
 }
 
 /// Polls the job until it ends, drawing a progress bar.
-pub(crate) async fn follow(client: &Client, id: &str, quiet: bool) -> Result<(Job, Vec<Trial>)> {
+pub(crate) async fn follow(client: &CoordinatorClient, id: &str, quiet: bool) -> Result<(Job, Vec<Trial>)> {
     let bar = ui::bar(1, quiet);
     bar.set_prefix("tuning");
     loop {
         let (job, trials) = client.job(id).await?;
-        let total = job.config.trials as u64 + 5;
+        let total = job.config.trials as u64 + Strategy::baselines(job.config.client_memory_bytes).len() as u64;
         bar.set_length(total);
         bar.set_position(trials.len() as u64);
         let o = job.config.objective;

@@ -57,6 +57,16 @@ pub struct UpArgs {
     /// `--features gpu`); plans then place tables on the GPU beside the CPU workers.
     #[arg(long, value_name = "N")]
     pub gpu: Option<usize>,
+    /// Load generator processes to start (on the CPUs the workers leave): the tuning job
+    /// measures with them, straight to the workers, and `embtune bench --loadgens N` can use
+    /// them.
+    #[arg(long, value_name = "L", default_value_t = 1)]
+    pub loadgens: usize,
+    /// Memory each client may give to client-resident tables (e.g. 256M): plans may keep small
+    /// tables in the clients, whose pooled rows then never cross the network. 0 keeps every
+    /// table on the workers.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::launch::parse_size)]
+    pub client_memory: u64,
 }
 
 /// The processes `up` started; stopped in reverse order when dropped.
@@ -99,6 +109,8 @@ pub struct LocalCluster {
     pub file: crate::cluster::CoordinatorFile,
     pub cluster: PathBuf,
     pub data: PathBuf,
+    /// CPUs no worker was given: the coordinator's and the load generators'.
+    spare: Vec<usize>,
 }
 
 impl LocalCluster {
@@ -208,7 +220,32 @@ impl LocalCluster {
             let w = worker(args, "worker-gpu", cpus).context("starting the GPU worker")?;
             children.0.push(("gpu worker".into(), w));
         }
-        Ok(LocalCluster { children, file, cluster, data: data.to_path_buf() })
+        Ok(LocalCluster { children, file, cluster, data: data.to_path_buf(), spare })
+    }
+
+    /// Starts `n` load generators (`embtune loadgen`), on the CPUs the workers left, if any;
+    /// they log to `data/logs/loadgen-I.log`.
+    pub fn start_loadgens(&mut self, n: usize) -> Result<()> {
+        let exe = std::env::current_exe().context("locating the embtune binary")?;
+        for i in 0..n {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.data.join("logs").join(format!("loadgen-{i}.log")))?;
+            let mut cmd = Command::new(&exe);
+            cmd.args(["loadgen", "--name", &format!("lg{i}"), "--coordinator", &self.file.quic.to_string()])
+                .arg("--cluster")
+                .arg(&self.cluster)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            if !self.spare.is_empty() {
+                pin_child(&mut cmd, self.spare.clone());
+            }
+            let child = cmd.spawn().with_context(|| format!("starting load generator {i}"))?;
+            self.children.0.push((format!("load generator {i}"), child));
+        }
+        Ok(())
     }
 
     pub fn target(&self) -> Target {
@@ -289,6 +326,10 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         a.gpu,
     )?;
     let all_workers = a.workers + a.gpu.is_some() as usize;
+    if let Err(e) = local.start_loadgens(a.loadgens) {
+        local.stop();
+        return Err(e);
+    }
     let target = local.target();
     let rt = runtime()?;
     let deployed = rt.block_on(async {
@@ -297,14 +338,19 @@ pub fn run(mut a: UpArgs) -> Result<()> {
             .wait_for_workers(all_workers, Duration::from_secs(60))
             .await
             .context("waiting for the workers to register (see the logs in DATA_DIR/logs)")?;
-        let topo = Topology {
-            workers: status
+        client
+            .wait_for_loadgens(a.loadgens, Duration::from_secs(60))
+            .await
+            .context("waiting for the load generators to register (see the logs in DATA_DIR/logs)")?;
+        let topo = Topology::of(
+            status
                 .workers
                 .iter()
                 .take(all_workers)
                 .map(|w| WorkerShape { cores: w.cores, memory_bytes: w.memory_bytes, core_memory_bytes: None })
                 .collect(),
-        };
+        )
+        .with_client_memory(a.client_memory);
         let generator = BatchGenerator::new(&spec)?;
         let prof = profile(&generator);
         let caps = memory_caps(&machine, true);
@@ -324,6 +370,7 @@ pub fn run(mut a: UpArgs) -> Result<()> {
                 round_s: a.tune_round_secs,
                 max_rounds: 3,
                 concurrency: 4 * cores.max(1),
+                client_memory_bytes: a.client_memory,
                 ..Default::default()
             };
             Some(client.submit_tune(&dataset, &spec, &config).await.context("starting the tuning job")?)
@@ -356,8 +403,9 @@ pub fn run(mut a: UpArgs) -> Result<()> {
     let bin = crate::ui::self_command();
     if let Some(j) = &job {
         eprintln!(
-            "tuning: job {j} ({} trials after the 5 baselines); results: {bin} results show {j} --data-dir {}",
+            "tuning: job {j} ({} trials after the {} baselines); results: {bin} results show {j} --data-dir {}",
             a.tune_trials,
+            embtune_tuner::Strategy::baselines(a.client_memory).len(),
             local.data.display()
         );
     }

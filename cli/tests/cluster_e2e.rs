@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Cluster, wait_until};
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_protocol::wire::ErrorKind;
 use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
 use embtune_transport::TransportError;
@@ -120,7 +120,7 @@ fn mixed_plan(spec: &ModelSpec) -> Plan {
     }
 }
 
-async fn check(client: &Client, spec: &ModelSpec, batch: &QueryBatch) -> Result<(), TransportError> {
+async fn check(client: &CoordinatorClient, spec: &ModelSpec, batch: &QueryBatch) -> Result<(), TransportError> {
     let (_, out) = client.query(batch, spec.digest()).await?;
     let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();
     Reference::new(spec, &[]).pool(batch, &tables).check(&out).map_err(|m| panic!("wrong result: {m}"))
@@ -144,7 +144,7 @@ fn large_batches_striped_over_lanes_are_exact() {
     let g = BatchGenerator::new(&spec).unwrap();
     let tables: Vec<u16> = (0..spec.tables.len() as u16).collect();
     rt.block_on(async {
-        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
         assert!(client.lanes() > 1, "the client opens several lanes by default");
         client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
         client.deploy(&spec, &plan).await.unwrap();
@@ -173,7 +173,7 @@ fn a_dead_worker_is_detected_routed_around_and_redeployed_when_back() {
     let plan = mixed_plan(&spec);
     let g = BatchGenerator::new(&spec).unwrap();
     let client = rt.block_on(async {
-        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
         client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
         client.deploy(&spec, &plan).await.unwrap();
         for i in 0..5 {
@@ -232,7 +232,7 @@ fn a_stalled_worker_is_marked_down_and_serves_again_once_it_resumes() {
     let plan = mixed_plan(&spec);
     let g = BatchGenerator::new(&spec).unwrap();
     let client = rt.block_on(async {
-        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
         client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
         client.deploy(&spec, &plan).await.unwrap();
         client
@@ -267,7 +267,7 @@ fn bad_queries_get_typed_errors_and_the_cluster_keeps_serving() {
     let spec = small_spec();
     let g = BatchGenerator::new(&spec).unwrap();
     rt.block_on(async {
-        let client = Client::connect(c.addr, &c.certs).await.unwrap();
+        let client = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
         client.wait_for_workers(2, Duration::from_secs(20)).await.unwrap();
         client.deploy(&spec, &mixed_plan(&spec)).await.unwrap();
 
@@ -309,11 +309,11 @@ fn peers_without_the_cluster_certificate_are_refused() {
     embtune_transport::certs::init_cluster(other.path()).unwrap();
     let rt = rt();
     rt.block_on(async {
-        let ok = Client::connect(c.addr, &c.certs).await.unwrap();
+        let ok = CoordinatorClient::connect(c.addr, &c.certs).await.unwrap();
         ok.wait_for_workers(1, Duration::from_secs(20)).await.unwrap();
         let worker = c.workers[0].0;
         for target in [c.addr, worker] {
-            match Client::connect(target, other.path()).await {
+            match CoordinatorClient::connect(target, other.path()).await {
                 Err(_) => {}
                 Ok(stranger) => assert!(stranger.status().await.is_err(), "a stranger was served by {target}"),
             }

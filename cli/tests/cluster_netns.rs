@@ -1,7 +1,9 @@
 //! The cluster across hosts: a coordinator, three workers and a client, each in a network
 //! namespace of its own, joined by veth pairs to a bridge, the workers' links shaped with netem
 //! (2 ms +- 0.5 ms and 1% loss each way) where the kernel has it. A plan that replicates small
-//! tables and shards large ones is deployed and verified against the reference; one worker is
+//! tables and shards large ones is deployed and verified against the reference, with the client
+//! querying the workers straight over the shaped links (the direct path) and through the
+//! coordinator's relay; one worker is
 //! killed with SIGKILL (detected within 2 s, replicated tables still served, full queries refused
 //! with an error that names the missing shard), restarted, and verified again.
 //!
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Proc, wait_until};
-use embtune_coordinator::client::Client;
+use embtune_client::CoordinatorClient;
 use embtune_protocol::wire::{ClusterInfo, ErrorKind};
 use embtune_protocol::{Placement, Plan};
 use embtune_transport::TransportError;
@@ -119,12 +121,12 @@ impl NsCluster {
     }
 
     /// A library client whose socket lives in the client's namespace, with its runtime.
-    fn client(&self) -> (tokio::runtime::Runtime, Client) {
+    fn client(&self) -> (tokio::runtime::Runtime, CoordinatorClient) {
         let (addr, certs) = (self.coordinator_addr(), self.certs.clone());
         netns::in_netns(&self.net.node("client").ns, move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             let client = rt
-                .block_on(Client::connect(addr, &certs))
+                .block_on(CoordinatorClient::connect(addr, &certs))
                 .expect("connecting to the coordinator from the client namespace");
             (rt, client)
         })
@@ -189,7 +191,7 @@ fn bench(c: &NsCluster, extra: &[&str]) -> serde_json::Value {
 /// Queries `batch` and checks every pooled value against the reference.
 fn check(
     rt: &tokio::runtime::Runtime,
-    client: &Client,
+    client: &CoordinatorClient,
     spec: &ModelSpec,
     plan: &Plan,
     batch: &QueryBatch,
@@ -245,6 +247,7 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     // 2. Deploy `size-threshold` (small tables replicated, large ones sharded across workers) and verify
     // through the CLI. (`auto` would replicate everything here: every table fits in each worker's memory.)
     let r = bench(&c, &["--strategy", "size-threshold"]);
+    assert_eq!(r["path"], "direct", "{r}");
     let plan_summary = r["plan"].clone();
     say(&format!(
         "[{:>5.1}s] bench verified: plan {plan_summary}, {} batches, p50 {} us, p99 {} us",
@@ -343,6 +346,8 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     drop(rt);
     let r = bench(&c, &[]);
     assert_eq!(r["plan"], plan_summary, "the bench kept the deployed plan");
+    let relayed = bench(&c, &["--via", "coordinator"]);
+    assert_eq!(relayed["path"], "coordinator", "{relayed}");
     say(&format!(
         "[{:>5.1}s] bench verified again after the restart; {} batches",
         t0.elapsed().as_secs_f64(),

@@ -1,8 +1,9 @@
 //! Tuning jobs, run by the coordinator against its own cluster.
 //!
 //! The job's logic lives in `embtune_tuner::job::Tuner`, a state machine; this module drives it:
-//! deploy each proposal, measure it with load generated inside the coordinator, commit the
-//! trial to the store (flushed: a crash loses nothing committed) and ask for the next. Jobs
+//! deploy each proposal, measure it with the load generators (straight to the workers, as real
+//! clients would query; the coordinator's own client when none is connected), commit the trial
+//! to the store (flushed: a crash loses nothing committed) and ask for the next. Jobs
 //! that were running when the coordinator stopped, however it stopped, resume when it starts
 //! again.
 
@@ -16,7 +17,7 @@ use hdrhistogram::Histogram;
 use embtune_protocol::tuning::{
     ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, TrialKind, now_ms,
 };
-use embtune_protocol::wire::{ErrorKind, QueryHead, WireError};
+use embtune_protocol::wire::{ErrorKind, LoadSpec, WireError};
 use embtune_protocol::{Topology, WorkerShape};
 use embtune_tuner::cost::{Coefficients, Node};
 use embtune_tuner::job::{Context, Tuner, adapt_plan};
@@ -24,31 +25,16 @@ use embtune_tuner::rules::MemoryCaps;
 use embtune_tuner::store::{BestRecord, Store, new_job_id};
 use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec};
 
+/// The batches a job's load generators send: `count` batches of the workload's generator from
+/// index `first`. Every process generates the same batch for an index, so a window is all a
+/// load generator needs to be told.
+#[derive(Clone, Copy, Debug)]
+pub struct Pool {
+    pub first: u64,
+    pub count: u32,
+}
+
 use crate::server::Coordinator;
-
-/// A batch ready to send through the coordinator's own query path.
-#[derive(Clone)]
-pub struct Payload {
-    pub head: QueryHead,
-    pub body: Arc<Vec<u32>>,
-}
-
-impl Payload {
-    pub fn new(b: &embtune_workloads::QueryBatch, digest: u64) -> Payload {
-        let mut body = b.ids.clone();
-        body.extend_from_slice(&b.offsets);
-        Payload {
-            head: QueryHead {
-                spec_digest: digest,
-                batch_size: b.batch_size,
-                num_tables: b.num_tables,
-                offsets: b.offsets.len() as u32,
-                ids: b.ids.len() as u32,
-            },
-            body: Arc::new(body),
-        }
-    }
-}
 
 /// What the cluster looks like to the tuner now: the healthy workers, their shapes and costs.
 pub fn context_parts(c: &Coordinator) -> (Topology, Vec<Node>, ClusterDesc) {
@@ -80,7 +66,7 @@ pub fn context_parts(c: &Coordinator) -> (Topology, Vec<Node>, ClusterDesc) {
         });
     }
     let cpu_model = hellos.first().map(|h| h.cpu_model.clone()).unwrap_or_default();
-    let topo = Topology { workers: workers.clone() };
+    let topo = Topology::of(workers.clone());
     (topo, nodes, ClusterDesc { workers, cpu_model })
 }
 
@@ -205,10 +191,11 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     let job = store.job(id).map_err(|e| e.to_string())?;
     let trials = store.trials(id).map_err(|e| e.to_string())?;
     let spec = job.spec.clone();
+    let baselines = embtune_tuner::Strategy::baselines(job.config.client_memory_bytes).len();
     tracing::info!(
         "job {id}: {} trials done, {} to go",
         trials.len(),
-        job.config.trials as usize + 5 - trials.len().min(job.config.trials as usize + 5)
+        job.config.trials as usize + baselines - trials.len().min(job.config.trials as usize + baselines)
     );
     // The workload the trials are measured with, and the profile the model and hot caches use.
     let generator = BatchGenerator::new(&spec).map_err(|e| e.to_string())?;
@@ -216,7 +203,8 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     let fresh = trials.is_empty();
     let mut tuner = Tuner::new(job, trials);
     wait_for_workers(c, stop, Duration::from_secs(120))?;
-    let pool = payload_pool(c, &generator, &spec);
+    let pool = payload_pool(c, &generator);
+    let client_memory = tuner.job.config.client_memory_bytes;
     if fresh {
         // Connections to the workers start in slow start with small datagrams; load them for a
         // while first, so that the first trial measured (a baseline) is not handicapped.
@@ -226,7 +214,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         {
             let warm = JobConfig { objective: Objective::Throughput, ..tuner.job.config.clone() };
             let _ =
-                rt.block_on(load_round(c, &pool, &warm, Duration::from_secs_f64((3.0 * warm.round_s).clamp(1.0, 5.0))));
+                rt.block_on(load_round(c, pool, &warm, Duration::from_secs_f64((3.0 * warm.round_s).clamp(1.0, 5.0))));
         }
     }
     // Stopped (the coordinator is shutting down): the job resumes from what is stored.
@@ -244,7 +232,15 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             wait_for_workers(c, stop, Duration::from_secs(120))?;
             continue;
         }
-        let ctx = Context { spec: &spec, profiles: &profile.tables, topology, nodes, networked: true };
+        let topology = topology.with_client_memory(client_memory);
+        let ctx = Context {
+            spec: &spec,
+            profiles: &profile.tables,
+            topology,
+            nodes,
+            networked: true,
+            clients: c.loadgens().max(1),
+        };
         let Some(p) = tuner.next(&ctx) else { break };
         let started = now_ms();
         let t0 = Instant::now();
@@ -253,7 +249,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         } else {
             match rt.block_on(c.deploy(spec.clone(), p.plan.clone())) {
                 Err(e) => Err(format!("deployment failed: {}", e.message)),
-                Ok(_) => rt.block_on(measure(c, &pool, &tuner.job.config)),
+                Ok(_) => rt.block_on(measure(c, pool, &tuner.job.config)),
             }
         };
         if let Err(e) = &outcome {
@@ -270,7 +266,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             "job {id}: the best plan beside every baseline, {} alternating rounds",
             tuner.job.config.head_to_head_rounds
         );
-        match head_to_head(c, rt, &spec, &pool, &tuner, stop) {
+        match head_to_head(c, rt, &spec, pool, &tuner, stop) {
             // Kept on the job at once, so that a stop while the ceiling is measured does not
             // lose the side-by-side rounds.
             Ok(Some(h)) => tuner.job.head_to_head = Some(h),
@@ -327,12 +323,13 @@ fn head_to_head(
     c: &Coordinator,
     rt: &tokio::runtime::Handle,
     spec: &ModelSpec,
-    pool: &[Payload],
+    pool: Pool,
     tuner: &Tuner,
     stop: &AtomicBool,
 ) -> Result<Option<HeadToHead>, String> {
     let cfg = &tuner.job.config;
     let (topology, _, _) = context_parts(c);
+    let topology = topology.with_client_memory(cfg.client_memory_bytes);
     if topology.workers.is_empty() {
         return Err("no healthy worker".into());
     }
@@ -367,14 +364,14 @@ fn head_to_head(
     Ok(HeadToHead::from_rounds(cfg.objective, &rounds, &baselines))
 }
 
-/// The batches a job loads the cluster with, encoded once: enough of them that the rows they
-/// read per pass are four times the workers' last-level caches together (workers on one host
-/// each count the shared cache, which only makes the pool larger), within 256 MiB of ids. A
-/// fixed pool sized for a 32 MiB cache fit in the 300 MiB LLC of a 16-core host, where it
-/// measures cache hits (ARCHITECTURE.md, "a benchmark's batches outgrow the last-level cache").
-fn payload_pool(c: &Coordinator, g: &BatchGenerator, spec: &ModelSpec) -> Vec<Payload> {
+/// The batches a job loads the cluster with: enough of them that the rows they read per pass
+/// are four times the workers' last-level caches together (workers on one host each count the
+/// shared cache, which only makes the pool larger), within 256 MiB of ids. A fixed pool sized
+/// for a 32 MiB cache fit in the 300 MiB LLC of a 16-core host, where it measures cache hits
+/// (ARCHITECTURE.md, "a benchmark's batches outgrow the last-level cache").
+fn payload_pool(c: &Coordinator, g: &BatchGenerator) -> Pool {
     let llc = c.hellos().iter().map(|h| h.llc_bytes).sum::<u64>().max(32 << 20);
-    g.pool(0, g.pool_size_for(llc, 256 << 20)).iter().map(|b| Payload::new(b, spec.digest())).collect()
+    Pool { first: 0, count: g.pool_size_for(llc, 256 << 20) as u32 }
 }
 
 /// Measures a job's ceiling: its shape with every table cut to
@@ -394,20 +391,20 @@ fn ceiling(
     let plan = embtune_tuner::Strategy::AllReplicate
         .plan(&free, &topology, &Default::default())
         .map_err(|e| format!("planning the free-engine shape: {e}"))?;
-    let pool = payload_pool(c, &BatchGenerator::new(&free).map_err(|e| e.to_string())?, &free);
+    let pool = payload_pool(c, &BatchGenerator::new(&free).map_err(|e| e.to_string())?);
     rt.block_on(c.deploy(free, plan)).map_err(|e| format!("deploying the free-engine shape: {}", e.message))?;
     let mut values = Vec::new();
     for _ in 0..cfg.head_to_head_rounds.max(1) {
         if stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        values.push(rt.block_on(measure_once(c, &pool, cfg))?);
+        values.push(rt.block_on(measure_once(c, pool, cfg))?);
     }
     Ok(Some(embtune_protocol::tuning::median(&values)))
 }
 
 /// One measurement round of the deployed plan after a short warm-up: the objective's value.
-async fn measure_once(c: &Coordinator, pool: &[Payload], cfg: &JobConfig) -> Result<f64, String> {
+async fn measure_once(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<f64, String> {
     let _ = load_round(c, pool, cfg, Duration::from_millis(300)).await;
     let r = load_round(c, pool, cfg, Duration::from_secs_f64(cfg.round_s.max(0.05))).await;
     r.check()?;
@@ -429,7 +426,7 @@ fn wait_for_workers(c: &Coordinator, stop: &AtomicBool, timeout: Duration) -> Re
 
 /// Measures the deployed plan for the job's objective: rounds of load until the 95% interval
 /// of the rounds' mean is within `ci_target` of it, or `max_rounds`.
-pub async fn measure(c: &Coordinator, pool: &[Payload], cfg: &JobConfig) -> Result<Measured, String> {
+pub async fn measure(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<Measured, String> {
     let round = Duration::from_secs_f64(cfg.round_s.max(0.05));
     // Warm-up: caches, connections, the coordinator's buffers.
     let _ = load_round(c, pool, cfg, Duration::from_millis(300)).await;
@@ -499,81 +496,48 @@ fn failed(batches: u64, errors: u64, first_error: Option<&str>) -> Result<(), St
     Ok(())
 }
 
-/// One round of load: closed loop for throughput (at the configured concurrency) and mean (one
-/// in flight); open loop at the target rate for p99.
-async fn load_round(c: &Coordinator, pool: &[Payload], cfg: &JobConfig, time: Duration) -> Round {
-    let shared = Arc::new(parking_lot::Mutex::new(Round {
+/// One round of load, straight to the workers from the load generators: closed loop for
+/// throughput (at the configured concurrency) and mean (one in flight); open loop at the
+/// target rate for p99.
+async fn load_round(c: &Coordinator, pool: Pool, cfg: &JobConfig, time: Duration) -> Round {
+    let t0 = Instant::now();
+    let failed_round = |e: String| Round {
         hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
         batches: 0,
-        errors: 0,
-        secs: 0.0,
-        first_error: None,
-    }));
-    let record = |shared: &parking_lot::Mutex<Round>, started: Instant, r: Result<(), WireError>| {
-        let mut s = shared.lock();
-        match r {
-            Ok(()) => {
-                s.hist.saturating_record(started.elapsed().as_micros().max(1) as u64);
-                s.batches += 1;
-            }
-            Err(e) => {
-                s.errors += 1;
-                s.first_error.get_or_insert(e.message);
-            }
-        }
+        errors: 1,
+        secs: t0.elapsed().as_secs_f64().max(1e-3),
+        first_error: Some(e),
     };
-    let t0 = Instant::now();
-    let deadline = t0 + time;
-    let pool = Arc::new(pool.to_vec());
-    match cfg.objective {
-        Objective::P99 { qps } if qps > 0.0 => {
-            let mut tasks = Vec::new();
-            let mut at = 0.0f64;
-            let mut i = 0u64;
-            let mut rng = embtune_workloads::rng::StreamRng::new(cfg.seed, 0xa7, 0);
-            while Instant::now() < deadline && tasks.len() < 100_000 {
-                at += -(1.0 - rng.unit()).ln() / qps;
-                let due = t0 + Duration::from_secs_f64(at);
-                tokio::time::sleep_until(due.into()).await;
-                let (c, pool, shared) = (c.clone(), pool.clone(), shared.clone());
-                let p = pool[i as usize % pool.len()].clone();
-                i += 1;
-                tasks.push(tokio::spawn(async move {
-                    let r = c.query(p.head.clone(), (*p.body).clone()).await.map(|_| ());
-                    record(&shared, due, r);
-                }));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-        }
-        _ => {
-            let q = if cfg.objective == Objective::Mean { 1 } else { cfg.concurrency.max(1) as usize };
-            let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let tasks: Vec<_> = (0..q)
-                .map(|_| {
-                    let (c, pool, shared, next) = (c.clone(), pool.clone(), shared.clone(), next.clone());
-                    tokio::spawn(async move {
-                        while Instant::now() < deadline {
-                            let p = &pool[next.fetch_add(1, Ordering::Relaxed) as usize % pool.len()];
-                            let t = Instant::now();
-                            let r = c.query(p.head.clone(), (*p.body).clone()).await.map(|_| ());
-                            record(&shared, t, r);
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                let _ = t.await;
-            }
-        }
+    let Some(epoch) = c.active().map(|a| a.plan_id) else {
+        return failed_round("nothing is deployed".into());
+    };
+    let (concurrency, qps) = match cfg.objective {
+        Objective::P99 { qps } if qps > 0.0 => (1, qps),
+        Objective::Mean => (1, 0.0),
+        _ => (cfg.concurrency.max(1), 0.0),
+    };
+    let spec = LoadSpec {
+        epoch,
+        pool_first: pool.first,
+        pool_batches: pool.count,
+        concurrency,
+        qps,
+        warmup_ms: 0,
+        duration_ms: time.as_millis() as u32,
+        wire: cfg.wire,
+        verify: 0,
+        seed: cfg.seed,
+    };
+    match c.run_load(cfg.loadgens, &spec).await {
+        Ok(r) => Round {
+            hist: embtune_client::loadgen::decode_histogram(&r.histogram),
+            batches: r.queries,
+            errors: r.errors,
+            secs: r.elapsed_s.max(1e-3),
+            first_error: r.first_error,
+        },
+        Err(e) => failed_round(e.message),
     }
-    let mut r = std::mem::replace(
-        &mut *shared.lock(),
-        Round { hist: Histogram::new(3).unwrap(), batches: 0, errors: 0, secs: 0.0, first_error: None },
-    );
-    r.secs = t0.elapsed().as_secs_f64();
-    r
 }
 
 /// Profiles of a spec, for reports that need them outside a job.

@@ -1,16 +1,17 @@
-//! embtune's coordinator: the process that knows the cluster.
+//! embtune's coordinator: the control plane of a cluster.
 //!
-//! - [`route`]: pure routing: which worker sees which ids, power-of-two-choices replicas,
-//!   reduction of partial sums.
-//! - [`server`]: the coordinator process: membership and health, deployment, scatter/gather.
-//! - [`client`]: the client API over QUIC, for external programs and embtune's commands.
-//! - [`loadgen`]: closed-loop and open-loop (Poisson) load generation.
+//! - [`membership`]: who is in the cluster and healthy, as a state machine driven by events and
+//!   the caller's clock (no I/O), tested on a virtual clock.
+//! - [`server`]: the coordinator process: drives membership, deploys plans, publishes the
+//!   routing table clients query the workers by, relays queries for thin clients, and directs
+//!   load generators.
 //! - [`stats`]: live query statistics for the dashboard and metrics.
 //! - [`jobs`]: tuning jobs driven against the cluster, measured and stored trial by trial.
+//!
+//! Routing itself is pure and lives in `embtune_protocol::route`; the client that follows it
+//! (and the load generators) in the `embtune-client` crate.
 
-pub mod client;
 pub mod jobs;
-pub mod loadgen;
-pub mod route;
+pub mod membership;
 pub mod server;
 pub mod stats;

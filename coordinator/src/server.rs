@@ -1,26 +1,29 @@
-//! The coordinator process: membership, deployment and scatter/gather serving.
+//! The coordinator process: the cluster's control plane.
 //!
-//! Workers register (and re-register after a restart, keyed by their address) and heartbeat;
-//! a worker silent for [`CoordinatorConfig::dead_after`] or whose connection closes is marked
-//! down. A deployment sends each worker its part of a plan; a worker that comes back gets its
-//! part again before it serves. A client's query is checked, split by the plan (replicated
-//! tables to one replica by the power of two choices), fanned out concurrently, and the partial
-//! sums are added up. A replicated part that fails on one replica is retried on another.
+//! It drives the membership state machine ([`crate::membership`]) with registrations,
+//! heartbeats and its own clock, deploys plans to workers (a worker that comes back gets its part
+//! again before it serves), and publishes the routing table (`GetRoutes`) by which clients send
+//! queries straight to the workers. It stays out of the data path: it relays a query only for
+//! a thin client that asks it to (`Query`, `--via coordinator`), through the same direct client
+//! everyone else uses. Load generators register with it, and it directs their rounds
+//! (`RunLoad`, and every tuning job's measurements) and merges their reports.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use rand_core::{Rng, SeedableRng};
-use tokio::sync::Semaphore;
 
+use embtune_client::loadgen::{decode_histogram, merge};
+use embtune_client::service::Runner;
+use embtune_client::{Client, ClientConfig, RouteSource};
 use embtune_protocol::codec::FrameLimits;
 use embtune_protocol::wire::{
-    ClusterInfo, CoreCounters, DeployedInfo, DeploymentInfo, ErrorKind, Heartbeat, LookupHead, PooledHead, QueryHead,
-    Request, Response, WireError, WorkerHello, WorkerInfo,
+    ClusterInfo, DeployedInfo, DeploymentInfo, DeploymentRecord, ErrorKind, Heartbeat, LoadReport, LoadSpec,
+    LoadgenHello, LoadgenInfo, PooledHead, QueryHead, Request, Response, RouteTable, WireError, WorkerHello,
+    WorkerInfo,
 };
 use embtune_protocol::{DataFlow, Plan, Topology, WorkerShape};
 use embtune_transport::lanes::{self, Lanes};
@@ -28,7 +31,7 @@ use embtune_transport::rpc::{Body, Peer, accept_loop, call};
 use embtune_transport::{Identity, TransportError, Tuning, certs, server_endpoint};
 use embtune_workloads::{BatchGenerator, ModelSpec, QueryBatch};
 
-use crate::route;
+use crate::membership::{Action, Membership};
 
 /// Largest client batch, and the most ids in one.
 pub const MAX_BATCH: u32 = 1 << 16;
@@ -62,31 +65,7 @@ impl CoordinatorConfig {
     }
 }
 
-struct Slot {
-    id: u16,
-    hello: WorkerHello,
-    addr: SocketAddr,
-    /// Connections to the worker ([`Lanes`]): deployments and heartbeats' replies use the
-    /// first; look-ups are dealt over all, and large ones striped across them.
-    conn: Option<Lanes>,
-    /// Connected, heartbeating and holding the current plan.
-    healthy: bool,
-    /// A bring-up is under way, so heartbeats from a worker not yet up do not start another.
-    bringing_up: bool,
-    /// Bumped on every registration, so a stale reconnection task can tell it lost.
-    generation: u64,
-    deployed_plan: u64,
-    last_seen: Instant,
-    queue: u32,
-    inflight: Arc<AtomicU32>,
-    permits: Arc<Semaphore>,
-    requests: u64,
-    engine_ns: u64,
-    bytes_held: u64,
-    counters: Vec<CoreCounters>,
-}
-
-/// What is deployed, with what routing needs precomputed.
+/// What is deployed.
 pub struct Active {
     pub plan_id: u64,
     pub spec: ModelSpec,
@@ -95,13 +74,18 @@ pub struct Active {
     /// that are up, which after a failure need not be the first ones.
     pub slots: Vec<u16>,
     pub hot: Vec<Vec<u32>>,
-    pub columns: Vec<usize>,
-    pub width: usize,
-    pub dims: Vec<usize>,
+}
+
+/// A connected load generator.
+struct Loadgen {
+    id: u16,
+    hello: LoadgenHello,
+    conn: quinn::Connection,
 }
 
 struct Inner {
     cfg: CoordinatorConfig,
+    identity: Identity,
     /// Tuning jobs and trials, in the data dir.
     store: embtune_tuner::store::Store,
     /// Jobs running now, with their stop flags.
@@ -109,13 +93,21 @@ struct Inner {
     ep: quinn::Endpoint,
     /// One client endpoint per lane to the workers, each with its own socket and receive task.
     lane_eps: Vec<quinn::Endpoint>,
-    slots: RwLock<Vec<Slot>>,
+    membership: Mutex<Membership>,
+    /// Control connections to the workers (deployments), by registered id, with the
+    /// registration generation they were made for.
+    conns: RwLock<std::collections::HashMap<u16, (u64, Lanes)>>,
     active: RwLock<Option<Arc<Active>>>,
     deploy_lock: tokio::sync::Mutex<()>,
+    /// The direct client the coordinator relays queries through, made on first use.
+    relay: tokio::sync::OnceCell<Client>,
+    /// Runs load rounds in this process when no load generator is connected.
+    own_load: tokio::sync::OnceCell<Arc<Runner>>,
+    loadgens: Mutex<Vec<Loadgen>>,
+    next_loadgen: AtomicU16,
     queries: AtomicU64,
     query_errors: AtomicU64,
     stats: crate::stats::QueryStats,
-    rng: Mutex<rand_pcg::Pcg64Mcg>,
     limits: FrameLimits,
     started: Instant,
 }
@@ -129,25 +121,30 @@ pub struct Coordinator {
 impl Coordinator {
     /// Binds the endpoint and starts serving and monitoring.
     pub async fn start(cfg: CoordinatorConfig) -> Result<Coordinator, TransportError> {
-        let id: Identity = certs::load(&cfg.cluster, None, None)?;
+        let identity: Identity = certs::load(&cfg.cluster, None, None)?;
         let store = embtune_tuner::store::Store::open(&cfg.data_dir.join("store"))
             .map_err(|e| TransportError::Stream(e.to_string()))?;
-        let ep = server_endpoint(cfg.listen, &id, &Tuning::default())?;
-        let lane_eps = embtune_transport::lanes::endpoints(&id, &Tuning::default(), cfg.lanes)?;
+        let ep = server_endpoint(cfg.listen, &identity, &Tuning::default())?;
+        let lane_eps = embtune_transport::lanes::endpoints(&identity, &Tuning::default(), 1)?;
         let c = Coordinator {
             inner: Arc::new(Inner {
                 store,
                 jobs: Mutex::new(Default::default()),
+                membership: Mutex::new(Membership::new(cfg.dead_after)),
                 cfg,
+                identity,
                 ep: ep.clone(),
                 lane_eps,
-                slots: RwLock::new(Vec::new()),
+                conns: RwLock::new(Default::default()),
                 active: RwLock::new(None),
                 deploy_lock: tokio::sync::Mutex::new(()),
+                relay: tokio::sync::OnceCell::new(),
+                own_load: tokio::sync::OnceCell::new(),
+                loadgens: Mutex::new(Vec::new()),
+                next_loadgen: AtomicU16::new(0),
                 queries: AtomicU64::new(0),
                 query_errors: AtomicU64::new(0),
                 stats: Default::default(),
-                rng: Mutex::new(rand_pcg::Pcg64Mcg::seed_from_u64(0x5eed)),
                 limits: FrameLimits::default(),
                 started: Instant::now(),
             }),
@@ -157,10 +154,55 @@ impl Coordinator {
             let me = me.clone();
             async move { me.handle(req, body, peer).await }
         }));
+        c.restore().await;
         let me = c.clone();
         tokio::spawn(async move { me.monitor().await });
         c.resume_interrupted();
         Ok(c)
+    }
+
+    /// Routes by the deployment kept in the store, if any: after a restart the coordinator
+    /// serves the same routing table, and its workers, registering again at the same
+    /// addresses and saying they hold the plan, serve on without a redeployment.
+    async fn restore(&self) {
+        let d = match self.store().deployment() {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("the stored deployment is unreadable ({e}); starting without one");
+                return;
+            }
+        };
+        let mut slots = Vec::with_capacity(d.workers.len());
+        {
+            let mut m = self.inner.membership.lock();
+            for (p, a) in d.workers.iter().enumerate() {
+                let Ok(addr) = a.parse::<SocketAddr>() else {
+                    tracing::warn!("the stored deployment names a bad address `{a}`; starting without it");
+                    return;
+                };
+                let shape = &d.plan.topology.workers[p.min(d.plan.topology.workers.len().saturating_sub(1))];
+                let hello = WorkerHello {
+                    name: format!("{addr} (from the stored deployment)"),
+                    listen: a.clone(),
+                    cores: shape.cores,
+                    memory_bytes: shape.memory_bytes,
+                    l2_bytes: 0,
+                    llc_bytes: 0,
+                    llc_cores: 0,
+                    huge_pages: false,
+                    cpu_model: String::new(),
+                    calibration: None,
+                    gpu: None,
+                    holds: 0,
+                };
+                slots.push(m.expect(hello, addr, Instant::now()));
+            }
+        }
+        let hot = hot_ids(&d.spec, &d.plan).await;
+        tracing::info!("routing by the stored deployment, plan {} ({})", d.plan_id, d.plan.summary());
+        *self.inner.active.write() =
+            Some(Arc::new(Active { plan_id: d.plan_id, spec: d.spec, plan: d.plan, slots, hot }));
     }
 
     /// The store of tuning jobs.
@@ -170,7 +212,7 @@ impl Coordinator {
 
     /// What every registered worker said when it registered, in id order.
     pub fn hellos(&self) -> Vec<WorkerHello> {
-        self.inner.slots.read().iter().map(|s| s.hello.clone()).collect()
+        self.inner.membership.lock().members().iter().map(|m| m.hello.clone()).collect()
     }
 
     /// Marks a job running; false if it already is.
@@ -224,11 +266,20 @@ impl Coordinator {
     async fn handle(&self, req: Request, body: Vec<u32>, peer: Peer) -> (Response, Body) {
         let fail = |e: WireError| (Response::Error(e), Body::Empty);
         match req {
-            Request::Register(hello) => self.register(hello, peer),
+            Request::Register(hello) => self.register(hello, &peer),
             Request::Heartbeat(hb) => {
                 self.heartbeat(hb);
                 (Response::Ack, Body::Empty)
             }
+            Request::GetRoutes => (Response::Routes(self.routes().map(Box::new)), Body::Empty),
+            Request::RegisterLoadgen(hello) => {
+                let id = self.register_loadgen(hello, peer.conn);
+                (Response::LoadgenRegistered { id }, Body::Empty)
+            }
+            Request::RunLoad { loadgens, spec } => match self.run_load(loadgens, &spec).await {
+                Ok(r) => (Response::Load(Box::new(r)), Body::Empty),
+                Err(e) => fail(e),
+            },
             Request::Query(head) => match self.query(head, body).await {
                 Ok((head, out)) => (Response::Pooled(head), Body::Floats(out)),
                 Err(e) => {
@@ -269,8 +320,11 @@ impl Coordinator {
                 Ok(b) => (Response::Best(b), Body::Empty),
                 Err(e) => fail(WireError::new(ErrorKind::Internal, e)),
             },
-            Request::Deploy { .. } | Request::Lookup(_) | Request::WorkerStats => {
-                fail(WireError::new(ErrorKind::NotSupported, "this is a coordinator; send look-ups as Query"))
+            Request::Deploy { .. } | Request::Lookup(_) | Request::WorkerStats | Request::LoadRound(_) => {
+                fail(WireError::new(
+                    ErrorKind::NotSupported,
+                    "this is a coordinator; look-ups go to the workers (GetRoutes)",
+                ))
             }
         }
     }
@@ -280,7 +334,20 @@ impl Coordinator {
         self.inner.active.read().clone()
     }
 
-    fn register(&self, hello: WorkerHello, peer: Peer) -> (Response, Body) {
+    /// The routing table of the current deployment.
+    pub fn routes(&self) -> Option<RouteTable> {
+        let a = self.active()?;
+        let m = self.inner.membership.lock();
+        Some(RouteTable {
+            epoch: a.plan_id,
+            spec: a.spec.clone(),
+            plan: a.plan.clone(),
+            workers: m.route_workers(&a.slots),
+            generation: m.generation(),
+        })
+    }
+
+    fn register(&self, hello: WorkerHello, peer: &Peer) -> (Response, Body) {
         let addr: SocketAddr = match hello.listen.parse() {
             Ok(a) => a,
             Err(_) => {
@@ -293,163 +360,138 @@ impl Coordinator {
                 );
             }
         };
-        let (id, generation) = {
-            let mut slots = self.inner.slots.write();
-            let id = match slots.iter().position(|s| s.addr == addr) {
-                Some(i) => i,
-                None => {
-                    let id = slots.len() as u16;
-                    slots.push(Slot {
-                        id,
-                        hello: hello.clone(),
-                        addr,
-                        conn: None,
-                        healthy: false,
-                        bringing_up: false,
-                        generation: 0,
-                        deployed_plan: 0,
-                        last_seen: Instant::now(),
-                        queue: 0,
-                        inflight: Arc::new(AtomicU32::new(0)),
-                        permits: Arc::new(Semaphore::new(64)),
-                        requests: 0,
-                        engine_ns: 0,
-                        bytes_held: 0,
-                        counters: Vec::new(),
-                    });
-                    slots.len() - 1
-                }
-            };
-            let s = &mut slots[id];
-            s.hello = hello;
-            s.generation += 1;
-            s.healthy = false;
-            s.bringing_up = true;
-            s.conn = None;
-            s.deployed_plan = 0;
-            s.last_seen = Instant::now();
-            // A new process: its counters start again from zero.
-            s.counters.clear();
-            s.queue = 0;
-            (id as u16, s.generation)
-        };
+        let (id, action) = self.inner.membership.lock().register(hello, addr, Instant::now());
+        // The old process's connection is of no use to the new one.
+        self.inner.conns.write().remove(&id);
         tracing::info!("worker {id} registered from {} (serving at {addr})", peer.addr);
-        self.spawn_bring_up(id, generation, 0);
+        self.act(action);
         (Response::Registered { worker: id, heartbeat_ms: self.inner.cfg.heartbeat.as_millis() as u32 }, Body::Empty)
     }
 
-    /// Brings a worker up in the background, then lets heartbeats start another bring-up should
-    /// this one fail (unless the worker registered again meanwhile, whose bring-up owns the flag).
-    fn spawn_bring_up(&self, id: u16, generation: u64, holds: u64) {
+    /// Carries out what the membership state machine asks for.
+    fn act(&self, action: Action) {
+        let Action::BringUp { id, generation, holds } = action;
         let me = self.clone();
         tokio::spawn(async move {
-            me.bring_up(id, generation, holds).await;
-            let mut slots = me.inner.slots.write();
-            if let Some(s) = slots.get_mut(id as usize)
-                && s.generation == generation
-            {
-                s.bringing_up = false;
+            if !me.bring_up(id, generation, holds).await {
+                me.inner.membership.lock().bring_up_ended(id, generation);
             }
         });
     }
 
     /// Connects to a (re)registered worker and gives it its part of the current plan, unless it
     /// says it holds it already (`holds`, a plan id); only then does it serve.
-    async fn bring_up(&self, id: u16, generation: u64, holds: u64) {
-        let addr = self.inner.slots.read()[id as usize].addr;
+    async fn bring_up(&self, id: u16, generation: u64, holds: u64) -> bool {
+        let Some(addr) = self.inner.membership.lock().get(id).map(|m| m.addr) else { return false };
         let conn = match Lanes::connect(&self.inner.lane_eps, addr, Duration::from_secs(3)).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("cannot reach worker {id} at {addr}: {e}");
-                return;
+                return false;
             }
         };
-        if let Some(active) = self.active()
+        let active = self.active();
+        if let Some(active) = &active
             && active.plan_id != holds
             && let Some(p) = active.slots.iter().position(|&s| s == id)
         {
             tracing::info!("redeploying plan {} to worker {id}", active.plan_id);
-            if let Err(e) = self.deploy_one(conn.first(), &active, p as u16).await {
-                tracing::error!("redeploying to worker {id} failed: {e}");
-                return;
-            }
-        }
-        let mut slots = self.inner.slots.write();
-        let s = &mut slots[id as usize];
-        if s.generation != generation {
-            return; // It registered again meanwhile; that registration wins.
-        }
-        s.conn = Some(conn);
-        s.deployed_plan = self.active().map_or(0, |a| a.plan_id);
-        s.last_seen = Instant::now();
-        s.healthy = true;
-        tracing::info!("worker {id} at {addr} is up");
-    }
-
-    /// Records a heartbeat. A worker that was marked down for falling silent, but is
-    /// heartbeating again, is brought back up: a stall (a loaded machine, a paused VM) must not
-    /// take a live worker out of the cluster for good.
-    fn heartbeat(&self, hb: Heartbeat) {
-        let revive = {
-            let mut slots = self.inner.slots.write();
-            let Some(s) = slots.get_mut(hb.worker as usize) else { return };
-            s.last_seen = Instant::now();
-            s.queue = hb.queue;
-            s.counters = hb.cores;
-            let revive = !s.healthy && !s.bringing_up;
-            if revive {
-                s.bringing_up = true;
-            }
-            revive.then_some((s.id, s.generation, hb.plan_id))
-        };
-        if let Some((id, generation, holds)) = revive {
-            tracing::info!("worker {id} is heartbeating again; bringing it back up");
-            self.spawn_bring_up(id, generation, holds);
-        }
-    }
-
-    /// Marks workers down when they fall silent or their connection closes.
-    async fn monitor(&self) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tick.tick().await;
-            let mut slots = self.inner.slots.write();
-            for s in slots.iter_mut() {
-                let closed = s.conn.as_ref().is_some_and(|c| c.close_reason().is_some());
-                if s.healthy && (closed || s.last_seen.elapsed() > self.inner.cfg.dead_after) {
-                    s.healthy = false;
-                    tracing::warn!(
-                        "worker {} at {} is down ({})",
-                        s.id,
-                        s.addr,
-                        if closed { "connection closed" } else { "no heartbeat" }
-                    );
+            match self.deploy_one(conn.first(), active, p as u16).await {
+                Ok(d) => self.inner.membership.lock().deployed(id, active.plan_id, d.bytes),
+                Err(e) => {
+                    tracing::error!("redeploying to worker {id} failed: {e}");
+                    return false;
                 }
             }
+        }
+        let plan = active.map_or(0, |a| a.plan_id);
+        {
+            let mut m = self.inner.membership.lock();
+            if !m.brought_up(id, generation, plan, Instant::now()) {
+                return true; // It registered again meanwhile; that registration's bring-up wins.
+            }
+            self.inner.conns.write().insert(id, (generation, conn));
+        }
+        tracing::info!("worker {id} at {addr} is up");
+        self.refresh_relay().await;
+        true
+    }
+
+    /// Records a heartbeat; a worker that was marked down but heartbeats again is brought back.
+    fn heartbeat(&self, hb: Heartbeat) {
+        let worker = hb.worker;
+        let action = self.inner.membership.lock().heartbeat(hb, Instant::now());
+        if let Some(a) = action {
+            tracing::info!("worker {worker} is heartbeating again; bringing it back up");
+            self.act(a);
+        }
+    }
+
+    /// Marks workers down when they fall silent or their connection closes, and forgets load
+    /// generators whose connection closed.
+    async fn monitor(&self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut generation = 0;
+        loop {
+            tick.tick().await;
+            let closed: Vec<u16> = self
+                .inner
+                .conns
+                .read()
+                .iter()
+                .filter(|(_, (_, c))| c.close_reason().is_some())
+                .map(|(&id, _)| id)
+                .collect();
+            let changed = {
+                let mut m = self.inner.membership.lock();
+                let mut down: Vec<(u16, crate::membership::DownReason)> =
+                    closed.iter().filter_map(|&id| m.connection_closed(id).map(|r| (id, r))).collect();
+                down.extend(m.tick(Instant::now()));
+                for (id, why) in down {
+                    let addr = m.get(id).map(|w| w.addr.to_string()).unwrap_or_default();
+                    tracing::warn!("worker {id} at {addr} is down ({why})");
+                }
+                let changed = m.generation() != generation;
+                generation = m.generation();
+                changed
+            };
+            if changed {
+                // The relay routes by the coordinator's own table: give it the new health.
+                self.refresh_relay().await;
+            }
+            self.inner.loadgens.lock().retain(|l| {
+                let open = l.conn.close_reason().is_none();
+                if !open {
+                    tracing::info!("load generator {} ({}) disconnected", l.id, l.hello.name);
+                }
+                open
+            });
         }
     }
 
     /// The cluster as a topology: every registered worker, healthy or not, in id order.
     pub fn topology(&self) -> Topology {
-        Topology {
-            workers: self
-                .inner
-                .slots
-                .read()
+        Topology::of(
+            self.inner
+                .membership
+                .lock()
+                .members()
                 .iter()
-                .map(|s| WorkerShape {
-                    cores: s.hello.cores,
-                    memory_bytes: s.hello.memory_bytes,
+                .map(|m| WorkerShape {
+                    cores: m.hello.cores,
+                    memory_bytes: m.hello.memory_bytes,
                     core_memory_bytes: None,
                 })
                 .collect(),
-        }
+        )
     }
 
     pub fn status(&self) -> ClusterInfo {
-        let slots = self.inner.slots.read();
+        let m = self.inner.membership.lock();
+        let now = Instant::now();
         ClusterInfo {
-            workers: slots
+            workers: m
+                .members()
                 .iter()
                 .map(|s| WorkerInfo {
                     id: s.id,
@@ -460,18 +502,26 @@ impl Coordinator {
                     memory_bytes: s.hello.memory_bytes,
                     bytes_held: s.bytes_held,
                     queue: s.queue,
-                    requests: s.requests,
-                    engine_ns: s.engine_ns,
+                    requests: s.clients.iter().map(|c| c.requests).sum(),
+                    engine_ns: s.counters.iter().map(|c| c.busy_ns).sum(),
                     core_counters: s.counters.clone(),
-                    last_seen_ms: s.last_seen.elapsed().as_millis() as u64,
+                    last_seen_ms: now.saturating_duration_since(s.last_seen).as_millis() as u64,
                     cpu_model: s.hello.cpu_model.clone(),
                     gpu: s.hello.gpu.clone(),
+                    clients: s.clients.clone(),
                 })
                 .collect(),
             plan_id: self.active().map(|a| a.plan_id),
             model: self.active().map(|a| a.spec.name.clone()),
             queries: self.inner.queries.load(Ordering::Relaxed),
             query_errors: self.inner.query_errors.load(Ordering::Relaxed),
+            loadgens: self
+                .inner
+                .loadgens
+                .lock()
+                .iter()
+                .map(|l| LoadgenInfo { id: l.id, name: l.hello.name.clone(), cores: l.hello.cores })
+                .collect(),
         }
     }
 
@@ -485,31 +535,24 @@ impl Coordinator {
         let need = plan.topology.workers.len();
         // The plan's workers are the cluster's healthy ones, in id order.
         let (mapping, conns): (Vec<u16>, Vec<(u16, quinn::Connection)>) = {
-            let slots = self.inner.slots.read();
-            let up: Vec<&Slot> = slots.iter().filter(|s| s.conn.is_some() && s.healthy).collect();
+            let m = self.inner.membership.lock();
+            let conns = self.inner.conns.read();
+            let up: Vec<u16> = m.healthy().into_iter().filter(|id| conns.contains_key(id)).collect();
             if up.len() < need {
                 return Err(bad(format!(
                     "the plan is for {need} workers but {} of the cluster's {} are up; wait for the workers or make the plan for this cluster",
                     up.len(),
-                    slots.len()
+                    m.members().len()
                 )));
             }
-            let mapping: Vec<u16> = up.iter().take(need).map(|s| s.id).collect();
-            let conns = up
-                .iter()
-                .take(need)
-                .enumerate()
-                .map(|(p, s)| (p as u16, s.conn.as_ref().unwrap().first().clone()))
-                .collect();
+            let mapping: Vec<u16> = up.iter().take(need).copied().collect();
+            let conns = mapping.iter().enumerate().map(|(p, id)| (p as u16, conns[id].1.first().clone())).collect();
             (mapping, conns)
         };
         let hot = hot_ids(&spec, &plan).await;
-        let (columns, width) = route::columns(&spec);
-        let dims = spec.tables.iter().map(|t| t.dim as usize).collect();
         let plan_id =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-        let inflight = plan.knobs.inflight_per_worker as usize;
-        let active = Arc::new(Active { plan_id, spec, plan, slots: mapping, hot, columns, width, dims });
+        let active = Arc::new(Active { plan_id, spec, plan, slots: mapping, hot });
         let started = Instant::now();
         let results = futures_all(conns.iter().map(|(w, c)| {
             let active = active.clone();
@@ -524,14 +567,23 @@ impl Coordinator {
             let d = r.map_err(|e| bad(format!("worker {id}: {e}")))?;
             info.bytes += d.bytes;
             info.huge_page_bytes += d.huge_page_bytes;
-            let mut slots = self.inner.slots.write();
-            let s = &mut slots[id as usize];
-            s.deployed_plan = plan_id;
-            s.bytes_held = d.bytes;
-            s.permits = Arc::new(Semaphore::new(inflight.max(1)));
+            self.inner.membership.lock().deployed(id, plan_id, d.bytes);
         }
         info.seconds = started.elapsed().as_secs_f64();
+        let record = DeploymentRecord {
+            plan_id,
+            spec: active.spec.clone(),
+            plan: active.plan.clone(),
+            workers: {
+                let m = self.inner.membership.lock();
+                active.slots.iter().map(|&id| m.get(id).map(|w| w.addr.to_string()).unwrap_or_default()).collect()
+            },
+        };
+        if let Err(e) = self.store().put_deployment(&record) {
+            tracing::warn!("the deployment is not kept in the store ({e}); a restarted coordinator will not know it");
+        }
         *self.inner.active.write() = Some(active.clone());
+        self.refresh_relay().await;
         tracing::info!("deployed plan {plan_id} ({}) on {need} workers in {:.2}s", active.plan.summary(), info.seconds);
         Ok(info)
     }
@@ -543,6 +595,7 @@ impl Coordinator {
         w: u16,
     ) -> Result<DeployedInfo, TransportError> {
         let mut a = active.plan.assignment(&active.spec, w);
+        a.plan_id = active.plan_id;
         a.fill_hot_ids(&active.plan, |t, n| active.hot[t].iter().take(n).copied().collect());
         let (resp, _) = call(
             conn,
@@ -560,7 +613,41 @@ impl Coordinator {
         }
     }
 
-    /// Serves one query (from a client, or from a tuning job in this process) and counts it.
+    /// A direct client in this process whose routes are the coordinator's own table: what
+    /// relays queries for thin clients and loads the cluster when no load generator is
+    /// connected.
+    async fn relay(&self) -> Result<&Client, WireError> {
+        self.inner
+            .relay
+            .get_or_try_init(|| async {
+                let weak = Arc::downgrade(&self.inner);
+                let source = RouteSource::Local(Arc::new(move || {
+                    weak.upgrade().and_then(|inner| Coordinator { inner }.routes())
+                }));
+                let cfg = ClientConfig {
+                    lanes: self.inner.cfg.lanes,
+                    timeout: self.inner.cfg.request_timeout,
+                    // The workers count relayed traffic as client 0.
+                    id: Some(0),
+                    ..ClientConfig::default()
+                };
+                Client::with_source(source, &self.inner.identity, cfg)
+                    .await
+                    .map_err(|e| WireError::new(ErrorKind::Internal, format!("starting the relay client: {e}")))
+            })
+            .await
+    }
+
+    /// Gives the relay client the current routing table (a new deployment, a worker's health).
+    async fn refresh_relay(&self) {
+        if let Some(r) = self.inner.relay.get()
+            && let Err(e) = r.refresh().await
+        {
+            tracing::warn!("the relay client did not take the new routes: {e}");
+        }
+    }
+
+    /// Serves one relayed query (a thin client's `--via coordinator`) and counts it.
     pub async fn query(&self, head: QueryHead, body: Vec<u32>) -> Result<(PooledHead, Vec<f32>), WireError> {
         let t0 = Instant::now();
         let (samples, lookups) = (head.batch_size as u64, head.ids as u64);
@@ -614,162 +701,91 @@ impl Coordinator {
         }
         let offsets = body.split_off(head.ids as usize);
         let batch = QueryBatch { batch_size: head.batch_size, num_tables: head.num_tables, offsets, ids: body };
-        batch.check_layout().map_err(|e| WireError::new(ErrorKind::BadFrame, e.to_string()))?;
-        let rows: Vec<u64> = active.spec.tables.iter().map(|t| t.rows).collect();
-        if batch.num_tables as usize != rows.len() {
-            return Err(WireError::new(
-                ErrorKind::UnknownTable,
-                format!("the batch has {} tables; `{}` has {}", batch.num_tables, active.spec.name, rows.len()),
-            ));
-        }
-        batch.check_ids(&rows).map_err(|e| WireError::new(ErrorKind::RowOutOfRange, e.to_string()))?;
+        let (mut h, out) = self.relay().await?.query(&batch).await.map_err(|e| match e {
+            TransportError::Remote(w) | TransportError::Frame(w) => w,
+            other => WireError::new(ErrorKind::ShardUnavailable, other.to_string()),
+        })?;
+        h.coordinator_us = t0.elapsed().as_micros() as u32;
+        Ok((h, out))
+    }
 
-        let bs = batch.batch_size as usize;
-        // A replica that fails (down, or too slow) is excluded and the query runs once more:
-        // failover is rare, and re-running the whole query keeps the sums simple and exact.
-        let mut avoid: Vec<u16> = Vec::new();
-        let (mut out, engine_us, fanout) = loop {
-            let (healthy, replica) = self.choose(&active, &avoid);
-            let subs = route::split(&active.spec, &active.plan, &batch, replica, &healthy).map_err(|e| {
-                let e = match e {
-                    // Name the registered worker, not its position in the plan.
-                    route::RouteError::ShardUnavailable { table, shard, rows, worker } => {
-                        route::RouteError::ShardUnavailable {
-                            table,
-                            shard,
-                            rows,
-                            worker: active.slots[worker as usize],
+    fn register_loadgen(&self, hello: LoadgenHello, conn: quinn::Connection) -> u16 {
+        let id = self.inner.next_loadgen.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            "load generator {id} ({}, {} cores) registered from {}",
+            hello.name,
+            hello.cores,
+            conn.remote_address()
+        );
+        self.inner.loadgens.lock().push(Loadgen { id, hello, conn });
+        id
+    }
+
+    /// Load generators connected now.
+    pub fn loadgens(&self) -> usize {
+        self.inner.loadgens.lock().len()
+    }
+
+    /// Runs one round of `spec` on `n` connected load generators at once (0: every one; with
+    /// none connected, on a client in this process), each offered an equal share of the
+    /// concurrency or the arrival rate, and merges their reports.
+    pub async fn run_load(&self, n: u32, spec: &LoadSpec) -> Result<LoadReport, WireError> {
+        let chosen: Vec<(u16, quinn::Connection)> = {
+            let l = self.inner.loadgens.lock();
+            if n as usize > l.len() {
+                return Err(WireError::new(
+                    ErrorKind::NoLoadgen,
+                    format!(
+                        "asked for {n} load generators but {} are connected; start more with `embtune loadgen --coordinator {} --cluster DIR`",
+                        l.len(),
+                        self.local_addr()
+                    ),
+                ));
+            }
+            let take = if n == 0 { l.len() } else { n as usize };
+            l.iter().take(take).map(|g| (g.id, g.conn.clone())).collect()
+        };
+        let report = if chosen.is_empty() {
+            let runner = self.own_runner().await?;
+            embtune_client::service::round(&runner, spec).await?
+        } else {
+            let k = chosen.len();
+            let reports = futures_all(chosen.into_iter().enumerate().map(|(i, (id, conn))| {
+                let mut s = spec.clone();
+                s.concurrency = spec.concurrency.div_ceil(k as u32).max(1);
+                s.qps = spec.qps / k as f64;
+                s.seed = spec.seed.wrapping_add(i as u64);
+                s.pool_first = spec.pool_first + i as u64 * spec.pool_batches as u64;
+                let limits = self.inner.limits;
+                async move {
+                    let wait = Duration::from_millis((s.warmup_ms + s.duration_ms) as u64) + Duration::from_secs(300);
+                    match call(&conn, &Request::LoadRound(s), Body::Empty, &limits, wait).await {
+                        Ok((Response::Load(r), _)) => Ok(*r),
+                        Ok((other, _)) => {
+                            Err(WireError::new(ErrorKind::Internal, format!("load generator {id} answered {other:?}")))
                         }
+                        Err(TransportError::Remote(e)) => Err(e),
+                        Err(e) => Err(WireError::new(ErrorKind::NoLoadgen, format!("load generator {id}: {e}"))),
                     }
-                    other => other,
-                };
-                WireError::new(ErrorKind::ShardUnavailable, e.to_string())
-            })?;
-            let results = futures_all(subs.iter().map(|s| {
-                let (me, active, s) = (self.clone(), active.clone(), s.clone());
-                async move { me.sub_request(&active, &s, head.batch_size).await }
+                }
             }))
             .await;
-            let mut out: Option<Vec<f32>> = None;
-            let (mut engine_us, mut error, mut retry) = (0u32, None, false);
-            let alone = subs.len() == 1;
-            for (s, r) in subs.iter().zip(results) {
-                match r {
-                    // One worker answered for every table, in spec order: its reply is the output
-                    // as it is (replicated plans send every batch this way). Taking it saves
-                    // zeroing and adding a buffer of hundreds of kilobytes per batch.
-                    Ok((ph, reply)) if alone && route::covers_all_in_order(&s.tables, active.dims.len()) => {
-                        out = Some(reply);
-                        engine_us = engine_us.max(ph.engine_us);
-                    }
-                    Ok((ph, reply)) => {
-                        let out = out.get_or_insert_with(|| vec![0f32; bs * active.width]);
-                        route::accumulate(out, active.width, &active.columns, &active.dims, &s.tables, &reply, bs);
-                        engine_us = engine_us.max(ph.engine_us);
-                    }
-                    Err(e)
-                        if e.kind == ErrorKind::ShardUnavailable && Some(s.worker) == replica && avoid.is_empty() =>
-                    {
-                        tracing::warn!("replica {} failed ({e}); retrying on another", active.slots[s.worker as usize]);
-                        self.mark_suspect(active.slots[s.worker as usize]);
-                        avoid.push(s.worker);
-                        retry = true;
-                    }
-                    Err(e) => {
-                        error.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(e) = error {
-                return Err(e);
-            }
-            if !retry {
-                break (out.unwrap_or_else(|| vec![0f32; bs * active.width]), engine_us, subs.len() as u16);
-            }
+            let reports: Vec<LoadReport> = reports.into_iter().collect::<Result<_, _>>()?;
+            merge(&reports)
         };
-        route::finalize_mean(&active.spec, &batch, &mut out, active.width, &active.columns);
-        Ok((
-            PooledHead {
-                batch_size: head.batch_size,
-                width: active.width as u32,
-                engine_us,
-                queue: 0,
-                coordinator_us: t0.elapsed().as_micros() as u32,
-                fanout,
-            },
-            out,
-        ))
+        self.inner.stats.served_round(
+            &decode_histogram(&report.histogram),
+            report.samples,
+            report.lookups,
+            report.errors,
+            report.wire_bytes,
+        );
+        Ok(report)
     }
 
-    /// Health of the plan's workers (by position in the plan) and a replica among them for the
-    /// replicated tables, avoiding the plan positions in `avoid`. Workers that joined after the
-    /// plan was made hold nothing of it.
-    fn choose(&self, active: &Active, avoid: &[u16]) -> (Vec<bool>, Option<u16>) {
-        let (healthy, loads): (Vec<bool>, Vec<Option<u64>>) = {
-            let guard = self.inner.slots.read();
-            let slot = |p: usize| &guard[active.slots[p] as usize];
-            let n = active.slots.len();
-            let healthy = (0..n).map(|p| slot(p).healthy && slot(p).conn.is_some()).collect();
-            let loads = (0..n)
-                .map(|p| {
-                    let s = slot(p);
-                    (s.healthy && s.conn.is_some() && !avoid.contains(&(p as u16)))
-                        .then(|| s.queue as u64 + s.inflight.load(Ordering::Relaxed) as u64)
-                })
-                .collect();
-            (healthy, loads)
-        };
-        let draws = {
-            let mut r = self.inner.rng.lock();
-            (r.next_u64(), r.next_u64())
-        };
-        (healthy, route::pick_replica(&loads, draws))
-    }
-
-    fn mark_suspect(&self, w: u16) {
-        if let Some(s) = self.inner.slots.write().get_mut(w as usize) {
-            s.healthy = false;
-        }
-    }
-
-    async fn sub_request(
-        &self,
-        active: &Active,
-        s: &route::SubRequest,
-        batch_size: u32,
-    ) -> Result<(PooledHead, Vec<f32>), WireError> {
-        let id = active.slots[s.worker as usize];
-        let (conn, inflight, permits) = {
-            let slots = self.inner.slots.read();
-            let slot = &slots[id as usize];
-            match &slot.conn {
-                Some(c) => (c.clone(), slot.inflight.clone(), slot.permits.clone()),
-                None => {
-                    return Err(WireError::new(ErrorKind::ShardUnavailable, format!("worker {id} is not connected")));
-                }
-            }
-        };
-        let _permit = permits.acquire_owned().await.map_err(|_| WireError::new(ErrorKind::Internal, "closed"))?;
-        inflight.fetch_add(1, Ordering::Relaxed);
-        let r = self.call_striped(&conn, active, s, batch_size).await;
-        inflight.fetch_sub(1, Ordering::Relaxed);
-        match r {
-            Ok((ph, words)) => {
-                let mut slots = self.inner.slots.write();
-                let slot = &mut slots[id as usize];
-                slot.requests += 1;
-                slot.engine_ns += ph.engine_us as u64 * 1000;
-                slot.queue = ph.queue;
-                drop(slots);
-                Ok((ph, bytemuck_floats(words)))
-            }
-            // A reply of the wrong kind: name the worker that sent it.
-            Err(TransportError::Remote(e)) if e.kind == ErrorKind::Internal => {
-                Err(WireError::new(ErrorKind::Internal, format!("worker {id} answered: {}", e.message)))
-            }
-            Err(TransportError::Remote(e)) => Err(e),
-            Err(e) => Err(WireError::new(ErrorKind::ShardUnavailable, format!("worker {id}: {e}"))),
-        }
+    async fn own_runner(&self) -> Result<Arc<Runner>, WireError> {
+        let relay = self.relay().await?.clone();
+        Ok(self.inner.own_load.get_or_init(|| async move { Arc::new(Runner::new(relay)) }).await.clone())
     }
 
     /// The best plans for a dataset, each with its trial.
@@ -791,47 +807,6 @@ impl Coordinator {
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
     }
-}
-
-impl Coordinator {
-    /// Sends a sub-request to its worker: whole on the next lane, or, when its reply is large,
-    /// as stripes of consecutive samples on as many lanes at once ([`lanes::stripes`]), whose
-    /// replies are joined in order.
-    async fn call_striped(
-        &self,
-        conn: &Lanes,
-        active: &Active,
-        s: &route::SubRequest,
-        batch_size: u32,
-    ) -> Result<(PooledHead, Vec<u32>), TransportError> {
-        let bs = batch_size as usize;
-        let k = lanes::stripes(bs * route::reply_width(s, &active.dims) * 4, conn.len(), bs);
-        let lookup = |n: u32, s: &route::SubRequest| {
-            let head = LookupHead {
-                plan_id: active.plan_id,
-                batch_size: n,
-                tables: s.tables.clone(),
-                offsets: s.offsets.len() as u32,
-                ids: s.ids.len() as u32,
-            };
-            (Request::Lookup(head), Body::Parts(route::body(s)))
-        };
-        let calls = if k == 1 {
-            vec![lookup(batch_size, s)]
-        } else {
-            route::stripe(s, bs, k).iter().map(|(n, st)| lookup(*n, st)).collect()
-        };
-        let replies = conn.call_all(calls, self.inner.limits, self.inner.cfg.request_timeout).await?;
-        crate::client::pooled_parts(replies)
-    }
-}
-
-fn bytemuck_floats(words: Vec<u32>) -> Vec<f32> {
-    // u32 and f32 have the same size and alignment; reinterpret without copying.
-    let mut words = std::mem::ManuallyDrop::new(words);
-    let (ptr, len, cap) = (words.as_mut_ptr(), words.len(), words.capacity());
-    // SAFETY: same layout; every bit pattern is a valid f32.
-    unsafe { Vec::from_raw_parts(ptr as *mut f32, len, cap) }
 }
 
 /// Hot rows per table for the plan's hot-cache tables, from a profile of the workload's own

@@ -1,5 +1,7 @@
-//! Live statistics of the queries a coordinator serves: cumulative counters and latency
-//! histogram (for Prometheus), and a rolling window (for the dashboard's live figures).
+//! Live statistics of the queries a coordinator sees: those it relays one by one, and the
+//! rounds its load generators run straight to the workers, reported whole. Cumulative counters
+//! and latency histogram (for Prometheus), and a rolling window (for the dashboard's live
+//! figures).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ struct Inner {
     lookups: u64,
     samples: u64,
     latency_sum_us: u64,
+    wire_bytes: u64,
     all: Histogram<u64>,
     /// One histogram per second of the window, newest last.
     window: VecDeque<(Instant, Histogram<u64>, u64)>,
@@ -40,6 +43,8 @@ pub struct QuerySnapshot {
     pub lookups: u64,
     pub samples: u64,
     pub latency_sum_us: u64,
+    /// Bytes of look-ups and pooled replies on the network, for queries whose bytes are known.
+    pub wire_bytes: u64,
     /// Cumulative counts of queries at most `BUCKETS_US[i]` microseconds, then +Inf.
     pub buckets: Vec<(u64, u64)>,
     /// Over the last [`WINDOW`]: queries per second, samples per second, p50 and p99.
@@ -60,6 +65,7 @@ impl Default for QueryStats {
                 lookups: 0,
                 samples: 0,
                 latency_sum_us: 0,
+                wire_bytes: 0,
                 all: Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap(),
                 window: VecDeque::new(),
             }),
@@ -85,6 +91,26 @@ impl QueryStats {
         let (_, h, n) = s.window.back_mut().unwrap();
         h.saturating_record(us);
         *n += samples;
+        while s.window.front().is_some_and(|(t, _, _)| now.duration_since(*t) > WINDOW) {
+            s.window.pop_front();
+        }
+    }
+
+    /// Records a load round run straight to the workers: `latency` holds its queries'
+    /// latencies in microseconds.
+    pub fn served_round(&self, latency: &Histogram<u64>, samples: u64, lookups: u64, errors: u64, wire_bytes: u64) {
+        let now = Instant::now();
+        let mut s = self.inner.lock();
+        s.queries += latency.len();
+        s.errors += errors;
+        s.samples += samples;
+        s.lookups += lookups;
+        s.wire_bytes += wire_bytes;
+        s.latency_sum_us += (latency.mean() * latency.len() as f64) as u64;
+        let _ = s.all.add(latency);
+        let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+        let _ = h.add(latency);
+        s.window.push_back((now, h, samples));
         while s.window.front().is_some_and(|(t, _, _)| now.duration_since(*t) > WINDOW) {
             s.window.pop_front();
         }
@@ -121,6 +147,7 @@ impl QueryStats {
             lookups: s.lookups,
             samples: s.samples,
             latency_sum_us: s.latency_sum_us,
+            wire_bytes: s.wire_bytes,
             buckets: cumulative(&s.all),
             window_qps: w.len() as f64 / span,
             window_samples_per_s: samples as f64 / span,
@@ -149,5 +176,15 @@ mod tests {
         assert_eq!(snap.buckets.last().unwrap().1, 5);
         assert_eq!(snap.window_histogram.iter().map(|b| b.1).sum::<u64>(), 5);
         assert!(snap.window_p99_us >= 4900.0);
+
+        let mut round = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+        for us in [60u64, 60, 60] {
+            round.record(us).unwrap();
+        }
+        s.served_round(&round, 30, 300, 2, 9000);
+        let snap = s.snapshot();
+        assert_eq!((snap.queries, snap.errors, snap.samples, snap.wire_bytes), (8, 3, 40, 9000));
+        assert_eq!(snap.buckets[1], (100, 6));
+        assert_eq!(snap.window_histogram.iter().map(|b| b.1).sum::<u64>(), 8);
     }
 }

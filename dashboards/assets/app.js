@@ -192,11 +192,14 @@ async function pageCluster(ctx, root) {
   charts.append(card("Throughput", tp, { aside: h("span", { class: "muted small" }, "queries per second, while this page is open") }),
     card("Latency", lat, { aside: h("span", { class: "legend-inline" }, h("i", { class: "sw p50" }), "p50 ", h("i", { class: "sw p99" }), "p99") }));
   const workersBody = h("div", { class: "table-wrap" });
+  const trafficBody = h("div", { class: "table-wrap" });
   const planBody = h("div", {});
   fill(root,
     h("div", { class: "page-head" }, h("h1", {}, "Cluster"), h("div", { class: "muted", id: "cluster-sub" })),
     kpis, charts,
     card("Workers", workersBody, { id: "workers-card" }),
+    card("Traffic per client", trafficBody, { id: "traffic-card",
+      aside: h("span", { class: "muted small" }, "clients query the workers directly; the workers count it") }),
     card("Deployed plan", planBody, { id: "plan-card", aside: link("#/latency", "latency histogram →") }));
 
   let lastPlan = undefined, heat = null;
@@ -237,8 +240,10 @@ async function pageCluster(ctx, root) {
       kpi("p50 latency", latText(c.live.p50_us), c.live.p50_us === null ? `no query in the last ${c.live.window_s} s` : `over the last ${c.live.window_s} s`),
       kpi("p99 latency", latText(c.live.p99_us), c.live.p99_us === null ? `no query in the last ${c.live.window_s} s` : `over the last ${c.live.window_s} s`),
       kpi("Workers", `${healthy} / ${total}`, healthy === total ? "all healthy" : `${total - healthy} down`, healthy === total ? "" : "kpi-bad"),
-      kpi("Errors", String(c.query_errors), c.queries ? pct(c.query_errors / Math.max(1, c.queries), 2) + " of queries" : "", c.query_errors ? "kpi-warn" : ""));
+      kpi("Errors", String(c.query_errors), c.queries ? pct(c.query_errors / Math.max(1, c.queries), 2) + " of queries" : "", c.query_errors ? "kpi-warn" : ""),
+      kpi("On the wire", c.wire_bytes_per_batch == null ? "no data" : bytes(c.wire_bytes_per_batch), "per batch, both ways, in measured load rounds"));
     fill(workersBody, workersTable(c));
+    fill(trafficBody, trafficTable(c));
     drawCharts();
     if (c.plan_id !== lastPlan) {
       lastPlan = c.plan_id;
@@ -256,7 +261,8 @@ function heatLegend() {
     Charts.legend(),
     h("span", { class: "legend-item" }, h("i", { class: "mk mk-replicated" }, "R"), "replicated: a copy on every worker, its bags spread over all cores (hatched)"),
     h("span", { class: "legend-item" }, h("i", { class: "mk mk-sharded" }, "S"), "sharded: rows split over cores"),
-    h("span", { class: "legend-item" }, h("i", { class: "mk mk-owned" }, "O"), "owned by one core"));
+    h("span", { class: "legend-item" }, h("i", { class: "mk mk-owned" }, "O"), "owned by one core"),
+    h("span", { class: "legend-item" }, h("i", { class: "mk mk-client" }, "C"), "client-resident: pooled in every client, read by no worker"));
 }
 
 function workersTable(c) {
@@ -287,6 +293,29 @@ function workersTable(c) {
   return h("table", { class: "data", id: "workers-table" },
     h("thead", {}, h("tr", {}, ["Worker", "Address", "Cores", "Tables held", "Core load", "Queue", "Look-ups/s", "Requests", "Last heartbeat"]
       .map((t, i) => h("th", { class: [2, 5, 6, 7, 8].includes(i) ? "num" : "" }, t)))),
+    h("tbody", {}, rows));
+}
+
+function trafficTable(c) {
+  if (!c.traffic || !c.traffic.length) {
+    return emptyState("No traffic yet", "Clients (embtune bench --coordinator, embtune loadgen, your programs) appear here once they query the workers.");
+  }
+  const total = c.traffic.reduce((a, t) => a + t.requests, 0) || 1;
+  const ids = c.workers.map((w) => w.id);
+  const rows = c.traffic.map((t) => {
+    const per = new Map(t.workers.map((x) => [x.worker, x.requests]));
+    return h("tr", { class: "client-row", "data-client": String(t.client) },
+      h("td", { class: "mono" }, t.relay ? "coordinator (relay)" : t.client.toString(16).padStart(8, "0")),
+      h("td", { class: "num" }, fmt(t.requests)),
+      h("td", { class: "num" }, pct(t.requests / total, 1)),
+      ...ids.map((id) => h("td", { class: "num" }, per.has(id) ? fmt(per.get(id)) : "–")),
+      h("td", { class: "num" }, bytes(t.bytes_in)),
+      h("td", { class: "num" }, bytes(t.bytes_out)),
+      h("td", { class: "num" }, bytes((t.bytes_in + t.bytes_out) / Math.max(1, t.requests))));
+  });
+  const head = ["Client", "Requests", "Share", ...ids.map((id) => "worker #" + id), "Sent", "Received", "Bytes / request"];
+  return h("table", { class: "data", id: "traffic-table" },
+    h("thead", {}, h("tr", {}, head.map((t, i) => h("th", { class: i ? "num" : "" }, t)))),
     h("tbody", {}, rows));
 }
 

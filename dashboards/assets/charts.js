@@ -366,7 +366,7 @@ const Charts = (() => {
       const yy = top + r * ch;
       const row = s("g", { class: `hm-row mode-${t.mode}` });
       row.appendChild(s("text", { class: "hm-table", x: 8, y: yy + ch / 2 + 4 }, t.name, title(`${t.name}: ${t.rows} rows, ${bytes(t.bytes)} as ${t.row_type}, ${t.flow}`)));
-      const badge = t.mode === "replicated" ? "R" : t.mode === "owned" ? "O" : "S";
+      const badge = t.mode === "replicated" ? "R" : t.mode === "owned" ? "O" : t.mode === "client" ? "C" : "S";
       row.appendChild(s("rect", { class: `hm-badge badge-${t.mode}`, x: labelW, y: yy + 3, width: 16, height: ch - 6, rx: 3 }));
       row.appendChild(s("text", { class: "hm-badge-text", x: labelW + 8, y: yy + ch / 2 + 4, "text-anchor": "middle" }, badge));
       row.appendChild(s("text", { class: "hm-placement", x: labelW + 22, y: yy + ch / 2 + 4 }, t.placement));

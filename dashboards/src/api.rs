@@ -94,6 +94,9 @@ pub(crate) async fn cluster(State(s): State<Arc<AppState>>) -> ApiResult {
     let healthy = info.workers.iter().filter(|w| w.healthy).count();
     let running = s.c.store().jobs().map(|j| j.iter().filter(|j| s.c.job_running(&j.id)).count()).unwrap_or(0);
     Ok(Json(json!({
+        "traffic": traffic(&info),
+        "loadgens": info.loadgens,
+        "wire_bytes_per_batch": (q.queries > 0 && q.wire_bytes > 0).then(|| q.wire_bytes as f64 / q.queries as f64),
         "model": info.model,
         "plan_id": info.plan_id,
         "plan": s.c.active().map(|a| a.plan.summary()),
@@ -117,6 +120,37 @@ pub(crate) async fn cluster(State(s): State<Arc<AppState>>) -> ApiResult {
         },
         "stats": q,
     })))
+}
+
+/// Look-ups per client, added over the workers that reported them (each worker reports its
+/// busiest clients with every heartbeat): what every client sends straight to the workers.
+fn traffic(info: &embtune_protocol::wire::ClusterInfo) -> Vec<Value> {
+    let mut per: std::collections::BTreeMap<u32, (u64, u64, u64, Vec<Value>)> = Default::default();
+    for w in &info.workers {
+        for t in &w.clients {
+            let e = per.entry(t.client).or_default();
+            e.0 += t.requests;
+            e.1 += t.bytes_in;
+            e.2 += t.bytes_out;
+            e.3.push(json!({"worker": w.id, "requests": t.requests}));
+        }
+    }
+    let mut rows: Vec<Value> = per
+        .into_iter()
+        .map(|(client, (requests, bytes_in, bytes_out, workers))| {
+            json!({
+                "client": client,
+                // Client 0 is the coordinator's relay; the others are direct clients.
+                "relay": client == 0,
+                "requests": requests,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "workers": workers,
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r["requests"].as_u64().unwrap_or(0)));
+    rows
 }
 
 /// `/api/deployment`: the deployed model, plan and heat map.

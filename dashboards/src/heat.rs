@@ -45,7 +45,7 @@ pub struct HeatTable {
     pub name: String,
     /// `replicated`, `sharded` or `owned`.
     pub mode: &'static str,
-    /// [`Placement::kind`]: `replicated`, `owned`, `rows/4`, `hash/2`.
+    /// [`Placement::kind`]: `replicated`, `client`, `owned`, `rows/4`, `hash/2`.
     pub placement: String,
     pub shards: usize,
     /// The data flow, as `direct(pf=16)`.
@@ -76,6 +76,8 @@ pub fn heat_map(spec: &ModelSpec, plan: &Plan, profile: Option<&AccessProfile>, 
         let p = &tp.placement;
         match p {
             Placement::Replicated => row.iter_mut().for_each(|x| *x = 1.0 / cores.len().max(1) as f64),
+            // The clients pool it: no worker core reads it.
+            Placement::Client => {}
             _ => {
                 let shares = shard_shares(p, ts.rows, profile.map(|p| &p.tables[t]));
                 for (s, owner) in p.owners().iter().enumerate() {
@@ -90,6 +92,7 @@ pub fn heat_map(spec: &ModelSpec, plan: &Plan, profile: Option<&AccessProfile>, 
             name: ts.name.clone(),
             mode: match p {
                 Placement::Replicated => "replicated",
+                Placement::Client => "client",
                 Placement::Owned(_) => "owned",
                 _ => "sharded",
             },

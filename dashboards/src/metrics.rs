@@ -162,9 +162,52 @@ impl prometheus_client::collector::Collector for Collector {
         counters(
             &mut e,
             "embtune_worker_requests",
-            "Sub-requests the coordinator sent to the worker.",
+            "Look-up requests the worker served, from every client (its heartbeats' busiest clients).",
             None,
             &per_worker(&|x| x.requests as f64),
+        )?;
+        {
+            // Traffic per client and worker: direct clients reach the workers without the
+            // coordinator, so only the workers' own counters see it. Client 0 is the relay.
+            let per_client = |f: &dyn Fn(&embtune_protocol::wire::ClientTraffic) -> f64| -> Vec<(Labels, f64)> {
+                info.workers
+                    .iter()
+                    .flat_map(|x| {
+                        x.clients.iter().map(move |t| {
+                            (vec![("worker", x.id.to_string()), ("client", format!("{:08x}", t.client))], f(t))
+                        })
+                    })
+                    .collect()
+            };
+            counters(
+                &mut e,
+                "embtune_client_requests",
+                "Look-up requests a client sent straight to a worker (client 00000000: the coordinator's relay).",
+                None,
+                &per_client(&|t| t.requests as f64),
+            )?;
+            counters(
+                &mut e,
+                "embtune_client_request_bytes",
+                "Bytes of look-up requests a client sent to a worker.",
+                Some(&Unit::Bytes),
+                &per_client(&|t| t.bytes_in as f64),
+            )?;
+            counters(
+                &mut e,
+                "embtune_client_reply_bytes",
+                "Bytes of pooled rows a worker sent to a client.",
+                Some(&Unit::Bytes),
+                &per_client(&|t| t.bytes_out as f64),
+            )?;
+        }
+        gauge(&mut e, "embtune_loadgens", "Load generators connected.", info.loadgens.len() as f64)?;
+        counter(
+            &mut e,
+            "embtune_wire_bytes",
+            "Bytes of look-ups and pooled rows on the network in the load rounds the coordinator directed.",
+            Some(&Unit::Bytes),
+            q.wire_bytes as f64,
         )?;
         {
             let mut m = e.encode_descriptor("embtune_worker", "Who each worker is.", None, MetricType::Info)?;
@@ -202,13 +245,16 @@ impl prometheus_client::collector::Collector for Collector {
 
         // The deployed plan.
         {
-            let mut modes: Vec<(Labels, f64)> =
-                ["replicated", "owned", "sharded"].iter().map(|m| (vec![("mode", m.to_string())], 0.0)).collect();
+            let mut modes: Vec<(Labels, f64)> = ["replicated", "owned", "sharded", "client"]
+                .iter()
+                .map(|m| (vec![("mode", m.to_string())], 0.0))
+                .collect();
             if let Some(a) = self.c.active() {
                 for t in &a.plan.tables {
                     let i = match t.placement {
                         Placement::Replicated => 0,
                         Placement::Owned(_) => 1,
+                        Placement::Client => 3,
                         _ => 2,
                     };
                     modes[i].1 += 1.0;
@@ -246,7 +292,7 @@ impl prometheus_client::collector::Collector for Collector {
             &mut e,
             "embtune_tune_trials_target",
             "Trials the job will record: its search trials and the baselines.",
-            &per_job(&|j| Some((j.config.trials as usize + views::baseline_count()) as f64)),
+            &per_job(&|j| Some((j.config.trials as usize + views::baseline_count(j)) as f64)),
         )?;
         gauges(
             &mut e,

@@ -11,8 +11,8 @@ use embtune_protocol::{DataFlow, Placement, Plan};
 use embtune_tuner::job::Tuner;
 
 /// The baselines a job measures before its search.
-pub fn baseline_count() -> usize {
-    embtune_tuner::Strategy::BASELINES.len()
+pub fn baseline_count(job: &Job) -> usize {
+    embtune_tuner::Strategy::baselines(job.config.client_memory_bytes).len()
 }
 
 /// The baseline a job's speed-up is quoted against: (name, reported value). See
@@ -49,6 +49,8 @@ pub struct TrialParams {
     pub hot_tables: usize,
     pub blocked_tables: usize,
     pub replicated_tables: usize,
+    /// Tables every client holds and pools itself.
+    pub client_tables: usize,
     pub sharded_tables: usize,
     pub owned_tables: usize,
 }
@@ -64,6 +66,7 @@ impl TrialParams {
             hot_tables: 0,
             blocked_tables: 0,
             replicated_tables: 0,
+            client_tables: 0,
             sharded_tables: 0,
             owned_tables: 0,
         };
@@ -86,6 +89,7 @@ impl TrialParams {
             }
             match t.placement {
                 Placement::Replicated => p.replicated_tables += 1,
+                Placement::Client => p.client_tables += 1,
                 Placement::Owned(_) => p.owned_tables += 1,
                 _ => p.sharded_tables += 1,
             }
@@ -201,7 +205,7 @@ pub fn summary(job: &Job, trials: &[Trial]) -> Value {
         "trials": search,
         "trials_total": trials.len(),
         "search_trials": search,
-        "target_trials": job.config.trials as usize + baseline_count(),
+        "target_trials": job.config.trials as usize + baseline_count(job),
         "failed_trials": trials.iter().filter(|t| t.failure.is_some() || t.measured.is_none()).count(),
         "best": best,
         "best_trial": job.best.map(|b| b.0),
@@ -242,7 +246,7 @@ pub fn list_row(job: &Job, counts: crate::state::Counts, running: bool) -> Value
         "measured_trials": counts.measured,
         "failed_trials": counts.failed,
         "search_trials": counts.search,
-        "target_trials": job.config.trials as usize + baseline_count(),
+        "target_trials": job.config.trials as usize + baseline_count(job),
         "objective": job.config.objective.name(),
         "unit": job.config.objective.unit(),
         "maximise": job.config.objective.maximise(),

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use embtune_coordinator::jobs::Payload;
 use embtune_coordinator::server::{Coordinator, CoordinatorConfig};
 use embtune_dashboards::{HttpError, serve};
 use embtune_protocol::tuning::{BestRecord, ClusterDesc, Job, JobConfig, JobStatus, Measured, Trial, TrialKind};
@@ -174,8 +173,17 @@ async fn setup(worker: bool) -> Setup {
         c.deploy(spec.clone(), mixed_plan(&spec, "test")).await.expect("deploying");
         let g = BatchGenerator::new(&spec).unwrap();
         for b in g.pool(0, 40) {
-            let p = Payload::new(&b, spec.digest());
-            c.query(p.head.clone(), (*p.body).clone()).await.expect("a query");
+            // Relayed through the coordinator, as a thin client's query would be.
+            let head = embtune_protocol::wire::QueryHead {
+                spec_digest: spec.digest(),
+                batch_size: b.batch_size,
+                num_tables: b.num_tables,
+                offsets: b.offsets.len() as u32,
+                ids: b.ids.len() as u32,
+            };
+            let mut body = b.ids.clone();
+            body.extend_from_slice(&b.offsets);
+            c.query(head, body).await.expect("a query");
         }
         // The workers' counters come with their heartbeats.
         let t0 = Instant::now();

@@ -15,7 +15,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::wire::{ErrorKind, PROTOCOL_VERSION, WireError};
+use crate::wire::{ErrorKind, PROTOCOL_VERSION, WireError, WireFormat};
 
 pub const MAGIC: [u8; 4] = *b"EMBT";
 pub const HEADER_LEN: usize = 16;
@@ -133,6 +133,59 @@ pub fn words_as_floats(words: &[u32]) -> &[f32] {
     bytemuck::cast_slice(words)
 }
 
+/// Pooled values as a reply body in `format`: f32 as they are, halves two to a word (value
+/// `2i` in the low 16 bits of word `i`), each value rounded once to nearest-even.
+pub fn encode_pooled(format: WireFormat, values: Vec<f32>) -> Vec<u32> {
+    let half = |bits: &dyn Fn(f32) -> u16| -> Vec<u32> {
+        values.chunks(2).map(|p| bits(p[0]) as u32 | (p.get(1).map_or(0, |&v| bits(v)) as u32) << 16).collect()
+    };
+    match format {
+        // u32 and f32 have one size and alignment; reinterpret the buffer without a copy.
+        WireFormat::F32 => bytemuck::allocation::cast_vec(values),
+        WireFormat::F16 => half(&|v| half::f16::from_f32(v).to_bits()),
+        WireFormat::Bf16 => half(&|v| half::bf16::from_f32(v).to_bits()),
+    }
+}
+
+/// Adds a reply body of `values` pooled values in `format` into `out` (`out[i] += value i`),
+/// widening halves to f32 on the way: the client keeps its sums in f32.
+pub fn add_pooled(format: WireFormat, words: &[u32], values: usize, out: &mut [f32]) -> Result<(), WireError> {
+    if words.len() != format.words(values) || out.len() != values {
+        return Err(WireError::new(
+            ErrorKind::BadFrame,
+            format!("a reply of {values} {format} values needs {} words; it has {}", format.words(values), words.len()),
+        ));
+    }
+    match format {
+        WireFormat::F32 => {
+            for (o, &w) in out.iter_mut().zip(words) {
+                *o += f32::from_bits(w);
+            }
+        }
+        WireFormat::F16 | WireFormat::Bf16 => {
+            let widen = |b: u16| match format {
+                WireFormat::F16 => half::f16::from_bits(b).to_f32(),
+                _ => half::bf16::from_bits(b).to_f32(),
+            };
+            for (i, o) in out.iter_mut().enumerate() {
+                let w = words[i / 2];
+                *o += widen((w >> (16 * (i % 2))) as u16);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A reply body of `values` pooled values in `format`, as f32.
+pub fn decode_pooled(format: WireFormat, words: Vec<u32>, values: usize) -> Result<Vec<f32>, WireError> {
+    if format == WireFormat::F32 && words.len() == values {
+        return Ok(bytemuck::allocation::cast_vec(words));
+    }
+    let mut out = vec![0f32; values];
+    add_pooled(format, &words, values, &mut out)?;
+    Ok(out)
+}
+
 /// Bodies are little-endian words read and written in place; a big-endian port would swap here.
 #[inline]
 fn le_only() {
@@ -150,7 +203,15 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let req = Request::Lookup(LookupHead { plan_id: 7, batch_size: 2, tables: vec![0, 3], offsets: 5, ids: 9 });
+        let req = Request::Lookup(LookupHead {
+            plan_id: 7,
+            batch_size: 2,
+            tables: vec![0, 3],
+            offsets: 5,
+            ids: 9,
+            reply: WireFormat::Bf16,
+            client: 3,
+        });
         let bytes = encode_head(&req, 56).unwrap();
         let h = parse_header(&head(&bytes), &FrameLimits::default()).unwrap();
         assert_eq!(h.body_len, 56);
@@ -181,7 +242,15 @@ mod tests {
         let mut extra = meta.to_vec();
         extra.push(0);
         assert_eq!(decode_meta::<Request>(&extra).unwrap_err().kind, ErrorKind::BadFrame);
-        let req = Request::Lookup(LookupHead { plan_id: 1, batch_size: 1, tables: vec![1, 2, 3], offsets: 1, ids: 1 });
+        let req = Request::Lookup(LookupHead {
+            plan_id: 1,
+            batch_size: 1,
+            tables: vec![1, 2, 3],
+            offsets: 1,
+            ids: 1,
+            reply: WireFormat::F32,
+            client: 0,
+        });
         let full = encode_head(&req, 0).unwrap();
         let cut = &full[HEADER_LEN..full.len() - 2];
         assert_eq!(decode_meta::<Request>(cut).unwrap_err().kind, ErrorKind::BadFrame);
@@ -194,6 +263,26 @@ mod tests {
         meta.extend([0, 0]); // plan_id, batch_size
         meta.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0x00]);
         assert_eq!(decode_meta::<Request>(&meta).unwrap_err().kind, ErrorKind::BadFrame);
+    }
+
+    #[test]
+    fn pooled_values_round_once_to_the_wire_format_and_add_back_in_f32() {
+        let values: Vec<f32> = (0..7).map(|i| (i as f32 - 3.0) * 1.37e-2 + 1e3 * (i % 2) as f32).collect();
+        for format in WireFormat::ALL {
+            let words = encode_pooled(format, values.clone());
+            assert_eq!(words.len(), format.words(values.len()));
+            let mut sum = vec![1.0f32; values.len()];
+            add_pooled(format, &words, values.len(), &mut sum).unwrap();
+            for (i, (&v, &s)) in values.iter().zip(&sum).enumerate() {
+                let err = ((s - 1.0) - v).abs() as f64;
+                assert!(err <= v.abs() as f64 * format.unit_roundoff() + 1e-6, "{format} value {i}: {v} came back {s}");
+            }
+            if format != WireFormat::F32 {
+                assert_ne!(sum[1] - 1.0, values[1], "{format} must round");
+            }
+            assert_eq!(decode_pooled(format, words.clone(), values.len()).unwrap().len(), values.len());
+            assert_eq!(add_pooled(format, &words, values.len() + 2, &mut sum).unwrap_err().kind, ErrorKind::BadFrame);
+        }
     }
 
     #[test]

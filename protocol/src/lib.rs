@@ -3,6 +3,8 @@
 //! - [`plan`]: the placement plan (where each table lives, which data flow reads it) that the
 //!   tuner makes, the coordinator deploys and routes by, and the worker executes.
 //! - [`report`]: benchmark reports, the stable JSON of `embtune bench`.
+//! - [`route`]: routing as pure functions: which worker sees which ids of a batch, replica
+//!   choice, and how partial sums add up; shared by clients and the coordinator's relay.
 //! - [`tuning`]: tuning jobs, trials and measurements, as stored and served.
 //! - [`wire`] and [`codec`]: the messages between processes and their framing (bincode
 //!   metadata, raw little-endian bodies, hard size limits).
@@ -13,6 +15,7 @@
 pub mod codec;
 pub mod plan;
 pub mod report;
+pub mod route;
 pub mod tuning;
 pub mod wire;
 

@@ -10,6 +10,9 @@
 //! - [`Placement::Owned`]: one core of one worker holds it and does all its work.
 //! - [`Placement::RowRange`] / [`Placement::Hash`]: rows are split into shards, each owned by a
 //!   core of some worker; each shard produces partial sums that are added up.
+//! - [`Placement::Client`]: every client holds the whole table and pools it itself, so its
+//!   pooled rows never cross the network (the asymmetric rule applied one level up: a small
+//!   table is replicated into the clients). Without clients (the local engine) it is not used.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,12 +54,27 @@ pub struct WorkerShape {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Topology {
     pub workers: Vec<WorkerShape>,
+    /// Bytes of tables every client may hold ([`Placement::Client`]); 0 when tables may not
+    /// live in the clients (the local engine, or a user who gave no `--client-memory`).
+    #[serde(default)]
+    pub client_memory_bytes: u64,
 }
 
 impl Topology {
-    /// `workers` workers of `cores` cores and `memory_bytes` each.
+    /// `workers` workers of `cores` cores and `memory_bytes` each, no client-resident tables.
     pub fn uniform(workers: u16, cores: u16, memory_bytes: u64) -> Topology {
-        Topology { workers: vec![WorkerShape { cores, memory_bytes, core_memory_bytes: None }; workers as usize] }
+        Topology::of(vec![WorkerShape { cores, memory_bytes, core_memory_bytes: None }; workers as usize])
+    }
+
+    /// These workers, no client-resident tables.
+    pub fn of(workers: Vec<WorkerShape>) -> Topology {
+        Topology { workers, client_memory_bytes: 0 }
+    }
+
+    /// The same topology with a per-client memory budget for client-resident tables.
+    pub fn with_client_memory(mut self, bytes: u64) -> Topology {
+        self.client_memory_bytes = bytes;
+        self
     }
 
     pub fn total_cores(&self) -> usize {
@@ -86,19 +104,22 @@ pub enum Placement {
     RowRange { bounds: Vec<u64>, owners: Vec<CoreId> },
     /// Row `r` belongs to shard `r mod owners.len()` ([`hash_shard`]).
     Hash { owners: Vec<CoreId> },
+    /// A full copy in every client, pooled there: no worker holds it and its pooled rows never
+    /// cross the network.
+    Client,
 }
 
 impl Placement {
     /// The cores that own shards of this table (empty for replicated tables).
     pub fn owners(&self) -> &[CoreId] {
         match self {
-            Placement::Replicated => &[],
+            Placement::Replicated | Placement::Client => &[],
             Placement::Owned(c) => std::slice::from_ref(c),
             Placement::RowRange { owners, .. } | Placement::Hash { owners } => owners,
         }
     }
 
-    /// Number of shards (1 for owned, 0 for replicated).
+    /// Number of shards (1 for owned, 0 for replicated and client-resident).
     pub fn shards(&self) -> usize {
         self.owners().len()
     }
@@ -107,7 +128,7 @@ impl Placement {
     #[inline]
     pub fn shard_of(&self, id: u32) -> usize {
         match self {
-            Placement::Replicated | Placement::Owned(_) => 0,
+            Placement::Replicated | Placement::Owned(_) | Placement::Client => 0,
             Placement::RowRange { bounds, .. } => {
                 // partition_point gives the first bound above id; shard i has bounds[i] <= id.
                 bounds.partition_point(|&b| b <= id as u64) - 1
@@ -119,16 +140,22 @@ impl Placement {
     /// Rows held by shard `i` of a table of `rows` rows.
     pub fn shard_rows(&self, i: usize, rows: u64) -> ShardRows {
         match self {
-            Placement::Replicated | Placement::Owned(_) => ShardRows::Range { lo: 0, hi: rows },
+            Placement::Replicated | Placement::Owned(_) | Placement::Client => ShardRows::Range { lo: 0, hi: rows },
             Placement::RowRange { bounds, .. } => ShardRows::Range { lo: bounds[i], hi: bounds[i + 1] },
             Placement::Hash { owners } => ShardRows::Hash { index: i as u32, of: owners.len() as u32 },
         }
     }
 
-    /// A short label for reports: `replicated`, `owned`, `rows/4`, `hash/2`.
+    /// Whether the clients hold this table (and workers do not).
+    pub fn is_client(&self) -> bool {
+        matches!(self, Placement::Client)
+    }
+
+    /// A short label for reports: `replicated`, `client`, `owned`, `rows/4`, `hash/2`.
     pub fn kind(&self) -> String {
         match self {
             Placement::Replicated => "replicated".into(),
+            Placement::Client => "client".into(),
             Placement::Owned(_) => "owned".into(),
             Placement::RowRange { owners, .. } => format!("rows/{}", owners.len()),
             Placement::Hash { owners } => format!("hash/{}", owners.len()),
@@ -320,6 +347,18 @@ impl Plan {
             }
         }
         let mem = self.memory(spec);
+        if mem.per_client > self.topology.client_memory_bytes {
+            return Err(PlanError::Memory(if self.topology.client_memory_bytes == 0 {
+                "the plan keeps tables in the clients, but clients may hold none here (pass --client-memory SIZE)"
+                    .to_string()
+            } else {
+                format!(
+                    "the client-resident tables need {} in every client but a client may hold {} (--client-memory)",
+                    human_bytes(mem.per_client),
+                    human_bytes(self.topology.client_memory_bytes)
+                )
+            }));
+        }
         for (w, (need, shape)) in mem.per_worker.iter().zip(&self.topology.workers).enumerate() {
             if *need > shape.memory_bytes {
                 return Err(PlanError::Memory(format!(
@@ -343,10 +382,11 @@ impl Plan {
         Ok(())
     }
 
-    /// Table memory per worker and per core under this plan.
+    /// Table memory per worker, per core and per client under this plan.
     pub fn memory(&self, spec: &ModelSpec) -> MemoryUse {
         let mut per_worker = vec![0u64; self.topology.workers.len()];
         let mut per_core: std::collections::BTreeMap<CoreId, u64> = Default::default();
+        let mut per_client = 0u64;
         for (tp, ts) in self.tables.iter().zip(&spec.tables) {
             let row = tp.row_type.row_bytes(ts.dim) as u64;
             let hot = match tp.flow {
@@ -359,6 +399,7 @@ impl Plan {
                         *w += ts.rows * row + hot.min(ts.rows * row);
                     }
                 }
+                Placement::Client => per_client += ts.rows * row + hot.min(ts.rows * row),
                 p => {
                     for (i, &o) in p.owners().iter().enumerate() {
                         let n = p.shard_rows(i, ts.rows).len(ts.rows);
@@ -369,7 +410,40 @@ impl Plan {
                 }
             }
         }
-        MemoryUse { per_worker, per_core }
+        MemoryUse { per_worker, per_core, per_client }
+    }
+
+    /// Indices of the tables the clients hold.
+    pub fn client_tables(&self) -> Vec<u16> {
+        (0..self.tables.len() as u16).filter(|&t| self.tables[t as usize].placement.is_client()).collect()
+    }
+
+    /// What every client holds under this plan: the client-resident tables, whole, on its
+    /// `cores` engine cores. `None` when the plan keeps no table in the clients.
+    pub fn client_assignment(&self, spec: &ModelSpec, cores: u16) -> Option<WorkerAssignment> {
+        let tables: Vec<LocalTable> = self
+            .tables
+            .iter()
+            .zip(&spec.tables)
+            .enumerate()
+            .filter(|(_, (tp, _))| tp.placement.is_client())
+            .map(|(i, (tp, ts))| LocalTable {
+                table: i as u16,
+                spec: ts.clone(),
+                content_seed: table_seed(spec, i),
+                row_type: tp.row_type,
+                flow: tp.flow,
+                layout: LocalLayout::Replicated,
+                hot_ids: Vec::new(),
+            })
+            .collect();
+        (!tables.is_empty()).then_some(WorkerAssignment {
+            worker: u16::MAX,
+            cores: cores.max(1),
+            tables,
+            knobs: self.knobs,
+            plan_id: 0,
+        })
     }
 
     /// What worker `w` must hold under this plan.
@@ -378,6 +452,8 @@ impl Plan {
         for (i, (tp, ts)) in self.tables.iter().zip(&spec.tables).enumerate() {
             let layout = match &tp.placement {
                 Placement::Replicated => LocalLayout::Replicated,
+                // The clients hold it; no worker does.
+                Placement::Client => continue,
                 p => {
                     let shards: Vec<LocalShard> = p
                         .owners()
@@ -402,7 +478,13 @@ impl Plan {
                 hot_ids: Vec::new(),
             });
         }
-        WorkerAssignment { worker: w, cores: self.topology.workers[w as usize].cores, tables, knobs: self.knobs }
+        WorkerAssignment {
+            worker: w,
+            cores: self.topology.workers[w as usize].cores,
+            tables,
+            knobs: self.knobs,
+            plan_id: 0,
+        }
     }
 
     /// A one-line summary: placements and flows counted.
@@ -412,6 +494,7 @@ impl Plan {
         for t in &self.tables {
             let k = match t.placement {
                 Placement::Replicated => "replicated",
+                Placement::Client => "client-resident",
                 Placement::Owned(_) => "owned",
                 Placement::RowRange { .. } => "row-sharded",
                 Placement::Hash { .. } => "hash-sharded",
@@ -430,6 +513,8 @@ impl Plan {
 pub struct MemoryUse {
     pub per_worker: Vec<u64>,
     pub per_core: std::collections::BTreeMap<CoreId, u64>,
+    /// What every client holds: the client-resident tables.
+    pub per_client: u64,
 }
 
 fn narrower(a: RowType, b: RowType) -> bool {
@@ -449,6 +534,10 @@ pub struct WorkerAssignment {
     pub cores: u16,
     pub tables: Vec<LocalTable>,
     pub knobs: Knobs,
+    /// The deployment (plan id) this is part of; the engine refuses look-ups routed by any
+    /// other, atomically with the tables it swaps in. 0 outside a cluster.
+    #[serde(default)]
+    pub plan_id: u64,
 }
 
 impl WorkerAssignment {

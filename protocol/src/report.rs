@@ -71,6 +71,20 @@ pub struct BenchReport {
     /// Cluster runs: per-worker request counts and latencies.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub per_worker: Vec<WorkerLoad>,
+    /// Cluster runs: `direct` (clients query the workers by the routing table) or
+    /// `coordinator` (`--via coordinator`: the coordinator relays every query).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    /// Cluster runs: load generator processes that made the load (0: the bench process itself).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loadgens: Option<u32>,
+    /// Cluster runs: bytes of look-ups and pooled replies that crossed the network per batch,
+    /// both ways, frame heads included.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub wire_bytes_per_batch: Option<f64>,
+    /// Cluster runs: how the workers encoded pooled rows (`f32`, `f16`, `bf16`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub wire: Option<String>,
 }
 
 /// One worker's share of a cluster benchmark.

@@ -99,6 +99,17 @@ pub struct JobConfig {
     /// Rounds of the head-to-head at the end of the job (see [`HeadToHead`]); 0 skips it.
     #[serde(default = "default_head_to_head_rounds")]
     pub head_to_head_rounds: u32,
+    /// Bytes of tables every client may hold: plans may then keep small tables in the clients
+    /// (`Placement::Client`). 0 keeps every table on the workers.
+    #[serde(default)]
+    pub client_memory_bytes: u64,
+    /// How the workers encode the pooled rows they return to the clients.
+    #[serde(default)]
+    pub wire: crate::wire::WireFormat,
+    /// Load generators that measure each trial (0: every one connected, or the coordinator's
+    /// own client when none is).
+    #[serde(default)]
+    pub loadgens: u32,
 }
 
 fn default_head_to_head_rounds() -> u32 {
@@ -118,6 +129,9 @@ impl Default for JobConfig {
             concurrency: 8,
             seed: 1,
             head_to_head_rounds: default_head_to_head_rounds(),
+            client_memory_bytes: 0,
+            wire: crate::wire::WireFormat::F32,
+            loadgens: 0,
         }
     }
 }

@@ -13,10 +13,11 @@ use crate::plan::{Plan, WorkerAssignment};
 use crate::tuning::{BestRecord, Job, JobConfig, Trial};
 
 /// The protocol version every frame carries. Peers with another version get a typed error.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
-/// The ALPN token of the QUIC handshake: a peer speaking another version fails the handshake.
-pub const ALPN: &[u8] = b"embtune/2";
+/// The ALPN token of the QUIC handshake, `embtune/` and [`PROTOCOL_VERSION`]: a peer speaking
+/// another version fails the handshake. A test checks that the two agree.
+pub const ALPN: &[u8] = b"embtune/4";
 
 /// The TLS server name every node's certificate carries, so that nodes can be reached at any
 /// address without per-address certificates.
@@ -36,6 +37,24 @@ pub enum Request {
     Lookup(LookupHead),
     /// Per-core counters and what is deployed.
     WorkerStats,
+
+    // ---- to the coordinator, from clients and load generators ----
+    /// The routing table of the active deployment: clients send look-ups straight to the
+    /// workers by it.
+    GetRoutes,
+    /// A load generator offers itself; the coordinator then sends `LoadRound` requests the
+    /// other way on the same connection.
+    RegisterLoadgen(LoadgenHello),
+    /// Run `loadgens` of the registered load generators (0: all) for one round each, at once,
+    /// and return their merged report.
+    RunLoad {
+        loadgens: u32,
+        spec: LoadSpec,
+    },
+
+    // ---- to a load generator, from the coordinator ----
+    /// Load the cluster for one round, straight to the workers, and report.
+    LoadRound(LoadSpec),
 
     // ---- to the coordinator, from workers ----
     Register(WorkerHello),
@@ -99,7 +118,162 @@ pub enum Response {
     },
     Jobs(Vec<Job>),
     Best(Vec<(BestRecord, Option<Trial>)>),
+    /// The routing table; `None` when nothing is deployed.
+    Routes(Option<Box<RouteTable>>),
+    LoadgenRegistered {
+        id: u16,
+    },
+    /// A load round's report (one load generator's, or several merged).
+    Load(Box<LoadReport>),
     Error(WireError),
+}
+
+/// How a worker encodes the pooled rows of a reply. Sums are accumulated in f32 on the worker
+/// and rounded once, when the reply is encoded; the client adds partial sums in f32.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+pub enum WireFormat {
+    #[default]
+    F32,
+    /// IEEE half precision: 11 significant bits, half the bytes.
+    F16,
+    /// bfloat16: 8 significant bits and f32's range, half the bytes.
+    Bf16,
+}
+
+impl WireFormat {
+    pub const ALL: [WireFormat; 3] = [WireFormat::F32, WireFormat::F16, WireFormat::Bf16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WireFormat::F32 => "f32",
+            WireFormat::F16 => "f16",
+            WireFormat::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes per pooled value on the wire.
+    pub fn value_bytes(self) -> usize {
+        match self {
+            WireFormat::F32 => 4,
+            WireFormat::F16 | WireFormat::Bf16 => 2,
+        }
+    }
+
+    /// The relative error of one rounding to this format (half a unit in the last place).
+    pub fn unit_roundoff(self) -> f64 {
+        match self {
+            WireFormat::F32 => 0.0,
+            WireFormat::F16 => 1.0 / 2048.0,
+            WireFormat::Bf16 => 1.0 / 256.0,
+        }
+    }
+
+    /// Words of a reply body holding `values` pooled values (two halves to a word).
+    pub fn words(self, values: usize) -> usize {
+        match self {
+            WireFormat::F32 => values,
+            WireFormat::F16 | WireFormat::Bf16 => values.div_ceil(2),
+        }
+    }
+}
+
+impl std::fmt::Display for WireFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for WireFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WireFormat::ALL
+            .into_iter()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| format!("unknown wire format `{s}`; choose f32, f16 or bf16"))
+    }
+}
+
+/// The routing table of a deployment: what a client needs to send look-ups straight to the
+/// workers. Replica sets follow from the plan: every worker of the plan holds the replicated
+/// tables, and each shard has the one owner the plan names.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RouteTable {
+    /// The deployment's plan id; workers refuse look-ups for any other (`StalePlan`).
+    pub epoch: u64,
+    pub spec: ModelSpec,
+    pub plan: Plan,
+    /// The plan's workers by position: `workers[p]` plays worker `p` of the plan.
+    pub workers: Vec<RouteWorker>,
+    /// Bumped whenever a worker's health changes, so a client can tell a fresher table.
+    pub generation: u64,
+}
+
+/// A worker as the routing table lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RouteWorker {
+    /// The worker's registered id.
+    pub id: u16,
+    /// Where clients reach it over QUIC.
+    pub addr: String,
+    pub healthy: bool,
+    /// Tasks queued in its engine at its last heartbeat.
+    pub queue: u32,
+}
+
+/// What a load generator says when it registers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LoadgenHello {
+    pub name: String,
+    /// Cores its client engine uses for client-resident tables.
+    pub cores: u16,
+    pub pid: u32,
+}
+
+/// One round of load, as the coordinator (or `embtune bench`) asks a load generator for it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LoadSpec {
+    /// The deployment to load: a load generator whose routes are older fetches them first.
+    pub epoch: u64,
+    /// The batches to send, in turn: `pool_batches` batches of the deployed model's generator
+    /// from index `pool_first` (every process generates the same batch for an index).
+    pub pool_first: u64,
+    pub pool_batches: u32,
+    /// Queries in flight (closed loop); ignored when `qps` is above zero.
+    pub concurrency: u32,
+    /// Poisson arrivals at this rate (open loop), or 0 for the closed loop.
+    pub qps: f64,
+    pub warmup_ms: u32,
+    pub duration_ms: u32,
+    pub wire: WireFormat,
+    /// Batches to check against the reference after the round (0: none).
+    pub verify: u32,
+    /// Seed of the open loop's arrivals.
+    pub seed: u64,
+}
+
+/// What a load round measured, after warm-up.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct LoadReport {
+    /// Load generators whose reports are merged here.
+    pub loadgens: u32,
+    pub queries: u64,
+    pub samples: u64,
+    pub lookups: u64,
+    pub errors: u64,
+    /// The longest load generator's measured time, seconds.
+    pub elapsed_s: f64,
+    /// Bytes of look-up requests and replies that crossed the network (bodies and heads).
+    pub wire_bytes: u64,
+    /// Sums over queries of the slowest worker engine's time, microseconds.
+    pub engine_us: u64,
+    /// Sub-requests sent to workers, and those retried after a failure or a stale plan.
+    pub sub_requests: u64,
+    pub retries: u64,
+    /// Query latency in microseconds, an HdrHistogram in its V2 serialisation.
+    pub histogram: Vec<u8>,
+    pub first_error: Option<String>,
+    /// Whether the verified batches matched the reference (None: none checked).
+    pub verified: Option<bool>,
 }
 
 /// A look-up sent to a worker: for each of `tables`, `batch_size` bags.
@@ -114,6 +288,10 @@ pub struct LookupHead {
     pub offsets: u32,
     /// Words of ids at the start of the body.
     pub ids: u32,
+    /// How the reply's pooled rows are encoded.
+    pub reply: WireFormat,
+    /// Which client sent it (0: the coordinator's relay), for per-client traffic counters.
+    pub client: u32,
 }
 
 /// A client's batch over every table of the deployed model.
@@ -176,6 +354,10 @@ pub struct WorkerHello {
     /// The GPU that serves this worker's tables (`embtune worker --gpu N`): its name and
     /// memory. Such a worker has one core, the device, and `memory_bytes` is the device's.
     pub gpu: Option<String>,
+    /// The plan the worker holds when it registers (0: none): a coordinator that restarted
+    /// with that deployment need not send it again.
+    #[serde(default)]
+    pub holds: u64,
 }
 
 /// A worker's measured gather speed: what the tuner's cost model starts from.
@@ -196,6 +378,18 @@ pub struct Heartbeat {
     pub queue: u32,
     pub plan_id: u64,
     pub cores: Vec<CoreCounters>,
+    /// Look-ups served per client since the worker started (the busiest clients).
+    pub clients: Vec<ClientTraffic>,
+}
+
+/// Cumulative traffic between one client and one worker.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ClientTraffic {
+    pub client: u32,
+    pub requests: u64,
+    /// Bytes of requests received and replies sent (frame bodies and heads).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// Cumulative counters of one core.
@@ -225,6 +419,17 @@ pub struct WorkerStatsReply {
     pub bytes_held: u64,
 }
 
+/// The deployment a coordinator keeps in its store, so that after a restart it routes by the
+/// same table and its workers, registering again, keep serving what they hold.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeploymentRecord {
+    pub plan_id: u64,
+    pub spec: ModelSpec,
+    pub plan: Plan,
+    /// The address of the worker at each plan position.
+    pub workers: Vec<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DeploymentInfo {
     pub plan_id: u64,
@@ -238,9 +443,20 @@ pub struct ClusterInfo {
     pub workers: Vec<WorkerInfo>,
     pub plan_id: Option<u64>,
     pub model: Option<String>,
-    /// Queries served and failed since the coordinator started.
+    /// Queries served and failed since the coordinator started (relayed ones only: direct
+    /// clients reach the workers without it).
     pub queries: u64,
     pub query_errors: u64,
+    /// Load generators connected now.
+    pub loadgens: Vec<LoadgenInfo>,
+}
+
+/// A registered load generator.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct LoadgenInfo {
+    pub id: u16,
+    pub name: String,
+    pub cores: u16,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -263,6 +479,9 @@ pub struct WorkerInfo {
     /// The GPU serving its tables, if it is a GPU worker.
     #[serde(default)]
     pub gpu: Option<String>,
+    /// Traffic per client since the worker started, as its last heartbeat reported it.
+    #[serde(default)]
+    pub clients: Vec<ClientTraffic>,
 }
 
 /// Why a request failed: a kind to branch on and a message for people.
@@ -295,8 +514,13 @@ pub enum ErrorKind {
     NotHeld,
     /// A shard needed by the query is on a worker that is down.
     ShardUnavailable,
-    /// Nothing is deployed, or the request names another deployment.
+    /// Nothing is deployed.
     NoDeployment,
+    /// The request was routed by another plan than the one the worker holds: refetch the
+    /// routes and try again.
+    StalePlan,
+    /// No load generator is connected to run the load.
+    NoLoadgen,
     /// The batch was generated for another model.
     WrongModel,
     Deploy,
@@ -308,6 +532,21 @@ pub enum ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alpn_token_names_the_protocol_version() {
+        assert_eq!(ALPN, format!("embtune/{PROTOCOL_VERSION}").as_bytes());
+    }
+
+    #[test]
+    fn wire_formats_parse_by_name_and_pack_two_halves_a_word() {
+        for w in WireFormat::ALL {
+            assert_eq!(w.name().parse::<WireFormat>(), Ok(w));
+        }
+        assert!("f64".parse::<WireFormat>().unwrap_err().contains("f16"));
+        assert_eq!(WireFormat::F16.words(7), 4);
+        assert_eq!(WireFormat::F32.words(7), 7);
+    }
 
     #[test]
     fn stripes_heads_join_into_the_whole_batch_with_the_slowest_times() {

@@ -40,12 +40,7 @@ pub fn stripes(bytes: usize, lanes: usize, items: usize) -> usize {
     (bytes / STRIPE_BYTES).min(lanes).min(items).max(1)
 }
 
-/// The bounds of stripe `i` of `k` over `n` items: equal parts, the first ones one larger.
-pub fn stripe_bounds(n: usize, k: usize, i: usize) -> (usize, usize) {
-    let (q, r) = (n / k, n % k);
-    let lo = i * q + i.min(r);
-    (lo, lo + q + usize::from(i < r))
-}
+pub use embtune_protocol::route::stripe_bounds;
 
 /// Client endpoints, one per lane, each on its own UDP socket.
 pub fn endpoints(id: &Identity, tuning: &Tuning, lanes: usize) -> Result<Vec<Endpoint>, TransportError> {

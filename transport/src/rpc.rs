@@ -173,10 +173,12 @@ pub async fn call(
     tokio::time::timeout(timeout, fut).await.map_err(|_| TransportError::Timeout(timeout))?
 }
 
-/// Who sent a request.
-#[derive(Clone, Copy, Debug)]
+/// Who sent a request, and the connection it came on (a server can open streams the other
+/// way on it: the coordinator directs load generators so).
+#[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
+    pub conn: Connection,
 }
 
 /// Serves every request of a connection concurrently, each on its own task, until the peer
@@ -187,7 +189,7 @@ where
     H: Fn(Request, Vec<u32>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = (Response, Body)> + Send + 'static,
 {
-    let peer = Peer { addr: conn.remote_address() };
+    let peer = Peer { addr: conn.remote_address(), conn: conn.clone() };
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -197,23 +199,25 @@ where
             }
         };
         let handler = handler.clone();
+        let peer = peer.clone();
         tokio::spawn(async move {
+            let addr = peer.addr;
             let (reply, body) = match read_frame::<Request>(&mut recv, &limits).await {
                 Ok((req, body)) => handler(req, body, peer).await,
                 Err(ReadError::Protocol(e)) => {
-                    tracing::warn!("refused a frame from {}: {e}", peer.addr);
+                    tracing::warn!("refused a frame from {addr}: {e}");
                     // Tell the peer to stop sending the rest of an oversized or broken frame;
                     // nothing more of it is read, so memory stays bounded.
                     let _ = recv.stop(VarInt::from_u32(1));
                     (Response::Error(e), Body::Empty)
                 }
                 Err(ReadError::Stream(e)) => {
-                    tracing::debug!("stream from {} failed: {e}", peer.addr);
+                    tracing::debug!("stream from {addr} failed: {e}");
                     return;
                 }
             };
             if let Err(e) = write_frame(&mut send, &reply, body).await {
-                tracing::debug!("reply to {} not delivered: {e}", peer.addr);
+                tracing::debug!("reply to {addr} not delivered: {e}");
             }
         });
     }

@@ -26,16 +26,28 @@ pub enum Strategy {
     /// TorchRec's planner in miniature: whole tables placed largest bytes-moved cost first onto
     /// the least-loaded core.
     GreedyCost,
+    /// The size threshold one level up: tables under the threshold live in the clients (while
+    /// each client's memory holds them), the rest are sharded evenly over every core. Only
+    /// where clients may hold tables (`Topology::client_memory_bytes`).
+    ClientThreshold,
 }
 
 impl Strategy {
-    pub const BASELINES: [Strategy; 5] = [
+    /// Every named strategy.
+    pub const ALL: [Strategy; 6] = [
         Strategy::RoundRobin,
         Strategy::AllReplicate,
         Strategy::AllShard,
         Strategy::SizeThreshold,
         Strategy::GreedyCost,
+        Strategy::ClientThreshold,
     ];
+
+    /// The baselines a tuning job measures: every strategy that applies (the client-side one
+    /// only where clients may hold tables, `client_memory_bytes` above 0).
+    pub fn baselines(client_memory_bytes: u64) -> Vec<Strategy> {
+        Strategy::ALL.into_iter().filter(|s| *s != Strategy::ClientThreshold || client_memory_bytes > 0).collect()
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -44,6 +56,7 @@ impl Strategy {
             Strategy::AllShard => "all-shard",
             Strategy::SizeThreshold => "size-threshold",
             Strategy::GreedyCost => "greedy-cost",
+            Strategy::ClientThreshold => "client-small",
         }
     }
 
@@ -70,6 +83,20 @@ impl Strategy {
                 .map(|t| if t.bytes() < opts.replicate_below { Placement::Replicated } else { even_rows(t, &cores) })
                 .collect(),
             Strategy::GreedyCost => greedy_cost(spec, topo, &cores),
+            Strategy::ClientThreshold => {
+                let mut room = topo.client_memory_bytes;
+                spec.tables
+                    .iter()
+                    .map(|t| {
+                        if t.bytes() < opts.replicate_below && t.bytes() <= room {
+                            room -= t.bytes();
+                            Placement::Client
+                        } else {
+                            even_rows(t, &cores)
+                        }
+                    })
+                    .collect()
+            }
         };
         let plan = Plan {
             strategy: self.name().to_string(),
@@ -111,8 +138,8 @@ impl FromStr for Strategy {
         if s == "replicate-small" {
             return Ok(Strategy::SizeThreshold);
         }
-        Strategy::BASELINES.into_iter().find(|b| b.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Strategy::BASELINES.iter().map(|b| b.name()).collect();
+        Strategy::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Strategy::ALL.iter().map(|b| b.name()).collect();
             format!("unknown strategy `{s}`; choose one of: {}, replicate-small", names.join(", "))
         })
     }
@@ -121,7 +148,8 @@ impl FromStr for Strategy {
 /// Knobs of the baselines.
 #[derive(Clone, Debug)]
 pub struct BaselineOptions {
-    /// `size-threshold` replicates tables smaller than this many bytes.
+    /// `size-threshold` replicates tables smaller than this many bytes, and `client-small` keeps
+    /// them in the clients.
     pub replicate_below: u64,
 }
 
@@ -202,11 +230,38 @@ mod tests {
     fn every_baseline_makes_a_valid_plan() {
         let spec = kaggle();
         let topo = Topology::uniform(2, 3, 8 << 30);
-        for s in Strategy::BASELINES {
+        let topo = topo.with_client_memory(64 << 20);
+        for s in Strategy::baselines(topo.client_memory_bytes) {
             let p = s.plan(&spec, &topo, &BaselineOptions::default()).unwrap();
             p.validate(&spec).unwrap();
             assert_eq!(p.strategy, s.name());
         }
+    }
+
+    #[test]
+    fn the_client_side_baseline_applies_only_where_clients_hold_tables() {
+        let spec = kaggle();
+        let topo = Topology::uniform(2, 2, 8 << 30);
+        assert!(!Strategy::baselines(topo.client_memory_bytes).contains(&Strategy::ClientThreshold));
+        assert!(
+            Strategy::ClientThreshold
+                .plan(&spec, &topo, &Default::default())
+                .map(|p| p.client_tables().is_empty())
+                .unwrap()
+        );
+        let topo = topo.with_client_memory(8 << 20);
+        assert_eq!(Strategy::baselines(topo.client_memory_bytes).len(), 6);
+        let p = Strategy::ClientThreshold.plan(&spec, &topo, &Default::default()).unwrap();
+        let client: u64 = p.client_tables().iter().map(|&t| spec.tables[t as usize].bytes()).sum();
+        assert!(client > 0 && client <= 8 << 20, "{client}");
+        for (tp, ts) in p.tables.iter().zip(&spec.tables) {
+            if tp.placement == Placement::Client {
+                assert!(ts.bytes() < 1 << 20, "{} is too large for the clients", ts.name);
+            } else {
+                assert!(tp.placement != Placement::Replicated, "the rest is sharded");
+            }
+        }
+        assert_eq!("client-small".parse::<Strategy>().unwrap(), Strategy::ClientThreshold);
     }
 
     #[test]

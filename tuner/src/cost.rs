@@ -50,7 +50,8 @@ pub struct Coefficients {
     /// Per request a worker serves over the network, and per byte moved.
     pub request_ns: f64,
     pub byte_ns: f64,
-    /// Per query at the coordinator (split, fan-out, reduce), and per output byte.
+    /// Per query at the router (the client, or the coordinator's relay): split, fan-out and
+    /// reduce; output bytes cost `byte_ns` each there too.
     pub coordinator_ns: f64,
 }
 
@@ -290,16 +291,21 @@ pub struct Model<'a> {
     pub w: Workload<'a>,
     pub curves: Vec<Curve>,
     pub nodes: Vec<Node>,
-    /// Whether queries cross a network and a coordinator (a cluster), or go straight to one
-    /// in-process engine (the local bench).
+    /// Whether queries cross a network (a cluster), or go straight to one in-process engine
+    /// (the local bench).
     pub networked: bool,
+    /// Clients loading the cluster at once: each routes, reduces and pools the client-resident
+    /// tables of its own queries.
+    pub clients: f64,
+    /// Bytes per pooled value on the wire (4 for f32, 2 for f16 and bf16).
+    pub wire_value_bytes: f64,
 }
 
 impl<'a> Model<'a> {
     /// A model of a cluster: queries pass a coordinator and the network.
     pub fn new(w: Workload<'a>, nodes: Vec<Node>) -> Model<'a> {
         let curves = (0..w.spec.tables.len()).map(|t| Curve::new(&w, t)).collect();
-        Model { w, curves, nodes, networked: true }
+        Model { w, curves, nodes, networked: true, clients: 1.0, wire_value_bytes: 4.0 }
     }
 
     /// A model of one in-process engine: no network, no coordinator.
@@ -377,6 +383,8 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
         index.insert(c, i);
     }
     let mut uses: Vec<Vec<PieceUse>> = vec![Vec::new(); cores.len()];
+    // What a client reads: its client-resident tables, whole.
+    let mut client_uses: Vec<PieceUse> = Vec::new();
     let mut tasks = vec![0f64; cores.len()];
     let workers = topo.workers.len() as f64;
     for (t, (tp, ts)) in plan.tables.iter().zip(&w.spec.tables).enumerate() {
@@ -402,6 +410,15 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
                     }
                 }
             }
+            Placement::Client => client_uses.push(PieceUse {
+                table: t,
+                rows_frac: 1.0,
+                mass: 1.0,
+                flow: tp.flow,
+                row_bytes: rb,
+                lookups: n,
+                replicated: false,
+            }),
             p => {
                 let mut seen = std::collections::HashSet::new();
                 for (s, &owner) in p.owners().iter().enumerate() {
@@ -457,14 +474,28 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
         let total: f64 = idx.iter().map(|&i| pinned[i] + floating[i]).sum();
         per_worker_ns[wi] = pinned_max.max(total / shape.cores.max(1) as f64);
     }
-    // Network: a request to each worker that holds a part of the batch; bytes in and out.
-    let width: f64 = w.spec.tables.iter().map(|t| t.dim as f64).sum();
-    let out_bytes = bs * width * 4.0;
-    let in_bytes: f64 =
-        (0..w.spec.tables.len()).map(|t| w.lookups(t) * 4.0).sum::<f64>() + bs * w.spec.tables.len() as f64 * 4.0;
+    // The client's own engine pools the client-resident tables, in parallel with the workers.
+    let client_ns = if client_uses.is_empty() {
+        0.0
+    } else {
+        let cc = model.core_cost(0, 1.0, &client_uses);
+        for (t, ns, hits) in cc.tables {
+            table_ns[t] += ns;
+            for k in 0..3 {
+                table_hits[t][k] += hits[k];
+            }
+        }
+        cc.pinned + cc.floating
+    };
+    // Network: a request to each worker that holds a part of the batch; ids in, pooled rows
+    // out, for every table the clients do not hold.
+    let remote: Vec<usize> = (0..w.spec.tables.len()).filter(|&t| !plan.tables[t].placement.is_client()).collect();
+    let width: f64 = remote.iter().map(|&t| w.spec.tables[t].dim as f64).sum();
+    let out_bytes = bs * width * model.wire_value_bytes;
+    let in_bytes: f64 = remote.iter().map(|&t| w.lookups(t) * 4.0).sum::<f64>() + bs * remote.len() as f64 * 4.0;
     let mut latency = 0f64;
     let mut bottleneck = 0f64;
-    let on_network = if model.networked { 1.0 } else { 0.0 };
+    let on_network = if model.networked && !remote.is_empty() { 1.0 } else { 0.0 };
     for (wi, busy) in per_worker_ns.iter().enumerate() {
         let c = &model.node(wi as u16).coef;
         let net = on_network * (c.request_ns + c.byte_ns * (out_bytes + in_bytes) / workers);
@@ -472,10 +503,12 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
         // Under load a worker's cores overlap framing with gathering; part of it remains.
         bottleneck = bottleneck.max(busy + net * 0.25);
     }
+    // The client routes, receives and adds the replies; every client does so for its own
+    // queries, so under load the clients share it.
     let coef0 = &model.node(0).coef;
-    let coord = on_network * (coef0.coordinator_ns + coef0.byte_ns * out_bytes);
-    latency += coord;
-    bottleneck = bottleneck.max(coord * 0.5);
+    let reduce = on_network * (coef0.coordinator_ns + coef0.byte_ns * out_bytes);
+    latency = latency.max(client_ns) + reduce;
+    bottleneck = bottleneck.max((client_ns + reduce) * 0.5 / model.clients.max(1.0));
     let per_table = plan
         .tables
         .iter()

@@ -48,6 +48,8 @@ impl CostFunction for Fit<'_, '_> {
             curves: self.model.curves.clone(),
             nodes,
             networked: self.model.networked,
+            clients: self.model.clients,
+            wire_value_bytes: self.model.wire_value_bytes,
         };
         let err: f64 = self
             .obs
@@ -102,6 +104,8 @@ pub fn refit(model: &Model<'_>, objective: Objective, obs: &[Observation]) -> Fi
         curves: model.curves.clone(),
         nodes,
         networked: model.networked,
+        clients: model.clients,
+        wire_value_bytes: model.wire_value_bytes,
     };
     Fitted { median_error: median_error(&m, objective, obs), coefficients }
 }
@@ -144,7 +148,7 @@ mod tests {
         slow.llc_ns *= 3.0;
         let truth =
             Model::local(Workload { spec: &spec, profiles: &prof }, Node { caps: MemoryCaps::default(), coef: slow });
-        let obs: Vec<Observation> = Strategy::BASELINES
+        let obs: Vec<Observation> = Strategy::baselines(0)
             .iter()
             .filter_map(|s| s.plan(&spec, &topo, &Default::default()).ok())
             .map(|plan| Observation {

@@ -32,6 +32,8 @@ pub struct Context<'a> {
     pub topology: Topology,
     pub nodes: Vec<Node>,
     pub networked: bool,
+    /// Clients loading the cluster at once (load generators), at least one.
+    pub clients: usize,
 }
 
 /// A plan to deploy and measure.
@@ -58,12 +60,20 @@ pub fn plan_key(p: &Plan) -> u64 {
 }
 
 /// Moves a plan made for another topology onto `topo`: owners on cores `topo` lacks are folded
-/// onto the cores it has. Used when a worker is lost mid-job, and to run a cluster's plan on one
-/// engine.
+/// onto the cores it has, and where `topo` has no clients to hold tables (one engine), the
+/// client-resident tables are replicated instead, every engine holding them as every client
+/// would. Used when a worker is lost mid-job, and to run a cluster's plan on one engine.
 pub fn adapt_plan(plan: &Plan, topo: &Topology) -> Plan {
     let mut p = plan.clone();
     if p.topology == *topo {
         return p;
+    }
+    if topo.client_memory_bytes == 0 {
+        for t in &mut p.tables {
+            if t.placement.is_client() {
+                t.placement = embtune_protocol::Placement::Replicated;
+            }
+        }
     }
     let cores: Vec<_> = topo.cores().collect();
     for t in &mut p.tables {
@@ -77,7 +87,7 @@ pub fn adapt_plan(plan: &Plan, topo: &Topology) -> Plan {
             embtune_protocol::Placement::RowRange { owners, .. } | embtune_protocol::Placement::Hash { owners } => {
                 owners.iter_mut().for_each(fix)
             }
-            embtune_protocol::Placement::Replicated => {}
+            embtune_protocol::Placement::Replicated | embtune_protocol::Placement::Client => {}
         }
     }
     p.topology = topo.clone();
@@ -148,6 +158,8 @@ impl Tuner {
         let w = Workload { spec: ctx.spec, profiles: ctx.profiles };
         let mut m = Model::new(w, nodes);
         m.networked = ctx.networked;
+        m.clients = ctx.clients.max(1) as f64;
+        m.wire_value_bytes = self.job.config.wire.value_bytes() as f64;
         m
     }
 
@@ -168,7 +180,8 @@ impl Tuner {
                 _ => None,
             })
             .collect();
-        for s in Strategy::BASELINES {
+        let baselines = Strategy::baselines(ctx.topology.client_memory_bytes);
+        for &s in &baselines {
             if tried.contains(s.name()) {
                 continue;
             }
@@ -204,7 +217,7 @@ impl Tuner {
         // 2. Random search: the yardstick for the model-driven one.
         if self.job.config.search == SearchKind::Random {
             for _ in 0..50 {
-                let start = Strategy::BASELINES[(self.rng.next_u64() % 5) as usize]
+                let start = baselines[(self.rng.next_u64() % baselines.len() as u64) as usize]
                     .plan(ctx.spec, &ctx.topology, &BaselineOptions::default())
                     .unwrap_or_else(|_| best_plan.clone());
                 let mut p = start;
@@ -402,6 +415,8 @@ mod tests {
             curves: Model::new(Workload { spec: ctx.spec, profiles: ctx.profiles }, vec![]).curves,
             nodes: vec![Node { caps: MemoryCaps::default(), coef: c }],
             networked: false,
+            clients: 1.0,
+            wire_value_bytes: 4.0,
         };
         let v = predicted(obj, &predict_model(&m, plan));
         v * (1.0 + ((salt % 7) as f64 - 3.0) * 0.003)
@@ -439,6 +454,7 @@ mod tests {
             topology: Topology::uniform(1, 4, 1 << 40),
             nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
             networked: false,
+            clients: 1,
         };
         let mut t = Tuner::new(job(&spec, 9), Vec::new());
         let mut keys = HashSet::new();
@@ -466,6 +482,7 @@ mod tests {
             topology: Topology::uniform(1, 2, 1 << 40),
             nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
             networked: false,
+            clients: 1,
         }
     }
 
@@ -556,6 +573,7 @@ mod tests {
             topology: Topology::uniform(2, 2, 1 << 40),
             nodes: vec![node.clone(); 2],
             networked: true,
+            clients: 1,
         };
         let mut t = Tuner::new(job(&spec, 6), Vec::new());
         for _ in 0..6 {

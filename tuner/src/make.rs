@@ -96,6 +96,9 @@ pub fn set_flows(
 /// The default plan when the user names no strategy: the asymmetric placement, by what each
 /// worker's memory can hold.
 ///
+/// - Where clients may hold tables (`Topology::client_memory_bytes`), the smallest (under the
+///   size threshold) live in the clients while their memory holds them: their pooled rows then
+///   never cross the network.
 /// - Tables are replicated on every worker, smallest first, while every worker's memory holds
 ///   them: a replicated table is stored once per worker and read by all its cores, so any core
 ///   serves any sample with no partial sums to send or add.
@@ -125,11 +128,27 @@ pub fn default_plan(
     if all_cores.is_empty() {
         return Err(PlanError::Invalid("the topology has no cores".into()));
     }
+    // Where clients may hold tables, the smallest ones live there (replicate-small one level
+    // up): each is cheap to pool from a client's caches, and its pooled rows then never cross
+    // the network.
+    let mut placements: Vec<Option<Placement>> = vec![None; spec.tables.len()];
+    let mut by_size: Vec<usize> = (0..spec.tables.len()).collect();
+    by_size.sort_by_key(|&i| spec.tables[i].bytes());
+    let mut room = topo.client_memory_bytes;
+    let small = crate::baselines::BaselineOptions::default().replicate_below;
+    by_size.retain(|&i| {
+        let b = spec.tables[i].bytes();
+        if b < small && b <= room {
+            room -= b;
+            placements[i] = Some(Placement::Client);
+            false
+        } else {
+            true
+        }
+    });
     // Replicate the longest run of smallest tables for which every worker holds the replicated
     // tables plus its cores' share of the split ones, leaving a tenth of its memory for the hot
     // caches and for uneven splits.
-    let mut by_size: Vec<usize> = (0..spec.tables.len()).collect();
-    by_size.sort_by_key(|&i| spec.tables[i].bytes());
     let total_cores = all_cores.len() as f64;
     let fits = |replicate: usize| {
         let replicated: u64 = by_size[..replicate].iter().map(|&i| spec.tables[i].bytes()).sum();
@@ -139,7 +158,6 @@ pub fn default_plan(
             .all(|w| replicated as f64 + split as f64 * w.cores as f64 / total_cores <= w.memory_bytes as f64 * 0.9)
     };
     let replicate = (0..=by_size.len()).rev().find(|&j| fits(j)).unwrap_or(0);
-    let mut placements: Vec<Option<Placement>> = vec![None; spec.tables.len()];
     for (rank, &i) in by_size.iter().enumerate() {
         let t = &spec.tables[i];
         placements[i] = Some(if rank < replicate {

@@ -98,7 +98,7 @@ pub fn apply_auto_flows(
     let mut reasons = Vec::new();
     for (i, (tp, ts)) in plan.tables.iter_mut().zip(&spec.tables).enumerate() {
         let piece_rows = match &tp.placement {
-            Placement::Replicated | Placement::Owned(_) => ts.rows,
+            Placement::Replicated | Placement::Owned(_) | Placement::Client => ts.rows,
             p => ts.rows.div_ceil(p.shards() as u64),
         };
         let empty = TableProfile::default();

@@ -111,6 +111,9 @@ pub fn neighbour(
     let cores: Vec<CoreId> = p.topology.cores().collect();
     let t = below(rng, p.tables.len());
     let ts = &spec.tables[t];
+    // Whether the clients have room for this table too.
+    let client_room = p.topology.client_memory_bytes.saturating_sub(p.memory(spec).per_client);
+    let fits_client = ts.rows * p.tables[t].row_type.row_bytes(ts.dim) as u64 <= client_room;
     let prof = profiles.get(t);
     let tp = &mut p.tables[t];
     let random_core = |rng: &mut Xoshiro256PlusPlus| cores[below(rng, cores.len())];
@@ -127,7 +130,7 @@ pub fn neighbour(
                 let i = below(rng, owners.len());
                 owners[i] = random_core(rng);
             }
-            Placement::Replicated => tp.placement = Placement::Owned(random_core(rng)),
+            Placement::Replicated | Placement::Client => tp.placement = Placement::Owned(random_core(rng)),
         },
         // Shard count up or down, bounds rebalanced by mass.
         1 => {
@@ -140,9 +143,11 @@ pub fn neighbour(
                 Placement::RowRange { bounds: mass_bounds(ts.rows, nk, prof), owners: distinct_cores(rng, nk) }
             };
         }
-        // Replication on or off.
+        // Replication on or off; a replicated table into the clients where they have room, and
+        // back.
         2 => {
             tp.placement = match tp.placement {
+                Placement::Replicated if fits_client && below(rng, 2) == 0 => Placement::Client,
                 Placement::Replicated => {
                     let k = space.max_shards.min(ts.rows as usize).max(1);
                     if below(rng, 2) == 0 || k == 1 {
@@ -208,6 +213,26 @@ mod tests {
         assert_eq!((b[0], b[4]), (0, rows));
         assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
         assert!(b[1] < 100, "the hot first hundred rows must be split: {b:?}");
+    }
+
+    #[test]
+    fn neighbours_move_tables_into_the_clients_only_within_their_memory() {
+        let spec = Preset::CriteoKaggle.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
+        let g = BatchGenerator::new(&spec).unwrap();
+        let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
+        let prof = AccessProfile::from_batches(&rows, &g.pool(0, 4));
+        let budget = spec.total_bytes() / 3;
+        let topo = embtune_protocol::Topology::uniform(2, 2, 8 << 30).with_client_memory(budget);
+        let mut plan = crate::Strategy::AllReplicate.plan(&spec, &topo, &Default::default()).unwrap();
+        let space = Space::new(&spec, &prof.tables, 4, 1 << 20);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+        let mut most = 0;
+        for i in 0..3000 {
+            plan = neighbour(&plan, &spec, &prof.tables, &space, &mut rng);
+            plan.validate(&spec).unwrap_or_else(|e| panic!("move {i}: {e}"));
+            most = most.max(plan.client_tables().len());
+        }
+        assert!(most > 0, "the search never tried a client-resident table");
     }
 
     #[test]

@@ -118,6 +118,24 @@ impl Store {
         self.db.flush().map(|_| ()).map_err(|e| self.sled(e))
     }
 
+    /// Keeps the cluster's deployment, durably: a restarted coordinator routes by it.
+    pub fn put_deployment(&self, d: &embtune_protocol::wire::DeploymentRecord) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.db.open_tree("meta").map_err(|e| self.sled(e))?.insert("deployment", v).map_err(|e| self.sled(e))?;
+        self.flush()
+    }
+
+    /// The deployment last kept, if any.
+    pub fn deployment(&self) -> Result<Option<embtune_protocol::wire::DeploymentRecord>, StoreError> {
+        let meta = self.db.open_tree("meta").map_err(|e| self.sled(e))?;
+        match meta.get("deployment").map_err(|e| self.sled(e))? {
+            None => Ok(None),
+            Some(v) => {
+                serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("deployment: {e}")))
+            }
+        }
+    }
+
     /// Creates or updates a job, durably.
     pub fn put_job(&self, job: &Job) -> Result<(), StoreError> {
         let v = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;

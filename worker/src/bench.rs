@@ -151,6 +151,7 @@ pub fn run(cfg: LocalBench, progress: &dyn Fn(Progress)) -> Result<BenchReport, 
         isa: engine.isa().name().into(),
         network_fraction: None,
         per_worker: Vec::new(),
+        ..BenchReport::default()
     })
 }
 

@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use embtune_protocol::codec::FrameLimits;
 use embtune_protocol::plan::human_bytes;
 use embtune_protocol::wire::{
-    CoreCounters, DeployedInfo, ErrorKind, Heartbeat, LookupHead, PooledHead, Request, Response, WireError,
-    WorkerHello, WorkerStatsReply,
+    ClientTraffic, CoreCounters, DeployedInfo, ErrorKind, Heartbeat, LookupHead, PooledHead, Request, Response,
+    WireError, WorkerHello, WorkerStatsReply,
 };
 use embtune_protocol::{PlanError, WorkerAssignment};
 use embtune_transport::endpoint::connect;
@@ -84,15 +84,16 @@ impl Backend {
         }
     }
 
-    /// Pools a request's batch; the CPU engine's threads or a blocking thread for the device.
-    async fn lookup(&self, batch: QueryBatch, tables: Vec<u16>) -> Result<LookupOutput, EngineError> {
+    /// Pools a request's batch, routed by plan `epoch`; the CPU engine's threads or a blocking
+    /// thread for the device.
+    async fn lookup(&self, batch: QueryBatch, tables: Vec<u16>, epoch: u64) -> Result<LookupOutput, EngineError> {
         match self {
             Backend::Cpu(e) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 // Workers return sums; the coordinator divides mean-pooled tables after adding
                 // shards up.
                 e.submit(
-                    Lookup { batch: Arc::new(batch), tables: tables.into(), finalize_mean: false },
+                    Lookup { batch: Arc::new(batch), tables: tables.into(), finalize_mean: false, epoch },
                     Box::new(move |r| {
                         let _ = tx.send(r);
                     }),
@@ -102,7 +103,7 @@ impl Backend {
             #[cfg(feature = "gpu")]
             Backend::Gpu(g) => {
                 let g = g.clone();
-                tokio::task::spawn_blocking(move || g.lookup(&batch, &tables))
+                tokio::task::spawn_blocking(move || g.lookup(&batch, &tables, epoch))
                     .await
                     .unwrap_or_else(|e| Err(EngineError::BadRequest(format!("the device thread failed: {e}"))))
             }
@@ -136,6 +137,41 @@ struct State {
     /// Serialises deployments: a second one waits for the first.
     deploying: tokio::sync::Mutex<()>,
     worker_id: Mutex<Option<u16>>,
+    /// Look-ups served per client, for the dashboard's traffic view.
+    traffic: Mutex<Traffic>,
+}
+
+/// Per-client traffic counters, bounded: past [`Traffic::MAX_CLIENTS`] clients the quietest
+/// one's counters are dropped, so a churn of clients cannot grow a worker's memory.
+#[derive(Default)]
+struct Traffic {
+    clients: std::collections::HashMap<u32, ClientTraffic>,
+}
+
+impl Traffic {
+    const MAX_CLIENTS: usize = 256;
+    /// Clients a heartbeat reports: the busiest.
+    const REPORTED: usize = 32;
+
+    fn record(&mut self, client: u32, bytes_in: u64, bytes_out: u64) {
+        if !self.clients.contains_key(&client)
+            && self.clients.len() >= Self::MAX_CLIENTS
+            && let Some(quiet) = self.clients.values().min_by_key(|c| c.requests).map(|c| c.client)
+        {
+            self.clients.remove(&quiet);
+        }
+        let c = self.clients.entry(client).or_insert_with(|| ClientTraffic { client, ..Default::default() });
+        c.requests += 1;
+        c.bytes_in += bytes_in;
+        c.bytes_out += bytes_out;
+    }
+
+    fn busiest(&self) -> Vec<ClientTraffic> {
+        let mut v: Vec<ClientTraffic> = self.clients.values().cloned().collect();
+        v.sort_by_key(|c| std::cmp::Reverse(c.requests));
+        v.truncate(Self::REPORTED);
+        v
+    }
 }
 
 /// Runs a worker until the process is stopped. Returns only on a start-up error.
@@ -191,6 +227,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         memory_limit,
         deploying: tokio::sync::Mutex::new(()),
         worker_id: Mutex::new(None),
+        traffic: Mutex::new(Traffic::default()),
     });
     let server = {
         let state = state.clone();
@@ -229,6 +266,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         cpu_model: machine.cpu_model.clone(),
         calibration,
         gpu,
+        holds: 0,
     };
     tokio::spawn(register_loop(ep, cfg.coordinator, hello, state));
     server.await.map_err(|e| e.to_string())
@@ -251,7 +289,9 @@ async fn register_loop(ep: quinn::Endpoint, coordinator: SocketAddr, hello: Work
     loop {
         let session = async {
             let conn = connect(&ep, coordinator, t).await?;
-            let (resp, _) = call(&conn, &Request::Register(hello.clone()), Body::Empty, &limits, t).await?;
+            // A restarted coordinator that kept its deployment need not send this one again.
+            let hello = WorkerHello { holds: state.plan_id.load(Ordering::Relaxed), ..hello.clone() };
+            let (resp, _) = call(&conn, &Request::Register(hello), Body::Empty, &limits, t).await?;
             let Response::Registered { worker, heartbeat_ms } = resp else {
                 return Err(embtune_transport::TransportError::Remote(WireError::new(
                     ErrorKind::Internal,
@@ -267,6 +307,7 @@ async fn register_loop(ep: quinn::Endpoint, coordinator: SocketAddr, hello: Work
                     queue: state.engine.queue_len() as u32,
                     plan_id: state.plan_id.load(Ordering::Relaxed),
                     cores: counters(&state.engine),
+                    clients: state.traffic.lock().busiest(),
                 };
                 call(&conn, &Request::Heartbeat(hb), Body::Empty, &limits, t).await?;
             }
@@ -304,6 +345,7 @@ fn wire(e: EngineError) -> WireError {
         EngineError::BadRequest(_) => ErrorKind::BadFrame,
         EngineError::Deploy(_) => ErrorKind::Deploy,
         EngineError::ShuttingDown => ErrorKind::Internal,
+        EngineError::StalePlan { .. } => ErrorKind::StalePlan,
     };
     WireError::new(kind, e.to_string())
 }
@@ -354,6 +396,10 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::ListJobs => "ListJobs",
         Request::ResumeJob { .. } => "ResumeJob",
         Request::BestFor { .. } => "BestFor",
+        Request::GetRoutes => "GetRoutes",
+        Request::RegisterLoadgen(_) => "RegisterLoadgen",
+        Request::RunLoad { .. } => "RunLoad",
+        Request::LoadRound(_) => "LoadRound",
     }
 }
 
@@ -414,8 +460,10 @@ async fn deploy(state: &Arc<State>, plan_id: u64, a: WorkerAssignment) -> (Respo
 async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Response, Body) {
     let current = state.plan_id.load(Ordering::Relaxed);
     if head.plan_id != current {
+        // The router's table is older or newer than what this worker holds (a redeployment,
+        // or the worker restarted): it refetches the routes and tries again.
         return error(
-            ErrorKind::NoDeployment,
+            ErrorKind::StalePlan,
             format!("request for plan {} but this worker holds plan {current}", head.plan_id),
         );
     }
@@ -443,20 +491,26 @@ async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Re
         );
     }
     // The body is ids then offsets, so the (large) ids stay in place and only the offsets move.
+    let bytes_in = 4 * body.len() as u64;
     let offsets = body.split_off(head.ids as usize);
     let batch = QueryBatch { batch_size: head.batch_size, num_tables: head.tables.len() as u32, offsets, ids: body };
-    match state.engine.lookup(batch, head.tables).await {
-        Ok(out) => (
-            Response::Pooled(PooledHead {
-                batch_size: head.batch_size,
-                width: out.width as u32,
-                engine_us: out.engine_time.as_micros() as u32,
-                queue: state.engine.queue_len() as u32,
-                coordinator_us: 0,
-                fanout: 1,
-            }),
-            Body::Floats(out.pooled),
-        ),
+    match state.engine.lookup(batch, head.tables, head.plan_id).await {
+        Ok(out) => {
+            // Sums stay f32 in the engine; a narrower wire format rounds each value once, here.
+            let words = embtune_protocol::codec::encode_pooled(head.reply, out.pooled);
+            state.traffic.lock().record(head.client, bytes_in, 4 * words.len() as u64);
+            (
+                Response::Pooled(PooledHead {
+                    batch_size: head.batch_size,
+                    width: out.width as u32,
+                    engine_us: out.engine_time.as_micros() as u32,
+                    queue: state.engine.queue_len() as u32,
+                    coordinator_us: 0,
+                    fanout: 1,
+                }),
+                Body::Words(words),
+            )
+        }
         Err(e) => (Response::Error(wire(e)), Body::Empty),
     }
 }

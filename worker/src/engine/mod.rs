@@ -54,6 +54,8 @@ pub enum EngineError {
     Deploy(String),
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("request for plan {asked} but this worker holds plan {held}")]
+    StalePlan { asked: u64, held: u64 },
 }
 
 /// How to start an engine.
@@ -86,13 +88,16 @@ pub struct Lookup {
     /// Divide mean-pooled tables by their bag lengths. Off on workers whose results are
     /// partial sums that the coordinator adds up first.
     pub finalize_mean: bool,
+    /// The plan the request was routed by: refused unless it is the deployed one, checked
+    /// against the same snapshot of the tables the request then reads. 0 accepts any.
+    pub epoch: u64,
 }
 
 impl Lookup {
     /// A request for every table of the model, in order.
     pub fn all_tables(batch: Arc<QueryBatch>) -> Lookup {
         let tables: Arc<[u16]> = (0..batch.num_tables as u16).collect();
-        Lookup { batch, tables, finalize_mean: true }
+        Lookup { batch, tables, finalize_mean: true, epoch: 0 }
     }
 }
 
@@ -158,6 +163,8 @@ enum Layout {
 struct Deployment {
     tables: Vec<Option<DeployedTable>>,
     knobs: Knobs,
+    /// The assignment's plan id.
+    epoch: u64,
 }
 
 struct Sleeper {
@@ -225,7 +232,7 @@ impl Engine {
             l2_bytes: crate::machine::MachineInfo::detect().l2_bytes,
             cpus: config.cpus.clone(),
             huge_pages: config.huge_pages,
-            deployment: RwLock::new(Arc::new(Deployment { tables: Vec::new(), knobs: Knobs::default() })),
+            deployment: RwLock::new(Arc::new(Deployment { tables: Vec::new(), knobs: Knobs::default(), epoch: 0 })),
             pinned: (0..n).map(|_| Injector::new()).collect(),
             floating: Injector::new(),
             sleepers: (0..n).map(|_| Sleeper { parked: AtomicBool::new(false), thread: Mutex::new(None) }).collect(),
@@ -413,14 +420,15 @@ impl Engine {
             }
             tables[idx] = Some(DeployedTable { name: p.name, rows: p.rows, dim: p.dim, mode: p.mode, layout });
         }
-        *self.shared.deployment.write() = Arc::new(Deployment { tables, knobs: a.knobs });
+        *self.shared.deployment.write() = Arc::new(Deployment { tables, knobs: a.knobs, epoch: a.plan_id });
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
 
     /// Removes every table.
     pub fn undeploy(&self) {
-        *self.shared.deployment.write() = Arc::new(Deployment { tables: Vec::new(), knobs: Knobs::default() });
+        *self.shared.deployment.write() =
+            Arc::new(Deployment { tables: Vec::new(), knobs: Knobs::default(), epoch: 0 });
     }
 
     /// Checks a request and queues its tasks; `done` runs when the last task finishes, or at
@@ -771,6 +779,9 @@ impl Shared {
 
     /// Validates a request and lays out its tasks.
     fn prepare(&self, dep: &Arc<Deployment>, req: &Lookup) -> Result<Arc<Request>, EngineError> {
+        if req.epoch != 0 && req.epoch != dep.epoch {
+            return Err(EngineError::StalePlan { asked: req.epoch, held: dep.epoch });
+        }
         let b = &req.batch;
         b.check_layout().map_err(|e| EngineError::BadRequest(e.to_string()))?;
         if req.tables.len() != b.num_tables as usize {

@@ -13,6 +13,9 @@ use super::storage::{decode_row_f64, encode_row, stride};
 pub struct RefOutput {
     pub values: Vec<f64>,
     pub tolerance: Vec<f64>,
+    /// The sum of the absolute values of each pooled value's terms (divided like the value):
+    /// what bounds the error of rounding its partial sums.
+    pub magnitude: Vec<f64>,
     pub width: usize,
 }
 
@@ -56,6 +59,7 @@ impl Reference {
         let bs = batch.batch_size as usize;
         let mut values = vec![0f64; bs * width];
         let mut tolerance = vec![0f64; bs * width];
+        let mut magnitude = vec![0f64; bs * width];
         let mut col = 0;
         for (slot, &t) in tables.iter().enumerate() {
             let rt = &self.tables[t as usize];
@@ -81,15 +85,27 @@ impl Reference {
                     // f32 summation of n terms: at most about n ulps of the running magnitude,
                     // plus the int8 rows' float scale and bias arithmetic.
                     tolerance[base + c] = (4.0 * f32::EPSILON as f64 * (n + 2.0) * abs[c] + 1e-6) / div;
+                    magnitude[base + c] = abs[c] / div;
                 }
             }
             col += rt.dim;
         }
-        RefOutput { values, tolerance, width }
+        RefOutput { values, tolerance, magnitude, width }
     }
 }
 
 impl RefOutput {
+    /// Widens every tolerance by `roundings` roundings to a format whose unit roundoff is
+    /// `unit_roundoff` (a reply in f16 or bf16: each partial sum is rounded once, and a value
+    /// is the sum of at most one partial per worker). Each rounding moves a partial by at most
+    /// `unit_roundoff` times its size, which is at most the value's magnitude.
+    pub fn allow_rounding(mut self, unit_roundoff: f64, roundings: usize) -> RefOutput {
+        for (t, m) in self.tolerance.iter_mut().zip(&self.magnitude) {
+            *t += unit_roundoff * roundings as f64 * m * (1.0 + 1e-9);
+        }
+        self
+    }
+
     /// The first value of `got` outside its tolerance, described for an error message.
     pub fn check(&self, got: &[f32]) -> Result<(), String> {
         if got.len() != self.values.len() {

@@ -262,13 +262,16 @@ fn out_of_range_ids_are_a_typed_error() {
 fn unknown_tables_and_bad_layouts_are_typed_errors() {
     let (e, _) = simple();
     let b = Arc::new(QueryBatch::from_bags(&[vec![vec![1]]]));
-    let err = e.lookup(Lookup { batch: b.clone(), tables: Arc::from(vec![7u16]), finalize_mean: true }).unwrap_err();
+    let err = e
+        .lookup(Lookup { batch: b.clone(), tables: Arc::from(vec![7u16]), finalize_mean: true, epoch: 0 })
+        .unwrap_err();
     assert_eq!(err, EngineError::UnknownTable { table: 7 });
     let mut broken = (*b).clone();
     broken.offsets = vec![0, 5];
     let err = e.lookup(Lookup::all_tables(Arc::new(broken))).unwrap_err();
     assert!(matches!(err, EngineError::BadRequest(_)), "{err:?}");
-    let err = e.lookup(Lookup { batch: b, tables: Arc::from(vec![0u16, 1]), finalize_mean: true }).unwrap_err();
+    let err =
+        e.lookup(Lookup { batch: b, tables: Arc::from(vec![0u16, 1]), finalize_mean: true, epoch: 0 }).unwrap_err();
     assert!(matches!(err, EngineError::BadRequest(_)), "{err:?}");
 }
 

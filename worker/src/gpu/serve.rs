@@ -35,6 +35,8 @@ struct Inner {
     engine: GpuEngine,
     slots: Vec<Slot>,
     by_table: HashMap<u16, usize>,
+    /// The deployed assignment's plan id.
+    epoch: u64,
 }
 
 /// A device serving look-up requests.
@@ -57,7 +59,7 @@ impl GpuService {
         let engine = GpuEngine::new(ordinal)?;
         Ok(GpuService {
             info: engine.info().clone(),
-            inner: Mutex::new(Inner { engine, slots: Vec::new(), by_table: HashMap::new() }),
+            inner: Mutex::new(Inner { engine, slots: Vec::new(), by_table: HashMap::new(), epoch: 0 }),
             in_flight: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             tasks: AtomicU64::new(0),
@@ -82,6 +84,7 @@ impl GpuService {
         inner.slots.clear();
         inner.by_table.clear();
         let r = inner.engine.deploy(&tables).map_err(deploy_error)?;
+        inner.epoch = a.plan_id;
         for (i, (t, held)) in tables.iter().zip(held).enumerate() {
             inner.by_table.insert(t.table, i);
             inner.slots.push(Slot { slot: i, name: t.spec.name.clone(), rows: t.spec.rows, dim: t.spec.dim, held });
@@ -113,14 +116,16 @@ impl GpuService {
     }
 
     /// Pools `batch`, whose k-th table is model table `tables[k]`, into partial sums.
-    pub fn lookup(&self, batch: &QueryBatch, tables: &[u16]) -> Result<LookupOutput, EngineError> {
+    /// `epoch` is the plan the request was routed by (0: any), checked under the same lock as
+    /// the tables it reads.
+    pub fn lookup(&self, batch: &QueryBatch, tables: &[u16], epoch: u64) -> Result<LookupOutput, EngineError> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let r = self.lookup_inner(batch, tables);
+        let r = self.lookup_inner(batch, tables, epoch);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         r
     }
 
-    fn lookup_inner(&self, batch: &QueryBatch, tables: &[u16]) -> Result<LookupOutput, EngineError> {
+    fn lookup_inner(&self, batch: &QueryBatch, tables: &[u16], epoch: u64) -> Result<LookupOutput, EngineError> {
         if tables.len() != batch.num_tables as usize {
             return Err(EngineError::BadRequest(format!(
                 "{} table ids for a batch of {} tables",
@@ -130,6 +135,9 @@ impl GpuService {
         }
         batch.check_layout().map_err(|e| EngineError::BadRequest(e.to_string()))?;
         let mut inner = self.inner.lock();
+        if epoch != 0 && epoch != inner.epoch {
+            return Err(EngineError::StalePlan { asked: epoch, held: inner.epoch });
+        }
         // Busy time starts when the device is ours, not while waiting for it.
         let t0 = Instant::now();
         let n = inner.slots.len();

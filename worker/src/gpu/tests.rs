@@ -262,12 +262,13 @@ fn a_gpu_worker_serves_its_shards_of_a_plan() {
     };
     for i in 0..4u64 {
         let q = generator.batch_sized(500 + i, if i == 3 { 1 } else { 64 });
-        let g = service.lookup(&split(&q, &gpu_tables, 0), &gpu_tables).unwrap();
+        let g = service.lookup(&split(&q, &gpu_tables, 0), &gpu_tables, 0).unwrap();
         let c = engine
             .lookup(Lookup {
                 batch: Arc::new(split(&q, &cpu_tables, 1)),
                 tables: cpu_tables.clone().into(),
                 finalize_mean: false,
+                epoch: 0,
             })
             .unwrap();
         // Add the CPU's partial sums into the GPU's columns of the same tables.
@@ -283,7 +284,7 @@ fn a_gpu_worker_serves_its_shards_of_a_plan() {
         reference.pool(&q, &all).check(&sum).unwrap_or_else(|e| panic!("batch {i}: {e}"));
     }
 
-    let one = |t: u16, id: u32| service.lookup(&QueryBatch::from_bags(&[vec![vec![id]]]), &[t]);
+    let one = |t: u16, id: u32| service.lookup(&QueryBatch::from_bags(&[vec![vec![id]]]), &[t], 0);
     assert!(one(0, 1799).is_ok());
     assert!(matches!(one(0, 1800), Err(EngineError::NotHeld { table: 0, id: 1800, .. })), "the CPU's range");
     assert!(matches!(one(1, 4), Err(EngineError::NotHeld { table: 1, .. })), "an even id is the CPU's hash shard");

@@ -1,19 +1,22 @@
 //! Routing: which worker sees which ids of a batch, and how their partial sums add up.
 //!
 //! Pure functions of the plan, the batch and the workers' health and load, so the rules are
-//! tested without a network:
+//! tested without a network. Clients route their own batches by them (the direct path), and
+//! the coordinator routes the batches it relays by the same functions:
 //! - a replicated table's bags go to one replica, chosen by the power of two choices on the
-//!   load each worker reports (plus the requests the coordinator has in flight to it);
+//!   load each worker reports (plus the requests the router has in flight to it);
+//! - a client-resident table goes to no worker: the client pools it itself;
 //! - an owned or sharded table's ids go to the workers owning their shards, each worker getting
 //!   every bag (empty where it holds none of the bag's rows) so its reply lines up with the
 //!   batch;
 //! - partial sums from several workers are added per table; mean pooling divides at the end by
-//!   the whole bag's length, which only the coordinator knows.
+//!   the whole bag's length, which only the router (client or coordinator) knows.
 
 use std::sync::Arc;
 
-use embtune_protocol::{Placement, Plan};
 use embtune_workloads::{ModelSpec, PoolingMode, QueryBatch};
+
+use crate::{Placement, Plan};
 
 /// One worker's share of a batch: `tables` (model-spec indices), their bags' offsets and ids.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,7 +64,7 @@ pub fn pick_replica(loads: Loads<'_>, draws: (u64, u64)) -> Option<u16> {
 }
 
 /// Splits `batch` (every table of `spec`, in order) into per-worker sub-requests under `plan`,
-/// sending the replicated tables to `replica`.
+/// sending the replicated tables to `replica` and leaving out the client-resident ones.
 pub fn split(
     spec: &ModelSpec,
     plan: &Plan,
@@ -100,9 +103,14 @@ pub fn split(
             continue;
         }
         let p = &tp.placement;
-        if let Placement::Replicated = p {
-            whole(entry(&mut subs, replica.ok_or(RouteError::NoReplica)?));
-            continue;
+        match p {
+            Placement::Replicated => {
+                whole(entry(&mut subs, replica.ok_or(RouteError::NoReplica)?));
+                continue;
+            }
+            // The client pools it; no worker sees its ids.
+            Placement::Client => continue,
+            _ => {}
         }
         let owners = p.owners();
         let shard_worker: Vec<u16> = owners.iter().map(|o| o.worker).collect();
@@ -115,8 +123,8 @@ pub fn split(
         for (i, o) in owners.iter().enumerate().filter(|(i, _)| shard_used[*i]) {
             if !healthy.get(o.worker as usize).copied().unwrap_or(false) {
                 let rows = match p.shard_rows(i, spec.tables[t].rows) {
-                    embtune_protocol::ShardRows::Range { lo, hi } => format!("{lo}..{hi}"),
-                    embtune_protocol::ShardRows::Hash { index, of } => format!("id mod {of} = {index}"),
+                    crate::ShardRows::Range { lo, hi } => format!("{lo}..{hi}"),
+                    crate::ShardRows::Hash { index, of } => format!("id mod {of} = {index}"),
                 };
                 return Err(RouteError::ShardUnavailable {
                     table: spec.tables[t].name.clone(),
@@ -148,6 +156,36 @@ pub fn split(
         }
     }
     Ok(subs.into_iter().flatten().collect())
+}
+
+/// The client-resident tables' share of `batch`: their bags, whole, for the client's own
+/// engine (`worker` is `u16::MAX`). `None` when the plan keeps no table in the clients.
+pub fn client_part(plan: &Plan, batch: &QueryBatch) -> Option<SubRequest> {
+    let tables = plan.client_tables();
+    if tables.is_empty() {
+        return None;
+    }
+    let mut s = SubRequest { worker: u16::MAX, tables: Vec::new(), offsets: vec![0], ids: Vec::new() };
+    for &t in &tables {
+        let offs = batch.table_offsets(t as usize);
+        let base = s.ids.len() as u32;
+        s.tables.push(t);
+        s.offsets.extend(offs[1..].iter().map(|&o| o - offs[0] + base));
+        s.ids.extend_from_slice(batch.table_ids(t as usize));
+    }
+    Some(s)
+}
+
+impl SubRequest {
+    /// The sub-request as a batch of its own tables, in its order.
+    pub fn to_batch(&self, batch_size: u32) -> QueryBatch {
+        QueryBatch {
+            batch_size,
+            num_tables: self.tables.len() as u32,
+            offsets: self.offsets.clone(),
+            ids: self.ids.clone(),
+        }
+    }
 }
 
 /// Adds a worker's pooled reply into `out` (`batch x width`, tables side by side in spec order).
@@ -222,13 +260,20 @@ pub fn reply_width(sub: &SubRequest, dims: &[usize]) -> usize {
     sub.tables.iter().map(|&t| dims[t as usize]).sum()
 }
 
+/// The bounds of stripe `i` of `k` over `n` items: equal parts, the first ones one larger.
+pub fn stripe_bounds(n: usize, k: usize, i: usize) -> (usize, usize) {
+    let (q, r) = (n / k, n % k);
+    let lo = i * q + i.min(r);
+    (lo, lo + q + usize::from(i < r))
+}
+
 /// A sub-request for a batch of `bs` samples cut into `k` stripes of consecutive samples, each
 /// with its sample count. The worker's reply is sample-major, so the stripes' replies,
 /// concatenated in order, are the reply of the whole.
 pub fn stripe(sub: &SubRequest, bs: usize, k: usize) -> Vec<(u32, SubRequest)> {
     (0..k.max(1))
         .map(|i| {
-            let (b0, b1) = embtune_transport::lanes::stripe_bounds(bs, k.max(1), i);
+            let (b0, b1) = stripe_bounds(bs, k.max(1), i);
             let (offsets, ids) =
                 embtune_workloads::batch::slice_bags(&sub.offsets, &sub.ids, sub.tables.len(), bs, b0, b1);
             ((b1 - b0) as u32, SubRequest { worker: sub.worker, tables: sub.tables.clone(), offsets, ids })
@@ -239,7 +284,7 @@ pub fn stripe(sub: &SubRequest, bs: usize, k: usize) -> Vec<(u32, SubRequest)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embtune_protocol::{CoreId, DataFlow, Knobs, TablePlan, Topology};
+    use crate::{CoreId, DataFlow, Knobs, TablePlan, Topology};
     use embtune_workloads::{BatchGenerator, Preset, PresetOptions};
 
     fn setup() -> (ModelSpec, Plan, QueryBatch) {

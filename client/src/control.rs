@@ -1,5 +1,6 @@
-//! The client API: what external programs (and embtune's own commands) use to talk to a
-//! coordinator over QUIC.
+//! The coordinator's control API over QUIC: deployments, the routing table, cluster status,
+//! tuning jobs, load rounds, and the relay path (`--via coordinator`), where the coordinator
+//! routes a query for a thin client.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,7 +11,8 @@ use embtune_protocol::Plan;
 use embtune_protocol::codec::FrameLimits;
 use embtune_protocol::tuning::{BestRecord, Job, JobConfig, Trial};
 use embtune_protocol::wire::{
-    ClusterInfo, DeployedInfo, DeploymentInfo, ErrorKind, PooledHead, QueryHead, Request, Response, WireError,
+    ClusterInfo, DeployedInfo, DeploymentInfo, ErrorKind, LoadReport, LoadSpec, PooledHead, QueryHead, Request,
+    Response, RouteTable, WireError,
 };
 use embtune_transport::lanes::{self, Lanes};
 use embtune_transport::rpc::{Body, call};
@@ -18,9 +20,10 @@ use embtune_transport::{TransportError, Tuning, certs};
 use embtune_workloads::{ModelSpec, QueryBatch};
 
 /// Connections to a coordinator: [`lanes::configured`] of them, each from its own endpoint,
-/// so that large replies are opened on several cores (`embtune_transport::lanes`).
+/// so that large replies relayed through it are opened on several cores
+/// (`embtune_transport::lanes`).
 #[derive(Clone)]
-pub struct Client {
+pub struct CoordinatorClient {
     lanes: Lanes,
     _eps: Arc<Vec<quinn::Endpoint>>,
     limits: FrameLimits,
@@ -78,18 +81,37 @@ impl PreparedQuery {
     }
 }
 
-impl Client {
+impl CoordinatorClient {
     /// Connects with the certificate in the cluster folder `cluster`.
-    pub async fn connect(addr: SocketAddr, cluster: &Path) -> Result<Client, TransportError> {
+    pub async fn connect(addr: SocketAddr, cluster: &Path) -> Result<CoordinatorClient, TransportError> {
         Self::connect_lanes(addr, cluster, lanes::configured()).await
     }
 
     /// Connects over `lanes` connections (at least one).
-    pub async fn connect_lanes(addr: SocketAddr, cluster: &Path, lanes: usize) -> Result<Client, TransportError> {
+    pub async fn connect_lanes(
+        addr: SocketAddr,
+        cluster: &Path,
+        lanes: usize,
+    ) -> Result<CoordinatorClient, TransportError> {
         let id = certs::load(cluster, None, None)?;
         let eps = lanes::endpoints(&id, &Tuning::default(), lanes)?;
         let lanes = Lanes::connect(&eps, addr, Duration::from_secs(5)).await?;
-        Ok(Client { lanes, _eps: Arc::new(eps), limits: FrameLimits::default(), timeout: Duration::from_secs(60) })
+        Ok(CoordinatorClient {
+            lanes,
+            _eps: Arc::new(eps),
+            limits: FrameLimits::default(),
+            timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// The coordinator's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.lanes.first().remote_address()
+    }
+
+    /// The control connection (the first lane).
+    pub fn connection(&self) -> &quinn::Connection {
+        self.lanes.first()
     }
 
     /// Connections to the coordinator.
@@ -136,6 +158,24 @@ impl Client {
     pub async fn deployment(&self) -> Result<Option<DeploymentInfo>, TransportError> {
         match self.rpc(&Request::GetDeployment, Body::Empty, self.timeout).await? {
             (Response::Deployment(d), _) => Ok(d),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// The routing table of the active deployment, if any.
+    pub async fn routes(&self) -> Result<Option<RouteTable>, TransportError> {
+        match self.rpc(&Request::GetRoutes, Body::Empty, self.timeout).await? {
+            (Response::Routes(r), _) => Ok(r.map(|r| *r)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Has `loadgens` of the coordinator's load generators (0: all) run one round of `spec`
+    /// at once, straight to the workers; their reports merged.
+    pub async fn run_load(&self, loadgens: u32, spec: &LoadSpec) -> Result<LoadReport, TransportError> {
+        let wait = Duration::from_millis((spec.warmup_ms + spec.duration_ms) as u64) + Duration::from_secs(300);
+        match self.rpc(&Request::RunLoad { loadgens, spec: spec.clone() }, Body::Empty, wait).await? {
+            (Response::Load(r), _) => Ok(*r),
             (other, _) => Err(unexpected(other)),
         }
     }
@@ -191,6 +231,24 @@ impl Client {
         }
     }
 
+    /// Waits until `n` load generators are connected, or `timeout` passes.
+    pub async fn wait_for_loadgens(&self, n: usize, timeout: Duration) -> Result<ClusterInfo, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.status().await?;
+            if s.loadgens.len() >= n {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TransportError::Remote(WireError::new(
+                    ErrorKind::NoLoadgen,
+                    format!("{} of {n} load generators connected after {timeout:?}", s.loadgens.len()),
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until `n` workers are healthy, or `timeout` passes.
     pub async fn wait_for_workers(&self, n: usize, timeout: Duration) -> Result<ClusterInfo, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -211,7 +269,7 @@ impl Client {
 }
 
 /// The pooled replies of a batch's stripes, in order, as one head and one buffer.
-pub(crate) fn pooled_parts(replies: Vec<(Response, Vec<u32>)>) -> Result<(PooledHead, Vec<u32>), TransportError> {
+pub fn pooled_parts(replies: Vec<(Response, Vec<u32>)>) -> Result<(PooledHead, Vec<u32>), TransportError> {
     if replies.len() == 1 {
         return match replies.into_iter().next().unwrap() {
             (Response::Pooled(h), words) => Ok((h, words)),
@@ -232,6 +290,6 @@ pub(crate) fn pooled_parts(replies: Vec<(Response, Vec<u32>)>) -> Result<(Pooled
     Ok((PooledHead::join(heads).expect("at least one stripe"), words))
 }
 
-fn unexpected(r: Response) -> TransportError {
+pub(crate) fn unexpected(r: Response) -> TransportError {
     TransportError::Remote(WireError::new(ErrorKind::Internal, format!("unexpected reply {r:?}")))
 }
