@@ -21,13 +21,16 @@ pub enum ClusterCmd {
     /// Create a cluster CA and a node certificate in DIR; every process of the cluster is
     /// started with `--cluster DIR` (copy the folder to every machine).
     Init {
+        /// The folder to create (the CA, and the node certificate every process may use).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
     /// Issue another node certificate signed by the cluster CA (e.g. one per Kubernetes pod).
     Cert {
+        /// The cluster folder holding the CA (`cluster init --out DIR`).
         #[arg(long, value_name = "DIR")]
         cluster: PathBuf,
+        /// The node's name, written into the certificate.
         #[arg(long)]
         name: String,
         /// Writes PREFIX.crt and PREFIX.key.
@@ -40,6 +43,7 @@ pub enum ClusterCmd {
         /// Response size, bytes.
         #[arg(long, default_value_t = 1 << 20)]
         size: usize,
+        /// Rounds; each measures every transport once, in turn.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Seconds per round (split between the four measurements).
@@ -53,6 +57,7 @@ pub enum ClusterCmd {
         /// (throughput). Each connection seals and opens its packets on its own thread.
         #[arg(long, default_value_t = 1)]
         connections: usize,
+        /// Print JSON (every figure of every round) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -60,6 +65,7 @@ pub enum ClusterCmd {
     Status {
         #[command(flatten)]
         target: Target,
+        /// Print JSON (the coordinator's view of every worker) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -164,6 +170,7 @@ pub struct CoordinatorArgs {
     /// QUIC address for workers and clients.
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// The cluster's certificate folder (`embtune cluster init --out DIR`).
     #[arg(long, value_name = "DIR")]
     pub cluster: PathBuf,
     /// Where the coordinator keeps its state (tuning results) and writes `coordinator.json`.
@@ -236,6 +243,7 @@ pub struct WorkerArgs {
     /// QUIC address the worker serves on (port 0 picks one).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// The cluster's certificate folder (`embtune cluster init --out DIR`).
     #[arg(long, value_name = "DIR")]
     pub cluster: PathBuf,
     /// The coordinator to register with (a name or an address).
@@ -256,6 +264,7 @@ pub struct WorkerArgs {
     /// address, or the local address that routes to the coordinator).
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Do not ask the kernel for transparent huge pages for the tables.
     #[arg(long)]
     pub no_huge_pages: bool,
     /// Skip the start-up calibration sweep (the cost model then starts from defaults).

@@ -28,6 +28,7 @@ pub struct CompareArgs {
     /// Engine threads, one pinned per core (default: every CPU).
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
+    /// The CPUs to pin the engine threads to, e.g. 0-3,8 (default: the first --cores CPUs).
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
     /// Rounds; every variant runs once per round, in rotating order.
@@ -36,6 +37,7 @@ pub struct CompareArgs {
     /// Seconds each variant runs per round.
     #[arg(long, default_value_t = 1.0)]
     pub round_secs: f64,
+    /// Batches in flight (closed loop; default: one more than the cores).
     #[arg(long, value_name = "Q")]
     pub concurrency: Option<usize>,
     /// Check a few batches of every variant against the f64 reference.
@@ -44,6 +46,7 @@ pub struct CompareArgs {
     /// Do not ask the kernel for transparent huge pages.
     #[arg(long)]
     pub no_huge_pages: bool,
+    /// Print JSON (every round of every variant, the medians and ratios) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -168,6 +171,7 @@ pub struct LimitArgs {
     /// per look-up in the engine; the ceiling loop has none.
     #[arg(long, default_value_t = 256)]
     pub batch: u32,
+    /// Print JSON (every round, the medians and the ratio) instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -103,6 +103,7 @@ enum Command {
 
 fn main() {
     keep_freed_memory();
+    ui::quiet_broken_pipe();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let Err(e) = run(cli.command) {

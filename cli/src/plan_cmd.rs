@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
+use embtune_dashboards::views;
 use embtune_protocol::{Placement, Plan, Topology};
-use embtune_tuner::cost::{Coefficients, Model, Node, Workload, predict_model};
+use embtune_tuner::cost::{Coefficients, Model, Node, Prediction, Workload, predict_model};
 use embtune_tuner::rules::choose_flow;
 use embtune_worker::machine::MachineInfo;
-use embtune_workloads::{BatchGenerator, ModelSpec};
+use embtune_workloads::{BatchGenerator, ModelSpec, TableProfile};
 
 use crate::bench::{PlanChoice, memory_caps, profile, resolve_plan};
 use crate::results::{Results, Source};
@@ -18,20 +19,36 @@ use crate::workload::WorkloadArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum PlanCmd {
-    /// Where each table lives and how it is read.
+    /// Where each table lives and how it is read: per table its rows, dim, pooling, placement
+    /// and shards, data flow, bytes per core and the cost model's share of the time.
+    #[command(after_help = "Examples:
+  embtune plan show --preset criteo-kaggle --scale 0.01 --workers 2 --cores 4
+  embtune plan show --preset avazu --strategy greedy-cost --flows direct
+  embtune plan show --job job-1733229913-1 --trial 7       a tuning job's trial
+  embtune plan show --plan plan.json --preset criteo-kaggle --scale 0.01")]
     Show(PlanArgs),
-    /// The cost model's prediction per table, and the reason for each decision.
+    /// The cost model's prediction per table, and the reason for each decision. With --job, the
+    /// headline figure is the one the job's model predicted for the trial (as the tune table
+    /// and `results show` print it).
+    #[command(after_help = "Examples:
+  embtune plan explain --preset criteo-kaggle --scale 0.01 --strategy auto
+  embtune plan explain --job job-1733229913-1              the job's best plan
+  embtune plan explain --job job-1733229913-1 --trial 7 --json")]
     Explain(PlanArgs),
     /// The plan as JSON (for `embtune bench --plan`), to stdout or --out.
     ///
     /// `--format torchrec` writes TorchRec's ShardingPlan instead: per table a ParameterSharding
     /// (sharding type, ranks as worker x cores-per-worker + core, shard sizes and offsets), and
-    /// per table what has no TorchRec form (hash shards, hot-row copies, uneven row ranges).
-    /// Example: embtune plan export --preset avazu --scale 0.05 --workers 2 --cores 4
-    ///            --format torchrec --out avazu.torchrec.json
+    /// per table what has no TorchRec form (hash shards, hot-row copies, client-resident tables,
+    /// uneven row ranges).
+    #[command(after_help = "Examples:
+  embtune plan export --preset criteo-kaggle --scale 0.01 --strategy greedy-cost --out plan.json
+  embtune bench --plan plan.json --preset criteo-kaggle --scale 0.01 --verify
+  embtune plan export --preset avazu --scale 0.05 --workers 2 --cores 4 --format torchrec --out avazu.torchrec.json")]
     Export {
         #[command(flatten)]
         args: PlanArgs,
+        /// Write the plan to this file instead of stdout.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         /// embtune (the plan itself) or torchrec (TorchRec's ShardingPlan).
@@ -55,38 +72,57 @@ pub enum PlanCmd {
 pub struct PlanArgs {
     #[command(flatten)]
     pub workload: WorkloadArgs,
-    /// A plan file.
+    /// A plan file (JSON, as `plan export` writes it).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["strategy", "job"])]
     pub plan: Option<PathBuf>,
     /// A strategy (auto, round-robin, all-replicate, all-shard, size-threshold, greedy-cost).
     #[arg(long)]
     pub strategy: Option<String>,
-    #[arg(long)]
+    /// The data flow of every table: auto (by rule), direct, hot, blocked or keep (the
+    /// strategy's own).
+    #[arg(long, value_name = "FLOW")]
     pub flows: Option<String>,
     /// A tuning job's best plan (or --trial N's), from --data-dir's results.
     #[arg(long, value_name = "JOB")]
     pub job: Option<String>,
-    #[arg(long, requires = "job")]
+    /// With --job: this trial's plan instead of the job's best.
+    #[arg(long, value_name = "N", requires = "job")]
     pub trial: Option<u32>,
+    /// The data dir whose results --job reads (default embtune-data).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Shape of the cluster the plan is for (default: one worker with this machine's CPUs).
+    /// Shape of the cluster the plan is for: workers (default: one worker with this machine's
+    /// CPUs).
     #[arg(long, default_value_t = 1)]
     pub workers: u16,
-    #[arg(long)]
+    /// Shape of the cluster the plan is for: cores per worker (default: this machine's CPUs).
+    #[arg(long, value_name = "N")]
     pub cores: Option<u16>,
+    /// Print JSON: the plan (show), the prediction (explain).
     #[arg(long)]
     pub json: bool,
 }
 
+/// A plan the flags name, with its spec and, for a job's trial, what the job predicted for it.
+struct Loaded {
+    spec: ModelSpec,
+    plan: Plan,
+    /// (job, trial, the job's prediction when it proposed the trial, objective).
+    trial: Option<(String, u32, f64, embtune_protocol::tuning::Objective)>,
+}
+
 /// The plan the flags name, with its spec.
-fn load(a: &PlanArgs) -> Result<(ModelSpec, Plan)> {
+fn load(a: &PlanArgs) -> Result<Loaded> {
     if let Some(job) = &a.job {
-        let r = Results::open(&Source { data_dir: a.data_dir.clone(), coordinator: None, cluster: None, json: false })?;
+        let r = Results::open(&Source { data_dir: a.data_dir.clone(), coordinator: None, cluster: None })?;
         let (j, trials) = r.job(job)?;
         let n = a.trial.or(j.best.map(|b| b.0)).context("the job has no measured trial yet")?;
         let t = trials.iter().find(|t| t.n == n).with_context(|| format!("job {job} has no trial {n}"))?;
-        return Ok((j.spec, t.plan.clone()));
+        return Ok(Loaded {
+            spec: j.spec,
+            plan: t.plan.clone(),
+            trial: Some((job.clone(), n, t.predicted, j.config.objective)),
+        });
     }
     let spec = a.workload.spec()?;
     let m = MachineInfo::detect();
@@ -102,7 +138,78 @@ fn load(a: &PlanArgs) -> Result<(ModelSpec, Plan)> {
         flows: a.flows.as_deref(),
         prefetch: None,
     };
-    Ok((spec.clone(), resolve_plan(&spec, &topo, &choice, &prof.tables, &memory_caps(&m, true))?))
+    let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &memory_caps(&m, true))?;
+    Ok(Loaded { spec, plan, trial: None })
+}
+
+/// The uncalibrated cost model of this machine, for a plan's topology.
+fn predict(
+    spec: &ModelSpec,
+    plan: &Plan,
+) -> Result<(Prediction, bool, embtune_tuner::rules::MemoryCaps, Vec<TableProfile>)> {
+    let m = MachineInfo::detect();
+    let caps = memory_caps(&m, true);
+    let prof = profile(&BatchGenerator::new(spec)?);
+    let node = Node { caps, coef: Coefficients::default() };
+    let w = Workload { spec, profiles: &prof.tables };
+    let model = if plan.topology.workers.len() == 1 {
+        Model::local(w, node)
+    } else {
+        Model::new(w, vec![node; plan.topology.workers.len()])
+    };
+    let p = predict_model(&model, plan);
+    let networked = model.networked;
+    Ok((p, networked, caps, prof.tables))
+}
+
+/// Bytes a core (or a worker, for a replicated table) holds of a table under a plan: the
+/// largest shard for a split table.
+fn bytes_per_core(tp: &embtune_protocol::TablePlan, ts: &embtune_workloads::TableSpec) -> String {
+    let row = tp.row_type.row_bytes(ts.dim) as u64;
+    match &tp.placement {
+        Placement::Replicated => format!("{}/worker", ui::bytes(ts.rows * row)),
+        Placement::Client => format!("{}/client", ui::bytes(ts.rows * row)),
+        p => {
+            let most = (0..p.shards()).map(|i| p.shard_rows(i, ts.rows).len(ts.rows)).max().unwrap_or(0);
+            format!("{}/core", ui::bytes(most * row))
+        }
+    }
+}
+
+/// The compact per-table statistics of a plan (as TorchRec's planner prints its sharding
+/// plan): one row per table.
+fn stats_table(spec: &ModelSpec, plan: &Plan, p: &Prediction) -> comfy_table::Table {
+    let total: f64 = p.per_table.iter().map(|t| t.ns_per_batch).sum::<f64>().max(1e-12);
+    let mut t = ui::table(&[
+        "table",
+        "rows",
+        "dim",
+        "pooling",
+        "rows as",
+        "placement",
+        "shards on",
+        "flow",
+        "bytes per core",
+        "share of time",
+    ]);
+    for ((tp, ts), tc) in plan.tables.iter().zip(&spec.tables).zip(&p.per_table) {
+        t.add_row(vec![
+            ts.name.clone(),
+            ui::count(ts.rows),
+            ts.dim.to_string(),
+            {
+                let m = ts.pooling.mean();
+                if m.fract() == 0.0 { format!("{m:.0}") } else { format!("{m:.1}") }
+            },
+            tp.row_type.to_string(),
+            tp.placement.kind(),
+            owners(&tp.placement),
+            tp.flow.to_string(),
+            bytes_per_core(tp, ts),
+            format!("{:.1}%", 100.0 * tc.ns_per_batch / total),
+        ]);
+    }
+    t
 }
 
 fn owners(p: &Placement) -> String {
@@ -119,11 +226,12 @@ fn owners(p: &Placement) -> String {
 pub fn run(cmd: PlanCmd) -> Result<()> {
     match cmd {
         PlanCmd::Show(a) => {
-            let (spec, plan) = load(&a)?;
+            let Loaded { spec, plan, .. } = load(&a)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
                 return Ok(());
             }
+            let (p, _, _, _) = predict(&spec, &plan)?;
             println!(
                 "{} for `{}` on {} worker(s), {} cores; knobs: sub-batch {}, {} requests in flight per worker",
                 plan.strategy,
@@ -133,48 +241,46 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
                 plan.knobs.sub_batch,
                 plan.knobs.inflight_per_worker
             );
-            let mut t = ui::table(&["table", "rows", "bytes", "placement", "on", "flow", "rows as"]);
-            for (tp, ts) in plan.tables.iter().zip(&spec.tables) {
-                t.add_row(vec![
-                    ts.name.clone(),
-                    ui::si(ts.rows as f64),
-                    ui::bytes(ts.rows * tp.row_type.row_bytes(ts.dim) as u64),
-                    tp.placement.kind(),
-                    owners(&tp.placement),
-                    tp.flow.to_string(),
-                    tp.row_type.to_string(),
-                ]);
-            }
-            println!("{t}");
+            println!("{}", stats_table(&spec, &plan, &p));
+            println!(
+                "pooling: mean look-ups per bag; share of time: each table's core time per batch in this machine's uncalibrated cost model (`plan explain` has the rest)"
+            );
         }
         PlanCmd::Explain(a) => {
-            let (spec, plan) = load(&a)?;
-            let m = MachineInfo::detect();
-            let caps = memory_caps(&m, true);
-            let prof = profile(&BatchGenerator::new(&spec)?);
-            let node = Node { caps, coef: Coefficients::default() };
-            let w = Workload { spec: &spec, profiles: &prof.tables };
-            let model = if plan.topology.workers.len() == 1 {
-                Model::local(w, node)
-            } else {
-                Model::new(w, vec![node; plan.topology.workers.len()])
-            };
-            let p = predict_model(&model, &plan);
+            let Loaded { spec, plan, trial } = load(&a)?;
+            let (p, networked, caps, profiles) = predict(&spec, &plan)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
+                let mut v = serde_json::to_value(&p)?;
+                if let Some((job, n, predicted, o)) = &trial {
+                    v["job"] = serde_json::json!({"job": job, "trial": n, "objective": o.name(), "unit": o.unit(),
+                        "predicted": if predicted.is_finite() { Some(*predicted) } else { None }});
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            println!(
-                "{} for `{}`: predicted {:.0} batches/s, {} per batch on an idle {}",
-                plan.strategy,
-                spec.name,
-                p.throughput(),
-                ui::us(p.latency_ns / 1e3),
-                if model.networked { "cluster" } else { "engine" }
-            );
+            match &trial {
+                Some((job, n, predicted, o)) if predicted.is_finite() => println!(
+                    "{} for `{}`, trial {n} of {job}: predicted {} {} by the job's cost model when it proposed the trial (refitted to the trials before it, as the tune table shows); the breakdown below is this machine's uncalibrated model, {:.0} batches/s and {} per batch on an idle {}",
+                    plan.strategy,
+                    spec.name,
+                    views::fmt_value(*predicted),
+                    o.unit(),
+                    p.throughput(),
+                    ui::us(p.latency_ns / 1e3),
+                    if networked { "cluster" } else { "engine" }
+                ),
+                _ => println!(
+                    "{} for `{}`: predicted {:.0} batches/s, {} per batch on an idle {} (this machine's uncalibrated cost model)",
+                    plan.strategy,
+                    spec.name,
+                    p.throughput(),
+                    ui::us(p.latency_ns / 1e3),
+                    if networked { "cluster" } else { "engine" }
+                ),
+            }
             let mut t = ui::table(&["table", "placement", "flow", "core-us/batch", "L2", "LLC", "DRAM", "why"]);
             let cores = plan.topology.total_cores() as u64;
-            for ((tp, ts), (tc, pr)) in plan.tables.iter().zip(&spec.tables).zip(p.per_table.iter().zip(&prof.tables)) {
+            for ((tp, ts), (tc, pr)) in plan.tables.iter().zip(&spec.tables).zip(p.per_table.iter().zip(&profiles)) {
                 let bytes = ts.rows * tp.row_type.row_bytes(ts.dim) as u64;
                 let per_batch = spec.batch_size as f64 * ts.pooling.mean();
                 let place = match &tp.placement {
@@ -229,11 +335,11 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
         }
         PlanCmd::Import(a) => crate::torchrec_cmd::plan_import(a)?,
         PlanCmd::Export { args, out, format, module_path } if format == "torchrec" => {
-            let (spec, plan) = load(&args)?;
+            let Loaded { spec, plan, .. } = load(&args)?;
             crate::torchrec_cmd::export(&spec, &plan, &module_path, out.as_ref())?;
         }
         PlanCmd::Export { args, out, .. } => {
-            let (_, plan) = load(&args)?;
+            let Loaded { plan, .. } = load(&args)?;
             let text = serde_json::to_string_pretty(&plan)?;
             match out {
                 Some(f) => {

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde_json::json;
 
 use embtune_client::CoordinatorClient;
-use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Objective, SearchKind, Trial, TrialKind};
+use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Objective, SearchKind, Trial};
 use embtune_tuner::store::Store;
 
 use crate::cluster::{Target, runtime};
@@ -36,6 +35,8 @@ pub struct TuneArgs {
     /// Tune on a running cluster through its coordinator.
     #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
     pub coordinator: Option<std::net::SocketAddr>,
+    /// The cluster's certificate directory (`embtune cluster init --out DIR`), with
+    /// --coordinator.
     #[arg(long, value_name = "DIR")]
     pub cluster: Option<PathBuf>,
     /// Measured trials of the search, after one trial per baseline.
@@ -96,38 +97,16 @@ pub struct TuneArgs {
     /// Continue a job that stopped (the coordinator restarted, or `tune` was interrupted).
     #[arg(long, value_name = "JOB")]
     pub resume: Option<String>,
+    /// Print one JSON object when the job ends (no progress, no tables): the figures of
+    /// `embtune results show --json` without the trials.
     #[arg(long)]
     pub json: bool,
 }
 
-/// The contract JSON of a finished job: `job`, `trials`, `best`, `baselines`, `speedup_vs`.
+/// The contract JSON of a finished job (`job`, `trials`, `best`, `baselines`, `speedup_vs`,
+/// ...): the dashboard's job summary, built in one place (`embtune_dashboards::views`).
 pub fn summary(job: &Job, trials: &[Trial]) -> serde_json::Value {
-    let o = job.config.objective;
-    let best = job.best.map(|b| b.1);
-    let best_trial = job.best.and_then(|(n, _)| trials.iter().find(|t| t.n == n));
-    json!({
-        "job": job.id,
-        "dataset": job.dataset,
-        "status": job.status.label(),
-        "objective": o.name(),
-        "unit": o.unit(),
-        "trials": trials.iter().filter(|t| !matches!(t.kind, TrialKind::Baseline(_))).count(),
-        "trials_total": trials.len(),
-        "failed_trials": trials.iter().filter(|t| t.failure.is_some()).count(),
-        "best": best,
-        "best_trial": job.best.map(|b| b.0),
-        "best_plan": best_trial.map(|t| t.plan.summary()),
-        "baselines": job.reported_baselines(),
-        "baselines_trials": job.baselines,
-        "speedup_vs": job.speedup_vs(),
-        "head_to_head": job.head_to_head,
-        "ceiling": job.ceiling,
-        "ceiling_share": job.ceiling_share(),
-        "ceiling_bound": job.ceiling_bound().map(|b| b.name()),
-        "ceiling_load": job.ceiling_load,
-        "model_error": job.model_error,
-        "cluster": job.cluster.key(),
-    })
+    embtune_dashboards::views::summary(job, trials)
 }
 
 pub fn run(a: TuneArgs) -> Result<()> {
@@ -278,12 +257,25 @@ pub(crate) async fn follow(client: &CoordinatorClient, id: &str, quiet: bool) ->
         bar.set_length(total);
         bar.set_position(trials.len() as u64);
         let o = job.config.objective;
-        let best_base = job.baselines.values().copied().reduce(|a, b| if o.better(a, b) { a } else { b });
-        let msg = match (job.best, best_base) {
-            (Some((_, b)), Some(base)) => {
-                format!("{id}: best {} {} ({:.2}x the best baseline)", fmt(b), o.unit(), o.speedup(base, b))
-            }
-            (Some((_, b)), None) => format!("{id}: best {} {}", fmt(b), o.unit()),
+        // While the search runs, every figure is a trial's own measurement; once the job has its
+        // side-by-side rounds, the headline every view shows.
+        let msg = match (job.best, embtune_dashboards::views::best_baseline_trial(&job), job.headline()) {
+            (Some(_), _, Some(h)) if job.head_to_head.is_some() => format!(
+                "{id}: best {} {} ({:.2}x {}{}, side by side)",
+                fmt(h.best),
+                o.unit(),
+                h.speedup,
+                h.baseline,
+                if h.tie { ", a tie" } else { "" }
+            ),
+            (Some((n, b)), Some((name, base)), _) => format!(
+                "{id}: {}/{total} trials; best trial {n} {} {} ({:.2}x {name}, trial against trial)",
+                trials.len(),
+                fmt(b),
+                o.unit(),
+                o.speedup(base, b)
+            ),
+            (Some((_, b)), None, _) => format!("{id}: best {} {}", fmt(b), o.unit()),
             _ => format!("{id}: measuring baselines"),
         };
         let msg =
@@ -306,7 +298,9 @@ pub(crate) async fn follow(client: &CoordinatorClient, id: &str, quiet: bool) ->
 /// Four significant figures or more: trials of one job often differ by a few percent, which
 /// "1.2k" would hide.
 fn fmt(v: f64) -> String {
-    if v >= 100_000.0 {
+    if !v.is_finite() {
+        "-".into()
+    } else if v >= 100_000.0 {
         ui::si(v)
     } else if v >= 1000.0 {
         format!("{v:.0}")
@@ -343,17 +337,34 @@ fn copy_into(dir: &std::path::Path, job: &Job, trials: &[Trial]) -> Result<()> {
 }
 
 pub fn print_summary(job: &Job, trials: &[Trial]) {
+    use embtune_dashboards::views;
     let o = job.config.objective;
-    println!("job {} on {} ({}), objective {} ({})", job.id, job.dataset, job.cluster.key(), o.name(), o.unit());
-    let mut t = ui::table(&["#", "kind", "plan", "predicted", "measured", "±95%", "vs round-robin"]);
-    let rr = job.baselines.get("round-robin").copied();
+    println!(
+        "job {} on {} ({}), objective {} ({}), started {} UTC",
+        job.id,
+        job.dataset,
+        job.cluster.key(),
+        o.name(),
+        o.unit(),
+        ui::utc(job.created_ms)
+    );
+    let base = views::best_baseline_trial(job);
+    let vs_head = match &base {
+        Some((name, _)) => format!("vs {name} (trial)"),
+        None => "vs best baseline".into(),
+    };
+    let side_head = match &job.head_to_head {
+        Some(h) => format!("side by side ({} rounds)", h.rounds),
+        None => "side by side".into(),
+    };
+    let mut t =
+        ui::table(&["#", "kind", "plan", "knobs", "predicted", "trial", "±95%", &side_head, &vs_head, "start", "end"]);
+    let headline = job.headline();
     for tr in trials {
-        let (m, ci) = tr
-            .measured
-            .as_ref()
-            .map_or(("failed".to_string(), String::new()), |m| (fmt(m.value), format!("{:.1}%", m.ci * 100.0)));
-        let vs = match (rr, &tr.measured) {
-            (Some(r), Some(m)) => format!("{:.2}x", o.speedup(r, m.value)),
+        let (m, ci) =
+            tr.measured.as_ref().map_or(("failed".to_string(), String::new()), |m| (fmt(m.value), ci_text(m.ci)));
+        let vs = match (&base, &tr.measured) {
+            (Some((_, r)), Some(m)) => format!("{:.2}x", o.speedup(*r, m.value)),
             _ => String::new(),
         };
         // A baseline that does not fit never ran: its stored plan is only a stand-in, so the row
@@ -363,31 +374,59 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
             Some(f) => format!("{} (failed: {f})", tr.plan.summary()),
             None => tr.plan.summary(),
         };
-        t.add_row(vec![tr.n.to_string(), tr.kind.label(), plan, fmt(tr.predicted), m, ci, vs]);
+        let side = job.head_to_head.as_ref().and_then(|h| h.contenders.get(&tr.n)).map_or(String::new(), |v| {
+            let mark = if job.best.is_some_and(|b| b.0 == tr.n) {
+                " best"
+            } else if headline.as_ref().and_then(|h| h.tied_trial) == Some(tr.n) {
+                " tie"
+            } else {
+                ""
+            };
+            format!("{}{mark}", fmt(*v))
+        });
+        let time = |ms: u64| ui::utc(ms).split(' ').nth(1).unwrap_or("-").to_string();
+        t.add_row(vec![
+            tr.n.to_string(),
+            tr.kind.label(),
+            plan,
+            views::TrialParams::of(&tr.plan).text(),
+            fmt(tr.predicted),
+            m,
+            ci,
+            side,
+            vs,
+            time(tr.started_ms),
+            time(tr.ended_ms),
+        ]);
     }
     println!("{t}");
+    println!("trial: each trial's own measurement (its rounds' mean); predicted: the cost model's, when proposed");
     if let Some((n, b)) = job.best {
-        println!("best: trial {n}, {} {}", fmt(b), o.unit());
+        println!("best: trial {n}, {} {} ({})", fmt(b), o.unit(), job.figures_source());
     }
-    match &job.head_to_head {
-        Some(h) => {
-            println!(
-                "side by side, {} alternating rounds of {} contenders: trial {} won at {} {} (speed-up: median of the rounds' ratios):",
-                h.rounds,
-                h.contenders.len(),
-                h.best_trial,
-                fmt(h.best),
-                o.unit()
-            );
-            for (k, x) in &h.speedup_vs {
-                println!("  {x:.2}x {k} ({} {})", fmt(h.baselines.get(k).copied().unwrap_or(f64::NAN)), o.unit());
-            }
-        }
-        None => {
-            for (k, x) in job.speedup_vs() {
-                println!("  {x:.2}x {k} ({} {})", fmt(job.baselines[&k]), o.unit());
-            }
-        }
+    if let Some(h) = &job.head_to_head {
+        println!(
+            "side by side, {} alternating rounds of {} contenders (speed-up: median of the rounds' paired ratios; a tie when they cannot tell the plans apart):",
+            h.rounds,
+            h.contenders.len()
+        );
+    }
+    let reported = job.reported_baselines();
+    for (k, x) in job.speedup_vs() {
+        let value = reported.get(&k).copied().unwrap_or(f64::NAN);
+        let how = match job
+            .head_to_head
+            .as_ref()
+            .map(|h| (h.versus.get(&k), h.winner_baseline.as_deref() == Some(k.as_str())))
+        {
+            Some((_, true)) => "the best plan".to_string(),
+            Some((Some(v), _)) => format!("{} (rounds {:.2}x to {:.2}x)", v.verdict.label(), v.lo, v.hi),
+            _ => String::new(),
+        };
+        println!("  {x:.2}x {k} ({} {}) {how}", fmt(value), o.unit());
+    }
+    if let Some(v) = views::verdict_text(job) {
+        println!("verdict: {v}");
     }
     if let (Some(c), Some(share)) = (job.ceiling, job.ceiling_share()) {
         // Over 100% is the noise of two measurements of the same bound.
@@ -406,4 +445,9 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
     if let JobStatus::Failed(e) = &job.status {
         println!("FAILED: {e}");
     }
+}
+
+/// A trial's 95% interval, or `-` after a single round (no interval).
+fn ci_text(ci: f64) -> String {
+    if ci.is_finite() { format!("{:.1}%", ci * 100.0) } else { "-".into() }
 }

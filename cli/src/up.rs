@@ -549,9 +549,11 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         crate::ui::bytes(d.bytes),
         d.seconds
     );
+    // The hints name the binary that is running: after `cargo run` no `embtune` is on the PATH.
+    let bin = crate::ui::self_command();
     if let Some(j) = &job {
         eprintln!(
-            "tuning: job {j} ({} trials after the {} baselines); results: embtune results show {j} --data-dir {}",
+            "tuning: job {j} ({} trials after the {} baselines); results: {bin} results show {j} --data-dir {}",
             a.tune_trials,
             embtune_tuner::Strategy::baselines(a.client_memory).len(),
             local.data.display()
@@ -559,18 +561,18 @@ pub fn run(mut a: UpArgs) -> Result<()> {
     }
     let cluster = &local.cluster;
     eprintln!(
-        "try:  embtune bench --coordinator {} --cluster {} {} --verify",
+        "try:  {bin} bench --coordinator {} --cluster {} {} --verify",
         file.quic,
         cluster.display(),
         workload_flags(&a.workload)
     );
     eprintln!(
-        "      embtune tune --coordinator {} --cluster {} {} --trials 10",
+        "      {bin} tune --coordinator {} --cluster {} {} --trials 10",
         file.quic,
         cluster.display(),
         workload_flags(&a.workload)
     );
-    eprintln!("      embtune cluster status --coordinator {} --cluster {}", file.quic, cluster.display());
+    eprintln!("      {bin} cluster status --coordinator {} --cluster {}", file.quic, cluster.display());
     eprintln!("logs: {}; stop with Ctrl-C", local.data.join("logs").display());
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -22,6 +22,7 @@ pub enum WorkloadCmd {
     Show {
         #[command(flatten)]
         workload: WorkloadArgs,
+        /// Print the spec as JSON instead of TOML.
         #[arg(long)]
         json: bool,
         /// Print it as TorchRec EmbeddingBagConfigs (JSON) with embtune's extras
@@ -65,6 +66,7 @@ pub struct ProfileArgs {
     /// Batches to generate and count.
     #[arg(long, default_value_t = 8)]
     pub batches: usize,
+    /// Print JSON (per table: rows, distinct ids, top shares) instead of a table.
     #[arg(long)]
     pub json: bool,
 }

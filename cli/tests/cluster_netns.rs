@@ -7,7 +7,9 @@
 //! killed with SIGKILL (detected within 2 s, replicated tables still served, full queries refused
 //! with an error that names the missing shard), restarted, and verified again.
 //!
-//! Needs root and iproute2; skips (and passes) otherwise, unless EMBTUNE_NETNS_REQUIRED is set.
+//! Needs root and iproute2; skips (and passes, printing a `SKIPPED:` line) otherwise, unless
+//! EMBTUNE_NETNS_REQUIRED is set. Without netem in the kernel the links are not shaped: a
+//! `SKIPPED:` line says so, and EMBTUNE_NETEM_REQUIRED makes that a failure.
 //! Run it with `sudo cargo test -p embtune --test cluster_netns`.
 
 mod common;
@@ -221,7 +223,8 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     match &net.shaping {
         Shaping::Netem(how) => say(&format!("links: {how}")),
         Shaping::None(why) => {
-            say(&format!("links: NOT shaped, no netem in this kernel ({why}); running without delay and loss"))
+            say(&format!("links: NOT shaped, no netem in this kernel ({why}); running without delay and loss"));
+            netns::unshaped(&format!("no netem in this kernel, the links run without delay and loss ({why})"));
         }
     }
     let mut c = NsCluster::start(net);

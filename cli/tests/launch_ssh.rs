@@ -3,7 +3,8 @@
 //! restarts them, `launch --stop`, and a worker that cannot start reported with its log.
 //!
 //! Needs root (sshd logs in as root by key) and OpenSSH (Debian: openssh-server,
-//! openssh-client); skips with a message otherwise.
+//! openssh-client); skips otherwise with a `SKIPPED:` line, or fails when EMBTUNE_SSH_REQUIRED
+//! is set (CI sets it as root, after installing OpenSSH).
 
 mod common;
 
@@ -12,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, exe, free_udp, wait_until};
+use common::{Cluster, exe, free_udp, skipped, wait_until};
+
+/// Set to turn a skip into a failure (CI, which installs OpenSSH, sets it as root).
+const REQUIRED_ENV: &str = "EMBTUNE_SSH_REQUIRED";
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -197,8 +201,7 @@ fn strs(v: &[&str]) -> Vec<String> {
 #[test]
 fn launch_over_ssh_serves_verified_lookups_and_stops() {
     if let Some(why) = unsupported() {
-        eprintln!("skipping launch_over_ssh: {why}");
-        return;
+        return skipped("launch_ssh", &why, REQUIRED_ENV);
     }
     let help = run(&strs(&["launch", "--help"]));
     assert!(help.status.success(), "`embtune launch` is not wired into cli/src/main.rs: {}", text(&help));
@@ -377,8 +380,11 @@ fn unreachable_hosts_and_dry_runs_say_what_happens() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: unknown key `colour`"), "{}", text(&out));
 
     if !have("ssh") {
-        eprintln!("skipping the unreachable-host half: no `ssh`");
-        return;
+        return skipped(
+            "launch_ssh (an unreachable host)",
+            "`ssh` is missing (Debian: apt-get install openssh-client)",
+            REQUIRED_ENV,
+        );
     }
     let mut stop: Vec<String> = strs(&["launch", "--stop", "--hosts", hosts.to_str().unwrap()]);
     stop.extend(strs(&["--ssh", "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"]));

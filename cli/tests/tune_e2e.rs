@@ -89,6 +89,16 @@ fn tune_local_and_results_follow_the_contract() {
     // `best` and `baselines` come from the same rounds as the speed-ups.
     assert_eq!(r["best"], h["best"], "{r}");
     assert_eq!(r["baselines"], h["baselines"], "{r}");
+    // One set of numbers: the best is never below a reported baseline while the speed-ups are
+    // at least 1 (a tie is reported as a tie, with the baseline kept).
+    let best_value = r["best"].as_f64().unwrap();
+    for (b, v) in baselines {
+        assert!(best_value >= h["baselines"][b].as_f64().unwrap(), "best below {b} ({v}): {r}");
+        assert!(r["speedup_vs"][b].as_f64().unwrap() >= 1.0, "{b}: {r}");
+    }
+    assert!(r["tie"].is_boolean() && r["verdict"].is_string(), "{r}");
+    assert!(r["figures_source"].as_str().unwrap().contains("3 alternating rounds"), "{r}");
+    assert_eq!(r["speedup"], r["speedup_vs"][r["best_baseline"]["name"].as_str().unwrap()], "{r}");
     // The cluster's ceiling was measured on the free-engine shape after the head-to-head.
     let ceiling = r["ceiling"].as_f64().expect("a ceiling");
     let share = r["ceiling_share"].as_f64().expect("a ceiling share");
@@ -107,9 +117,68 @@ fn tune_local_and_results_follow_the_contract() {
     assert_eq!(show["trials"].as_array().unwrap().len(), 9);
     let best = json(&run(&["results", "best", "--preset", "avazu@0.002", "--data-dir", d, "--json"]));
     assert_eq!(best["job"], job.as_str());
+    // A preset with --scale names the same dataset; without the scale, the match is listed.
+    let scaled = json(&run(&["results", "best", "--preset", "avazu", "--scale", "0.002", "--data-dir", d, "--json"]));
+    assert_eq!(scaled["job"], job.as_str());
+    let near = run(&["results", "best", "--preset", "avazu", "--data-dir", d]);
+    assert!(!near.status.success());
+    let err = String::from_utf8_lossy(&near.stderr);
+    assert!(err.contains("avazu@0.002: embtune results best --preset avazu --scale 0.002"), "{err}");
+    // The trials table shows every trial's knobs and times.
+    let text = run(&["results", "show", &job, "--data-dir", d]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("sub-batch") && text.contains("in flight") && text.contains("start"), "{text}");
+    assert!(text.contains("verdict: "), "{text}");
+    // Piped into a reader that closes at once, every command exits quietly.
+    for cmd in [format!("results show {job}"), format!("results export {job} --format csv"), "results list".into()] {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -o pipefail; '{}' {cmd} --data-dir '{d}' | true", exe()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !err.contains("panicked") && !err.contains("Broken pipe"), "{cmd}: {err}");
+    }
+    // `plan explain --job` headlines the figure the tune table predicted for the trial.
+    let trials_shown = show["trials"].as_array().unwrap();
+    let trial = &trials_shown[trials_shown.len() - 1];
+    let n = trial["n"].as_u64().unwrap().to_string();
+    let predicted = trial["predicted"].as_f64().unwrap();
+    let explain = run(&["plan", "explain", "--job", &job, "--trial", &n, "--data-dir", d]);
+    let explain = String::from_utf8_lossy(&explain.stdout);
+    let figure = if predicted >= 1000.0 { format!("{predicted:.0}") } else { format!("{predicted:.1}") };
+    assert!(explain.contains(&format!("predicted {figure} batches/s by the job's cost model")), "{figure}: {explain}");
+    // `plan show` prints row counts as integers.
+    let shown = run(&["plan", "show", "--job", &job, "--data-dir", d]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("share of time"), "{shown}");
+    let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.002), ..Default::default() }).unwrap();
+    let commas = |n: u64| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    for t in &spec.tables {
+        let line = shown
+            .lines()
+            .find(|l| l.contains(&format!(" {} ", t.name)))
+            .unwrap_or_else(|| panic!("{}: {shown}", t.name));
+        assert!(line.contains(&format!(" {} ", commas(t.rows))), "rows of {} as an integer: {line}", t.name);
+    }
     assert!(best["plan"]["tables"].as_array().unwrap().len() == 21);
     let csv = run(&["results", "export", &job, "--format", "csv", "--data-dir", d]);
-    assert_eq!(String::from_utf8_lossy(&csv.stdout).lines().count(), 10);
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    assert_eq!(csv.lines().count(), 10);
+    assert!(
+        csv.starts_with("number,value,datetime_start,datetime_complete,duration_s,state,kind,params_sub_batch,"),
+        "{csv}"
+    );
 
     // The best plan runs locally through `bench --plan`.
     let plan = dir.path().join("plan.json");

@@ -91,10 +91,19 @@ function badge(status) {
   return h("span", { class: "badge badge-" + status }, status);
 }
 
-function speedupText(x) {
+// A speed-up, coloured only when it is a difference: a tie (the side-by-side rounds cannot tell
+// the plans apart) reads "tie", whatever its ratio.
+function speedupText(x, tie) {
   if (!Number.isFinite(x)) return h("span", { class: "muted" }, "–");
-  return h("span", { class: "speedup " + (x >= 1.05 ? "up" : x < 0.98 ? "down" : "flat") }, x.toFixed(2) + "×");
+  if (tie) return h("span", { class: "speedup flat tie", title: "the side-by-side rounds cannot tell the plans apart" }, x.toFixed(2) + "× tie");
+  return h("span", { class: "speedup " + (x >= 1.05 ? "up" : x < 0.95 ? "down" : "flat") }, x.toFixed(2) + "×");
 }
+
+// A latency, or "no data" when nothing was measured (an idle cluster has no latency, not 0 µs).
+const latText = (x) => (x === null || x === undefined || !Number.isFinite(x) || x <= 0) ? "no data" : us(x);
+
+// A value with its unit in smaller type, so that a card shows the number whole.
+const withUnit = (v, unit) => h("span", {}, v, unit ? h("span", { class: "unit" }, " " + unit) : null);
 
 function emptyState(title, ...lines) {
   return h("div", { class: "empty-state" }, h("div", { class: "empty-title" }, title), ...lines.map((l) => h("p", {}, l)));
@@ -198,7 +207,7 @@ async function pageCluster(ctx, root) {
   function drawCharts() {
     const pts = (k) => live.map((p) => [p.t, p[k]]);
     fill(tp, Charts.timeSeries({ width: widthOf(tp), height: 190, series: [{ name: "queries/s", cls: "s-qps", values: pts("qps"), fill: true }], label: "queries per second" }));
-    fill(lat, Charts.timeSeries({ width: widthOf(lat), height: 190, format: us, series: [
+    fill(lat, Charts.timeSeries({ width: widthOf(lat), height: 190, format: us, empty: "no data: no query finished while this page was open", series: [
       { name: "p50", cls: "s-p50", values: pts("p50") }, { name: "p99", cls: "s-p99", values: pts("p99") }], label: "latency" }));
   }
 
@@ -228,8 +237,8 @@ async function pageCluster(ctx, root) {
     fill(kpis,
       kpi("Throughput", fmt(c.live.qps) + " q/s", fmt(c.live.samples_per_s) + " samples/s"),
       kpi("Look-ups", c.live.lookups_per_s === null ? "measuring…" : fmt(c.live.lookups_per_s) + "/s", "embedding rows gathered"),
-      kpi("p50 latency", us(c.live.p50_us), `over the last ${c.live.window_s} s`),
-      kpi("p99 latency", us(c.live.p99_us), `over the last ${c.live.window_s} s`),
+      kpi("p50 latency", latText(c.live.p50_us), c.live.p50_us === null ? `no query in the last ${c.live.window_s} s` : `over the last ${c.live.window_s} s`),
+      kpi("p99 latency", latText(c.live.p99_us), c.live.p99_us === null ? `no query in the last ${c.live.window_s} s` : `over the last ${c.live.window_s} s`),
       kpi("Workers", `${healthy} / ${total}`, healthy === total ? "all healthy" : `${total - healthy} down`, healthy === total ? "" : "kpi-bad"),
       kpi("Errors", String(c.query_errors), c.queries ? pct(c.query_errors / Math.max(1, c.queries), 2) + " of queries" : "", c.query_errors ? "kpi-warn" : ""),
       kpi("On the wire", c.wire_bytes_per_batch == null ? "no data" : bytes(c.wire_bytes_per_batch), "per batch, both ways, in measured load rounds"));
@@ -340,7 +349,7 @@ async function pageJobs(ctx, root) {
           h("td", {}, j.objective, h("span", { class: "muted small" }, " " + j.unit)),
           h("td", { class: "num" }, j.best === null ? "–" : fmt(j.best)),
           h("td", { class: "num" }, j.best_baseline ? [fmt(j.best_baseline.value), h("div", { class: "small muted" }, j.best_baseline.name)] : "–"),
-          h("td", { class: "num" }, speedupText(j.speedup)),
+          h("td", { class: "num" }, speedupText(j.speedup, j.tie)),
           h("td", { class: "small" }, j.cluster),
           h("td", { class: "small muted", title: when(j.created_ms) }, ago(j.created_ms)));
       }))));
@@ -349,11 +358,18 @@ async function pageJobs(ctx, root) {
   ctx.poll(refresh, 3000);
 }
 
+// [key, label, class, what the figure is]
 const TRIAL_COLUMNS = [
-  ["n", "#", "num"], ["kind", "Kind", ""], ["summary", "Plan", ""], ["predicted", "Predicted", "num"],
-  ["measured", "Measured", "num"], ["ci", "±95%", "num"], ["p50_us", "p50", "num"], ["p99_us", "p99", "num"],
-  ["vs_best_baseline", "vs best baseline", "num"], ["seconds", "Time", "num"],
+  ["n", "#", "num"], ["kind", "Kind", ""], ["summary", "Plan", "", "placements and flows"],
+  ["knobs", "Knobs", "", "prefetch distance, sub-batch, requests in flight per worker, hot rows"],
+  ["predicted", "Predicted", "num", "the cost model's prediction when the trial was proposed"],
+  ["measured", "Trial", "num", "the trial's own measurement (mean of its rounds)"], ["ci", "±95%", "num"],
+  ["side_by_side", "Side by side", "num", "median of the head-to-head rounds, for its contenders"],
+  ["p50_us", "p50", "num"], ["p99_us", "p99", "num"],
+  ["vs_best_baseline", "vs best baseline (trial)", "num", "this trial's own measurement over the best baseline's own trial"],
+  ["started_ms", "Start", "num"], ["ended_ms", "End", "num"],
 ];
+const clock = (ms) => ms ? new Date(ms).toLocaleTimeString() : "–";
 
 async function pageJob(ctx, root, id) {
   const head = h("div", { class: "page-head" });
@@ -365,7 +381,7 @@ async function pageJob(ctx, root, id) {
   const histLegend = h("span", { class: "legend-inline" },
     h("i", { class: "dot-k k-baseline" }), "baseline ", h("i", { class: "dot-k k-search" }), "search ",
     h("i", { class: "dot-k k-knobs" }), "knobs ", h("i", { class: "dot-k k-random" }), "random ",
-    h("i", { class: "sw best" }), "best so far ", h("i", { class: "sw baseline" }), "baselines");
+    h("i", { class: "sw best" }), "best search trial so far (own measurement) ", h("i", { class: "sw baseline" }), "baselines");
   fill(root, head, kpis,
     card("Optimisation history", hist, { id: "history-card", aside: histLegend }),
     h("div", { class: "grid-2" }, card("Predicted vs measured", pvm, { id: "pvm-card" }), card("Baselines", bases, { id: "baselines-card" })),
@@ -392,22 +408,33 @@ async function pageJob(ctx, root, id) {
     if (!entries.length) { fill(bases, h("p", { class: "muted" }, "No baseline measured yet.")); return; }
     const all = entries.map(([, v]) => v).concat(job.best === null ? [] : [job.best]);
     const max = Math.max(...all);
-    const row = (name, v, cls) => h("div", { class: "hbar-row " + (cls || "") },
-      h("div", { class: "hbar-label" }, name),
+    const verdictOf = (k) => job.versus && job.versus[k] ? job.versus[k].verdict : null;
+    // The factor beside each baseline is `speedup_vs`: the same figure as the side-by-side table
+    // and the headline, from the same measurements as the bars.
+    const row = (name, v, cls, factor, tie) => h("div", { class: "hbar-row " + (cls || ""), "data-baseline": name },
+      h("div", { class: "hbar-label", title: name }, name),
       h("div", { class: "hbar" }, h("div", { class: "hbar-fill", style: { width: (100 * v / Math.max(1e-12, max)).toFixed(1) + "%" } })),
-      h("div", { class: "hbar-value" }, fmt(v), job.best !== null ? h("span", { class: "muted small" }, " " + (job.maximise ? (job.best / v) : (v / job.best)).toFixed(2) + "×") : null));
+      h("div", { class: "hbar-value" }, fmt(v), factor === undefined ? null
+        : h("span", { class: "small" }, " ", cls === "hbar-best" && !tie ? h("span", { class: "muted" }, "best") : speedupText(factor, tie))));
     const h2h = job.head_to_head;
     fill(bases,
-      ...entries.sort((a, b) => job.maximise ? b[1] - a[1] : a[1] - b[1]).map(([k, v]) => row(k, v)),
-      job.best === null ? null : row(`best (trial ${job.best_trial})`, job.best, "hbar-best"),
-      h("p", { class: "small muted" }, `${job.unit}; ${job.maximise ? "higher" : "lower"} is better. The factor is the best plan's speed-up over each baseline.`),
+      ...entries.sort((a, b) => job.maximise ? b[1] - a[1] : a[1] - b[1]).map(([k, v]) =>
+        row(k, v, verdictOf(k) === "winner" ? "hbar-best" : "", job.speedup_vs[k], verdictOf(k) === "tie")),
+      job.best === null || job.winner_is_baseline ? null : row(`best (trial ${job.best_trial})`, job.best, "hbar-best"),
+      h("p", { class: "small muted" }, `${job.unit}; ${job.maximise ? "higher" : "lower"} is better. Bars: ${job.figures_source}. The factor is the best plan's speed-up over each baseline (median of the rounds' paired ratios; "tie" where the rounds cannot tell them apart).`),
       h2h ? h("div", { id: "head-to-head" },
         h("h4", {}, `Side by side: ${h2h.rounds} alternating rounds`),
         h("table", { class: "data" },
-          h("thead", {}, h("tr", {}, ["Baseline", job.unit, "Speed-up"].map((t, i) => h("th", { class: i ? "num" : "" }, t)))),
-          h("tbody", {}, Object.entries(h2h.speedup_vs).sort((a, b) => a[1] - b[1]).map(([k, x]) => h("tr", {},
-            h("td", {}, k), h("td", { class: "num" }, fmt(h2h.baselines[k])), h("td", { class: "num" }, x.toFixed(2) + "×"))))),
-        h("p", { class: "small muted" }, `Once the search ended, the best search trials and every baseline were deployed and measured again in turn; trial ${h2h.best_trial} won (${fmt(h2h.best)} ${job.unit}) and is the job's best plan. Each speed-up is the median of the rounds' ratios, so a machine that got faster or slower during the job does not pass for a better plan.`))
+          h("thead", {}, h("tr", {}, ["Baseline", job.unit, "Speed-up", "Rounds' ratios"].map((t, i) => h("th", { class: i ? "num" : "" }, t)))),
+          h("tbody", {}, Object.entries(h2h.speedup_vs).sort((a, b) => a[1] - b[1]).map(([k, x]) => {
+            const v = job.versus ? job.versus[k] : null;
+            const range = v && v.lo !== undefined && v.lo !== null ? `${v.lo.toFixed(2)}–${v.hi.toFixed(2)}×` : (v && v.verdict === "winner" ? "the best plan" : "–");
+            return h("tr", { "data-baseline": k, class: v && v.verdict === "tie" ? "tie-row" : "" },
+              h("td", {}, k), h("td", { class: "num" }, fmt(h2h.baselines[k])),
+              h("td", { class: "num" }, v && v.verdict === "winner" ? "best" : speedupText(x, v && v.verdict === "tie")),
+              h("td", { class: "num muted" }, range));
+          }))),
+        h("p", { class: "small muted" }, `Once the search ended, the best search trials and every baseline were deployed and measured again in turn; trial ${h2h.best_trial} won (${fmt(h2h.best)} ${job.unit}) and is the job's best plan. Each speed-up is the median of the rounds' ratios, reported when, less the rounds' spread, it is still a gain of at least 2%; otherwise it is a tie (1.00×) and, for the best plan, the simpler plan, the baseline, is kept.`))
         : null);
   }
 
@@ -419,8 +446,8 @@ async function pageJob(ctx, root, id) {
       if (y === null || y === undefined) return -1;
       return (x < y ? -1 : 1) * sort.dir;
     });
-    const th = ([key, label, cls]) => h("th", {
-      class: cls + " sortable" + (sort.key === key ? " sorted" : ""), "data-key": key,
+    const th = ([key, label, cls, what]) => h("th", {
+      class: cls + " sortable" + (sort.key === key ? " sorted" : ""), "data-key": key, title: what,
       onclick: () => { sort = { key, dir: sort.key === key ? -sort.dir : (key === "n" || key === "kind" || key === "summary" ? 1 : -1) }; drawTrials(); },
     }, label, sort.key === key ? (sort.dir > 0 ? " ▲" : " ▼") : "");
     fill(trials, h("table", { class: "data clickable", id: "trials-table" },
@@ -429,16 +456,19 @@ async function pageJob(ctx, root, id) {
         class: "trial-row" + (t.best ? " best" : "") + (t.measured === null ? " failed" : ""), "data-trial": t.n,
         onclick: () => { location.hash = trialHref(id, t.n); },
       },
-      h("td", { class: "num" }, t.best ? "★ " : "", String(t.n)),
+      h("td", { class: "num" }, t.best ? "★ " : "", t.tied ? h("span", { class: "tie-mark", title: "tied with the kept baseline" }, "= ") : "", String(t.n)),
       h("td", {}, h("span", { class: "kind " + (t.baseline ? "k-baseline" : "k-" + t.kind) }, t.kind)),
       h("td", { class: "plan-cell", title: t.summary }, t.summary),
+      h("td", { class: "knobs-cell small", title: t.knobs }, t.knobs),
       h("td", { class: "num" }, fmt(t.predicted)),
       h("td", { class: "num" }, t.measured === null ? h("span", { class: "fail", title: t.failure || "" }, "failed") : h("strong", {}, fmt(t.measured))),
       h("td", { class: "num muted" }, t.ci === null ? "" : pct(t.ci, 1)),
-      h("td", { class: "num" }, us(t.p50_us)),
-      h("td", { class: "num" }, us(t.p99_us)),
+      h("td", { class: "num" }, t.side_by_side === null || t.side_by_side === undefined ? "" : fmt(t.side_by_side)),
+      h("td", { class: "num" }, latText(t.p50_us)),
+      h("td", { class: "num" }, latText(t.p99_us)),
       h("td", { class: "num" }, speedupText(t.vs_best_baseline)),
-      h("td", { class: "num muted" }, duration(t.seconds)))))));
+      h("td", { class: "num muted small", title: when(t.started_ms) }, clock(t.started_ms)),
+      h("td", { class: "num muted small", title: `${when(t.ended_ms)} (${duration(t.seconds)})` }, clock(t.ended_ms)))))));
   }
 
   async function refresh() {
@@ -448,11 +478,14 @@ async function pageJob(ctx, root, id) {
       h("div", { class: "crumbs" }, link("#/jobs", "Tuning jobs"), " / "),
       h("h1", {}, job.job, " ", badge(job.status)),
       h("div", { class: "muted" }, `${job.dataset} · ${job.spec.tables} tables, ${bytes(job.spec.total_bytes)} · ${job.cluster} · objective ${job.objective} (${job.unit}) · ${job.search} search · started ${when(job.created_ms)}`),
-      job.failure ? h("div", { class: "error-box" }, "Failed: " + job.failure) : null);
+      job.failure ? h("div", { class: "error-box" }, "Failed: " + job.failure) : null,
+      job.verdict ? h("div", { class: "verdict" + (job.tie ? " verdict-tie" : ""), id: "verdict" }, job.verdict, h("span", { class: "muted small" }, " · figures: " + job.figures_source)) : null);
     const done = job.trials_total, measured = job.points.length;
     fill(kpis,
-      kpi("Best", job.best === null ? "–" : fmt(job.best) + " " + job.unit, job.best_trial === null ? "" : "trial " + job.best_trial, "kpi-accent"),
-      kpi("Speed-up", job.speedup === null ? "–" : job.speedup.toFixed(2) + "×", job.best_baseline ? `over ${job.best_baseline.name} (${fmt(job.best_baseline.value)})` : "over the best baseline"),
+      kpi("Best", job.best === null ? "–" : withUnit(fmt(job.best), job.unit),
+        job.best_trial === null ? "" : `trial ${job.best_trial}${job.winner_is_baseline ? " (" + job.best_baseline.name + ")" : ""} · ${job.head_to_head ? "side by side" : "own trial"}`, "kpi-accent"),
+      kpi(job.tie ? "Speed-up: tie" : "Speed-up", job.speedup === null ? "–" : speedupText(job.speedup, job.tie),
+        job.best_baseline ? `over ${job.best_baseline.name} (${fmt(job.best_baseline.value)})` : "over the best baseline", job.tie ? "kpi-tie" : ""),
       kpi("Trials", `${done} / ${job.target_trials}`, `${measured} measured, ${job.failed_trials} failed`),
       kpi("Cost-model error", job.model_error === null ? "–" : pct(job.model_error), "median, predicted vs measured"),
       // Over 100% is the noise of two measurements of the same bound: shown as "at the ceiling".
@@ -496,11 +529,12 @@ async function pageTrial(ctx, root, id, n) {
         t.best ? h("span", { class: "badge badge-done" }, "best") : null, t.deployed ? h("span", { class: "badge badge-running" }, "deployed now") : null),
       h("div", { class: "muted" }, t.summary), nav),
     h("div", { class: "kpis" },
-      kpi("Measured", m ? fmt(m.value) + " " + t.unit : "failed", m ? `±${pct(m.ci, 1)} over ${m.rounds.length} rounds` : (t.failure || ""), m ? "kpi-accent" : "kpi-bad"),
-      kpi("Predicted", t.predicted === null ? "–" : fmt(t.predicted) + " " + t.unit, "by the cost model when proposed"),
-      kpi("p99 latency", m ? us(m.p99_us) : "–", m ? `p50 ${us(m.p50_us)} while measured` : ""),
+      kpi("Measured (own trial)", m ? withUnit(fmt(m.value), t.unit) : "failed", m ? `±${pct(m.ci, 1)} over ${m.rounds.length} rounds` : (t.failure || ""), m ? "kpi-accent" : "kpi-bad"),
+      kpi("Predicted", t.predicted === null ? "–" : withUnit(fmt(t.predicted), t.unit), "by the cost model when proposed"),
+      kpi("p99 latency", m ? latText(m.p99_us) : "–", m ? `p50 ${latText(m.p50_us)} while measured` : ""),
       kpi("Batches/s", m ? fmt(m.batches_per_s) : "–", m ? `${m.errors} errors` : ""),
-      kpi("Knobs", `${t.knobs.sub_batch} / ${t.knobs.inflight_per_worker}`, "sub-batch / in flight per worker")),
+      kpi("Knobs", `${t.knobs.sub_batch} / ${t.knobs.inflight_per_worker}`, "sub-batch / in flight per worker"),
+      kpi("Ran", clock(t.started_ms), `until ${clock(t.ended_ms)}`)),
     card("Plan: access share of every table on every core", t.heatmap ? [heatLegend(), box] : h("p", { class: "muted" }, "no heat map for this plan"), { id: "heat-card" }),
     card("Tables", h("div", { class: "table-wrap" }, tables)),
     card("Plan as JSON", h("details", {}, h("summary", {}, "show (the format embtune bench --plan reads)"), h("pre", { class: "json" }, JSON.stringify(t.plan, null, 2)))));
@@ -521,7 +555,7 @@ async function pageResults(ctx, root, a, b) {
         h("td", {}, h("strong", {}, r.dataset)),
         h("td", { class: "small" }, r.cluster),
         h("td", { class: "num" }, fmt(r.best), h("span", { class: "muted small" }, " " + (r.unit || ""))),
-        h("td", { class: "num" }, speedupText(r.speedup)),
+        h("td", { class: "num" }, speedupText(r.speedup, r.tie)),
         h("td", {}, link(jobHref(r.job), r.job)),
         h("td", {}, link(trialHref(r.job, r.trial), "#" + r.trial)),
         h("td", { class: "plan-cell", title: r.summary || "" }, r.summary || "–")))))
@@ -530,27 +564,33 @@ async function pageResults(ctx, root, a, b) {
     h("option", { value: "" }, "choose a job"),
     jobs.map((j) => h("option", { value: j.job, selected: j.job === val }, `${j.job} · ${j.dataset} · ${j.status}`)));
   const selA = pick("a", a || (jobs[1] && jobs[1].job)), selB = pick("b", b || (jobs[0] && jobs[0].job));
-  const go = h("button", { class: "btn", onclick: () => { if (selA.value && selB.value) location.hash = `#/results/compare/${encodeURIComponent(selA.value)}/${encodeURIComponent(selB.value)}`; } }, "Compare");
+  const compareChosen = () => { if (selA.value && selB.value) location.hash = `#/results/compare/${encodeURIComponent(selA.value)}/${encodeURIComponent(selB.value)}`; };
+  selA.addEventListener("change", compareChosen);
+  selB.addEventListener("change", compareChosen);
+  const go = h("button", { class: "btn", onclick: compareChosen }, "Compare");
   const cmpBody = h("div", {});
   fill(root,
     h("div", { class: "page-head" }, h("h1", {}, "Results")),
     card("Best plan per dataset and cluster", h("div", { class: "table-wrap" }, bestBody)),
     card("Two jobs side by side", [h("div", { class: "cmp-pick" }, h("span", { class: "cmp-tag cmp-a" }, "A"), selA, h("span", { class: "cmp-tag cmp-b" }, "B"), selB, go), cmpBody], { id: "compare-card" }));
   if (!jobs.length) { fill(cmpBody, h("p", { class: "muted" }, "No job to compare yet.")); return; }
-  if (!(a && b)) { fill(cmpBody, h("p", { class: "muted" }, "Choose two jobs.")); return; }
+  // Without jobs in the address, the two preselected ones are compared.
+  a = a || selA.value; b = b || selB.value;
+  if (!(a && b)) { fill(cmpBody, h("p", { class: "muted" }, jobs.length < 2 ? "Only one job so far: choose it twice, or run another." : "Choose two jobs.")); return; }
   const c = await api(`/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
   if (!ctx.alive) return;
   const fields = [
     ["dataset", (s) => s.dataset], ["status", (s) => badge(s.status)], ["objective", (s) => `${s.objective} (${s.unit})`],
     ["search", (s) => s.search], ["cluster", (s) => s.cluster], ["trials", (s) => `${s.trials_total} (${s.failed_trials} failed)`],
     ["best", (s) => s.best === null ? "–" : h("strong", {}, fmt(s.best) + " " + s.unit)], ["best trial", (s) => s.best_trial === null ? "–" : link(trialHref(s.job, s.best_trial), "#" + s.best_trial)],
-    ["best plan", (s) => s.best_plan || "–"], ["best baseline", (s) => s.best_baseline ? `${s.best_baseline.name}: ${fmt(s.best_baseline.value)}` : "–"],
-    ["speed-up", (s) => speedupText(s.speedup)], ["cost-model error", (s) => s.model_error === null ? "–" : pct(s.model_error)],
+    ["best plan", (s) => s.best_plan || "–"], ["speed-up quoted over", (s) => s.best_baseline ? `${s.best_baseline.name}: ${fmt(s.best_baseline.value)}` : "–"],
+    ["speed-up", (s) => speedupText(s.speedup, s.tie)], ["verdict", (s) => s.verdict || "–"], ["figures from", (s) => s.figures_source],
+    ["cost-model error", (s) => s.model_error === null ? "–" : pct(s.model_error)],
     ["time measuring", (s) => duration(s.elapsed_s)],
   ];
   const chartBox = h("div", { class: "chart-box" });
   fill(cmpBody,
-    c.same_objective ? null : h("div", { class: "error-box" }, "The two jobs optimise different objectives: their values are not comparable."),
+    ...(c.warnings || []).map((w) => h("div", { class: "error-box warning" }, "Not comparable: " + w)),
     h("table", { class: "data compare", id: "compare-table" },
       h("thead", {}, h("tr", {}, h("th", {}), h("th", {}, h("span", { class: "cmp-tag cmp-a" }, "A"), " ", link(jobHref(c.a.job), c.a.job)), h("th", {}, h("span", { class: "cmp-tag cmp-b" }, "B"), " ", link(jobHref(c.b.job), c.b.job)))),
       h("tbody", {}, fields.map(([label, f]) => h("tr", {}, h("th", { class: "row-head" }, label), h("td", {}, f(c.a)), h("td", {}, f(c.b)))))),
@@ -577,8 +617,8 @@ async function pageLatency(ctx, root) {
     sub.textContent = d.model ? `${d.model} · ${d.plan}` : "nothing deployed";
     fill(kpis,
       kpi("Queries", fmt(d.qps) + "/s", `${d.count} in the last ${d.window_s} s`),
-      kpi("p50", us(d.p50_us), "median"), kpi("p99", us(d.p99_us), "99th percentile", "kpi-accent"),
-      kpi("Mean since start", us(d.cumulative.mean_us), `${d.cumulative.queries} queries, ${d.cumulative.errors} errors`));
+      kpi("p50", latText(d.p50_us), d.count ? "median" : `no query in the last ${d.window_s} s`), kpi("p99", latText(d.p99_us), d.count ? "99th percentile" : `no query in the last ${d.window_s} s`, "kpi-accent"),
+      kpi("Mean since start", latText(d.cumulative.mean_us), `${d.cumulative.queries} queries, ${d.cumulative.errors} errors`));
     draw();
   }
   ctx.onResize = () => d && draw();

@@ -39,6 +39,8 @@ const Charts = (() => {
     if (x === null || x === undefined || !Number.isFinite(x)) return "–";
     if (x >= 1e6) return (x / 1e6).toFixed(2) + " s";
     if (x >= 1e3) return (x / 1e3).toFixed(x >= 1e4 ? 1 : 2) + " ms";
+    // Below 10 µs a decimal, so that an axis of small values does not repeat "1 µs".
+    if (x > 0 && x < 10) return x.toFixed(x < 1 ? 2 : 1) + " µs";
     return x.toFixed(0) + " µs";
   }
 
@@ -97,11 +99,17 @@ const Charts = (() => {
     });
   }
 
+  // Grid lines and labels; a tick whose label would repeat the previous one is left out (two
+  // "1 µs" on one axis say nothing).
   function yAxis(g, y, tickVals, x0, x1, format) {
+    let last = null;
     for (const t of tickVals) {
+      const label = format(t);
+      if (label === last) continue;
+      last = label;
       const yy = y(t);
       g.appendChild(s("line", { class: "grid", x1: x0, x2: x1, y1: yy, y2: yy }));
-      g.appendChild(s("text", { class: "tick", x: x0 - 8, y: yy + 4, "text-anchor": "end" }, format(t)));
+      g.appendChild(s("text", { class: "tick", x: x0 - 8, y: yy + 4, "text-anchor": "end" }, label));
     }
   }
 
@@ -227,7 +235,12 @@ const Charts = (() => {
     const span = o.span || Math.min(300e3, Math.max(60e3, Math.ceil((now - first) / 60e3) * 60e3));
     const x = linear(now - span, now, m.l, W - m.r);
     x.range0 = m.l; x.range1 = W - m.r;
-    const vals = all.map((p) => p[1]).filter((v) => Number.isFinite(v));
+    const vals = all.map((p) => p[1]).filter((v) => Number.isFinite(v) && (!o.empty || v > 0));
+    if (!vals.length && o.empty) {
+      // Nothing measured: say so instead of drawing an axis of zeros.
+      svg.appendChild(s("text", { class: "empty-chart", x: W / 2, y: H / 2, "text-anchor": "middle" }, o.empty));
+      return svg;
+    }
     const [lo, hi, t] = niceDomain(0, vals.length ? Math.max(...vals) : 1, 4, true);
     const y = linear(lo, hi, H - m.b, m.t);
     const g = s("g", {});

@@ -111,8 +111,10 @@ pub(crate) async fn cluster(State(s): State<Arc<AppState>>) -> ApiResult {
             "window_s": WINDOW.as_secs_f64(),
             "qps": q.window_qps,
             "samples_per_s": q.window_samples_per_s,
-            "p50_us": q.window_p50_us,
-            "p99_us": q.window_p99_us,
+            // No query in the window is no latency to show, not a latency of 0.
+            "p50_us": latency_or_null(&q, q.window_p50_us),
+            "p99_us": latency_or_null(&q, q.window_p99_us),
+            "queries_in_window": q.window_histogram.iter().map(|b| b.1).sum::<u64>(),
             "lookups_per_s": rates.as_ref().map(|r| r.lookups_per_s),
             "queries_per_s": rates.as_ref().map(|r| r.queries_per_s),
         },
@@ -237,6 +239,10 @@ pub(crate) async fn trial_plan(State(s): State<Arc<AppState>>, Path((id, n)): Pa
         "strategy": t.plan.strategy,
         "summary": t.plan.summary(),
         "knobs": t.plan.knobs,
+        "params": views::TrialParams::of(&t.plan),
+        "started_ms": t.started_ms,
+        "ended_ms": t.ended_ms,
+        "side_by_side": job.head_to_head.as_ref().and_then(|h| h.contenders.get(&t.n)),
         "predicted": t.predicted.is_finite().then_some(t.predicted),
         "measured": t.measured,
         "failure": t.failure,
@@ -275,6 +281,7 @@ pub(crate) async fn best(State(s): State<Arc<AppState>>, RawQuery(q): RawQuery) 
                 "objective": job.as_ref().map(|j| j.config.objective.name()),
                 "unit": job.as_ref().map(|j| j.config.objective.unit()),
                 "speedup": job.as_ref().and_then(views::speedup),
+                "tie": job.as_ref().and_then(|j| j.headline()).map(|h| h.tie),
                 "best_baseline": job.as_ref().and_then(views::best_baseline).map(|(name, value)| json!({"name": name, "value": value})),
                 "summary": trial.as_ref().map(|t| t.plan.summary()),
                 "plan": trial.as_ref().map(|t| &t.plan),
@@ -295,6 +302,11 @@ pub(crate) async fn compare(State(s): State<Arc<AppState>>, RawQuery(q): RawQuer
     Ok(Json(views::compare((&ja, &ta), (&jb, &tb))))
 }
 
+/// A latency of the rolling window, or null when no query finished in it.
+fn latency_or_null(q: &embtune_coordinator::stats::QuerySnapshot, us: f64) -> Value {
+    if q.window_histogram.iter().all(|b| b.1 == 0) || !us.is_finite() { Value::Null } else { json!(us) }
+}
+
 /// `/api/latency`: the latency histogram of the last seconds of queries, under the current plan.
 pub(crate) async fn latency(State(s): State<Arc<AppState>>) -> ApiResult {
     let q = s.c.query_stats();
@@ -309,14 +321,14 @@ pub(crate) async fn latency(State(s): State<Arc<AppState>>) -> ApiResult {
         "window_s": WINDOW.as_secs_f64(),
         "qps": q.window_qps,
         "samples_per_s": q.window_samples_per_s,
-        "p50_us": q.window_p50_us,
-        "p99_us": q.window_p99_us,
+        "p50_us": latency_or_null(&q, q.window_p50_us),
+        "p99_us": latency_or_null(&q, q.window_p99_us),
         "count": in_window,
         "histogram": q.window_histogram.iter().map(bucket).collect::<Vec<_>>(),
         "cumulative": {
             "queries": q.queries,
             "errors": q.errors,
-            "mean_us": if q.queries > 0 { q.latency_sum_us as f64 / q.queries as f64 } else { 0.0 },
+            "mean_us": if q.queries > 0 { Some(q.latency_sum_us as f64 / q.queries as f64) } else { None },
             "buckets": q.buckets.iter().map(bucket).collect::<Vec<_>>(),
             "over_last_bucket": over,
         },

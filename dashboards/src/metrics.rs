@@ -13,7 +13,7 @@
 //! | `embtune_core_busy_seconds_total`, `embtune_core_tasks_total`, `embtune_core_lookups_total` | counter | `worker`, `core` |
 //! | `embtune_plan_tables` | gauge | `mode` |
 //! | `embtune_tune_jobs_running` | gauge | |
-//! | `embtune_tune_trials`, `embtune_tune_trials_failed`, `embtune_tune_trials_target`, `embtune_tune_best`, `embtune_tune_best_baseline`, `embtune_tune_speedup`, `embtune_tune_model_error`, `embtune_tune_ceiling_share`, `embtune_tune_running` | gauge | `job`, `dataset`, `objective` |
+//! | `embtune_tune_trials`, `embtune_tune_trials_failed`, `embtune_tune_trials_target`, `embtune_tune_best`, `embtune_tune_best_baseline`, `embtune_tune_speedup`, `embtune_tune_tie`, `embtune_tune_head_to_head_rounds`, `embtune_tune_model_error`, `embtune_tune_ceiling_share`, `embtune_tune_running` | gauge | `job`, `dataset`, `objective` |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -297,20 +297,32 @@ impl prometheus_client::collector::Collector for Collector {
         gauges(
             &mut e,
             "embtune_tune_best",
-            "Best measured objective of the job so far, in the objective's unit (batches/s or microseconds).",
+            "The job's best value in the objective's unit (batches/s or microseconds): while it runs the best trial's own measurement, once done the median of the side-by-side rounds (embtune_tune_head_to_head_rounds).",
             &per_job(&|j| j.best.map(|b| b.1)),
         )?;
         gauges(
             &mut e,
             "embtune_tune_best_baseline",
-            "Best baseline's measured objective, in the objective's unit.",
+            "Value of the baseline the speed-up is quoted against (the one the best plan leads least), from the same measurement as embtune_tune_best.",
             &per_job(&|j| views::best_baseline(j).map(|b| b.1)),
         )?;
         gauges(
             &mut e,
             "embtune_tune_speedup",
-            "How many times better the job's best is than its best baseline.",
+            "How many times better the job's best is than the baseline of embtune_tune_best_baseline: the median of the side-by-side rounds' ratios, 1 for a tie.",
             &per_job(&views::speedup),
+        )?;
+        gauges(
+            &mut e,
+            "embtune_tune_tie",
+            "1 when the side-by-side rounds cannot tell the job's best from that baseline (a tie: the simpler plan is kept), else 0.",
+            &per_job(&|j| j.headline().map(|h| h.tie as u8 as f64)),
+        )?;
+        gauges(
+            &mut e,
+            "embtune_tune_head_to_head_rounds",
+            "Side-by-side rounds the job's best, baselines and speed-up come from; 0 while the search runs (each trial's own measurement).",
+            &per_job(&|j| Some(j.head_to_head.as_ref().map_or(0.0, |h| h.rounds as f64))),
         )?;
         gauges(
             &mut e,

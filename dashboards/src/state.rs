@@ -87,6 +87,18 @@ pub struct Counts {
     pub search: usize,
 }
 
+impl Counts {
+    /// The counts of a job's trials.
+    pub fn of(trials: &[embtune_protocol::tuning::Trial]) -> Counts {
+        Counts {
+            total: trials.len(),
+            measured: trials.iter().filter(|t| t.measured.is_some()).count(),
+            failed: trials.iter().filter(|t| t.measured.is_none()).count(),
+            search: trials.iter().filter(|t| !matches!(t.kind, TrialKind::Baseline(_))).count(),
+        }
+    }
+}
+
 impl TrialCounts {
     pub fn get(&self, store: &embtune_tuner::store::Store, job: &Job) -> Counts {
         if let Some((at, c)) = self.cache.lock().get(&job.id)
@@ -95,12 +107,7 @@ impl TrialCounts {
             return *c;
         }
         let trials = store.trials(&job.id).unwrap_or_default();
-        let c = Counts {
-            total: trials.len(),
-            measured: trials.iter().filter(|t| t.measured.is_some()).count(),
-            failed: trials.iter().filter(|t| t.measured.is_none()).count(),
-            search: trials.iter().filter(|t| !matches!(t.kind, TrialKind::Baseline(_))).count(),
-        };
+        let c = Counts::of(&trials);
         self.cache.lock().insert(job.id.clone(), (job.updated_ms, c));
         c
     }

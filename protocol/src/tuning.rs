@@ -297,6 +297,79 @@ impl Job {
         }
     }
 
+    /// Which measurement the job's reported figures (`best`, the reported baselines,
+    /// `speedup_vs`, [`Job::headline`]) come from, in words for every view.
+    pub fn figures_source(&self) -> String {
+        match &self.head_to_head {
+            Some(h) => format!("side by side: medians of {} alternating rounds after the search", h.rounds),
+            None => "each trial's own measurement (no side-by-side rounds)".into(),
+        }
+    }
+
+    /// The one set of headline figures every view shows: the best value, the baseline the
+    /// speed-up is quoted against (the one the best plan leads least, or the winner itself when a
+    /// baseline won), its value and the speed-up, from the same measurements, and whether the
+    /// rounds call it a tie. `None` before a baseline is measured.
+    pub fn headline(&self) -> Option<Headline> {
+        let (best_trial, best) = self.best?;
+        let o = self.config.objective;
+        if let Some(h) = &self.head_to_head
+            && !h.baselines.is_empty()
+        {
+            let tie_of = |name: &str| {
+                h.versus.get(name).is_some_and(|v| v.verdict == Verdict::Tie)
+                    || matches!(&h.outcome, Some(Outcome::Tie { baseline, .. }) if baseline == name)
+            };
+            let name = match &h.winner_baseline {
+                Some(w) => w.clone(),
+                None => h
+                    .speedup_vs
+                    .iter()
+                    .filter(|(_, x)| x.is_finite())
+                    .min_by(|a, b| {
+                        a.1.total_cmp(b.1).then_with(|| {
+                            let m = |k: &str| h.versus.get(k).map_or(f64::INFINITY, |v| v.median);
+                            m(a.0).total_cmp(&m(b.0))
+                        })
+                    })?
+                    .0
+                    .clone(),
+            };
+            return Some(Headline {
+                best_trial,
+                best,
+                value: *h.baselines.get(&name)?,
+                speedup: h.speedup_vs.get(&name).copied().unwrap_or(1.0),
+                tie: tie_of(&name),
+                tied_trial: match &h.outcome {
+                    Some(Outcome::Tie { trial, .. }) => Some(*trial),
+                    _ => None,
+                },
+                winner_is_baseline: h.winner_baseline.is_some(),
+                baseline: name,
+                source: self.figures_source(),
+            });
+        }
+        let (name, value) = self.baselines.iter().filter(|(_, v)| v.is_finite()).fold(
+            None,
+            |acc: Option<(&String, f64)>, (k, &v)| match acc {
+                Some((_, b)) if !o.better(v, b) => acc,
+                _ => Some((k, v)),
+            },
+        )?;
+        Some(Headline {
+            best_trial,
+            best,
+            baseline: name.clone(),
+            value,
+            speedup: o.speedup(value, best),
+            tie: false,
+            tied_trial: None,
+            winner_is_baseline: false,
+            source: self.figures_source(),
+        })
+    }
+
     /// How many times better the best plan is than each baseline: from the head-to-head when the
     /// job has one (measured side by side, so drift of the machine between the first trials and
     /// the last cancels out), otherwise from the trials' own values.
@@ -312,13 +385,130 @@ impl Job {
     }
 }
 
+/// How a contender compares with a baseline over the rounds of a head-to-head, from the
+/// per-round paired ratios alone (each ratio is the contender's speed-up over the baseline
+/// measured in the same round, > 1 when the contender is better).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Better by at least [`TIE_MARGIN`] beyond the rounds' spread ([`Versus::from_ratios`]).
+    Better,
+    /// The rounds cannot tell the two apart: the median gain is within the rounds' spread or
+    /// within [`TIE_MARGIN`].
+    Tie,
+    /// Worse by at least [`TIE_MARGIN`] beyond the rounds' spread.
+    Worse,
+}
+
+impl Verdict {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Better => "better",
+            Verdict::Tie => "tie",
+            Verdict::Worse => "worse",
+        }
+    }
+}
+
+/// The smallest gain, beyond the rounds' spread, that counts as a difference: below it, even a
+/// contender that won every round is called a tie. Trials aim at a 95% interval of 5% and
+/// rounds on a shared machine drift by a few percent, so a 2% lead is inside the noise.
+pub const TIE_MARGIN: f64 = 0.02;
+
+/// A contender against one baseline over the rounds that measured both: the median, lowest
+/// and highest of the paired ratios, and the [`Verdict`] they give.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Versus {
+    #[serde(with = "nan_as_null")]
+    pub median: f64,
+    #[serde(with = "nan_as_null")]
+    pub lo: f64,
+    #[serde(with = "nan_as_null")]
+    pub hi: f64,
+    pub rounds: u32,
+    pub verdict: Verdict,
+}
+
+impl Versus {
+    /// The tie rule, the one place it is defined. In logarithms (a ratio of 2 and one of 1/2
+    /// are the same distance from 1), `m` is the median of the rounds' paired ratios and `d` the
+    /// median deviation of the ratios from it, the rounds' spread. The contender is `Better`
+    /// when `m - d` is at least `ln(1 + TIE_MARGIN)`, `Worse` when `m + d` is at most minus
+    /// that, and otherwise, no rounds included, the two are a `Tie`. With two rounds `m - d` is
+    /// the lower ratio: better in both rounds; with three it is the lowest ratio, or the median
+    /// less its distance to the highest, so that one wild round neither makes nor breaks a
+    /// difference that the other two agree on, while ratios that straddle 1 around a small
+    /// median (0.95, 1.01, 1.03) are a tie.
+    pub fn from_ratios(ratios: &[f64]) -> Versus {
+        let r: Vec<f64> = ratios.iter().copied().filter(|x| x.is_finite() && *x > 0.0).collect();
+        let logs: Vec<f64> = r.iter().map(|x| x.ln()).collect();
+        let m = median(&logs);
+        let d = median(&logs.iter().map(|l| (l - m).abs()).collect::<Vec<_>>());
+        let margin = (1.0 + TIE_MARGIN).ln();
+        let verdict = if r.is_empty() {
+            Verdict::Tie
+        } else if m - d >= margin {
+            Verdict::Better
+        } else if m + d <= -margin {
+            Verdict::Worse
+        } else {
+            Verdict::Tie
+        };
+        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if r.is_empty() { (f64::NAN, f64::NAN) } else { (lo, hi) };
+        Versus { median: median(&r), lo, hi, rounds: r.len() as u32, verdict }
+    }
+
+    /// The speed-up to report: the median ratio when the rounds tell the two apart, 1 for a tie
+    /// (a difference the rounds cannot show is not reported as one).
+    pub fn reported(&self) -> f64 {
+        match self.verdict {
+            Verdict::Tie => 1.0,
+            _ => self.median,
+        }
+    }
+}
+
+/// How a head-to-head ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A searched plan beat every baseline side by side (the tie rule): it is the job's best.
+    Search,
+    /// The best searched plan (`trial`) and the baseline `baseline` cannot be told apart in the
+    /// rounds: the simpler plan, the baseline, is kept.
+    Tie { trial: u32, baseline: String },
+    /// A baseline beat the searched plans (or none was measured): it is the job's best.
+    Baseline,
+}
+
+/// A job's headline figures ([`Job::headline`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Headline {
+    pub best_trial: u32,
+    pub best: f64,
+    /// The baseline the speed-up is quoted against, and its reported value.
+    pub baseline: String,
+    pub value: f64,
+    pub speedup: f64,
+    /// The rounds cannot tell the best plan from this baseline.
+    pub tie: bool,
+    /// The searched plan that tied with the kept baseline, if one did.
+    pub tied_trial: Option<u32>,
+    /// The best plan is a baseline (no searched plan beat every baseline side by side).
+    pub winner_is_baseline: bool,
+    /// Which measurement the figures come from ([`Job::figures_source`]).
+    pub source: String,
+}
+
 /// The end of a job: its best few search trials and every baseline, measured again in
 /// alternating rounds. In each round every contender is deployed and loaded once, in an order
 /// that rotates from round to round. Trials measured minutes apart on a shared machine differ by
 /// more than plans do, and the best of many noisy trials owes some of its lead to luck; the
-/// contender with the best median over these rounds is the job's best plan, and its speed-ups are
-/// ratios of measurements taken side by side. A baseline can win: then the job's best plan is
-/// that baseline, never a plan that loses to one.
+/// winner's speed-ups are ratios of measurements taken side by side. A baseline can win: then
+/// the job's best plan is that baseline, never a plan that loses to one or cannot be told from
+/// one (see [`Versus::from_ratios`], the tie rule).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeadToHead {
     /// The trial whose plan won.
@@ -331,9 +521,23 @@ pub struct HeadToHead {
     pub contenders: BTreeMap<u32, f64>,
     /// Median over the rounds of each baseline's value.
     pub baselines: BTreeMap<String, f64>,
-    /// Median over the rounds of the winner's speed-up over each baseline in the same round (1
-    /// for a baseline that is the winner).
+    /// The winner's speed-up over each baseline as reported: the median of the rounds' paired
+    /// ratios where the rounds tell the two apart, 1 for a tie and for the winner itself.
     pub speedup_vs: BTreeMap<String, f64>,
+    /// The winner against each other baseline: the paired ratios' median and range, and the
+    /// verdict of the tie rule.
+    #[serde(default)]
+    pub versus: BTreeMap<String, Versus>,
+    /// How it ended: a searched plan won, tied with a baseline (the baseline kept), or lost.
+    /// `None` for jobs stored before ties were told apart.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    /// Each round's values by trial number, as measured.
+    #[serde(default)]
+    pub per_round: Vec<BTreeMap<u32, f64>>,
+    /// The winner's name when it is a baseline.
+    #[serde(default)]
+    pub winner_baseline: Option<String>,
 }
 
 impl HeadToHead {
@@ -341,11 +545,12 @@ impl HeadToHead {
     /// by trial number, and `baselines` names the contenders that are baselines. `None` without
     /// a round or a contender.
     ///
-    /// The winner is chosen from measurements compared within their round, never across rounds:
-    /// each value is divided by the geometric mean of its round, and the contender with the best
-    /// median of those scores wins, provided that its median speed-up over every baseline is at
-    /// least 1; otherwise the next by score that meets it, and failing all, the best-scoring
-    /// baseline. So the job never names a best plan that loses to a baseline side by side.
+    /// Measurements are compared within their round, never across rounds. Search contenders are
+    /// ranked by the median of their scores (each value over the geometric mean of its round);
+    /// the first that is [`Verdict::Better`] than every baseline, and whose median value is not
+    /// below any baseline's, wins. Otherwise the baseline with the best median value wins: the
+    /// simpler plan is kept when the best searched plan only ties with it. So the reported best
+    /// is never below a reported baseline and no speed-up is below 1.
     pub fn from_rounds(
         objective: Objective,
         rounds: &[BTreeMap<u32, f64>],
@@ -361,29 +566,72 @@ impl HeadToHead {
                 scores.entry(n).or_default().push(v / geomean);
             }
         }
-        // Median over the rounds of `w`'s speed-up over `b`, from the rounds that measured both.
-        let paired = |w: u32, b: u32| {
+        let contenders: BTreeMap<u32, f64> = values.iter().map(|(&n, v)| (n, median(v))).collect();
+        // `w` against `b` over the rounds that measured both.
+        let versus = |w: u32, b: u32| {
             let ratios: Vec<f64> =
                 rounds.iter().filter_map(|r| Some(objective.speedup(*r.get(&b)?, *r.get(&w)?))).collect();
-            median(&ratios)
+            Versus::from_ratios(&ratios)
         };
         let mut order: Vec<(u32, f64)> =
             scores.iter().map(|(&n, v)| (n, median(v))).filter(|(_, s)| s.is_finite()).collect();
         order.sort_by(|a, b| if objective.maximise() { b.1.total_cmp(&a.1) } else { a.1.total_cmp(&b.1) });
-        let beats_every_baseline = |w: u32| baselines.keys().all(|&b| b == w || paired(w, b) >= 1.0);
-        let best_trial = order
+        let measured_baselines: Vec<u32> = baselines.keys().copied().filter(|b| contenders.contains_key(b)).collect();
+        let not_below = |w: u32, b: u32| !objective.better(contenders[&b], contenders[&w]);
+        let search: Vec<u32> = order.iter().map(|&(n, _)| n).filter(|n| !baselines.contains_key(n)).collect();
+        let clear_winner = search
             .iter()
-            .map(|&(n, _)| n)
-            .find(|&n| beats_every_baseline(n))
-            .or_else(|| order.iter().map(|&(n, _)| n).find(|n| baselines.contains_key(n)))
-            .or_else(|| order.first().map(|&(n, _)| n))?;
-        let contenders: BTreeMap<u32, f64> = values.iter().map(|(&n, v)| (n, median(v))).collect();
+            .copied()
+            .find(|&w| measured_baselines.iter().all(|&b| versus(w, b).verdict == Verdict::Better && not_below(w, b)));
+        // The best baseline by its median value: never below another baseline's.
+        let best_baseline = measured_baselines
+            .iter()
+            .copied()
+            .filter(|b| contenders[b].is_finite())
+            .reduce(|a, b| if objective.better(contenders[&b], contenders[&a]) { b } else { a });
+        let (best_trial, outcome) = match (clear_winner, best_baseline) {
+            (Some(w), _) => (w, Outcome::Search),
+            (None, Some(b)) => {
+                // The searched plan with the best median side by side (the one every view shows
+                // beside the baseline) ties with the kept baseline, unless a baseline beat it.
+                let mut by_value: Vec<u32> = search.iter().copied().filter(|s| contenders[s].is_finite()).collect();
+                by_value.sort_by(|x, y| {
+                    let (a, b) = (contenders[x], contenders[y]);
+                    if objective.maximise() { b.total_cmp(&a) } else { a.total_cmp(&b) }
+                });
+                let tie = by_value.into_iter().find(|&s| {
+                    versus(s, b).verdict == Verdict::Tie
+                        && measured_baselines.iter().all(|&o| versus(s, o).verdict != Verdict::Worse)
+                });
+                match tie {
+                    Some(s) => (b, Outcome::Tie { trial: s, baseline: baselines[&b].clone() }),
+                    None => (b, Outcome::Baseline),
+                }
+            }
+            (None, None) => (order.first()?.0, Outcome::Search),
+        };
         let mut speedup_vs = BTreeMap::new();
+        let mut vs = BTreeMap::new();
         let mut baseline_values = BTreeMap::new();
-        for (&n, name) in baselines {
-            let Some(&v) = contenders.get(&n) else { continue };
-            baseline_values.insert(name.clone(), v);
-            speedup_vs.insert(name.clone(), if n == best_trial { 1.0 } else { paired(best_trial, n) });
+        for &n in &measured_baselines {
+            let name = baselines[&n].clone();
+            baseline_values.insert(name.clone(), contenders[&n]);
+            if n == best_trial {
+                speedup_vs.insert(name, 1.0);
+                continue;
+            }
+            let mut v = versus(best_trial, n);
+            // Where the paired ratios and the medians disagree about which is ahead (the winner's
+            // median is not below this baseline's, by its choice), the rounds cannot tell the two
+            // apart either.
+            let ahead = objective.better(contenders[&best_trial], contenders[&n]);
+            if (v.verdict == Verdict::Worse && !objective.better(contenders[&n], contenders[&best_trial]))
+                || (v.verdict == Verdict::Better && !ahead)
+            {
+                v.verdict = Verdict::Tie;
+            }
+            speedup_vs.insert(name.clone(), v.reported());
+            vs.insert(name, v);
         }
         Some(HeadToHead {
             best_trial,
@@ -392,7 +640,17 @@ impl HeadToHead {
             contenders,
             baselines: baseline_values,
             speedup_vs,
+            versus: vs,
+            outcome: Some(outcome),
+            per_round: rounds.to_vec(),
+            winner_baseline: baselines.get(&best_trial).cloned(),
         })
+    }
+
+    /// The baselines the winner cannot be told apart from, by name (the kept baseline of a
+    /// tie, and any other the rounds call a tie).
+    pub fn ties(&self) -> Vec<String> {
+        self.versus.iter().filter(|(_, v)| v.verdict == Verdict::Tie).map(|(k, _)| k.clone()).collect()
     }
 }
 
@@ -582,6 +840,85 @@ mod tests {
         assert_eq!(j.ceiling_bound(), Some(Bound::Clients));
         j.ceiling = None;
         assert_eq!(j.ceiling_bound(), None);
+    }
+
+    #[test]
+    fn the_tie_rule_weighs_the_median_against_the_spread() {
+        assert_eq!(Versus::from_ratios(&[1.10, 1.05, 1.20]).verdict, Verdict::Better);
+        // Won two rounds of three by little: the ratios straddle 1 around a small median.
+        assert_eq!(Versus::from_ratios(&[0.95, 1.034, 1.008]).verdict, Verdict::Tie);
+        // Won every round, but by less than the margin.
+        assert_eq!(Versus::from_ratios(&[1.01, 1.015, 1.03]).verdict, Verdict::Tie);
+        assert_eq!(Versus::from_ratios(&[0.9, 0.95, 0.8]).verdict, Verdict::Worse);
+        assert_eq!(Versus::from_ratios(&[]).verdict, Verdict::Tie);
+        // One wild round does not undo a 10x lead the other two agree on (measured locally:
+        // all-replicate over round-robin on a loaded 2-core machine).
+        assert_eq!(Versus::from_ratios(&[0.94, 10.5, 30.27]).verdict, Verdict::Better);
+        // Nor does it make a lead of one round out of two small ones.
+        assert_eq!(Versus::from_ratios(&[0.5, 1.05, 1.1]).verdict, Verdict::Tie);
+        // Two rounds: better in both, or a tie.
+        assert_eq!(Versus::from_ratios(&[1.05, 1.3]).verdict, Verdict::Better);
+        assert_eq!(Versus::from_ratios(&[0.99, 1.3]).verdict, Verdict::Tie);
+        // One round: the margin alone.
+        assert_eq!(Versus::from_ratios(&[1.03]).verdict, Verdict::Better);
+        assert_eq!(Versus::from_ratios(&[1.01]).verdict, Verdict::Tie);
+        let v = Versus::from_ratios(&[0.95, 1.034, 1.008, f64::NAN]);
+        assert_eq!((v.lo, v.hi, v.rounds), (0.95, 1.034, 3));
+        assert_eq!(v.reported(), 1.0, "a tie is reported as no speed-up");
+        assert_eq!(Versus::from_ratios(&[1.1, 1.2, 1.3]).reported(), 1.2);
+    }
+
+    #[test]
+    fn a_searched_plan_that_ties_with_a_baseline_keeps_the_baseline() {
+        // The device's job: the searched plan's ratios over all-replicate are 0.95, 1.03 and
+        // 1.01 (median 1.01), while all-replicate's median value is the higher one.
+        let h = HeadToHead::from_rounds(
+            Objective::Throughput,
+            &rounds(&[(1342.0, 700.0, 1412.0), (1500.0, 760.0, 1450.0), (1300.0, 690.0, 1290.0)]),
+            &names(),
+        )
+        .unwrap();
+        assert_eq!(h.best_trial, 1, "{h:?}");
+        assert_eq!(h.outcome, Some(Outcome::Tie { trial: 7, baseline: "all-replicate".into() }));
+        assert_eq!(h.best, 1412.0);
+        assert_eq!(h.speedup_vs["all-replicate"], 1.0);
+        assert_eq!(h.versus["round-robin"].verdict, Verdict::Better);
+        assert_eq!(h.per_round.len(), 3);
+    }
+
+    /// Whatever the rounds, the reported best is never below a reported baseline, and no
+    /// reported speed-up is below 1: the medians and the ratios never contradict each other.
+    #[test]
+    fn the_best_and_the_speedups_never_contradict_each_other() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 10_000) as f64 / 10_000.0
+        };
+        let names: BTreeMap<u32, String> = (0..3).map(|i| (i, format!("b{i}"))).collect();
+        for case in 0..2000 {
+            let objective = if case % 2 == 0 { Objective::Throughput } else { Objective::Mean };
+            let n_rounds = 1 + case % 5;
+            let rounds: Vec<BTreeMap<u32, f64>> = (0..n_rounds)
+                .map(|_| {
+                    let drift = 0.7 + 0.6 * next();
+                    (0..6)
+                        .map(|n| (n, drift * (1000.0 + 60.0 * n as f64 * (next() - 0.4)) * (0.9 + 0.2 * next())))
+                        .collect()
+                })
+                .collect();
+            let h = HeadToHead::from_rounds(objective, &rounds, &names).unwrap();
+            for (k, &b) in &h.baselines {
+                assert!(!objective.better(b, h.best), "case {case}: best {} below {k} {b}: {h:?}", h.best);
+                assert!(h.speedup_vs[k] >= 1.0, "case {case}: speed-up over {k} below 1: {h:?}");
+            }
+            if h.outcome == Some(Outcome::Search) {
+                assert!(h.versus.values().all(|v| v.verdict == Verdict::Better), "{h:?}");
+            }
+            assert!(h.versus.values().all(|v| v.verdict != Verdict::Worse), "{h:?}");
+        }
     }
 
     #[test]

@@ -2,8 +2,12 @@
 // short tuning job), waits for the job, then drives Debian's chromium headless through
 // playwright-core and checks what a person would look at: the cluster page lists the workers,
 // the job page draws one point per measured trial, the plan view draws its heat map, the
-// results and latency pages render. Screenshots go to $EMBTUNE_ARTIFACTS (default
-// target/ci-artifacts/). Finally `up` gets SIGINT and must exit 0.
+// results and latency pages render. And the consistency rules: an idle cluster's latency reads
+// "no data" (never "0 µs"), no chart repeats an axis label, no card cuts its text off, the job
+// page shows one set of figures (the headline, the baselines panel and the side-by-side table
+// agree; a tie reads as a tie), and the compare panel compares the two jobs it shows chosen.
+// Screenshots go to $EMBTUNE_ARTIFACTS (default target/ci-artifacts/). Finally `up` gets
+// SIGINT and must exit 0.
 //
 //   node tests/browser/dashboard.mjs          (after cargo build -p embtune; see run.sh)
 //
@@ -86,6 +90,41 @@ function startLoad(coordinator, dataDir, seconds) {
   return { child, exited };
 }
 
+// A second, shorter job on the running cluster (the compare panel needs two).
+function runTune(coordinator, dataDir) {
+  const args = ["tune", "--coordinator", coordinator, "--cluster", path.join(dataDir, "cluster"), "--preset", "criteo-kaggle",
+    "--scale", "0.005", "--trials", "1", "--round-secs", "0.3", "--max-rounds", "2", "--head-to-head-rounds", "2", "--json"];
+  log(`second job: ${BIN} ${args.join(" ")}`);
+  const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const out = [], err = [];
+  child.stdout.on("data", (d) => out.push(d.toString()));
+  child.stderr.on("data", (d) => err.push(d.toString()));
+  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout: out.join(""), output: err.join("") + out.join("") })));
+}
+
+// The page-level consistency rules, checked on whatever page is shown.
+async function pageRules(page, name) {
+  // No y axis repeats a label ("1 µs" twice says nothing).
+  const repeats = await page.$$eval("svg.chart", (svgs) => {
+    const bad = [];
+    for (const svg of svgs) {
+      const byX = {};
+      for (const t of svg.querySelectorAll('text.tick[text-anchor="end"]')) (byX[t.getAttribute("x")] ||= []).push(t.textContent);
+      for (const labels of Object.values(byX)) {
+        const dup = labels.filter((l, i) => labels.indexOf(l) !== i);
+        if (dup.length) bad.push(`${svg.getAttribute("aria-label")}: ${labels.join(", ")}`);
+      }
+    }
+    return bad;
+  });
+  check(repeats.length === 0, `${name}: no chart repeats an axis label`, repeats.join("; "));
+  // No card cuts its text off: every value and caption fits its box.
+  const cut = await page.$$eval(".kpi-value, .kpi-sub, .kpi-label", (els) => els
+    .filter((e) => e.scrollWidth > e.clientWidth + 1)
+    .map((e) => `${e.className}: ${e.textContent} (${e.scrollWidth} > ${e.clientWidth})`));
+  check(cut.length === 0, `${name}: no card text is cut off`, cut.join("; "));
+}
+
 async function getJson(url) {
   const r = await fetch(url, { cache: "no-store", headers: { Authorization: `Bearer ${TOKEN}` } });
   if (!r.ok) throw new Error(`${url}: ${r.status} ${await r.text()}`);
@@ -143,11 +182,6 @@ async function main() {
       deviceScaleFactor: 1,
     });
     const page = context.pages()[0] || (await context.newPage());
-    // Traffic for the live figures and the latency histogram (its window is 10 s).
-    const before = (await getJson(new URL("api/cluster", base))).queries;
-    load = startLoad(up.coordinator(), dataDir, 14);
-    const waitLoad = Date.now() + 30e3;
-    while (Date.now() < waitLoad && (await getJson(new URL("api/cluster", base))).queries < before + 50) await sleep(250);
     const problems = [];
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
@@ -161,6 +195,44 @@ async function main() {
       log(`screenshot ${file}`);
     };
 
+    // Idle: once no query has finished for a whole window, latency is "no data", never "0 µs".
+    const idleBy = Date.now() + 30e3;
+    while (Date.now() < idleBy && (await getJson(new URL("api/cluster", base))).live.p50_us !== null) await sleep(500);
+    const idleApi = await getJson(new URL("api/cluster", base));
+    check(idleApi.live.p50_us === null && idleApi.live.p99_us === null, "the API reports no latency (null) for an idle cluster", JSON.stringify(idleApi.live));
+    await page.goto(pageUrl(base, "#/cluster"));
+    await page.waitForFunction(() => document.querySelectorAll(".kpi").length >= 4, null, { timeout: 15e3 });
+    await sleep(2500);
+    const idleKpis = await page.$$eval(".kpi", (k) => k.map((x) => x.textContent));
+    const idleLat = idleKpis.filter((t) => /latency/i.test(t));
+    check(idleLat.length === 2 && idleLat.every((t) => t.includes("no data") && !/\b0 µs/.test(t)),
+      "an idle cluster's latency cards say \"no data\", not \"0 µs\"", JSON.stringify(idleLat));
+    const idleText = await page.$eval("#app", (e) => e.textContent);
+    check(!/(^|[^0-9.])0 µs/.test(idleText), "the idle cluster page shows no \"0 µs\" anywhere");
+    await pageRules(page, "idle cluster page");
+    await shot("cluster-idle");
+    await page.goto(pageUrl(base, "#/latency"));
+    await page.waitForSelector("svg.latency-chart", { state: "attached", timeout: 15e3 });
+    const idleLatency = await page.$$eval(".kpi", (k) => k.map((x) => x.textContent));
+    check(idleLatency.filter((t) => /^p(50|99)/.test(t)).every((t) => t.includes("no data")), "the idle latency page says \"no data\" for p50 and p99", JSON.stringify(idleLatency));
+    await shot("latency-idle");
+
+    // A second job, for the compare panel.
+    const second = await runTune(up.coordinator(), dataDir);
+    check(second.code === 0, "a second tuning job (embtune tune --coordinator) finished", second.output.slice(-2000));
+    let secondJob = null;
+    try { secondJob = JSON.parse(second.stdout); } catch (e) { log(`could not read the second job's JSON: ${e}`); }
+    if (secondJob) {
+      const bs = Object.values(secondJob.baselines);
+      check(bs.every((b) => secondJob.maximise ? secondJob.best >= b : secondJob.best <= b) && Object.values(secondJob.speedup_vs).every((x) => x >= 1),
+        "tune --json: best is never below a reported baseline and every speed-up is at least 1", JSON.stringify({ best: secondJob.best, baselines: secondJob.baselines, speedup_vs: secondJob.speedup_vs }));
+    }
+
+    // Traffic for the live figures and the latency histogram (its window is 10 s).
+    const before = (await getJson(new URL("api/cluster", base))).queries;
+    load = startLoad(up.coordinator(), dataDir, 14);
+    const waitLoad = Date.now() + 30e3;
+    while (Date.now() < waitLoad && (await getJson(new URL("api/cluster", base))).queries < before + 50) await sleep(250);
     // Cluster: both workers listed and healthy; the live figures fill in.
     await page.goto(pageUrl(base, "#/cluster"));
     await page.waitForFunction(() => document.querySelectorAll("#workers-table tbody tr.worker-row").length >= 2, null, { timeout: 30e3 });
@@ -178,6 +250,7 @@ async function main() {
     const lookups = await page.$$eval("#workers-table tbody tr.worker-row td:nth-child(7)", (e) => e.map((x) => x.textContent));
     check(busy.length === 2 && busy.every((b) => /%$/.test(b)) && lookups.some((l) => parseFloat(l) > 0),
       "the cluster page shows the cores' load and look-ups under traffic", JSON.stringify({ busy, lookups }));
+    await pageRules(page, "cluster page under load");
     await shot("cluster");
 
     // Tuning jobs list.
@@ -206,7 +279,55 @@ async function main() {
     check(detail.head_to_head && detail.head_to_head.rounds > 0, "the job measured its best plan beside the baselines", JSON.stringify(detail.head_to_head));
     const h2hRows = await page.$$eval("#head-to-head tbody tr", (r) => r.length);
     check(h2hRows === Object.keys(detail.head_to_head.speedup_vs).length, "the job page lists the side-by-side speed-ups", h2hRows);
+    // One set of figures: the best is never below a reported baseline, no speed-up is below 1,
+    // and the headline, the baselines panel and the side-by-side table show the same numbers.
+    const baseVals = Object.values(detail.baselines);
+    check(baseVals.every((b) => detail.maximise ? detail.best >= b : detail.best <= b), "the best is not below any reported baseline", JSON.stringify({ best: detail.best, baselines: detail.baselines }));
+    check(Object.values(detail.speedup_vs).every((x) => x >= 1), "no reported speed-up is below 1", JSON.stringify(detail.speedup_vs));
+    const figures = await page.evaluate(() => {
+      const kpis = [...document.querySelectorAll(".kpi")].map((k) => ({ label: k.querySelector(".kpi-label").textContent, value: k.querySelector(".kpi-value").textContent }));
+      const panel = Object.fromEntries([...document.querySelectorAll("#baselines-card .hbar-row[data-baseline]")].map((r) => [r.dataset.baseline, r.querySelector(".speedup")?.textContent || null]));
+      const table = Object.fromEntries([...document.querySelectorAll("#head-to-head tbody tr[data-baseline]")].map((r) => [r.dataset.baseline, r.querySelector(".speedup")?.textContent || null]));
+      return { kpis, panel, table };
+    });
+    const speedKpi = figures.kpis.find((k) => k.label.startsWith("Speed-up"));
+    const wantSpeed = detail.speedup.toFixed(2) + "×" + (detail.tie ? " tie" : "");
+    check(speedKpi && speedKpi.value === wantSpeed, `the headline speed-up reads ${wantSpeed}`, JSON.stringify(speedKpi));
+    const disagree = Object.keys(figures.table).filter((k) => figures.table[k] !== figures.panel[k]);
+    check(Object.keys(figures.table).length > 0 && disagree.length === 0, "the baselines panel and the side-by-side table show the same speed-ups", JSON.stringify(figures));
+    check(await page.$eval("#verdict", (e, v) => e.textContent.includes(v), detail.verdict), "the job page states the verdict", detail.verdict);
+    const knobsCells = await page.$$eval("#trials-table tbody tr.trial-row td.knobs-cell", (c) => c.map((x) => x.textContent));
+    check(knobsCells.length === detail.trials.length && knobsCells.every((k) => /sub-batch \d+/.test(k)), "the trials table shows every trial's knobs", JSON.stringify(knobsCells.slice(0, 3)));
+    await pageRules(page, "job page");
     await shot("job");
+
+    // A tie reads as a tie: the same page, served a job whose best could not be told from its
+    // best baseline (the figures the tie rule gives such a job).
+    const tieName = detail.best_baseline.name;
+    await page.route(`**/api/jobs/${encodeURIComponent(job.job)}`, async (route) => {
+      const r = await route.fetch();
+      const j = await r.json();
+      j.tie = true;
+      j.speedup = 1;
+      j.speedup_vs[tieName] = 1;
+      j.versus = { ...(j.versus || {}), [tieName]: { median: 1.01, lo: 0.97, hi: 1.04, rounds: j.head_to_head.rounds, verdict: "tie" } };
+      j.verdict = `tie: trial ${j.best_trial} and ${tieName} cannot be told apart in ${j.head_to_head.rounds} side-by-side rounds; the simpler plan, ${tieName}, is kept`;
+      await route.fulfill({ response: r, json: j });
+    });
+    await page.goto(pageUrl(base, "#/jobs"));
+    await page.goto(pageUrl(base, `#/jobs/${encodeURIComponent(job.job)}`));
+    await page.waitForSelector("#head-to-head", { timeout: 15e3 });
+    const tie = await page.evaluate((name) => ({
+      kpi: [...document.querySelectorAll(".kpi")].find((k) => k.querySelector(".kpi-label").textContent.startsWith("Speed-up"))?.textContent,
+      verdict: document.querySelector("#verdict")?.textContent,
+      panel: document.querySelector(`#baselines-card .hbar-row[data-baseline="${name}"] .speedup`)?.textContent,
+      row: document.querySelector(`#head-to-head tbody tr[data-baseline="${name}"]`)?.className,
+    }), tieName);
+    check(tie.kpi && tie.kpi.includes("tie") && tie.verdict && tie.verdict.startsWith("tie:") && tie.panel === "1.00× tie" && tie.row === "tie-row",
+      "a tie reads as a tie in the headline, the verdict, the baselines panel and the side-by-side table", JSON.stringify(tie));
+    await pageRules(page, "job page with a tie");
+    await shot("job-tie");
+    await page.unroute(`**/api/jobs/${encodeURIComponent(job.job)}`);
 
     // A trial's plan: the heat map of tables x cores.
     await page.click(`#trials-table tbody tr.trial-row[data-trial="${detail.best_trial}"]`);
@@ -226,12 +347,25 @@ async function main() {
       await shot("plan-sharded");
     }
 
-    // Results: the best plan, and the job compared with itself.
-    await page.goto(pageUrl(base, `#/results/compare/${encodeURIComponent(job.job)}/${encodeURIComponent(job.job)}`));
+    // Results: the best plan, and the two jobs compared as the panel preselects them.
+    await page.goto(pageUrl(base, "#/results"));
     await page.waitForSelector("#best-table tr.best-row", { timeout: 15e3 });
-    await page.waitForSelector("svg.compare-chart", { timeout: 15e3 });
     check((await page.$$eval("#best-table tr.best-row", (r) => r.length)) >= 1, "the results page shows the best plan");
+    const chosen = await page.evaluate(() => [document.querySelector("#cmp-a").value, document.querySelector("#cmp-b").value]);
+    check(chosen[0] && chosen[1] && chosen[0] !== chosen[1], "the compare panel preselects two different jobs", JSON.stringify(chosen));
+    await page.waitForSelector("svg.compare-chart", { timeout: 15e3 });
+    const cmpText = await page.$eval("#compare-card", (e) => e.textContent);
+    check(!cmpText.includes("Choose two jobs"), "with two jobs chosen, the compare panel compares them", cmpText.slice(0, 300));
+    const cmpHeads = await page.$$eval("#compare-table thead th a", (a) => a.map((x) => x.textContent));
+    check(cmpHeads.length === 2 && cmpHeads.includes(chosen[0]) && cmpHeads.includes(chosen[1]), "the compare table shows the chosen jobs", JSON.stringify(cmpHeads));
+    await pageRules(page, "results page");
     await shot("results");
+    // Choosing a job in a selector compares at once.
+    await page.selectOption("#cmp-a", job.job);
+    await page.selectOption("#cmp-b", job.job);
+    await page.waitForFunction((id) => location.hash.endsWith(`/${encodeURIComponent(id)}/${encodeURIComponent(id)}`), job.job, { timeout: 15e3 });
+    await page.waitForSelector("#compare-table", { timeout: 15e3 });
+    check(true, "choosing jobs in the selectors compares them");
 
     // Latency of the current plan.
     await page.goto(pageUrl(base, "#/latency"));
@@ -239,6 +373,7 @@ async function main() {
     const bars = await page.$$eval("svg.latency-chart rect.hist-bar", (r) => r.map((b) => +b.getAttribute("height")));
     check(bars.length === 16, "the latency histogram draws its 16 buckets", bars.length);
     check(bars.some((h) => h > 0), "the latency histogram shows the load's queries", JSON.stringify(bars));
+    await pageRules(page, "latency page");
     await shot("latency");
 
     const bench = await Promise.race([load.exited, sleep(60e3).then(() => null)]);

@@ -616,6 +616,35 @@ mod tests {
     }
 
     #[test]
+    fn a_searched_plan_that_ties_leaves_the_baseline_as_the_best_plan() {
+        let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
+        let prof = vec![TableProfile::default(); spec.tables.len()];
+        let ctx = two_cores(&spec, &prof);
+        let mut t = Tuner::new(job(&spec, 1), Vec::new());
+        for v in [700.0, 1400.0, 900.0, 1000.0, 1100.0, 1450.0] {
+            let p = t.next(&ctx).unwrap();
+            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
+        }
+        // Side by side, trial 5 and all-replicate (trial 1) trade places from round to round.
+        let rounds: Vec<BTreeMap<u32, f64>> =
+            [(1342.0, 1412.0, 700.0), (1500.0, 1450.0, 760.0), (1300.0, 1290.0, 690.0)]
+                .iter()
+                .map(|&(s, a, r)| [(5, s), (1, a), (0, r)].into_iter().collect())
+                .collect();
+        let names = [(0, "round-robin".to_string()), (1, "all-replicate".to_string())].into_iter().collect();
+        t.job.head_to_head = HeadToHead::from_rounds(Objective::Throughput, &rounds, &names);
+        t.finish(10);
+        assert_eq!(t.job.best, Some((1, 1412.0)), "the simpler plan, at its side-by-side value");
+        assert_eq!(t.best().unwrap().n, 1);
+        let h = t.job.headline().unwrap();
+        assert!(h.tie && h.winner_is_baseline && h.tied_trial == Some(5), "{h:?}");
+        for (k, v) in t.job.reported_baselines() {
+            assert!(*v <= 1412.0, "{k} {v}");
+        }
+        assert!(t.job.speedup_vs().values().all(|&x| x >= 1.0));
+    }
+
+    #[test]
     fn a_resumed_job_continues_where_it_stopped() {
         let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
         let prof = vec![TableProfile::default(); spec.tables.len()];

@@ -13,6 +13,19 @@ pub static PATIENCE: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(||
     Duration::from_secs(std::env::var("EMBTUNE_TEST_PATIENCE_S").ok().and_then(|s| s.parse().ok()).unwrap_or(240))
 });
 
+/// Reports a test that does not run (or runs degraded) on this machine: a line starting with
+/// `SKIPPED:` on the real stderr (not captured by the test harness, so it shows in every CI
+/// log, and `.ci/run` counts it), and the test passes. When the environment variable
+/// `required_env` is set (CI sets it where it installed what the test needs), the skip is a
+/// failure instead.
+pub fn skipped(test: &str, why: &str, required_env: &str) {
+    use std::io::Write;
+    if std::env::var_os(required_env).is_some() {
+        panic!("{required_env} is set, but {test} cannot run for real: {why}");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why} (set {required_env} to make this a failure)");
+}
+
 pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_embtune")
 }

@@ -33,6 +33,8 @@ const PREFIX: &str = "etn";
 pub const NETEM: &[&str] = &["delay", "2ms", "0.5ms", "loss", "1%"];
 /// Set to turn every skip into a failure (for CI machines that must run the test).
 pub const REQUIRED_ENV: &str = "EMBTUNE_NETNS_REQUIRED";
+/// Set to turn links without netem shaping into a failure (for CI machines whose kernel has it).
+pub const NETEM_REQUIRED_ENV: &str = "EMBTUNE_NETEM_REQUIRED";
 
 /// Writes a line to the real stderr: unlike `println!`, not captured by the test harness, so
 /// skips and fall-backs show in CI logs without `--nocapture`.
@@ -40,13 +42,16 @@ pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// Reports why the test does not run and lets it pass (or fails it when [`REQUIRED_ENV`] is set).
+/// Reports why the test does not run with a `SKIPPED:` line and lets it pass (or fails it when
+/// [`REQUIRED_ENV`] is set).
 pub fn skip(why: &str) {
-    if std::env::var_os(REQUIRED_ENV).is_some() {
-        panic!("{REQUIRED_ENV} is set, but the network-namespace test cannot run: {why}");
-    }
-    say(&format!("skipped: {why}"));
-    println!("skipped: {why}");
+    crate::common::skipped("cluster_netns", why, REQUIRED_ENV);
+}
+
+/// Reports that the test runs degraded, its links not shaped, with a `SKIPPED:` line (or fails
+/// it when [`NETEM_REQUIRED_ENV`] is set).
+pub fn unshaped(why: &str) {
+    crate::common::skipped("cluster_netns (delay and loss on the links)", why, NETEM_REQUIRED_ENV);
 }
 
 /// Why this machine cannot run namespace tests, if it cannot.

@@ -1,4 +1,4 @@
-//! GPU backend tests. Those that need a device print "skipped: no CUDA device" and pass where
+//! GPU backend tests. Those that need a device print "SKIPPED: ... no CUDA device" and pass where
 //! there is none (CI); the compile test needs only NVRTC and skips likewise without it.
 
 use embtune_protocol::DataFlow;
@@ -54,11 +54,17 @@ fn flows() -> Vec<DataFlow> {
     ]
 }
 
+/// A `SKIPPED:` line on the real stderr (not captured by the test harness, so CI logs show it).
+fn skipped(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: GPU test: {why}");
+}
+
 fn engine_or_skip() -> Option<GpuEngine> {
     match GpuEngine::new(0) {
         Ok(e) => Some(e),
         Err(GpuError::Unavailable(why)) => {
-            println!("skipped: no CUDA device ({why})");
+            skipped(&format!("no CUDA device ({why})"));
             None
         }
         Err(e) => panic!("{e}"),
@@ -69,7 +75,7 @@ fn engine_or_skip() -> Option<GpuEngine> {
 fn kernels_compile_for_every_variant() {
     // SAFETY: only tries to dlopen the library.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        println!("skipped: no CUDA device (NVRTC not found)");
+        skipped("no CUDA device (NVRTC not found)");
         return;
     }
     let mut variants = Vec::new();
@@ -172,7 +178,7 @@ fn a_gpu_worker_serves_its_shards_of_a_plan() {
     let service = match serve::GpuService::open(0) {
         Ok(s) => s,
         Err(GpuError::Unavailable(why)) => {
-            println!("skipped: no CUDA device ({why})");
+            skipped(&format!("no CUDA device ({why})"));
             return;
         }
         Err(e) => panic!("{e}"),
