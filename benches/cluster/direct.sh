@@ -12,6 +12,10 @@ OUT=${OUT:-direct-out}
 PHASES=${PHASES:-engine placement latency loadgens scaleout}
 SECS=${SECS:-3}
 ROUNDS=${ROUNDS:-2}
+# CPUs: workers take 0..7 (up deals them in turn), the bench process BENCH_CPUS, load generator i
+# LG_FIRST+2i and +2i+1. The defaults fit the 16-core device; override them for a smoke run.
+BENCH_CPUS=${BENCH_CPUS:-8-9}
+LG_FIRST=${LG_FIRST:-10}
 mkdir -p "$OUT"
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 log() { echo "### $*" | tee -a "$OUT/summary.txt"; }
@@ -39,7 +43,7 @@ LG_PIDS=()
 loadgens() {
     local n=$1 first=$2
     for i in $(seq 0 $((n - 1))); do
-        local a=$((first + 2 * i)) b=$((first + 2 * i + 1))
+        local a=$(((first + 2 * i) % ncpu)) b=$(((first + 2 * i + 1) % ncpu))
         taskset -c $a,$b "$E" loadgen --coordinator "$COORD" --cluster "$CLUSTER" --threads 2 --name "lg$i" \
             >"$OUT/loadgen-$i.log" 2>&1 &
         LG_PIDS+=($!)
@@ -63,12 +67,14 @@ down() {
 
 if has engine; then
     # The in-process engine on 8 cores: the placement effect with nothing in between.
-    for w in "criteo-terabyte --scale 0.02" "criteo-kaggle --scale 0.05" "micro24"; do
-        log "engine: compare --preset $w --cores 8"
-        "$E" compare --preset $w --cores 8 --rounds 3 --round-secs 2 --variants round-robin,all-replicate,auto \
-            --json >"$OUT/engine-${w%% *}.json" 2>"$OUT/engine-${w%% *}.err"
-        tail -c 1500 "$OUT/engine-${w%% *}.json" | tail -20
-    done
+    while read -r name w; do
+        [ -z "$name" ] && continue
+        log "engine: compare $w --cores 8"
+        "$E" compare $w --cores 8 --rounds 3 --round-secs 2 --variants round-robin,all-replicate,client-small,auto \
+            --json >"$OUT/engine-$name.json" 2>"$OUT/engine-$name.err"
+        python3 -c "import json,sys;d=json.load(open(sys.argv[1]));[print(v['label'],round(v['lookups_per_s']/1e6,1),'M/s',round(v['speedup_vs_first'],2),'x') for v in d['variants']]" "$OUT/engine-$name.json"
+    done <<<"${ENGINE_W:-"terabyte --preset criteo-terabyte --scale 0.02
+kaggle --preset criteo-kaggle --scale 0.05"}"
 fi
 
 if has placement; then
@@ -78,24 +84,24 @@ if has placement; then
     while read -r name w; do
         [ -z "$name" ] && continue
         up "$OUT/up-$name" --workers 2 --cores-per-worker 4 $w --client-memory 1G || { down; continue; }
-        loadgens 3 10 || { down; continue; }
+        loadgens 3 $LG_FIRST || { down; continue; }
         for r in $(seq 1 $ROUNDS); do
-            for s in round-robin all-replicate size-threshold client-small auto; do
+            for s in ${PLACEMENT_S:-round-robin all-replicate client-small auto}; do
                 f="$OUT/place-$name-$s-$r.json"
                 log "placement $name round $r: $s, 3 load generators, direct"
-                taskset -c 8-9 "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $w --strategy $s --client-memory 1G \
+                taskset -c $BENCH_CPUS "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $w --strategy $s --client-memory 1G \
                     --loadgens 3 --concurrency 48 --duration $SECS --warmup 1 --verify --json >"$f" 2>"$f.err"
                 pick "$f" batches_per_s p50_us wire_bytes_per_batch errors verified plan
             done
             f="$OUT/place-$name-auto-f16-$r.json"
             log "placement $name round $r: auto, f16 on the wire"
-            taskset -c 8-9 "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $w --strategy auto --client-memory 1G \
+            taskset -c $BENCH_CPUS "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $w --strategy auto --client-memory 1G \
                 --loadgens 3 --wire f16 --concurrency 48 --duration $SECS --warmup 1 --verify --json >"$f" 2>"$f.err"
             pick "$f" batches_per_s p50_us wire_bytes_per_batch errors verified
             for s in round-robin all-replicate; do
                 f="$OUT/place-$name-$s-relay-$r.json"
                 log "placement $name round $r: $s through the coordinator (--via coordinator)"
-                taskset -c 10-15 "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $w --strategy $s --client-memory 0 \
+                taskset -c $LG_FIRST-$((LG_FIRST + 5 < ncpu ? LG_FIRST + 5 : ncpu - 1)) "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $w --strategy $s --client-memory 0 \
                     --via coordinator --concurrency 32 --duration $SECS --warmup 1 --json >"$f" 2>"$f.err"
                 pick "$f" batches_per_s p50_us wire_bytes_per_batch errors
             done
@@ -108,20 +114,30 @@ hotset --preset synthetic --tables 8 --rows 2000000 --dim 64 --pooling 20 --dist
 fi
 
 if has latency; then
-    # Added latency at batch 256 on criteo-kaggle: one query at a time, the same plan (every
-    # table replicated, none in the client) in the in-process engine and through the cluster.
-    KW="--preset criteo-kaggle --scale 0.05 --batch 256 --strategy all-replicate"
+    # Added latency at batch 256 on criteo-kaggle, one query at a time, the same plan in the
+    # in-process engine (8 cores) and through the cluster (1 worker x 8 cores, the client on two
+    # CPUs of its own): every table replicated with f32 replies, and auto with the small tables
+    # in the client (the in-process engine reads those too: one engine is client and worker)
+    # with f16 replies.
+    K="--preset criteo-kaggle --scale 0.05 --batch 256"
+    "$E" plan export $K --workers 1 --cores 8 --strategy all-replicate --out "$OUT/lat-replicated.json" 2>/dev/null
+    "$E" plan export $K --workers 1 --cores 8 --strategy auto --client-memory 256M --out "$OUT/lat-auto.json" 2>/dev/null
     for r in $(seq 1 $ROUNDS); do
-        log "latency round $r: in-process engine, 8 cores"
-        "$E" bench $KW --cores 8 --concurrency 1 --duration $SECS --json >"$OUT/latency-local-$r.json" 2>/dev/null
-        pick "$OUT/latency-local-$r.json" batches_per_s p50_us p99_us
-        log "latency round $r: 1 worker x 8 cores, direct from a client on CPUs 8-9"
-        up "$OUT/up-lat" --workers 1 --cores-per-worker 8 $KW --client-memory 0 || { down; continue; }
-        taskset -c 8-9 "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $KW --client-memory 0 --concurrency 1 \
-            --duration $SECS --json >"$OUT/latency-direct-$r.json" 2>"$OUT/latency-direct-$r.err"
-        pick "$OUT/latency-direct-$r.json" batches_per_s p50_us p99_us wire_bytes_per_batch
-        taskset -c 8-9 "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $KW --client-memory 0 --concurrency 1 \
-            --via coordinator --duration $SECS --json >"$OUT/latency-relay-$r.json" 2>"$OUT/latency-relay-$r.err"
+        up "$OUT/up-lat" --workers 1 --cores-per-worker 8 $K --client-memory 256M || { down; continue; }
+        for v in replicated:f32 auto:f16; do
+            p=${v%%:*} wire=${v#*:}
+            log "latency round $r: $p, in-process engine, 8 cores"
+            "$E" bench $K --plan "$OUT/lat-$p.json" --cores 8 --concurrency 1 --duration $SECS --json \
+                >"$OUT/latency-local-$p-$r.json" 2>/dev/null
+            pick "$OUT/latency-local-$p-$r.json" batches_per_s p50_us p99_us plan
+            log "latency round $r: $p, 1 worker x 8 cores, direct, $wire replies"
+            taskset -c $BENCH_CPUS "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $K --plan "$OUT/lat-$p.json" \
+                --wire $wire --concurrency 1 --duration $SECS --json >"$OUT/latency-direct-$p-$r.json" 2>"$OUT/latency-direct-$p-$r.err"
+            pick "$OUT/latency-direct-$p-$r.json" batches_per_s p50_us p99_us wire_bytes_per_batch plan
+        done
+        log "latency round $r: replicated, through the coordinator"
+        taskset -c $BENCH_CPUS "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $K --plan "$OUT/lat-replicated.json" \
+            --via coordinator --concurrency 1 --duration $SECS --json >"$OUT/latency-relay-$r.json" 2>"$OUT/latency-relay-$r.err"
         pick "$OUT/latency-relay-$r.json" batches_per_s p50_us p99_us
         down
     done
@@ -133,12 +149,12 @@ if has loadgens; then
     # almost no engine work. 1 and 3 load generators of 2 CPUs each, alternated.
     LW="--preset synthetic --tables 26 --rows 1000 --dim 128 --pooling 1 --batch 256"
     up "$OUT/up-lg" --workers 2 --cores-per-worker 4 $LW --strategy all-replicate --client-memory 0 || true
-    loadgens 3 10 || true
+    loadgens 3 $LG_FIRST || true
     for r in $(seq 1 $ROUNDS); do
         for n in 1 3; do
             f="$OUT/loadgens-$n-$r.json"
             log "loadgens round $r: $n load generators"
-            taskset -c 8-9 "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $LW --loadgens $n --concurrency $((16 * n)) \
+            taskset -c $BENCH_CPUS "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $LW --loadgens $n --concurrency $((16 * n)) \
                 --duration $SECS --warmup 1 --json >"$f" 2>"$f.err"
             pick "$f" batches_per_s p50_us wire_bytes_per_batch errors per_core
         done

@@ -87,7 +87,7 @@ pub struct BenchArgs {
     pub wire: embtune_protocol::wire::WireFormat,
     /// With --coordinator: memory each client may give to client-resident tables (e.g. 256M);
     /// the plan deployed may then keep small tables in the clients.
-    #[arg(long, value_name = "SIZE", value_parser = crate::launch::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::launch::parse_size_or_zero)]
     pub client_memory: Option<u64>,
     /// With --coordinator: engine threads this client pools its client-resident tables on.
     #[arg(long, value_name = "N", default_value_t = 1)]

@@ -80,6 +80,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             || args.prefetch.is_some()
             || args.client_memory.is_some();
         let generator = BatchGenerator::new(&spec)?;
+        // What clients may hold: as asked, or as the plan file was made for (it may keep tables
+        // in the clients).
+        let client_memory = match (args.client_memory, &args.plan) {
+            (Some(m), _) => m,
+            (None, Some(f)) => {
+                crate::torchrec_cmd::read_plan_file(f, &spec).map_or(0, |p| p.topology.client_memory_bytes)
+            }
+            (None, None) => 0,
+        };
         let plan = match current {
             Some(d) if !asked && d.spec.digest() == spec.digest() => d.plan,
             _ => {
@@ -91,7 +100,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         .map(|w| WorkerShape { cores: w.cores, memory_bytes: w.memory_bytes, core_memory_bytes: None })
                         .collect(),
                 )
-                .with_client_memory(args.client_memory.unwrap_or(0));
+                .with_client_memory(client_memory);
                 let prof = profile(&generator);
                 let caps = memory_caps(&machine, !args.no_huge_pages);
                 let choice = PlanChoice {

@@ -270,6 +270,14 @@ fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
 }
 
 /// `64G`, `512M`, `1.5T`, `64GiB`, `64GB` (powers of 1024) or plain bytes.
+/// [`parse_size`], where 0 is a valid answer too ("none", as for `--client-memory 0`).
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<f64>() == Ok(0.0) {
+        return Ok(0);
+    }
+    parse_size(s)
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let bad = || format!("memory `{s}`: use bytes or a size like 64G, 512M, 1.5T");
     let t = s.trim();
@@ -1134,6 +1142,11 @@ fe80::1
         assert!(parse_size("0").is_err());
         assert!(parse_size("G").is_err());
         assert!(parse_size("1e400").is_err());
+        // Client memory may be none at all.
+        assert_eq!(parse_size_or_zero("0"), Ok(0));
+        assert_eq!(parse_size_or_zero("0M"), Ok(0));
+        assert_eq!(parse_size_or_zero("256M"), Ok(256 << 20));
+        assert!(parse_size_or_zero("-1").is_err());
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct PlanArgs {
     /// Shape of the cluster the plan is for: cores per worker (default: this machine's CPUs).
     #[arg(long, value_name = "N")]
     pub cores: Option<u16>,
+    /// Memory each client may give to client-resident tables (e.g. 256M; default none): the
+    /// plan may then keep small tables in the clients.
+    #[arg(long, value_name = "SIZE", value_parser = crate::launch::parse_size_or_zero)]
+    pub client_memory: Option<u64>,
     /// Print JSON: the plan (show), the prediction (explain).
     #[arg(long)]
     pub json: bool,
@@ -130,7 +134,8 @@ fn load(a: &PlanArgs) -> Result<Loaded> {
         a.workers.max(1),
         a.cores.unwrap_or(m.cpus as u16).max(1),
         (m.mem_available as f64 * 0.85) as u64,
-    );
+    )
+    .with_client_memory(a.client_memory.unwrap_or(0));
     let prof = profile(&BatchGenerator::new(&spec)?);
     let choice = PlanChoice {
         file: a.plan.as_ref(),

@@ -80,7 +80,7 @@ pub struct TuneArgs {
     /// Memory each client may give to client-resident tables: plans may keep small tables in
     /// the clients, whose pooled rows then never cross the network. 0 keeps every table on
     /// the workers.
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::launch::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::launch::parse_size_or_zero)]
     pub client_memory: u64,
     /// How workers encode pooled rows on the wire: f32, or f16 / bf16 for half the bytes.
     #[arg(long, value_name = "FORMAT", default_value = "f32", value_parser = clap::value_parser!(embtune_protocol::wire::WireFormat))]

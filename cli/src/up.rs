@@ -67,7 +67,7 @@ pub struct UpArgs {
     /// Memory each client may give to client-resident tables (e.g. 256M): plans may keep small
     /// tables in the clients, whose pooled rows then never cross the network. 0 keeps every
     /// table on the workers.
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::launch::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::launch::parse_size_or_zero)]
     pub client_memory: u64,
 }
 
