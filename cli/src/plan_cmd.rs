@@ -26,7 +26,7 @@ pub enum PlanCmd {
   embtune plan show --preset avazu --strategy greedy-cost --flows direct
   embtune plan show --job job-1733229913-1 --trial 7       a tuning job's trial
   embtune plan show --plan plan.json --preset criteo-kaggle --scale 0.01")]
-    Show(PlanArgs),
+    Show(ViewArgs),
     /// The cost model's prediction per table, and the reason for each decision. With --job, the
     /// headline figure is the one the job's model predicted for the trial (as the tune table
     /// and `results show` print it).
@@ -34,7 +34,7 @@ pub enum PlanCmd {
   embtune plan explain --preset criteo-kaggle --scale 0.01 --strategy auto
   embtune plan explain --job job-1733229913-1              the job's best plan
   embtune plan explain --job job-1733229913-1 --trial 7 --json")]
-    Explain(PlanArgs),
+    Explain(ViewArgs),
     /// The plan as JSON (for `embtune bench --plan`), to stdout or --out.
     ///
     /// `--format torchrec` writes TorchRec's ShardingPlan instead: per table a ParameterSharding
@@ -62,9 +62,9 @@ pub enum PlanCmd {
     /// A TorchRec ShardingPlan (its planner's output) as an embtune plan: table-wise becomes
     /// owned, row-wise row ranges at TorchRec's offsets, data-parallel replicated, column-wise
     /// the nearest embtune form (flagged).
-    ///
-    /// Example: embtune plan import --preset criteo-kaggle --scale 0.05
-    ///            --torchrec benches/peers/results/criteo-kaggle@0.05-2x4.torchrec.json --out tr.json
+    #[command(after_help = "Examples:
+  embtune plan import --preset criteo-kaggle --scale 0.05 --torchrec benches/peers/results/criteo-kaggle@0.05-2x4.torchrec.json --out tr.json
+  embtune bench --plan tr.json --preset criteo-kaggle --scale 0.05 --verify")]
     Import(crate::torchrec_cmd::PlanImportArgs),
 }
 
@@ -102,6 +102,13 @@ pub struct PlanArgs {
     /// plan may then keep small tables in the clients.
     #[arg(long, value_name = "SIZE", value_parser = crate::launch::parse_size_or_zero)]
     pub client_memory: Option<u64>,
+}
+
+/// What `show` and `explain` take: a plan, and how to print it.
+#[derive(Args, Debug)]
+pub struct ViewArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Print JSON: the plan (show), the prediction (explain).
     #[arg(long)]
     pub json: bool,
@@ -231,7 +238,7 @@ fn owners(p: &Placement) -> String {
 pub fn run(cmd: PlanCmd) -> Result<()> {
     match cmd {
         PlanCmd::Show(a) => {
-            let Loaded { spec, plan, .. } = load(&a)?;
+            let Loaded { spec, plan, .. } = load(&a.plan)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
                 return Ok(());
@@ -252,7 +259,7 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
             );
         }
         PlanCmd::Explain(a) => {
-            let Loaded { spec, plan, trial } = load(&a)?;
+            let Loaded { spec, plan, trial } = load(&a.plan)?;
             let (p, networked, caps, profiles) = predict(&spec, &plan)?;
             if a.json {
                 let mut v = serde_json::to_value(&p)?;

@@ -129,9 +129,17 @@ fn up_restarts_a_dead_coordinator_and_keeps_its_workers() {
     let served = wait_until(*common::PATIENCE, || log(dir.path(), "up").contains("stop with Ctrl-C"));
     assert!(served.is_some(), "up never served: {}", log(dir.path(), "up"));
     let first = coordinator_pid(&data).unwrap();
+    // `up` runs a coordinator, its worker and (by default) one load generator; tell them apart
+    // by the subcommand each was started with.
     let kids = children_of(up.id());
-    let workers: Vec<u32> = kids.iter().copied().filter(|&k| k != first).collect();
+    let role = |pid: u32| {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmd.split(|&b| b == 0).nth(1).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default()
+    };
+    let workers: Vec<u32> = kids.iter().copied().filter(|&k| k != first && role(k) == "worker").collect();
+    let loadgens: Vec<u32> = kids.iter().copied().filter(|&k| role(k) == "loadgen").collect();
     assert_eq!(workers.len(), 1, "{kids:?}");
+    assert_eq!(loadgens.len(), 1, "{kids:?}");
     let addr = {
         let text = std::fs::read_to_string(data.join("coordinator.json")).unwrap();
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["quic"].as_str().unwrap().to_string()
@@ -141,6 +149,7 @@ fn up_restarts_a_dead_coordinator_and_keeps_its_workers() {
     let again = wait_until(*common::PATIENCE, || coordinator_pid(&data).is_some_and(|p| p != first && alive(p)));
     assert!(again.is_some(), "up did not start its coordinator again: {}", log(dir.path(), "up"));
     assert!(alive(workers[0]), "the worker was torn down with the coordinator");
+    assert!(alive(loadgens[0]), "the load generator was torn down with the coordinator");
     let text = std::fs::read_to_string(data.join("coordinator.json")).unwrap();
     assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["quic"], addr.as_str(), "a new address");
     // The worker registers with the new coordinator.

@@ -37,7 +37,7 @@ use embtune_transport::rpc::Body;
 use embtune_transport::{Identity, TransportError, Tuning, certs};
 use embtune_workloads::QueryBatch;
 
-use crate::control::{CoordinatorClient, pooled_parts};
+use crate::control::CoordinatorClient;
 use crate::local::LocalTables;
 
 /// How a client behaves.
@@ -520,8 +520,9 @@ impl Client {
         let bs = batch.batch_size as usize;
         let local = state.local.clone().zip(route::client_part(&table.plan, batch));
         let local_job = local.map(|(engine, part)| {
-            let b = part.to_batch(batch.batch_size);
-            tokio::spawn(async move { (engine.pool(b, part.tables.clone()).await, part.tables) })
+            let tables = part.tables.clone();
+            let b = part.into_batch(batch.batch_size);
+            tokio::spawn(async move { (engine.pool(b, tables.clone()).await, tables) })
         });
         let alone = subs.len() == 1 && local_job.is_none();
         let mut calls = Vec::with_capacity(subs.len());
@@ -529,29 +530,49 @@ impl Client {
             let (addr, link) = links[s.worker as usize].clone().expect("a usable worker has an address");
             let me = self.clone();
             let state = state.clone();
-            let fut = async move { me.sub_request(&state, addr, &link, &s, bs).await.map(|r| (s, r)) };
+            let tables = s.tables.clone();
+            let fut = async move { me.sub_request(&state, addr, &link, s, bs).await.map(|r| (tables, r)) };
             calls.push(if alone { Call::Inline(Box::pin(fut)) } else { Call::Task(tokio::spawn(fut)) });
         }
         let fanout = calls.len() as u16;
-        let mut out: Option<Vec<f32>> = None;
+        let wire = self.wire();
+        let mut whole: Option<Vec<f32>> = None;
+        let mut asm = route::Assembler::new(state.width, &state.columns, &state.dims, bs);
         let (mut engine_us, mut retry, mut stale, mut failure) = (0u32, false, false, None);
+        let broken = |e: route::AssembleError| Attempt::Fatal(remote(ErrorKind::BadFrame, format!("a reply: {e}")));
         for call in calls {
             let r = match call {
                 Call::Inline(f) => f.await,
                 Call::Task(h) => h.await.unwrap_or_else(|e| Err(SubError::other(format!("a sub-request failed: {e}")))),
             };
             match r {
-                Ok((s, (ph, reply, bytes))) => {
-                    stats.wire_bytes += bytes;
-                    engine_us = engine_us.max(ph.engine_us);
-                    if alone && route::covers_all_in_order(&s.tables, state.dims.len()) {
-                        // One worker answered for every table in spec order: its reply is the
-                        // output as it is (replicated plans send every batch this way).
-                        out = Some(reply);
-                    } else {
-                        let out = out.get_or_insert_with(|| vec![0f32; bs * state.width]);
-                        route::accumulate(out, state.width, &state.columns, &state.dims, &s.tables, &reply, bs);
+                Ok((tables, reply)) => {
+                    stats.wire_bytes += reply.bytes;
+                    engine_us = engine_us.max(reply.head.engine_us);
+                    if alone
+                        && wire == WireFormat::F32
+                        && reply.stripes.len() == 1
+                        && route::covers_all_in_order(&tables, state.dims.len())
+                    {
+                        // One worker answered for every table in spec order, in one piece: its
+                        // reply is the output as it is (replicated plans send batches so).
+                        let words = reply.stripes.into_iter().next().unwrap().2;
+                        whole = Some(
+                            codec::decode_pooled(wire, words, bs * state.width)
+                                .map_err(|e| Attempt::Fatal(TransportError::Frame(e)))?,
+                        );
+                        continue;
                     }
+                    let rw: usize = tables.iter().map(|&t| state.dims[t as usize]).sum();
+                    asm.begin(&tables);
+                    for (b0, b1, words) in &reply.stripes {
+                        let values = match wire {
+                            WireFormat::F32 => route::Values::F32(codec::words_as_floats(words)),
+                            w => route::Values::Half(w, codec::half_bits(words, (b1 - b0) * rw)),
+                        };
+                        asm.place(*b0, *b1, values).map_err(broken)?;
+                    }
+                    asm.end().map_err(broken)?;
                 }
                 Err(SubError { error, worker_failed, stale: st, bytes }) => {
                     stats.wire_bytes += bytes;
@@ -566,8 +587,9 @@ impl Client {
         if let Some(job) = local_job {
             match job.await {
                 Ok((Ok(reply), tables)) => {
-                    let out = out.get_or_insert_with(|| vec![0f32; bs * state.width]);
-                    route::accumulate(out, state.width, &state.columns, &state.dims, &tables, &reply, bs);
+                    asm.begin(&tables);
+                    asm.place(0, bs, route::Values::F32(&reply)).map_err(broken)?;
+                    asm.end().map_err(broken)?;
                 }
                 Ok((Err(e), _)) => return Err(Attempt::Fatal(e)),
                 Err(e) => return Err(Attempt::Fatal(remote(ErrorKind::Internal, format!("client engine: {e}")))),
@@ -576,43 +598,45 @@ impl Client {
         if let Some(error) = failure {
             return Err(if retry || stale { Attempt::Retry { stale, error } } else { Attempt::Fatal(error) });
         }
-        Ok((engine_us, fanout, out.unwrap_or_else(|| vec![0f32; bs * state.width])))
+        Ok((engine_us, fanout, whole.unwrap_or_else(|| asm.finish())))
     }
 
     /// Sends a sub-request to its worker, striped over several lanes when its reply is large,
-    /// and returns the reply as f32 values with the bytes it moved.
+    /// and returns the stripes' replies as they came, with the bytes moved.
     async fn sub_request(
         &self,
         state: &Routed,
         addr: SocketAddr,
         link: &Link,
-        s: &SubRequest,
+        s: SubRequest,
         bs: usize,
-    ) -> Result<(PooledHead, Vec<f32>, u64), SubError> {
+    ) -> Result<SubReply, SubError> {
         let worker = state.table.workers[s.worker as usize].id;
         let lanes = match self.lanes_to(addr).await {
             Ok(l) => l,
             Err(e) => return Err(SubError::failed(worker, e, 0)),
         };
         let wire = self.wire();
-        let reply_width = route::reply_width(s, &state.dims);
+        let reply_width = route::reply_width(&s, &state.dims);
         let k = lanes::stripes(bs * reply_width * wire.value_bytes(), lanes.len(), bs);
-        let lookup = |n: u32, s: &SubRequest| {
+        // The sub-request's buffers go to quinn as they are (moved, not copied).
+        let lookup = |n: u32, s: SubRequest| {
             let head = LookupHead {
                 plan_id: state.table.epoch,
                 batch_size: n,
-                tables: s.tables.clone(),
+                tables: s.tables,
                 offsets: s.offsets.len() as u32,
                 ids: s.ids.len() as u32,
                 reply: wire,
                 client: self.inner.id,
             };
-            (Request::Lookup(head), Body::Parts(route::body(s)))
+            (Request::Lookup(head), Body::Vecs(vec![s.ids, s.offsets]))
         };
-        let parts: Vec<(u32, SubRequest)> = if k == 1 { vec![(bs as u32, s.clone())] } else { route::stripe(s, bs, k) };
+        let parts: Vec<(u32, SubRequest)> = if k == 1 { vec![(bs as u32, s)] } else { route::stripe(&s, bs, k) };
         let sent: u64 = parts.iter().map(|(_, p)| FRAME_OVERHEAD + 4 * (p.ids.len() + p.offsets.len()) as u64).sum();
-        let calls = parts.iter().map(|(n, p)| lookup(*n, p)).collect();
-        self.inner.sub_requests.fetch_add(parts.len() as u64, Ordering::Relaxed);
+        let rows: Vec<u32> = parts.iter().map(|(n, _)| *n).collect();
+        let calls = parts.into_iter().map(|(n, p)| lookup(n, p)).collect();
+        self.inner.sub_requests.fetch_add(rows.len() as u64, Ordering::Relaxed);
         link.inflight.fetch_add(1, Ordering::Relaxed);
         let r = lanes.call_all(calls, self.inner.limits, self.inner.cfg.timeout).await;
         link.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -642,27 +666,37 @@ impl Client {
         };
         let received: u64 = replies.iter().map(|(_, w)| FRAME_OVERHEAD + 4 * w.len() as u64).sum();
         let bytes = sent + received;
-        let decode =
-            |e: WireError| SubError { error: TransportError::Frame(e), worker_failed: false, stale: false, bytes };
-        if wire == WireFormat::F32 {
-            let (head, words) =
-                pooled_parts(replies).map_err(|e| SubError { error: e, worker_failed: false, stale: false, bytes })?;
-            let values = codec::decode_pooled(wire, words, bs * reply_width).map_err(decode)?;
-            return Ok((head, values, bytes));
-        }
-        // Halves are packed per reply, so each stripe is widened on its own.
-        let mut values = Vec::with_capacity(bs * reply_width);
         let mut heads = Vec::with_capacity(replies.len());
-        for ((n, _), r) in parts.iter().zip(replies) {
-            let (head, words) =
-                pooled_parts(vec![r]).map_err(|e| SubError { error: e, worker_failed: false, stale: false, bytes })?;
-            let start = values.len();
-            values.resize(start + *n as usize * reply_width, 0.0);
-            codec::add_pooled(wire, &words, *n as usize * reply_width, &mut values[start..]).map_err(decode)?;
-            heads.push(head);
+        let mut stripes = Vec::with_capacity(replies.len());
+        let mut b0 = 0;
+        for (n, (resp, words)) in rows.iter().zip(replies) {
+            match resp {
+                embtune_protocol::wire::Response::Pooled(h) => heads.push(h),
+                other => {
+                    let e = crate::control::unexpected(other);
+                    return Err(SubError { error: e, worker_failed: false, stale: false, bytes });
+                }
+            }
+            let b1 = b0 + *n as usize;
+            if words.len() != wire.words((b1 - b0) * reply_width) {
+                let e = remote(
+                    ErrorKind::BadFrame,
+                    format!("worker {worker} sent {} words for {} {wire} values", words.len(), (b1 - b0) * reply_width),
+                );
+                return Err(SubError { error: e, worker_failed: false, stale: false, bytes });
+            }
+            stripes.push((b0, b1, words));
+            b0 = b1;
         }
-        Ok((PooledHead::join(heads).unwrap_or_default(), values, bytes))
+        Ok(SubReply { head: PooledHead::join(heads).unwrap_or_default(), stripes, bytes })
     }
+}
+
+/// A sub-request's replies: one per stripe of samples (`b0..b1`), as the worker encoded them.
+struct SubReply {
+    head: PooledHead,
+    stripes: Vec<(usize, usize, Vec<u32>)>,
+    bytes: u64,
 }
 
 /// Why an attempt at a query did not succeed.

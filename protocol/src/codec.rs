@@ -136,15 +136,26 @@ pub fn words_as_floats(words: &[u32]) -> &[f32] {
 /// Pooled values as a reply body in `format`: f32 as they are, halves two to a word (value
 /// `2i` in the low 16 bits of word `i`), each value rounded once to nearest-even.
 pub fn encode_pooled(format: WireFormat, values: Vec<f32>) -> Vec<u32> {
-    let half = |bits: &dyn Fn(f32) -> u16| -> Vec<u32> {
-        values.chunks(2).map(|p| bits(p[0]) as u32 | (p.get(1).map_or(0, |&v| bits(v)) as u32) << 16).collect()
-    };
-    match format {
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    if format == WireFormat::F32 {
         // u32 and f32 have one size and alignment; reinterpret the buffer without a copy.
-        WireFormat::F32 => bytemuck::allocation::cast_vec(values),
-        WireFormat::F16 => half(&|v| half::f16::from_f32(v).to_bits()),
-        WireFormat::Bf16 => half(&|v| half::bf16::from_f32(v).to_bits()),
+        return bytemuck::allocation::cast_vec(values);
     }
+    // Converted a slice at a time (F16C where the CPU has it) into words, two halves each.
+    let mut words = vec![0u32; format.words(values.len())];
+    let bits: &mut [u16] = &mut bytemuck::cast_slice_mut::<u32, u16>(&mut words)[..values.len()];
+    match format {
+        WireFormat::Bf16 => bits.reinterpret_cast_mut::<half::bf16>().convert_from_f32_slice(&values),
+        _ => bits.reinterpret_cast_mut::<half::f16>().convert_from_f32_slice(&values),
+    }
+    words
+}
+
+/// A half-precision reply body's values as bits, one `u16` each (`values` of them at most).
+pub fn half_bits(words: &[u32], values: usize) -> &[u16] {
+    le_only();
+    let bits: &[u16] = bytemuck::cast_slice(words);
+    &bits[..values.min(bits.len())]
 }
 
 /// Adds a reply body of `values` pooled values in `format` into `out` (`out[i] += value i`),
@@ -163,13 +174,10 @@ pub fn add_pooled(format: WireFormat, words: &[u32], values: usize, out: &mut [f
             }
         }
         WireFormat::F16 | WireFormat::Bf16 => {
-            let widen = |b: u16| match format {
-                WireFormat::F16 => half::f16::from_bits(b).to_f32(),
-                _ => half::bf16::from_bits(b).to_f32(),
-            };
-            for (i, o) in out.iter_mut().enumerate() {
-                let w = words[i / 2];
-                *o += widen((w >> (16 * (i % 2))) as u16);
+            let mut wide = vec![0f32; values];
+            crate::route::decode_halves(format, half_bits(words, values), &mut wide);
+            for (o, w) in out.iter_mut().zip(&wide) {
+                *o += w;
             }
         }
     }

@@ -29,6 +29,8 @@ pub enum Body {
     Floats(Vec<f32>),
     /// Several word buffers sent back to back (ids then offsets), without joining them.
     Parts(Vec<std::sync::Arc<[u32]>>),
+    /// Several owned word buffers sent back to back, handed to quinn without a copy.
+    Vecs(Vec<Vec<u32>>),
 }
 
 impl Body {
@@ -38,6 +40,7 @@ impl Body {
             Body::Words(w) => 4 * w.len(),
             Body::Floats(f) => 4 * f.len(),
             Body::Parts(p) => p.iter().map(|w| 4 * w.len()).sum(),
+            Body::Vecs(p) => p.iter().map(|w| 4 * w.len()).sum(),
         }
     }
 
@@ -50,6 +53,9 @@ impl Body {
             Body::Words(v) => chunks.push(Bytes::from_owner(LeBytes(v))),
             Body::Floats(v) => chunks.push(Bytes::from_owner(LeBytes(v))),
             Body::Parts(parts) => {
+                chunks.extend(parts.into_iter().filter(|p| !p.is_empty()).map(|p| Bytes::from_owner(LeBytes(p))))
+            }
+            Body::Vecs(parts) => {
                 chunks.extend(parts.into_iter().filter(|p| !p.is_empty()).map(|p| Bytes::from_owner(LeBytes(p))))
             }
         }
