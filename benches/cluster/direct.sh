@@ -181,11 +181,12 @@ fi
 
 if has tune; then
     # A tuning job through the direct path: 2 workers x 4 cores, 3 load generators (up starts
-    # them on the CPUs the workers leave), clients may hold 1 GiB of tables.
+    # them on the CPUs the workers leave), clients may hold 1 GiB of tables. TUNE_EXTRA adds flags
+    # (e.g. "--head-to-head-rounds 2").
     TW=${TUNE_W:-"--preset criteo-terabyte --scale 0.02"}
     log "tune $TW, 2 workers x 4 cores, 3 load generators"
     "$E" tune --local --workers 2 --cores-per-worker 4 --loadgens 3 $TW --trials ${TUNE_TRIALS:-6} --client-memory 1G \
-        --round-secs 1 --max-rounds 3 --data-dir "$OUT/tune" --json >"$OUT/tune.json" 2>"$OUT/tune.err"
+        --round-secs 1 --max-rounds 3 ${TUNE_EXTRA:-} --data-dir "$OUT/tune" --json >"$OUT/tune.json" 2>"$OUT/tune.err"
     pick "$OUT/tune.json" best best_trial best_plan baselines speedup_vs ceiling ceiling_share
     rm -rf "$OUT/tune"
 fi
