@@ -290,8 +290,11 @@ fn idle_connection_floods_are_capped_and_their_memory_comes_back() {
     assert!(refused.len() >= 144, "only {} of 400 connections were refused", refused.len());
     assert!(refused.iter().all(|e| e.contains("--max-connections")), "{:?}", &refused[..3.min(refused.len())]);
     // The memory of the closed connections comes back (the heap is trimmed after closes): at
-    // least two thirds of what the flood added.
-    let back = common::wait_until(Duration::from_secs(20), || rss(pid).0 <= idle + peak.saturating_sub(idle) / 3);
+    // least two thirds of what the flood added, give or take 8 MiB of the allocator's and the
+    // runtime's own noise (where the cap kept the flood from adding more than that, there is
+    // nothing to give back).
+    let slack = (peak.saturating_sub(idle) / 3).max(8 << 20);
+    let back = common::wait_until(Duration::from_secs(20), || rss(pid).0 <= idle + slack);
     let now = rss(pid).0;
     println!(
         "RELIABILITY | idle connections closed | idle {} MiB | peak {} MiB | after closing {} MiB",

@@ -27,6 +27,7 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 #[test]
 fn bench_and_status_through_the_cli_are_verified() {
     let c = Cluster::start(2);
+    c.wait_healthy(2);
     let t = c.target_args();
     let mut args: Vec<&str> = vec!["bench"];
     args.extend(t.iter().map(String::as_str));

@@ -165,6 +165,24 @@ impl Cluster {
         Command::new(exe()).args(args).output().unwrap()
     }
 
+    /// Waits (up to [`PATIENCE`]) until the coordinator reports `n` healthy workers: on a
+    /// loaded machine a worker may register seconds after another, and a bench started in
+    /// between deploys to the workers up at the time.
+    pub fn wait_healthy(&self, n: usize) {
+        let mut args = vec!["cluster".to_string(), "status".into(), "--json".into()];
+        args.extend(self.target_args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut last = String::new();
+        let ok = wait_until(*PATIENCE, || {
+            let out = self.run(&args);
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
+                s["workers"].as_array().is_some_and(|w| w.iter().filter(|x| x["healthy"] == true).count() >= n)
+            })
+        });
+        assert!(ok.is_some(), "{n} workers never became healthy: {last}\n{}", self.log("coordinator"));
+    }
+
     pub fn target_args(&self) -> Vec<String> {
         vec!["--coordinator".into(), self.addr.to_string(), "--cluster".into(), self.certs.to_str().unwrap().into()]
     }
