@@ -9,7 +9,8 @@
 #   EMBTUNE=path/to/embtune OUT=dir bash benches/peers/torchrec-device.sh
 # Knobs (environment): WORKLOADS (default the four below), SINGLE (one worker's shape, default
 # 1x8), CLUSTER (default 2x4), TRIALS (search trials per job, default 12), ROUNDS and ROUND_SECS
-# (of the in-process comparison, default 5 and 2), H2H (head-to-head rounds, default 5), PLANS.
+# (of the in-process comparison, default 5 and 2), H2H (head-to-head rounds, default 5), PLANS,
+# TUNE_EXTRA (more flags for the tune jobs, e.g. "--round-secs 1 --max-rounds 3").
 #
 # Per workload:
 #  1. SINGLE, through a local cluster of one worker: `embtune tune --local --workers 1
@@ -49,7 +50,7 @@ tune_job() { # WORKLOAD SHAPE
     log "tune $w on $workers x $cores, TorchRec's plan and auto raced as baselines"
     rm -rf "$data"
     "$E" tune --local --workers "$workers" --cores-per-worker "$cores" $(flags "$w") --trials "$TRIALS" \
-        --head-to-head-rounds "$H2H" --baseline-plan "torchrec=$tr" --baseline-plan "auto=$auto" \
+        --head-to-head-rounds "$H2H" ${TUNE_EXTRA:-} --baseline-plan "torchrec=$tr" --baseline-plan "auto=$auto" \
         --data-dir "$data" --json >"$OUT/$w-$shape.tune.json" 2>>"$OUT/$w-$shape.err"
     python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print({k:d.get(k) for k in ('best','best_plan','speedup_vs')})" \
         "$OUT/$w-$shape.tune.json" | tee -a "$OUT/summary.txt"
