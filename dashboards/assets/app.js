@@ -608,7 +608,7 @@ async function pageLatency(ctx, root) {
   const chart = h("div", { class: "chart-box" });
   const sub = h("div", { class: "muted" });
   fill(root, h("div", { class: "page-head" }, h("h1", {}, "Latency of the current plan"), sub), kpis,
-    card("Histogram", chart, { id: "latency-card", aside: h("span", { class: "muted small" }, "queries by latency, last 10 s, seen by the coordinator") }));
+    card("Histogram", chart, { id: "latency-card", aside: h("span", { class: "muted small" }, "queries by latency, last 10 s: those the coordinator relayed and the load generators' rounds (a client on the direct path keeps its own)") }));
   let d = null;
   const draw = () => fill(chart, Charts.histogram({ width: widthOf(chart), buckets: d.histogram, marks: [{ name: "p50", us: d.p50_us }, { name: "p99", us: d.p99_us }] }));
   async function refresh() {
