@@ -370,7 +370,7 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
         // A baseline that does not fit never ran: its stored plan is only a stand-in, so the row
         // says why instead of describing the stand-in.
         let plan = match &tr.failure {
-            Some(f) if f.starts_with(embtune_protocol::tuning::DOES_NOT_FIT) => f.clone(),
+            Some(f) if tr.did_not_fit() => f.clone(),
             Some(f) => format!("{} (failed: {f})", tr.plan.summary()),
             None => tr.plan.summary(),
         };

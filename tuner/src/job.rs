@@ -15,7 +15,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
 use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
-use embtune_protocol::{Knobs, Plan, Topology};
+use embtune_protocol::{Knobs, Plan, PlanError, Topology};
 use embtune_workloads::{ModelSpec, TableProfile};
 
 use crate::baselines::{BaselineOptions, Strategy};
@@ -37,12 +37,41 @@ pub struct Context<'a> {
     pub clients: usize,
 }
 
-/// A plan to deploy and measure.
+/// A plan to deploy and measure, or a baseline that cannot be made on the cluster there is.
 #[derive(Clone, Debug)]
 pub struct Proposal {
     pub kind: TrialKind,
+    /// The plan; for a baseline that does not fit, a stand-in stored with its failed trial and
+    /// never deployed.
     pub plan: Plan,
+    /// The cost model's prediction of the objective; NaN where the plan does not fit.
     pub predicted: f64,
+    /// Why the plan cannot be made here, if it cannot: the caller records the proposal as a
+    /// failed trial ([`does_not_fit`](embtune_protocol::tuning::does_not_fit)) without
+    /// deploying it, so that it is not proposed again.
+    pub unfit: Option<PlanError>,
+}
+
+impl Proposal {
+    /// A plan to deploy and measure.
+    pub fn measure(kind: TrialKind, plan: Plan, predicted: f64) -> Proposal {
+        Proposal { kind, plan, predicted, unfit: None }
+    }
+
+    /// A baseline `name` whose plan cannot be made (`why`), with a stand-in plan to store.
+    fn does_not_fit(name: &str, stand_in: Plan, why: PlanError) -> Proposal {
+        let plan = Plan { strategy: format!("{name} ({})", embtune_protocol::tuning::DOES_NOT_FIT), ..stand_in };
+        Proposal { kind: TrialKind::Baseline(name.into()), plan, predicted: f64::NAN, unfit: Some(why) }
+    }
+
+    /// The failure to record for it when it does not fit.
+    pub fn unfit_failure(&self) -> Option<String> {
+        let what = match &self.kind {
+            TrialKind::Baseline(name) => name.clone(),
+            other => other.label(),
+        };
+        self.unfit.as_ref().map(|e| embtune_protocol::tuning::does_not_fit(&what, e))
+    }
 }
 
 /// A job in progress.
@@ -218,20 +247,13 @@ impl Tuner {
             }
             match s.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()) {
                 Ok(plan) => {
-                    return Some(Proposal {
-                        kind: TrialKind::Baseline(s.name().into()),
-                        predicted: predict(&plan),
-                        plan,
-                    });
+                    let predicted = predict(&plan);
+                    return Some(Proposal::measure(TrialKind::Baseline(s.name().into()), plan, predicted));
                 }
                 Err(e) => {
                     // Recorded as a failed trial so it is not proposed again.
                     let plan = Strategy::AllShard.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()).ok()?;
-                    return Some(Proposal {
-                        kind: TrialKind::Baseline(s.name().into()),
-                        predicted: f64::NAN,
-                        plan: Plan { strategy: format!("{}: {e}", s.name()), ..plan },
-                    });
+                    return Some(Proposal::does_not_fit(s.name(), plan, e));
                 }
             }
         }
@@ -243,13 +265,9 @@ impl Tuner {
             let mut plan = adapt_plan(&b.plan, &ctx.topology);
             plan.strategy = b.name.clone();
             return Some(match plan.validate(ctx.spec) {
-                Ok(()) => Proposal { kind: TrialKind::Baseline(b.name.clone()), predicted: predict(&plan), plan },
+                Ok(()) => Proposal::measure(TrialKind::Baseline(b.name.clone()), plan.clone(), predict(&plan)),
                 // Recorded as a failed trial, like a strategy whose plan does not fit.
-                Err(e) => Proposal {
-                    kind: TrialKind::Baseline(b.name.clone()),
-                    predicted: f64::NAN,
-                    plan: Plan { strategy: format!("{}: {e}", b.name), ..plan },
-                },
+                Err(e) => Proposal::does_not_fit(&b.name, plan, e),
             });
         }
         let space = Space::new(
@@ -278,7 +296,8 @@ impl Tuner {
                 ]);
                 p.strategy = "random".into();
                 if p.validate(ctx.spec).is_ok() && !self.seen.contains(&plan_key(&p)) {
-                    return Some(Proposal { kind: TrialKind::Random, predicted: predict(&p), plan: p });
+                    let predicted = predict(&p);
+                    return Some(Proposal::measure(TrialKind::Random, p, predicted));
                 }
             }
             return None;
@@ -307,7 +326,8 @@ impl Tuner {
             }
             p.strategy = "tuned".into();
             if p.validate(ctx.spec).is_ok() && !self.seen.contains(&plan_key(&p)) {
-                return Some(Proposal { kind: TrialKind::Search, predicted: predict(&p), plan: p });
+                let predicted = predict(&p);
+                return Some(Proposal::measure(TrialKind::Search, p, predicted));
             }
         }
         None
@@ -338,7 +358,8 @@ impl Tuner {
         if self.seen.contains(&plan_key(&p)) || p.validate(ctx.spec).is_err() {
             return None;
         }
-        Some(Proposal { kind: TrialKind::Knobs, predicted: predict(&p), plan: p })
+        let predicted = predict(&p);
+        Some(Proposal::measure(TrialKind::Knobs, p, predicted))
     }
 
     /// Records a measured (or failed) proposal and returns the trial to store. Updates the best
@@ -471,24 +492,8 @@ mod tests {
     }
 
     fn job(spec: &ModelSpec, trials: u32) -> Job {
-        Job {
-            id: "j".into(),
-            dataset: "t".into(),
-            spec: spec.clone(),
-            spec_digest: spec.digest(),
-            cluster: ClusterDesc::default(),
-            config: JobConfig { trials, ..Default::default() },
-            status: JobStatus::Running,
-            created_ms: 0,
-            updated_ms: 0,
-            best: None,
-            baselines: Default::default(),
-            model_error: None,
-            elapsed_s: 0.0,
-            head_to_head: None,
-            ceiling: None,
-            ceiling_load: None,
-        }
+        let config = JobConfig { trials, ..Default::default() };
+        Job::new("j".into(), "t".into(), spec.clone(), ClusterDesc::default(), config, 0)
     }
 
     #[test]
@@ -612,7 +617,9 @@ mod tests {
             t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0);
         }
         let p = t.next(&ctx).unwrap();
-        assert!(p.predicted.is_nan() && p.plan.strategy.starts_with("torchrec: "), "{}", p.plan.strategy);
+        assert!(p.predicted.is_nan() && matches!(p.unfit, Some(embtune_protocol::PlanError::Invalid(_))), "{p:?}");
+        let failure = p.unfit_failure().unwrap();
+        assert!(failure.starts_with("does not fit: torchrec: invalid plan"), "{failure}");
     }
 
     #[test]
