@@ -21,6 +21,7 @@ use embtune_protocol::wire::{LoadSpec, WireError};
 use embtune_protocol::{Topology, WorkerShape};
 use embtune_tuner::cost::{Coefficients, Node};
 use embtune_tuner::job::{Context, Tuner, adapt_plan};
+use embtune_tuner::propose::SearchBudget;
 use embtune_tuner::rules::MemoryCaps;
 use embtune_tuner::store::{BestRecord, Store, StoreError, new_job_id};
 
@@ -272,6 +273,11 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             continue;
         }
         let topology = topology.with_client_memory(client_memory);
+        // The search for one proposal may take a minute (six annealing attempts of ten seconds
+        // at most, as before the tuner stopped reading the clock); past that it keeps the best
+        // plan it has.
+        let deadline = Instant::now() + SEARCH_TIME;
+        let out_of_time = move || Instant::now() > deadline;
         let ctx = Context {
             spec: &spec,
             profiles: &profile.tables,
@@ -279,6 +285,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             nodes,
             networked: true,
             clients: c.loadgens().max(1),
+            search: SearchBudget { iterations: SearchBudget::default().iterations, out_of_time: &out_of_time },
         };
         let Some(p) = tuner.next(&ctx) else { break };
         let started = now_ms();
@@ -351,6 +358,9 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     tracing::info!("job {id} done: best {:?}", tuner.job.best);
     Ok(())
 }
+
+/// The most time the tuner's search may take for one proposal.
+const SEARCH_TIME: Duration = Duration::from_secs(60);
 
 /// Search trials taken into the head-to-head beside the baselines: the best few by their own
 /// measurement, since the one that measured best may only have been the luckiest.
