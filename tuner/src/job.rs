@@ -335,7 +335,7 @@ impl Tuner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cost::predict_model;
     use crate::rules::MemoryCaps;
@@ -400,7 +400,7 @@ mod tests {
     }
 
     /// One worker of two cores with the default costs.
-    fn two_cores<'a>(spec: &'a ModelSpec, prof: &'a [TableProfile]) -> Context<'a> {
+    pub(crate) fn two_cores<'a>(spec: &'a ModelSpec, prof: &'a [TableProfile]) -> Context<'a> {
         Context {
             spec,
             profiles: prof,

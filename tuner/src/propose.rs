@@ -324,27 +324,21 @@ fn unit_to_knobs(x: &[f64]) -> PlanKnobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::{Coefficients, Node};
     use crate::job::Tuner;
-    use crate::rules::MemoryCaps;
-    use embtune_protocol::Topology;
     use embtune_protocol::tuning::{ClusterDesc, Job, Measured};
-    use embtune_workloads::{Preset, PresetOptions, TableProfile};
+    use embtune_workloads::{ModelSpec, Preset, PresetOptions, TableProfile};
+
+    /// One worker of two cores with the default costs, and a short search.
+    fn two_cores<'a>(spec: &'a ModelSpec, prof: &'a [TableProfile], out_of_time: &'a dyn Fn() -> bool) -> Context<'a> {
+        Context { search: SearchBudget { iterations: 300, out_of_time }, ..crate::job::tests::two_cores(spec, prof) }
+    }
 
     /// The kinds of the trials a job of `search` proposes, each measured a little better than
     /// the last.
     fn kinds(search: SearchKind, trials: u32) -> Vec<TrialKind> {
         let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
         let prof = vec![TableProfile::default(); spec.tables.len()];
-        let ctx = Context {
-            spec: &spec,
-            profiles: &prof,
-            topology: Topology::uniform(1, 2, 1 << 40),
-            nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
-            networked: false,
-            clients: 1,
-            search: SearchBudget { iterations: 300, ..Default::default() },
-        };
+        let ctx = two_cores(&spec, &prof, &never);
         let config = JobConfig { trials, search, ..Default::default() };
         let job = Job::new("j".into(), "t".into(), spec.clone(), ClusterDesc::default(), config, 0);
         let mut t = Tuner::new(job, Vec::new());
@@ -374,16 +368,7 @@ mod tests {
     fn a_search_out_of_time_still_proposes_a_plan_not_measured_before() {
         let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
         let prof = vec![TableProfile::default(); spec.tables.len()];
-        let stop = || true;
-        let ctx = Context {
-            spec: &spec,
-            profiles: &prof,
-            topology: Topology::uniform(1, 2, 1 << 40),
-            nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
-            networked: false,
-            clients: 1,
-            search: SearchBudget { iterations: 300, out_of_time: &stop },
-        };
+        let ctx = two_cores(&spec, &prof, &|| true);
         let config = JobConfig { trials: 2, ..Default::default() };
         let job = Job::new("j".into(), "t".into(), spec.clone(), ClusterDesc::default(), config, 0);
         let mut t = Tuner::new(job, Vec::new());
