@@ -9,6 +9,7 @@ mod cluster_bench;
 mod compare;
 #[cfg(feature = "gpu")]
 mod gpu_bench;
+mod job_view;
 mod launch;
 mod plan_cmd;
 mod results;
