@@ -74,8 +74,8 @@ pub struct BenchArgs {
     /// With --coordinator, which way queries travel: direct (this process routes each query
     /// to the workers by the coordinator's routing table) or coordinator (the coordinator
     /// relays every query, for thin clients and for comparison).
-    #[arg(long, value_name = "PATH", default_value = "direct", value_parser = clap::value_parser!(crate::cluster_bench::Path))]
-    pub via: crate::cluster_bench::Path,
+    #[arg(long, value_name = "PATH", default_value = "direct", value_parser = clap::value_parser!(Path))]
+    pub via: Path,
     /// With --coordinator: have the coordinator run the load on this many connected load
     /// generators (`embtune loadgen`; `embtune up --loadgens N` starts them) and merge their
     /// reports; 0 loads from this process.
@@ -236,10 +236,38 @@ pub fn resolve_plan(
     Ok(plan)
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
-    if args.coordinator.is_some() {
-        return crate::cluster_bench::run(args);
+/// Which way queries travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Clients query the workers themselves, by the routing table.
+    Direct,
+    /// The coordinator relays every query.
+    Coordinator,
+}
+
+impl std::str::FromStr for Path {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "direct" => Ok(Path::Direct),
+            "coordinator" => Ok(Path::Coordinator),
+            _ => Err(format!("unknown path `{s}`; use direct (the default) or coordinator")),
+        }
     }
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Coordinator => "coordinator",
+        }
+    }
+}
+
+/// Measures a plan on the local engine (`bench` without `--coordinator`; with it, `main` runs
+/// `cluster_bench`, which uses this module's flags and plan choice, not the other way round).
+pub fn run(args: BenchArgs) -> Result<()> {
     if args.qps.is_some() {
         bail!("--qps drives a cluster: add --coordinator HOST:PORT --cluster DIR");
     }

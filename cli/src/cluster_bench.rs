@@ -19,38 +19,9 @@ use embtune_worker::engine::reference::Reference;
 use embtune_worker::machine::MachineInfo;
 use embtune_workloads::{BatchGenerator, QueryBatch};
 
-use crate::bench::{BenchArgs, PlanChoice, batch_pool, memory_caps, print_report, profile, resolve_plan};
+use crate::bench::{BenchArgs, Path, PlanChoice, batch_pool, memory_caps, print_report, profile, resolve_plan};
 use crate::cluster::{Target, runtime};
 use crate::ui;
-
-/// Which way queries travel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    /// Clients query the workers themselves, by the routing table.
-    Direct,
-    /// The coordinator relays every query.
-    Coordinator,
-}
-
-impl std::str::FromStr for Path {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "direct" => Ok(Path::Direct),
-            "coordinator" => Ok(Path::Coordinator),
-            _ => Err(format!("unknown path `{s}`; use direct (the default) or coordinator")),
-        }
-    }
-}
-
-impl Path {
-    fn name(self) -> &'static str {
-        match self {
-            Path::Direct => "direct",
-            Path::Coordinator => "coordinator",
-        }
-    }
-}
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let spec = args.workload.spec()?;

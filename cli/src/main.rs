@@ -9,6 +9,7 @@ mod cluster_bench;
 mod compare;
 #[cfg(feature = "gpu")]
 mod gpu_bench;
+mod job_view;
 mod launch;
 mod plan_cmd;
 mod results;
@@ -130,6 +131,7 @@ fn keep_freed_memory() {
 
 fn run(cmd: Command) -> Result<()> {
     match cmd {
+        Command::Bench(a) if a.coordinator.is_some() => cluster_bench::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Limit(a) => compare::limit(a),

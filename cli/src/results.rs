@@ -274,13 +274,13 @@ pub fn run(cmd: ResultsCmd) -> Result<()> {
             let r = Results::open(&source)?;
             let (j, trials) = r.job(&job)?;
             if json {
-                let mut v = crate::tune::summary(&j, &trials);
+                let mut v = crate::job_view::summary(&j, &trials);
                 v["trials"] = serde_json::to_value(&trials)?;
                 v["trial_rows"] = json!(trials.iter().map(|t| views::trial_row(&j, t)).collect::<Vec<_>>());
                 v["trials_count"] = json!(trials.len());
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                crate::tune::print_summary(&j, &trials);
+                crate::job_view::print_summary(&j, &trials);
             }
         }
         ResultsCmd::Best { preset, scale, source, json } => {

@@ -601,12 +601,12 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         if let Some(j) = &job {
             let followed = async {
                 let client = target.client().await?;
-                crate::tune::follow(&client, j, false).await
+                crate::job_view::follow(&client, j, false).await
             };
             tokio::select! {
                 r = followed => match r {
                     Ok((job, trials)) => {
-                        crate::tune::print_summary(&job, &trials);
+                        crate::job_view::print_summary(&job, &trials);
                         eprintln!("the tuning job ended; the cluster serves on (stop with Ctrl-C)");
                     }
                     Err(e) => eprintln!("could not follow the tuning job ({e:#}); see the dashboard"),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::Cluster;
 use embtune_client::{Client, ClientConfig, CoordinatorClient, RouteSource};
 use embtune_protocol::wire::{ErrorKind, WireFormat};
-use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_protocol::{CoreId, Placement, Plan, Topology};
 use embtune_transport::TransportError;
 use embtune_worker::engine::reference::Reference;
 use embtune_workloads::{BatchGenerator, ModelSpec, PoolingMode, Preset, PresetOptions, QueryBatch};
@@ -53,23 +53,12 @@ fn every_kind(spec: &ModelSpec) -> Plan {
 }
 
 fn plan(spec: &ModelSpec, placements: Vec<Placement>, client_memory: u64) -> Plan {
-    Plan {
-        strategy: "test".into(),
-        spec_digest: spec.digest(),
-        topology: Topology::uniform(2, 1, 2_000_000_000).with_client_memory(client_memory),
-        tables: spec
-            .tables
-            .iter()
-            .zip(placements)
-            .map(|(t, placement)| TablePlan {
-                name: t.name.clone(),
-                placement,
-                flow: DataFlow::DEFAULT,
-                row_type: t.row_type,
-            })
-            .collect(),
-        knobs: Knobs::default(),
-    }
+    Plan::from_placements(
+        "test",
+        spec,
+        Topology::uniform(2, 1, 2_000_000_000).with_client_memory(client_memory),
+        placements,
+    )
 }
 
 fn all_replicated(spec: &ModelSpec) -> Plan {

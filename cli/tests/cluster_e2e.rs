@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Cluster, wait_until};
 use embtune_client::CoordinatorClient;
 use embtune_protocol::wire::ErrorKind;
-use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_protocol::{CoreId, Placement, Plan, Topology};
 use embtune_transport::TransportError;
 use embtune_worker::engine::reference::Reference;
 use embtune_workloads::{BatchGenerator, ModelSpec, Preset, PresetOptions, QueryBatch};
@@ -102,23 +102,7 @@ fn mixed_plan(spec: &ModelSpec) -> Plan {
         Placement::Owned(CoreId::new(1, 0)),
         Placement::RowRange { bounds: vec![0, 5000, 10_000], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] },
     ];
-    Plan {
-        strategy: "test".into(),
-        spec_digest: spec.digest(),
-        topology: Topology::uniform(2, 1, 2_000_000_000),
-        tables: spec
-            .tables
-            .iter()
-            .zip(placements)
-            .map(|(t, placement)| TablePlan {
-                name: t.name.clone(),
-                placement,
-                flow: DataFlow::DEFAULT,
-                row_type: t.row_type,
-            })
-            .collect(),
-        knobs: Knobs::default(),
-    }
+    Plan::from_placements("test", spec, Topology::uniform(2, 1, 2_000_000_000), placements)
 }
 
 async fn check(client: &CoordinatorClient, spec: &ModelSpec, batch: &QueryBatch) -> Result<(), TransportError> {

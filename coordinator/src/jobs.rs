@@ -17,12 +17,15 @@ use hdrhistogram::Histogram;
 use embtune_protocol::tuning::{
     CeilingLoad, ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, Trial, TrialKind, now_ms,
 };
-use embtune_protocol::wire::{ErrorKind, LoadSpec, WireError};
+use embtune_protocol::wire::{LoadSpec, WireError};
 use embtune_protocol::{Topology, WorkerShape};
 use embtune_tuner::cost::{Coefficients, Node};
 use embtune_tuner::job::{Context, Tuner, adapt_plan};
+use embtune_tuner::propose::SearchBudget;
 use embtune_tuner::rules::MemoryCaps;
 use embtune_tuner::store::{BestRecord, Store, StoreError, new_job_id};
+
+use crate::error::CoordinatorError;
 use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec};
 
 /// The batches a job's load generators send: `count` batches of the workload's generator from
@@ -73,66 +76,44 @@ pub fn context_parts(c: &Coordinator) -> (Topology, Vec<Node>, ClusterDesc) {
 impl Coordinator {
     /// Creates a job and starts it. Refuses, before deploying anything, a model that cannot fit
     /// the cluster's memory at all.
-    pub fn submit_job(&self, dataset: String, spec: ModelSpec, config: JobConfig) -> Result<String, WireError> {
-        spec.validate().map_err(|e| WireError::new(ErrorKind::Deploy, e.to_string()))?;
+    pub fn submit_job(&self, dataset: String, spec: ModelSpec, config: JobConfig) -> Result<String, CoordinatorError> {
+        let refused = |m: String| Err(CoordinatorError::Refused(m));
+        spec.validate().map_err(|e| CoordinatorError::Refused(e.to_string()))?;
         let (topo, _, cluster) = context_parts(self);
         if topo.workers.is_empty() {
-            return Err(WireError::new(ErrorKind::Deploy, "no healthy worker to tune on: start workers first"));
+            return refused("no healthy worker to tune on: start workers first".into());
         }
         let memory: u64 = topo.workers.iter().map(|w| w.memory_bytes).sum();
         if let Some(t) = spec.tables.iter().find(|t| t.bytes() > memory) {
-            return Err(WireError::new(
-                ErrorKind::Deploy,
-                format!(
-                    "table `{}` needs {} but the cluster's workers hold {} together: no plan can place it; add workers or memory, or pass a smaller --scale",
-                    t.name,
-                    embtune_protocol::plan::human_bytes(t.bytes()),
-                    embtune_protocol::plan::human_bytes(memory)
-                ),
+            return refused(format!(
+                "table `{}` needs {} but the cluster's workers hold {} together: no plan can place it; add workers or memory, or pass a smaller --scale",
+                t.name,
+                embtune_protocol::plan::human_bytes(t.bytes()),
+                embtune_protocol::plan::human_bytes(memory)
             ));
         }
         if spec.total_bytes() > memory {
-            return Err(WireError::new(
-                ErrorKind::Deploy,
-                format!(
-                    "the model needs {} but the cluster's workers hold {} together; add workers or pass a smaller --scale",
-                    embtune_protocol::plan::human_bytes(spec.total_bytes()),
-                    embtune_protocol::plan::human_bytes(memory)
-                ),
+            return refused(format!(
+                "the model needs {} but the cluster's workers hold {} together; add workers or pass a smaller --scale",
+                embtune_protocol::plan::human_bytes(spec.total_bytes()),
+                embtune_protocol::plan::human_bytes(memory)
             ));
         }
         if config.trials == 0 {
-            return Err(WireError::new(ErrorKind::Deploy, "a job needs at least one trial"));
+            return refused("a job needs at least one trial".into());
         }
-        embtune_tuner::job::check_baseline_plans(&config, &spec).map_err(|e| WireError::new(ErrorKind::Deploy, e))?;
+        embtune_tuner::job::check_baseline_plans(&config, &spec).map_err(CoordinatorError::Refused)?;
         let now = now_ms();
-        let job = Job {
-            id: new_job_id(now, spec.digest()),
-            dataset,
-            spec_digest: spec.digest(),
-            spec,
-            cluster,
-            config,
-            status: JobStatus::Running,
-            created_ms: now,
-            updated_ms: now,
-            best: None,
-            baselines: Default::default(),
-            model_error: None,
-            elapsed_s: 0.0,
-            head_to_head: None,
-            ceiling: None,
-            ceiling_load: None,
-        };
-        self.store().put_job(&job).map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+        let job = Job::new(new_job_id(now, spec.digest()), dataset, spec, cluster, config, now);
+        self.store().put_job(&job)?;
         let id = job.id.clone();
         self.spawn_job(id.clone());
         Ok(id)
     }
 
     /// Starts (again) a job that is not running.
-    pub fn resume_job(&self, id: &str) -> Result<(), WireError> {
-        let mut job = self.store().job(id).map_err(|e| WireError::new(ErrorKind::NoDeployment, e.to_string()))?;
+    pub fn resume_job(&self, id: &str) -> Result<(), CoordinatorError> {
+        let mut job = self.store().job(id)?;
         if job.status == JobStatus::Done {
             return Ok(());
         }
@@ -141,7 +122,7 @@ impl Coordinator {
         }
         self.unwritten().lock().remove(id);
         job.status = JobStatus::Running;
-        self.store().put_job(&job).map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+        self.store().put_job(&job)?;
         self.spawn_job(id.to_string());
         Ok(())
     }
@@ -178,7 +159,7 @@ impl Coordinator {
                     tracing::error!("job {id} failed: {e}");
                     match me.store().job(&id) {
                         Ok(mut j) => {
-                            j.status = JobStatus::Failed(e.clone());
+                            j.status = JobStatus::Failed(e.to_string());
                             j.updated_ms = now_ms();
                             if let Err(w) = me.store().put_job(&j) {
                                 tracing::error!("job {id}: its failure is not in the store either: {w}");
@@ -200,7 +181,7 @@ pub(crate) type Unwritten = parking_lot::Mutex<std::collections::HashMap<String,
 
 impl Coordinator {
     /// A job and its trials as clients should see them.
-    pub fn job_detail(&self, id: &str) -> Result<(Job, Vec<Trial>), StoreError> {
+    pub fn job_detail(&self, id: &str) -> Result<(Job, Vec<Trial>), CoordinatorError> {
         let unwritten = self.unwritten().lock().get(id).cloned();
         if let Some((job, trials)) = unwritten {
             // The store's trials once it reads again (what is on disk is what counts).
@@ -210,7 +191,7 @@ impl Coordinator {
     }
 
     /// Every job, as clients should see them.
-    pub fn list_jobs(&self) -> Result<Vec<Job>, StoreError> {
+    pub fn list_jobs(&self) -> Result<Vec<Job>, CoordinatorError> {
         let unwritten = self.unwritten().lock().clone();
         let mut jobs = self.store().jobs()?;
         for j in jobs.iter_mut() {
@@ -224,17 +205,10 @@ impl Coordinator {
     /// The job cannot go on because its trial or record could not be written: it fails with a
     /// reason that says what to do, in the store if it can still be written and for clients
     /// anyway. The trial that was not written is not among the trials shown.
-    fn store_failed(&self, tuner: &Tuner, uncommitted: Option<u32>, e: StoreError) -> String {
-        let reason = if e.is_full() {
-            format!(
-                "{e}: the job stopped with its committed trials kept; once there is space, `embtune tune --resume {}` goes on",
-                tuner.job.id
-            )
-        } else {
-            format!("the store could not be written ({e}); `embtune tune --resume {}` goes on", tuner.job.id)
-        };
+    fn store_failed(&self, tuner: &Tuner, uncommitted: Option<u32>, e: StoreError) -> CoordinatorError {
+        let e = CoordinatorError::JobStore { job: tuner.job.id.clone(), source: e };
         let mut job = tuner.job.clone();
-        job.status = JobStatus::Failed(reason.clone());
+        job.status = JobStatus::Failed(e.to_string());
         job.updated_ms = now_ms();
         // As the store holds them: through JSON, whose floats may differ from these in the
         // last bit, so that a client sees the same trials before and after the store reads again.
@@ -247,15 +221,15 @@ impl Coordinator {
             })
             .collect();
         self.unwritten().lock().insert(job.id.clone(), (job, trials));
-        reason
+        e
     }
 }
 
 /// Runs a job to its end. Errors are reasons the job cannot go on at all.
-fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &AtomicBool) -> Result<(), String> {
+fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &AtomicBool) -> Result<(), CoordinatorError> {
     let store: &Store = c.store();
-    let job = store.job(id).map_err(|e| e.to_string())?;
-    let trials = store.trials(id).map_err(|e| e.to_string())?;
+    let job = store.job(id)?;
+    let trials = store.trials(id)?;
     let spec = job.spec.clone();
     let baselines = embtune_tuner::job::baseline_count(&job.config);
     tracing::info!(
@@ -264,7 +238,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         job.config.trials as usize + baselines - trials.len().min(job.config.trials as usize + baselines)
     );
     // The workload the trials are measured with, and the profile the model and hot caches use.
-    let generator = BatchGenerator::new(&spec).map_err(|e| e.to_string())?;
+    let generator = BatchGenerator::new(&spec).map_err(|e| CoordinatorError::Refused(e.to_string()))?;
     let profile = embtune_workloads::profile::profile_generator(&generator);
     let fresh = trials.is_empty();
     let mut tuner = Tuner::new(job, trials);
@@ -299,6 +273,11 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             continue;
         }
         let topology = topology.with_client_memory(client_memory);
+        // The search for one proposal may take a minute (six annealing attempts of ten seconds
+        // at most, as before the tuner stopped reading the clock); past that it keeps the best
+        // plan it has.
+        let deadline = Instant::now() + SEARCH_TIME;
+        let out_of_time = move || Instant::now() > deadline;
         let ctx = Context {
             spec: &spec,
             profiles: &profile.tables,
@@ -306,17 +285,17 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             nodes,
             networked: true,
             clients: c.loadgens().max(1),
+            search: SearchBudget { iterations: SearchBudget::default().iterations, out_of_time: &out_of_time },
         };
         let Some(p) = tuner.next(&ctx) else { break };
         let started = now_ms();
         let t0 = Instant::now();
-        let outcome = if p.predicted.is_nan() {
-            Err(format!("{}: {}", embtune_protocol::tuning::DOES_NOT_FIT, p.plan.strategy))
-        } else {
-            match rt.block_on(c.deploy(spec.clone(), p.plan.clone())) {
-                Err(e) => Err(format!("deployment failed: {}", e.message)),
-                Ok(_) => rt.block_on(measure(c, pool, &tuner.job.config)),
-            }
+        let outcome = match p.unfit_failure() {
+            Some(why) => Err(why),
+            None => match rt.block_on(c.deploy(spec.clone(), p.plan.clone())) {
+                Err(e) => Err(CoordinatorError::Deploy(e).to_string()),
+                Ok(_) => rt.block_on(measure(c, pool, &tuner.job.config)).map_err(|e| e.to_string()),
+            },
         };
         if let Err(e) = &outcome {
             tracing::warn!("job {id} trial {} ({}) failed: {e}", tuner.trials.len(), p.kind.label());
@@ -359,7 +338,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         }
     }
     tuner.finish(now_ms());
-    store.put_job(&tuner.job).map_err(|e| e.to_string())?;
+    store.put_job(&tuner.job)?;
     if let Some(best) = tuner.best() {
         let rec = BestRecord {
             dataset: tuner.job.dataset.clone(),
@@ -370,7 +349,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             value: tuner.job.best.map_or(best.measured.as_ref().unwrap().value, |b| b.1),
         };
         let objective = tuner.job.config.objective;
-        store.offer_best(&rec, |a, b| objective.better(a, b)).map_err(|e| e.to_string())?;
+        store.offer_best(&rec, |a, b| objective.better(a, b))?;
         // Leave the cluster serving the best plan found.
         if let Err(e) = rt.block_on(c.deploy(spec.clone(), best.plan.clone())) {
             tracing::warn!("job {id}: could not redeploy the best plan: {}", e.message);
@@ -379,6 +358,9 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
     tracing::info!("job {id} done: best {:?}", tuner.job.best);
     Ok(())
 }
+
+/// The most time the tuner's search may take for one proposal.
+const SEARCH_TIME: Duration = Duration::from_secs(60);
 
 /// Search trials taken into the head-to-head beside the baselines: the best few by their own
 /// measurement, since the one that measured best may only have been the luckiest.
@@ -395,12 +377,12 @@ fn head_to_head(
     pool: Pool,
     tuner: &Tuner,
     stop: &AtomicBool,
-) -> Result<Option<HeadToHead>, String> {
+) -> Result<Option<HeadToHead>, CoordinatorError> {
     let cfg = &tuner.job.config;
     let (topology, _, _) = context_parts(c);
     let topology = topology.with_client_memory(cfg.client_memory_bytes);
     if topology.workers.is_empty() {
-        return Err("no healthy worker".into());
+        return Err(CoordinatorError::NoWorkers(Duration::ZERO));
     }
     let mut contenders = Vec::new();
     let mut baselines = BTreeMap::new();
@@ -422,10 +404,12 @@ fn head_to_head(
                 return Ok(None);
             }
             let (n, what, plan) = &contenders[(i + r) % contenders.len()];
-            rt.block_on(c.deploy(spec.clone(), plan.clone()))
-                .map_err(|e| format!("deploying trial {n} ({what}): {}", e.message))?;
-            let v =
-                rt.block_on(measure_once(c, pool, cfg)).map_err(|e| format!("measuring trial {n} ({what}): {e}"))?;
+            rt.block_on(c.deploy(spec.clone(), plan.clone())).map_err(|e| {
+                CoordinatorError::Deploy(WireError::new(e.kind, format!("trial {n} ({what}): {}", e.message)))
+            })?;
+            let v = rt
+                .block_on(measure_once(c, pool, cfg))
+                .map_err(|e| CoordinatorError::Measure(format!("measuring trial {n} ({what}): {e}")))?;
             values.insert(*n, v);
         }
         rounds.push(values);
@@ -454,14 +438,16 @@ fn ceiling(
     spec: &ModelSpec,
     cfg: &JobConfig,
     stop: &AtomicBool,
-) -> Result<Option<(f64, CeilingLoad)>, String> {
+) -> Result<Option<(f64, CeilingLoad)>, CoordinatorError> {
     let free = spec.free_engine_shape(embtune_protocol::tuning::CEILING_ROWS);
     let (topology, _, _) = context_parts(c);
     let plan = embtune_tuner::Strategy::AllReplicate
         .plan(&free, &topology, &Default::default())
-        .map_err(|e| format!("planning the free-engine shape: {e}"))?;
-    let pool = payload_pool(c, &BatchGenerator::new(&free).map_err(|e| e.to_string())?);
-    rt.block_on(c.deploy(free, plan)).map_err(|e| format!("deploying the free-engine shape: {}", e.message))?;
+        .map_err(|e| CoordinatorError::Refused(format!("planning the free-engine shape: {e}")))?;
+    let pool = payload_pool(c, &BatchGenerator::new(&free).map_err(|e| CoordinatorError::Refused(e.to_string()))?);
+    rt.block_on(c.deploy(free, plan)).map_err(|e| {
+        CoordinatorError::Deploy(WireError::new(e.kind, format!("the free-engine shape: {}", e.message)))
+    })?;
     let mut values = Vec::new();
     let (mut cpu_s, mut cpu_avail, mut bytes, mut secs) = (0.0, 0.0, 0.0, 0.0);
     for _ in 0..cfg.head_to_head_rounds.max(1) {
@@ -483,26 +469,26 @@ fn ceiling(
 }
 
 /// One measurement round of the deployed plan after a short warm-up: the objective's value.
-async fn measure_once(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<f64, String> {
+async fn measure_once(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<f64, CoordinatorError> {
     Ok(measure_round(c, pool, cfg).await?.value(cfg.objective))
 }
 
 /// One measurement round of the deployed plan after a short warm-up.
-async fn measure_round(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<Round, String> {
+async fn measure_round(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<Round, CoordinatorError> {
     let _ = load_round(c, pool, cfg, Duration::from_millis(300)).await;
     let r = load_round(c, pool, cfg, Duration::from_secs_f64(cfg.round_s.max(0.05))).await;
     r.check()?;
     Ok(r)
 }
 
-fn wait_for_workers(c: &Coordinator, stop: &AtomicBool, timeout: Duration) -> Result<(), String> {
+fn wait_for_workers(c: &Coordinator, stop: &AtomicBool, timeout: Duration) -> Result<(), CoordinatorError> {
     let t0 = Instant::now();
     loop {
         if c.status().workers.iter().any(|w| w.healthy) || stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         if t0.elapsed() > timeout {
-            return Err(format!("no healthy worker for {timeout:?}"));
+            return Err(CoordinatorError::NoWorkers(timeout));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -510,7 +496,7 @@ fn wait_for_workers(c: &Coordinator, stop: &AtomicBool, timeout: Duration) -> Re
 
 /// Measures the deployed plan for the job's objective: rounds of load until the 95% interval
 /// of the rounds' mean is within `ci_target` of it, or `max_rounds`.
-pub async fn measure(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<Measured, String> {
+pub async fn measure(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<Measured, CoordinatorError> {
     let round = Duration::from_secs_f64(cfg.round_s.max(0.05));
     // Warm-up: caches, connections, the coordinator's buffers.
     let _ = load_round(c, pool, cfg, Duration::from_millis(300)).await;
@@ -525,7 +511,7 @@ pub async fn measure(c: &Coordinator, pool: Pool, cfg: &JobConfig) -> Result<Mea
         secs += r.secs;
         values.push(r.value(cfg.objective));
         first_error = first_error.or(r.first_error);
-        hist.add(&r.hist).map_err(|e| e.to_string())?;
+        hist.add(&r.hist).map_err(|e| CoordinatorError::Measure(format!("merging the rounds' histograms: {e}")))?;
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
         let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
@@ -568,18 +554,19 @@ impl Round {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), CoordinatorError> {
         failed(self.batches, self.errors, self.first_error.as_deref())
     }
 }
 
 /// A measurement with more than 1% of its queries failed, or none completed, is no measurement.
-fn failed(batches: u64, errors: u64, first_error: Option<&str>) -> Result<(), String> {
+fn failed(batches: u64, errors: u64, first_error: Option<&str>) -> Result<(), CoordinatorError> {
+    let fail = |m: String| Err(CoordinatorError::Measure(m));
     if errors * 100 > batches + errors {
-        return Err(format!("{errors} of {} queries failed: {}", batches + errors, first_error.unwrap_or_default()));
+        return fail(format!("{errors} of {} queries failed: {}", batches + errors, first_error.unwrap_or_default()));
     }
     if batches == 0 {
-        return Err(format!("no query completed: {}", first_error.unwrap_or_default()));
+        return fail(format!("no query completed: {}", first_error.unwrap_or_default()));
     }
     Ok(())
 }
@@ -635,7 +622,7 @@ async fn load_round(c: &Coordinator, pool: Pool, cfg: &JobConfig, time: Duration
 }
 
 /// Profiles of a spec, for reports that need them outside a job.
-pub fn profile_spec(spec: &ModelSpec) -> Result<AccessProfile, String> {
-    let g = BatchGenerator::new(spec).map_err(|e| e.to_string())?;
+pub fn profile_spec(spec: &ModelSpec) -> Result<AccessProfile, CoordinatorError> {
+    let g = BatchGenerator::new(spec).map_err(|e| CoordinatorError::Refused(e.to_string()))?;
     Ok(embtune_workloads::profile::profile_generator(&g))
 }

@@ -7,10 +7,12 @@
 //!   load generators.
 //! - [`stats`]: live query statistics for the dashboard and metrics.
 //! - [`jobs`]: tuning jobs driven against the cluster, measured and stored trial by trial.
+//! - [`error`]: what can go wrong in jobs, by the kinds a client can act on.
 //!
 //! Routing itself is pure and lives in `embtune_protocol::route`; the client that follows it
 //! (and the load generators) in the `embtune-client` crate.
 
+pub mod error;
 pub mod jobs;
 pub mod membership;
 pub mod server;

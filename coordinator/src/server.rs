@@ -31,6 +31,7 @@ use embtune_transport::rpc::{Body, Peer, accept_loop, call};
 use embtune_transport::{Identity, TransportError, Tuning, certs, server_endpoint};
 use embtune_workloads::{BatchGenerator, ModelSpec, QueryBatch};
 
+use crate::error::CoordinatorError;
 use crate::membership::{Action, Membership};
 
 /// Largest client batch, and the most ids in one.
@@ -310,23 +311,23 @@ impl Coordinator {
             Request::ClusterStatus => (Response::Cluster(self.status()), Body::Empty),
             Request::SubmitTune { dataset, spec, config } => match self.submit_job(dataset, *spec, config) {
                 Ok(id) => (Response::JobAccepted { id }, Body::Empty),
-                Err(e) => fail(e),
+                Err(e) => fail(e.into()),
             },
             Request::GetJob { id } => match self.job_detail(&id) {
                 Ok((job, trials)) => (Response::JobDetail { job: Box::new(job), trials }, Body::Empty),
-                Err(e) => fail(WireError::new(ErrorKind::NoDeployment, e.to_string())),
+                Err(e) => fail(e.into()),
             },
             Request::ListJobs => match self.list_jobs() {
                 Ok(j) => (Response::Jobs(j), Body::Empty),
-                Err(e) => fail(WireError::new(ErrorKind::Internal, e.to_string())),
+                Err(e) => fail(e.into()),
             },
             Request::ResumeJob { id } => match self.resume_job(&id) {
                 Ok(()) => (Response::Ack, Body::Empty),
-                Err(e) => fail(e),
+                Err(e) => fail(e.into()),
             },
             Request::BestFor { dataset } => match self.best_for(&dataset) {
                 Ok(b) => (Response::Best(b), Body::Empty),
-                Err(e) => fail(WireError::new(ErrorKind::Internal, e)),
+                Err(e) => fail(e.into()),
             },
             Request::Deploy { .. } | Request::Lookup(_) | Request::WorkerStats | Request::LoadRound(_) => {
                 fail(WireError::new(
@@ -800,8 +801,9 @@ impl Coordinator {
     pub fn best_for(
         &self,
         dataset: &str,
-    ) -> Result<Vec<(embtune_protocol::tuning::BestRecord, Option<embtune_protocol::tuning::Trial>)>, String> {
-        let recs = self.store().best_for(dataset).map_err(|e| e.to_string())?;
+    ) -> Result<Vec<(embtune_protocol::tuning::BestRecord, Option<embtune_protocol::tuning::Trial>)>, CoordinatorError>
+    {
+        let recs = self.store().best_for(dataset)?;
         Ok(recs
             .into_iter()
             .map(|r| {

@@ -148,7 +148,7 @@ fn shard_shares(p: &Placement, rows: u64, profile: Option<&embtune_workloads::Ta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embtune_protocol::{CoreId, DataFlow, Knobs, TablePlan, Topology};
+    use embtune_protocol::{CoreId, Topology};
     use embtune_workloads::{Preset, PresetOptions, TableProfile};
 
     fn spec() -> ModelSpec {
@@ -171,23 +171,7 @@ mod tests {
             Placement::RowRange { bounds: vec![0, 10, 100], owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] },
             Placement::Hash { owners: vec![CoreId::new(0, 1), CoreId::new(1, 1)] },
         ];
-        Plan {
-            strategy: "test".into(),
-            spec_digest: spec.digest(),
-            topology: Topology::uniform(2, 2, 1 << 30),
-            tables: spec
-                .tables
-                .iter()
-                .zip(placements)
-                .map(|(t, placement)| TablePlan {
-                    name: t.name.clone(),
-                    placement,
-                    flow: DataFlow::DEFAULT,
-                    row_type: t.row_type,
-                })
-                .collect(),
-            knobs: Knobs::default(),
-        }
+        Plan::from_placements("test", spec, Topology::uniform(2, 2, 1 << 30), placements)
     }
 
     #[test]

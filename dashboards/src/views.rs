@@ -206,7 +206,8 @@ pub fn summary(job: &Job, trials: &[Trial]) -> Value {
         "trials_total": trials.len(),
         "search_trials": search,
         "target_trials": job.config.trials as usize + baseline_count(job),
-        "failed_trials": trials.iter().filter(|t| t.failure.is_some() || t.measured.is_none()).count(),
+        // Counted as the jobs list counts it, so that the two never disagree.
+        "failed_trials": crate::state::Counts::of(trials).failed,
         "best": best,
         "best_trial": job.best.map(|b| b.0),
         "best_plan": best_trial.map(|t| t.plan.summary()),
@@ -435,23 +436,15 @@ mod tests {
         let spec = embtune_workloads::Preset::Synthetic
             .spec(&embtune_workloads::PresetOptions { tables: Some(1), rows: Some(10), ..Default::default() })
             .unwrap();
+        let config = JobConfig { objective: o, trials: 2, ..Default::default() };
         Job {
-            id: "j".into(),
-            dataset: "d".into(),
-            spec_digest: spec.digest(),
-            spec,
-            cluster: ClusterDesc::default(),
-            config: JobConfig { objective: o, trials: 2, ..Default::default() },
             status: JobStatus::Done,
-            created_ms: 1,
             updated_ms: 2,
             best: Some((6, 300.0)),
             baselines: [("round-robin".to_string(), 100.0), ("all-shard".to_string(), 200.0)].into_iter().collect(),
             model_error: Some(0.1),
             elapsed_s: 1.0,
-            head_to_head: None,
-            ceiling: None,
-            ceiling_load: None,
+            ..Job::new("j".into(), "d".into(), spec, ClusterDesc::default(), config, 1)
         }
     }
 

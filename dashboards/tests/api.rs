@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use embtune_coordinator::server::{Coordinator, CoordinatorConfig};
 use embtune_dashboards::{HttpError, serve};
 use embtune_protocol::tuning::{BestRecord, ClusterDesc, Job, JobConfig, JobStatus, Measured, Trial, TrialKind};
-use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_protocol::{CoreId, Placement, Plan, Topology};
 use embtune_workloads::{BatchGenerator, ModelSpec, Pooling, Preset, PresetOptions};
 
 // ---- a small HTTP client ----------------------------------------------------------------------
@@ -117,23 +117,7 @@ fn mixed_plan(spec: &ModelSpec, strategy: &str) -> Plan {
         Placement::RowRange { bounds: vec![0, rows / 4, rows], owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] },
         Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(0, 1)] },
     ];
-    Plan {
-        strategy: strategy.into(),
-        spec_digest: spec.digest(),
-        topology: Topology::uniform(1, 2, 1 << 30),
-        tables: spec
-            .tables
-            .iter()
-            .zip(placements)
-            .map(|(t, placement)| TablePlan {
-                name: t.name.clone(),
-                placement,
-                flow: DataFlow::DEFAULT,
-                row_type: t.row_type,
-            })
-            .collect(),
-        knobs: Knobs::default(),
-    }
+    Plan::from_placements(strategy, spec, Topology::uniform(1, 2, 1 << 30), placements)
 }
 
 /// A coordinator; with `worker`, one worker of two cores, a deployed plan and some queries.
@@ -199,23 +183,16 @@ async fn setup(worker: bool) -> Setup {
 fn put_job(c: &Coordinator, spec: &ModelSpec, id: &str, scale: f64) -> Job {
     let values = [100.0, 150.0, 120.0, 90.0, 140.0, 180.0, f64::NAN, 210.0];
     let names = ["round-robin", "all-replicate", "all-shard", "size-threshold", "greedy-cost"];
+    let cluster = ClusterDesc { workers: Topology::uniform(1, 2, 1 << 30).workers, cpu_model: "test cpu".into() };
+    let config = JobConfig { trials: 3, ..Default::default() };
+    let created_ms = 1_700_000_000_000 + (scale * 1000.0) as u64;
     let mut job = Job {
-        id: id.into(),
-        dataset: "synthetic@test".into(),
-        spec: spec.clone(),
-        spec_digest: spec.digest(),
-        cluster: ClusterDesc { workers: Topology::uniform(1, 2, 1 << 30).workers, cpu_model: "test cpu".into() },
-        config: JobConfig { trials: 3, ..Default::default() },
         status: JobStatus::Done,
-        created_ms: 1_700_000_000_000 + (scale * 1000.0) as u64,
         updated_ms: 1_700_000_100_000,
         best: Some((7, 210.0 * scale)),
-        baselines: Default::default(),
         model_error: Some(0.12),
         elapsed_s: 42.0,
-        head_to_head: None,
-        ceiling: None,
-        ceiling_load: None,
+        ..Job::new(id.into(), "synthetic@test".into(), spec.clone(), cluster, config, created_ms)
     };
     for (n, v) in values.iter().enumerate() {
         let kind = if n < 5 { TrialKind::Baseline(names[n].into()) } else { TrialKind::Search };

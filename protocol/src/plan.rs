@@ -282,7 +282,47 @@ pub struct Plan {
     pub knobs: Knobs,
 }
 
+impl TablePlan {
+    /// `table` placed by `placement`, read by the default direct gather, stored in the spec's
+    /// row type.
+    pub fn of(table: &TableSpec, placement: Placement) -> TablePlan {
+        TablePlan { name: table.name.clone(), placement, flow: DataFlow::DEFAULT, row_type: table.row_type }
+    }
+}
+
 impl Plan {
+    /// The plan made by `strategy` that places `spec`'s tables by `placements` (one per table,
+    /// in the spec's order) on `topology`: every table read by the default direct gather in the
+    /// spec's row type, default knobs. The one way plans are put together from placements; the
+    /// builders below change what differs. It is not validated: callers check it against their
+    /// own limits with [`Plan::validate`].
+    pub fn from_placements(
+        strategy: impl Into<String>,
+        spec: &ModelSpec,
+        topology: Topology,
+        placements: impl IntoIterator<Item = Placement>,
+    ) -> Plan {
+        Plan {
+            strategy: strategy.into(),
+            spec_digest: spec.digest(),
+            topology,
+            tables: spec.tables.iter().zip(placements).map(|(t, p)| TablePlan::of(t, p)).collect(),
+            knobs: Knobs::default(),
+        }
+    }
+
+    /// The same plan with every table read by `flow`.
+    pub fn with_flow(mut self, flow: DataFlow) -> Plan {
+        self.tables.iter_mut().for_each(|t| t.flow = flow);
+        self
+    }
+
+    /// The same plan with these knobs.
+    pub fn with_knobs(mut self, knobs: Knobs) -> Plan {
+        self.knobs = knobs;
+        self
+    }
+
     /// Checks the plan against its spec and topology: one entry per table in order, owners
     /// that exist, shard bounds that cover the table, allowed row types and memory limits.
     pub fn validate(&self, spec: &ModelSpec) -> Result<(), PlanError> {
@@ -611,23 +651,7 @@ mod tests {
     }
 
     fn plan(tables: Vec<Placement>) -> Plan {
-        let s = spec();
-        Plan {
-            strategy: "test".into(),
-            spec_digest: s.digest(),
-            topology: Topology::uniform(2, 2, 1 << 30),
-            tables: tables
-                .into_iter()
-                .zip(&s.tables)
-                .map(|(p, t)| TablePlan {
-                    name: t.name.clone(),
-                    placement: p,
-                    flow: DataFlow::DEFAULT,
-                    row_type: t.row_type,
-                })
-                .collect(),
-            knobs: Knobs::default(),
-        }
+        Plan::from_placements("test", &spec(), Topology::uniform(2, 2, 1 << 30), tables)
     }
 
     #[test]

@@ -439,7 +439,7 @@ pub fn stripe(sub: &SubRequest, bs: usize, k: usize) -> Vec<(u32, SubRequest)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CoreId, DataFlow, Knobs, TablePlan, Topology};
+    use crate::{CoreId, Topology};
     use embtune_workloads::{BatchGenerator, Preset, PresetOptions};
 
     fn setup() -> (ModelSpec, Plan, QueryBatch) {
@@ -463,23 +463,7 @@ mod tests {
             },
             Placement::Hash { owners: vec![CoreId::new(0, 0), CoreId::new(1, 0)] },
         ];
-        let plan = Plan {
-            strategy: "t".into(),
-            spec_digest: spec.digest(),
-            topology: Topology::uniform(2, 2, 1 << 30),
-            tables: spec
-                .tables
-                .iter()
-                .zip(placements)
-                .map(|(t, p)| TablePlan {
-                    name: t.name.clone(),
-                    placement: p,
-                    flow: DataFlow::DEFAULT,
-                    row_type: t.row_type,
-                })
-                .collect(),
-            knobs: Knobs::default(),
-        };
+        let plan = Plan::from_placements("t", &spec, Topology::uniform(2, 2, 1 << 30), placements);
         let batch = BatchGenerator::new(&spec).unwrap().batch(3);
         (spec, plan, batch)
     }

@@ -271,6 +271,36 @@ impl Bound {
 }
 
 impl Job {
+    /// A job just submitted: running, nothing measured yet, created and updated at `now_ms`.
+    /// The one way a job record starts; what a later state differs in is set on the result.
+    pub fn new(
+        id: String,
+        dataset: String,
+        spec: ModelSpec,
+        cluster: ClusterDesc,
+        config: JobConfig,
+        now_ms: u64,
+    ) -> Job {
+        Job {
+            id,
+            dataset,
+            spec_digest: spec.digest(),
+            spec,
+            cluster,
+            config,
+            status: JobStatus::Running,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            best: None,
+            baselines: BTreeMap::new(),
+            model_error: None,
+            elapsed_s: 0.0,
+            head_to_head: None,
+            ceiling: None,
+            ceiling_load: None,
+        }
+    }
+
     /// The best plan's value as a share of the ceiling (1 = at the ceiling), whichever way the
     /// objective goes.
     pub fn ceiling_share(&self) -> Option<f64> {
@@ -713,6 +743,12 @@ pub const CEILING_ROWS: u64 = 1000;
 /// deployed, and its stored plan is only a stand-in.
 pub const DOES_NOT_FIT: &str = "does not fit";
 
+/// The stored failure of a trial whose plan (`what`) cannot be made on the cluster: the one
+/// place that text is written; [`Trial::did_not_fit`] is the one place it is read.
+pub fn does_not_fit(what: &str, why: &dyn std::fmt::Display) -> String {
+    format!("{DOES_NOT_FIT}: {what}: {why}")
+}
+
 /// One trial of a job: a plan deployed and measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
@@ -729,6 +765,14 @@ pub struct Trial {
     pub failure: Option<String>,
     pub started_ms: u64,
     pub ended_ms: u64,
+}
+
+impl Trial {
+    /// Whether the trial's plan could not be made at all (it was never deployed, and its stored
+    /// plan is only a stand-in), as opposed to one that failed while deployed or measured.
+    pub fn did_not_fit(&self) -> bool {
+        self.measured.is_none() && self.failure.as_deref().is_some_and(|f| f.starts_with(DOES_NOT_FIT))
+    }
 }
 
 /// JSON has no NaN: serde_json writes it as `null`, which a plain `f64` then refuses to read,
@@ -942,23 +986,12 @@ mod tests {
     }
 
     fn job(best: Option<(u32, f64)>, baselines: &[(&str, f64)]) -> Job {
+        let spec = ModelSpec { name: "m".into(), batch_size: 1, seed: 1, source: String::new(), tables: vec![] };
         Job {
-            id: "j".into(),
-            dataset: "d".into(),
-            spec: ModelSpec { name: "m".into(), batch_size: 1, seed: 1, source: String::new(), tables: vec![] },
-            spec_digest: 0,
-            cluster: ClusterDesc::default(),
-            config: JobConfig::default(),
             status: JobStatus::Done,
-            created_ms: 0,
-            updated_ms: 0,
             best,
             baselines: baselines.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
-            model_error: None,
-            elapsed_s: 0.0,
-            head_to_head: None,
-            ceiling: None,
-            ceiling_load: None,
+            ..Job::new("j".into(), "d".into(), spec, ClusterDesc::default(), JobConfig::default(), 0)
         }
     }
 

@@ -560,11 +560,29 @@ pub enum ErrorKind {
     Overloaded,
     /// The frame did not arrive within the receiver's read deadline.
     TimedOut,
+    /// The job asked for is not in the coordinator's store: check its id (`embtune results
+    /// list`).
+    NoJob,
+    /// The coordinator's store could not be read or written (a full disk, a damaged record):
+    /// nothing of the request was committed; free space or repair the data directory, then
+    /// retry.
+    Store,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// New kinds go last: bincode encodes a kind by its position, so a kind added in the middle
+    /// would change what every older kind decodes as.
+    #[test]
+    fn error_kinds_keep_their_positions() {
+        let meta = |k: ErrorKind| crate::codec::encode_head(&k, 0).unwrap()[crate::codec::HEADER_LEN..].to_vec();
+        assert_eq!(meta(ErrorKind::BadFrame), [0]);
+        assert_eq!(meta(ErrorKind::TimedOut), [16]);
+        assert_eq!(meta(ErrorKind::NoJob), [17]);
+        assert_eq!(meta(ErrorKind::Store), [18]);
+    }
 
     #[test]
     fn the_alpn_token_names_the_protocol_version() {

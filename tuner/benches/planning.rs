@@ -45,9 +45,8 @@ fn planning(c: &mut Criterion) {
     g.sample_size(10).measurement_time(std::time::Duration::from_secs(60));
     g.bench_function("1000-tables-64-cores-2000-moves", |b| {
         b.iter(|| {
-            let cfg =
-                SearchConfig { iterations: 2000, time_limit: std::time::Duration::from_secs(60), ..Default::default() };
-            anneal(&model, &space, Objective::Throughput, start.clone(), &cfg)
+            let cfg = SearchConfig { iterations: 2000, ..Default::default() };
+            anneal(&model, &space, Objective::Throughput, start.clone(), &cfg, &|| false)
         })
     });
     g.finish();

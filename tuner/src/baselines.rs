@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, PlanError, TablePlan, Topology};
+use embtune_protocol::{CoreId, Placement, Plan, PlanError, Topology};
 use embtune_workloads::{ModelSpec, TableSpec};
 
 /// A named way to place tables.
@@ -98,23 +98,7 @@ impl Strategy {
                     .collect()
             }
         };
-        let plan = Plan {
-            strategy: self.name().to_string(),
-            spec_digest: spec.digest(),
-            topology: topo.clone(),
-            tables: spec
-                .tables
-                .iter()
-                .zip(placements)
-                .map(|(t, placement)| TablePlan {
-                    name: t.name.clone(),
-                    placement,
-                    flow: DataFlow::DEFAULT,
-                    row_type: t.row_type,
-                })
-                .collect(),
-            knobs: Knobs::default(),
-        };
+        let plan = Plan::from_placements(self.name(), spec, topo.clone(), placements);
         plan.validate(spec).map_err(|e| match e {
             PlanError::Memory(m) => PlanError::Memory(format!(
                 "{m} under {}; try all-shard, size-threshold or a smaller --scale",

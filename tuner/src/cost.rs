@@ -594,7 +594,7 @@ fn lookup_cost(
 mod tests {
     use super::*;
     use crate::Strategy;
-    use embtune_protocol::{Knobs, TablePlan, Topology};
+    use embtune_protocol::Topology;
     use embtune_workloads::{AccessProfile, BatchGenerator, Preset, PresetOptions};
 
     fn synthetic(rows: u64, dist: &str) -> (ModelSpec, Vec<TableProfile>) {
@@ -613,18 +613,7 @@ mod tests {
     }
 
     fn plan(spec: &ModelSpec, topo: Topology, placement: Placement, flow: DataFlow) -> Plan {
-        Plan {
-            strategy: "t".into(),
-            spec_digest: spec.digest(),
-            topology: topo,
-            tables: vec![TablePlan {
-                name: spec.tables[0].name.clone(),
-                placement,
-                flow,
-                row_type: spec.tables[0].row_type,
-            }],
-            knobs: Knobs::default(),
-        }
+        Plan::from_placements("t", spec, topo, [placement]).with_flow(flow)
     }
 
     fn node() -> Node {

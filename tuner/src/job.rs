@@ -8,24 +8,23 @@
 //! proposed by simulated annealing on the cost model refitted to every measurement so far, and
 //! every third trial the knobs (sub-batch, requests in flight) of the best placement, proposed by
 //! Bayesian optimisation over what was measured. Plans already measured are never measured again.
+//! Each of these is a stage of `crate::propose`, chained by the job's search kind.
 
 use std::collections::HashSet;
 
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::rand_core::SeedableRng;
 
-use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Measured, Objective, SearchKind, Trial, TrialKind};
-use embtune_protocol::{Knobs, Plan, Topology};
+use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Measured, Objective, Trial, TrialKind};
+use embtune_protocol::{Plan, PlanError, Topology};
 use embtune_workloads::{ModelSpec, TableProfile};
 
-use crate::baselines::{BaselineOptions, Strategy};
-use crate::bo;
-use crate::cost::{Coefficients, Model, Node, Workload, predict_model};
+use crate::baselines::Strategy;
+use crate::cost::{Coefficients, Model, Node, Workload};
 use crate::fit::{Observation, refit};
-use crate::search::{SearchConfig, anneal, predicted};
-use crate::space::{Space, neighbour};
+use crate::propose::{Proposer, Scene, SearchBudget, chain};
 
-/// What the caller knows about the cluster now.
+/// What the caller knows about the cluster now, and what it allows the search.
 pub struct Context<'a> {
     pub spec: &'a ModelSpec,
     pub profiles: &'a [TableProfile],
@@ -35,14 +34,45 @@ pub struct Context<'a> {
     pub networked: bool,
     /// Clients loading the cluster at once (load generators), at least one.
     pub clients: usize,
+    /// Steps and time the search of one proposal may take.
+    pub search: SearchBudget<'a>,
 }
 
-/// A plan to deploy and measure.
+/// A plan to deploy and measure, or a baseline that cannot be made on the cluster there is.
 #[derive(Clone, Debug)]
 pub struct Proposal {
     pub kind: TrialKind,
+    /// The plan; for a baseline that does not fit, a stand-in stored with its failed trial and
+    /// never deployed.
     pub plan: Plan,
+    /// The cost model's prediction of the objective; NaN where the plan does not fit.
     pub predicted: f64,
+    /// Why the plan cannot be made here, if it cannot: the caller records the proposal as a
+    /// failed trial ([`does_not_fit`](embtune_protocol::tuning::does_not_fit)) without
+    /// deploying it, so that it is not proposed again.
+    pub unfit: Option<PlanError>,
+}
+
+impl Proposal {
+    /// A plan to deploy and measure.
+    pub fn measure(kind: TrialKind, plan: Plan, predicted: f64) -> Proposal {
+        Proposal { kind, plan, predicted, unfit: None }
+    }
+
+    /// A baseline `name` whose plan cannot be made (`why`), with a stand-in plan to store.
+    pub fn does_not_fit(name: &str, stand_in: Plan, why: PlanError) -> Proposal {
+        let plan = Plan { strategy: format!("{name} ({})", embtune_protocol::tuning::DOES_NOT_FIT), ..stand_in };
+        Proposal { kind: TrialKind::Baseline(name.into()), plan, predicted: f64::NAN, unfit: Some(why) }
+    }
+
+    /// The failure to record for it when it does not fit.
+    pub fn unfit_failure(&self) -> Option<String> {
+        let what = match &self.kind {
+            TrialKind::Baseline(name) => name.clone(),
+            other => other.label(),
+        };
+        self.unfit.as_ref().map(|e| embtune_protocol::tuning::does_not_fit(&what, e))
+    }
 }
 
 /// A job in progress.
@@ -52,6 +82,8 @@ pub struct Tuner {
     coefficients: Option<Coefficients>,
     seen: HashSet<u64>,
     rng: Xoshiro256PlusPlus,
+    /// The stages asked in turn for the next plan ([`chain`]).
+    stages: Vec<Box<dyn Proposer>>,
 }
 
 /// A plan's identity for deduplication: its placements, flows, row types and knobs.
@@ -125,25 +157,16 @@ pub fn check_baseline_plans(config: &JobConfig, spec: &ModelSpec) -> Result<(), 
     Ok(())
 }
 
-/// Knobs as a point of the unit square: log2 of the sub-batch in [3, 9], log2 of the requests in
-/// flight in [0, 5].
-fn knobs_to_unit(k: &Knobs) -> Vec<f64> {
-    vec![((k.sub_batch.max(1) as f64).log2() - 3.0) / 6.0, (k.inflight_per_worker.max(1) as f64).log2() / 5.0]
-}
-
-fn unit_to_knobs(x: &[f64]) -> Knobs {
-    Knobs {
-        sub_batch: 2f64.powf(3.0 + 6.0 * x[0].clamp(0.0, 1.0)).round() as u32,
-        inflight_per_worker: 2f64.powf(5.0 * x[1].clamp(0.0, 1.0)).round().max(1.0) as u32,
-    }
-}
-
 impl Tuner {
     /// A job, resumed from the trials it already has.
     pub fn new(job: Job, trials: Vec<Trial>) -> Tuner {
         let seen = trials.iter().filter(|t| t.measured.is_some()).map(|t| plan_key(&t.plan)).collect();
         let rng = Xoshiro256PlusPlus::seed_from_u64(job.config.seed ^ trials.len() as u64);
-        Tuner { job, trials, coefficients: None, seen, rng }
+        let mut stages = chain(job.config.search);
+        for t in &trials {
+            stages.iter_mut().for_each(|s| s.feedback(t));
+        }
+        Tuner { job, trials, coefficients: None, seen, rng, stages }
     }
 
     fn objective(&self) -> Objective {
@@ -194,151 +217,16 @@ impl Tuner {
         m
     }
 
-    /// The next plan to measure, or `None` when the job is done.
+    /// The next plan to measure, or `None` when the job is done: the first stage's of the chain
+    /// that has one.
     pub fn next(&mut self, ctx: &Context<'_>) -> Option<Proposal> {
         if self.finished(self.job.elapsed_s) {
             return None;
         }
         let model = self.model(ctx);
-        let objective = self.objective();
-        let predict = |p: &Plan| predicted(objective, &predict_model(&model, p));
-        // 1. Baselines not yet tried.
-        let tried: HashSet<String> = self
-            .trials
-            .iter()
-            .filter_map(|t| match &t.kind {
-                TrialKind::Baseline(n) => Some(n.clone()),
-                _ => None,
-            })
-            .collect();
-        let baselines = Strategy::baselines(ctx.topology.client_memory_bytes);
-        for &s in &baselines {
-            if tried.contains(s.name()) {
-                continue;
-            }
-            match s.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()) {
-                Ok(plan) => {
-                    return Some(Proposal {
-                        kind: TrialKind::Baseline(s.name().into()),
-                        predicted: predict(&plan),
-                        plan,
-                    });
-                }
-                Err(e) => {
-                    // Recorded as a failed trial so it is not proposed again.
-                    let plan = Strategy::AllShard.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()).ok()?;
-                    return Some(Proposal {
-                        kind: TrialKind::Baseline(s.name().into()),
-                        predicted: f64::NAN,
-                        plan: Plan { strategy: format!("{}: {e}", s.name()), ..plan },
-                    });
-                }
-            }
-        }
-        // 1b. Plans given by name (another planner's), folded onto the cores there are now.
-        for b in &self.job.config.baseline_plans {
-            if tried.contains(&b.name) {
-                continue;
-            }
-            let mut plan = adapt_plan(&b.plan, &ctx.topology);
-            plan.strategy = b.name.clone();
-            return Some(match plan.validate(ctx.spec) {
-                Ok(()) => Proposal { kind: TrialKind::Baseline(b.name.clone()), predicted: predict(&plan), plan },
-                // Recorded as a failed trial, like a strategy whose plan does not fit.
-                Err(e) => Proposal {
-                    kind: TrialKind::Baseline(b.name.clone()),
-                    predicted: f64::NAN,
-                    plan: Plan { strategy: format!("{}: {e}", b.name), ..plan },
-                },
-            });
-        }
-        let space = Space::new(
-            ctx.spec,
-            ctx.profiles,
-            ctx.topology.total_cores(),
-            ctx.nodes.first().map_or(1 << 20, |n| n.caps.l2_bytes),
-        );
-        let best_plan = self
-            .best()
-            .map(|t| adapt_plan(&t.plan, &ctx.topology))
-            .or_else(|| Strategy::SizeThreshold.plan(ctx.spec, &ctx.topology, &BaselineOptions::default()).ok())?;
-        // 2. Random search: the yardstick for the model-driven one.
-        if self.job.config.search == SearchKind::Random {
-            for _ in 0..50 {
-                let start = baselines[(self.rng.next_u64() % baselines.len() as u64) as usize]
-                    .plan(ctx.spec, &ctx.topology, &BaselineOptions::default())
-                    .unwrap_or_else(|_| best_plan.clone());
-                let mut p = start;
-                for _ in 0..(5 + self.rng.next_u64() % 40) {
-                    p = neighbour(&p, ctx.spec, ctx.profiles, &space, &mut self.rng);
-                }
-                p.knobs = unit_to_knobs(&[
-                    (self.rng.next_u64() % 1000) as f64 / 1000.0,
-                    (self.rng.next_u64() % 1000) as f64 / 1000.0,
-                ]);
-                p.strategy = "random".into();
-                if p.validate(ctx.spec).is_ok() && !self.seen.contains(&plan_key(&p)) {
-                    return Some(Proposal { kind: TrialKind::Random, predicted: predict(&p), plan: p });
-                }
-            }
-            return None;
-        }
-        // 3. Every third search trial: the knobs of the best placement, by Bayesian optimisation.
-        if self.search_trials() % 3 == 2
-            && let Some(p) = self.propose_knobs(&best_plan, ctx, &predict)
-        {
-            return Some(p);
-        }
-        // 4. A placement from annealing on the refitted model, never one measured before.
-        for attempt in 0..6u64 {
-            let cfg = SearchConfig {
-                iterations: 1500,
-                seed: self.job.config.seed ^ (self.trials.len() as u64 * 7919) ^ attempt,
-                initial_temperature: 0.2 + 0.3 * attempt as f64,
-                time_limit: std::time::Duration::from_secs(10),
-            };
-            let found = anneal(&model, &space, self.objective(), best_plan.clone(), &cfg);
-            let mut p = found.plan;
-            if self.seen.contains(&plan_key(&p)) {
-                // The model's favourite is measured already: explore around it.
-                for _ in 0..(1 + attempt) {
-                    p = neighbour(&p, ctx.spec, ctx.profiles, &space, &mut self.rng);
-                }
-            }
-            p.strategy = "tuned".into();
-            if p.validate(ctx.spec).is_ok() && !self.seen.contains(&plan_key(&p)) {
-                return Some(Proposal { kind: TrialKind::Search, predicted: predict(&p), plan: p });
-            }
-        }
-        None
-    }
-
-    fn propose_knobs(&mut self, best: &Plan, ctx: &Context<'_>, predict: &dyn Fn(&Plan) -> f64) -> Option<Proposal> {
-        // Observations of this placement (any knobs), objective flipped to minimise.
-        let same: Vec<(Vec<f64>, f64)> = self
-            .trials
-            .iter()
-            .filter(|t| t.plan.tables == best.tables)
-            .filter_map(|t| t.measured.as_ref().map(|m| (knobs_to_unit(&t.plan.knobs), m.value)))
-            .collect();
-        let sign = if self.objective().maximise() { -1.0 } else { 1.0 };
-        let xs: Vec<Vec<f64>> = same.iter().map(|(x, _)| x.clone()).collect();
-        let ys: Vec<f64> = same.iter().map(|(_, y)| sign * y.max(1e-9).ln()).collect();
-        let x = if xs.len() >= 2 {
-            let gp = bo::Gp::fit(&xs, &ys)?;
-            let best_y = ys.iter().cloned().fold(f64::INFINITY, f64::min);
-            bo::next_point(&gp, best_y, 2, self.trials.len() as u64)
-        } else {
-            // Not enough points for a surrogate: a corner the default is far from.
-            vec![(self.rng.next_u64() % 1000) as f64 / 1000.0, (self.rng.next_u64() % 1000) as f64 / 1000.0]
-        };
-        let mut p = best.clone();
-        p.knobs = unit_to_knobs(&x);
-        p.strategy = "tuned".into();
-        if self.seen.contains(&plan_key(&p)) || p.validate(ctx.spec).is_err() {
-            return None;
-        }
-        Some(Proposal { kind: TrialKind::Knobs, predicted: predict(&p), plan: p })
+        let best = self.best().map(|t| t.plan.clone());
+        let scene = Scene::new(ctx, &self.job.config, &self.trials, &self.seen, &model, best);
+        self.stages.iter_mut().find_map(|s| s.propose(&scene, &mut self.rng))
     }
 
     /// Records a measured (or failed) proposal and returns the trial to store. Updates the best
@@ -372,6 +260,7 @@ impl Tuner {
             self.seen.insert(plan_key(&trial.plan));
         }
         self.trials.push(trial.clone());
+        self.stages.iter_mut().for_each(|s| s.feedback(&trial));
         self.job.elapsed_s += seconds;
         self.job.updated_ms = ended_ms;
         if let (TrialKind::Baseline(name), Some(m)) = (&trial.kind, &trial.measured) {
@@ -446,9 +335,11 @@ impl Tuner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::cost::predict_model;
     use crate::rules::MemoryCaps;
+    use crate::search::predicted;
     use embtune_protocol::tuning::{ClusterDesc, HeadToHead, JobConfig};
     use embtune_workloads::{AccessProfile, BatchGenerator, Preset, PresetOptions};
     use std::collections::BTreeMap;
@@ -471,24 +362,8 @@ mod tests {
     }
 
     fn job(spec: &ModelSpec, trials: u32) -> Job {
-        Job {
-            id: "j".into(),
-            dataset: "t".into(),
-            spec: spec.clone(),
-            spec_digest: spec.digest(),
-            cluster: ClusterDesc::default(),
-            config: JobConfig { trials, ..Default::default() },
-            status: JobStatus::Running,
-            created_ms: 0,
-            updated_ms: 0,
-            best: None,
-            baselines: Default::default(),
-            model_error: None,
-            elapsed_s: 0.0,
-            head_to_head: None,
-            ceiling: None,
-            ceiling_load: None,
-        }
+        let config = JobConfig { trials, ..Default::default() };
+        Job::new("j".into(), "t".into(), spec.clone(), ClusterDesc::default(), config, 0)
     }
 
     #[test]
@@ -504,6 +379,7 @@ mod tests {
             nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
             networked: false,
             clients: 1,
+            search: Default::default(),
         };
         let mut t = Tuner::new(job(&spec, 9), Vec::new());
         let mut keys = HashSet::new();
@@ -524,7 +400,7 @@ mod tests {
     }
 
     /// One worker of two cores with the default costs.
-    fn two_cores<'a>(spec: &'a ModelSpec, prof: &'a [TableProfile]) -> Context<'a> {
+    pub(crate) fn two_cores<'a>(spec: &'a ModelSpec, prof: &'a [TableProfile]) -> Context<'a> {
         Context {
             spec,
             profiles: prof,
@@ -532,6 +408,7 @@ mod tests {
             nodes: vec![Node { caps: MemoryCaps::default(), coef: Coefficients::default() }],
             networked: false,
             clients: 1,
+            search: Default::default(),
         }
     }
 
@@ -612,7 +489,9 @@ mod tests {
             t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0);
         }
         let p = t.next(&ctx).unwrap();
-        assert!(p.predicted.is_nan() && p.plan.strategy.starts_with("torchrec: "), "{}", p.plan.strategy);
+        assert!(p.predicted.is_nan() && matches!(p.unfit, Some(embtune_protocol::PlanError::Invalid(_))), "{p:?}");
+        let failure = p.unfit_failure().unwrap();
+        assert!(failure.starts_with("does not fit: torchrec: invalid plan"), "{failure}");
     }
 
     #[test]
@@ -674,6 +553,7 @@ mod tests {
             nodes: vec![node.clone(); 2],
             networked: true,
             clients: 1,
+            search: Default::default(),
         };
         let mut t = Tuner::new(job(&spec, 6), Vec::new());
         for _ in 0..6 {

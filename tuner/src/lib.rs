@@ -8,13 +8,15 @@
 //! - [`bo`]: the Gaussian-process surrogate and expected improvement for the knobs.
 //! - [`make`]: a user's strategy and flow choice turned into a plan, including `auto`.
 //! - [`job`]: a tuning job as a state machine its caller drives (propose, measure, record).
+//! - [`propose`]: the job's stages (baselines, annealing, knobs by BO, random), each a
+//!   `Proposer`, chained by the job's search kind.
 //! - [`store`]: jobs and trials in sled, flushed per trial.
 //! - [`torchrec`]: plans as TorchRec's `ShardingPlan` and back (ranks, shard offsets, what has no
 //!   TorchRec form).
 //!
-//! Pure logic apart from the store: no sockets or threads (the search reads the clock only for
-//! its time limit), so it is tested fast and
-//! deterministically; the coordinator drives jobs against the real cluster.
+//! Pure logic apart from the store: no sockets, threads or clock (the search's time limit is a
+//! predicate its caller passes), so it is tested fast and deterministically; the coordinator
+//! drives jobs against the real cluster.
 
 pub mod baselines;
 pub mod bo;
@@ -22,6 +24,7 @@ pub mod cost;
 pub mod fit;
 pub mod job;
 pub mod make;
+pub mod propose;
 pub mod rules;
 pub mod search;
 pub mod space;

@@ -1,6 +1,6 @@
 //! Making a plan from a user's choice of strategy and flows.
 
-use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, PlanError, TablePlan, Topology};
+use embtune_protocol::{CoreId, DataFlow, Placement, Plan, PlanError, Topology};
 use embtune_workloads::{ModelSpec, TableProfile};
 
 use crate::rules::{MemoryCaps, apply_auto_flows, choose_flow};
@@ -169,23 +169,8 @@ pub fn default_plan(
             if owners.len() == 1 { Placement::Owned(owners[0]) } else { Placement::RowRange { bounds, owners } }
         });
     }
-    let mut plan = Plan {
-        strategy: "auto".into(),
-        spec_digest: spec.digest(),
-        topology: topo.clone(),
-        tables: spec
-            .tables
-            .iter()
-            .zip(placements)
-            .map(|(t, p)| TablePlan {
-                name: t.name.clone(),
-                placement: p.expect("every table is placed"),
-                flow: DataFlow::DEFAULT,
-                row_type: t.row_type,
-            })
-            .collect(),
-        knobs: Knobs::default(),
-    };
+    let placements = placements.into_iter().map(|p| p.expect("every table is placed"));
+    let mut plan = Plan::from_placements("auto", spec, topo.clone(), placements);
     plan.validate(spec).map_err(|e| match e {
         PlanError::Memory(m) => {
             PlanError::Memory(format!("{m} even with the largest tables split over every core; pass a smaller --scale"))

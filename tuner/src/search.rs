@@ -1,8 +1,8 @@
-//! The model-driven search: simulated annealing over plans (argmin's solver), scored by the
-//! calibrated cost model, memory limits as hard constraints.
+//! The model-driven search: simulated annealing over plans (argmin's solver), scored by an
+//! [`Estimator`] (the calibrated cost model), memory limits as hard constraints. It reads no
+//! clock: how long it may run is the caller's to say.
 
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
 
 use argmin::core::{CostFunction, Error as ArgminError, Executor, State};
 use argmin::solver::simulatedannealing::{Anneal, SATempFunc, SimulatedAnnealing};
@@ -11,9 +11,36 @@ use rand_xoshiro::rand_core::SeedableRng;
 
 use embtune_protocol::Plan;
 pub use embtune_protocol::tuning::Objective;
+use embtune_workloads::{ModelSpec, TableProfile};
 
 use crate::cost::{Model, Prediction, predict_model};
 use crate::space::{Space, neighbour};
+
+/// What the search and the proposers predict plans with: the CPU cost model ([`Model`]), or
+/// another model that plugs in (a GPU's).
+pub trait Estimator {
+    /// The model the plans are for.
+    fn spec(&self) -> &ModelSpec;
+    /// The model's tables' access profiles.
+    fn profiles(&self) -> &[TableProfile];
+    /// The predicted value of `objective` for `plan`, in the objective's unit (batches/s for
+    /// throughput, microseconds for the latencies).
+    fn estimate(&self, objective: Objective, plan: &Plan) -> f64;
+}
+
+impl Estimator for Model<'_> {
+    fn spec(&self) -> &ModelSpec {
+        self.w.spec
+    }
+
+    fn profiles(&self) -> &[TableProfile] {
+        self.w.profiles
+    }
+
+    fn estimate(&self, objective: Objective, plan: &Plan) -> f64 {
+        predicted(objective, &predict_model(self, plan))
+    }
+}
 
 /// The model's estimate of an objective's value for a prediction: batches/s for throughput,
 /// microseconds for the latencies.
@@ -33,53 +60,57 @@ pub fn predicted(objective: Objective, p: &Prediction) -> f64 {
 
 /// A cost to minimise for an objective.
 pub fn cost(objective: Objective, p: &Prediction) -> f64 {
-    let v = predicted(objective, p);
+    cost_of(objective, predicted(objective, p))
+}
+
+/// The cost to minimise for an objective's predicted value.
+fn cost_of(objective: Objective, v: f64) -> f64 {
     if objective.maximise() { 1e9 / v.max(1e-9) } else { v }
 }
 
-/// How long and how hard to search.
+/// How hard to search: the steps, and the seeds and temperature that make a search
+/// reproducible.
 #[derive(Clone, Debug)]
 pub struct SearchConfig {
     pub iterations: u64,
-    pub time_limit: Duration,
     pub seed: u64,
     pub initial_temperature: f64,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { iterations: 3000, time_limit: Duration::from_secs(8), seed: 1, initial_temperature: 0.2 }
+        SearchConfig { iterations: 3000, seed: 1, initial_temperature: 0.2 }
     }
 }
 
-struct Problem<'a, 'm> {
-    model: &'a Model<'m>,
+struct Problem<'a, E: ?Sized> {
+    est: &'a E,
     space: &'a Space,
     objective: Objective,
     rng: RefCell<Xoshiro256PlusPlus>,
     /// The starting plan's cost: costs are relative to it, so one temperature suits any model.
     scale: f64,
-    deadline: Instant,
+    out_of_time: &'a dyn Fn() -> bool,
 }
 
-impl CostFunction for Problem<'_, '_> {
+impl<E: Estimator + ?Sized> CostFunction for Problem<'_, E> {
     type Param = Plan;
     type Output = f64;
     fn cost(&self, plan: &Plan) -> Result<f64, ArgminError> {
-        if plan.validate(self.model.w.spec).is_err() {
+        if plan.validate(self.est.spec()).is_err() {
             // Over a memory limit (or otherwise invalid): never accepted.
             return Ok(f64::INFINITY);
         }
-        Ok(cost(self.objective, &predict_model(self.model, plan)) / self.scale)
+        Ok(cost_of(self.objective, self.est.estimate(self.objective, plan)) / self.scale)
     }
 }
 
-impl Anneal for Problem<'_, '_> {
+impl<E: Estimator + ?Sized> Anneal for Problem<'_, E> {
     type Param = Plan;
     type Output = Plan;
     type Float = f64;
     fn anneal(&self, plan: &Plan, extent: f64) -> Result<Plan, ArgminError> {
-        if Instant::now() > self.deadline {
+        if (self.out_of_time)() {
             // Out of time: propose the same plan, which ends the search by stalling.
             return Ok(plan.clone());
         }
@@ -88,7 +119,7 @@ impl Anneal for Problem<'_, '_> {
         let steps = 1 + (extent * 3.0) as usize;
         let mut p = plan.clone();
         for _ in 0..steps {
-            p = neighbour(&p, self.model.w.spec, self.model.w.profiles, self.space, &mut rng);
+            p = neighbour(&p, self.est.spec(), self.est.profiles(), self.space, &mut rng);
         }
         Ok(p)
     }
@@ -97,23 +128,31 @@ impl Anneal for Problem<'_, '_> {
 /// Result of a search.
 pub struct Found {
     pub plan: Plan,
-    pub prediction: Prediction,
+    /// The estimator's value of the objective for it.
+    pub value: f64,
     pub iterations: u64,
-    pub seconds: f64,
 }
 
-/// Anneals from `start` and returns the best plan the model found (never worse than `start`).
-pub fn anneal(model: &Model<'_>, space: &Space, objective: Objective, start: Plan, cfg: &SearchConfig) -> Found {
-    let t0 = Instant::now();
-    let start_pred = predict_model(model, &start);
-    let scale = cost(objective, &start_pred).max(1e-9);
+/// Anneals from `start` and returns the best plan the estimator found (never worse than
+/// `start`), in at most `cfg.iterations` steps and until `out_of_time` (the caller's clock)
+/// says to stop.
+pub fn anneal<E: Estimator + ?Sized>(
+    est: &E,
+    space: &Space,
+    objective: Objective,
+    start: Plan,
+    cfg: &SearchConfig,
+    out_of_time: &dyn Fn() -> bool,
+) -> Found {
+    let start_value = est.estimate(objective, &start);
+    let scale = cost_of(objective, start_value).max(1e-9);
     let problem = Problem {
-        model,
+        est,
         space,
         objective,
         rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(cfg.seed)),
         scale,
-        deadline: t0 + cfg.time_limit,
+        out_of_time,
     };
     let solver =
         SimulatedAnnealing::new_with_rng(cfg.initial_temperature, Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5a))
@@ -134,12 +173,12 @@ pub fn anneal(model: &Model<'_>, space: &Space, objective: Objective, start: Pla
         }
     };
     let mut plan = plan;
-    let mut prediction = predict_model(model, &plan);
-    if cost(objective, &prediction) > cost(objective, &start_pred) || plan.validate(model.w.spec).is_err() {
+    let mut value = est.estimate(objective, &plan);
+    if cost_of(objective, value) > cost_of(objective, start_value) || plan.validate(est.spec()).is_err() {
         plan = start;
-        prediction = start_pred;
+        value = start_value;
     }
-    Found { plan, prediction, iterations, seconds: t0.elapsed().as_secs_f64() }
+    Found { plan, value, iterations }
 }
 
 #[cfg(test)]
@@ -170,12 +209,15 @@ mod tests {
         start.validate(&spec).unwrap();
         let space = Space::new(&spec, &prof.tables, 4, 1 << 20);
         let cfg = SearchConfig { iterations: 600, ..Default::default() };
-        let found = anneal(&model, &space, Objective::Throughput, start.clone(), &cfg);
+        let found = anneal(&model, &space, Objective::Throughput, start.clone(), &cfg, &|| false);
         let before = predict_model(&model, &start).throughput();
-        assert!(found.prediction.throughput() > before * 1.5, "{} vs {before}", found.prediction.throughput());
+        assert!(found.value > before * 1.5, "{} vs {before}", found.value);
         found.plan.validate(&spec).unwrap();
         // The same seed finds the same plan: searches are reproducible.
-        let again = anneal(&model, &space, Objective::Throughput, start, &cfg);
+        let again = anneal(&model, &space, Objective::Throughput, start.clone(), &cfg, &|| false);
         assert_eq!(again.plan, found.plan);
+        // Out of time from the start: the search stalls and keeps where it started.
+        let stopped = anneal(&model, &space, Objective::Throughput, start.clone(), &cfg, &|| true);
+        assert_eq!(stopped.plan, start);
     }
 }

@@ -414,31 +414,14 @@ fn civil(days: u64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embtune_protocol::tuning::{ClusterDesc, JobConfig, JobStatus, Measured, TrialKind};
+    use embtune_protocol::tuning::{ClusterDesc, JobConfig, Measured, TrialKind};
     use embtune_protocol::{Knobs, Plan, Topology};
 
     fn job(id: &str) -> Job {
         let spec = embtune_workloads::Preset::Synthetic
             .spec(&embtune_workloads::PresetOptions { tables: Some(1), rows: Some(10), ..Default::default() })
             .unwrap();
-        Job {
-            id: id.into(),
-            dataset: "synthetic".into(),
-            spec_digest: spec.digest(),
-            spec,
-            cluster: ClusterDesc::default(),
-            config: JobConfig::default(),
-            status: JobStatus::Running,
-            created_ms: 1,
-            updated_ms: 1,
-            best: None,
-            baselines: Default::default(),
-            model_error: None,
-            elapsed_s: 0.0,
-            head_to_head: None,
-            ceiling: None,
-            ceiling_load: None,
-        }
+        Job::new(id.into(), "synthetic".into(), spec, ClusterDesc::default(), JobConfig::default(), 1)
     }
 
     fn trial(j: &str, n: u32) -> Trial {

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_protocol::{CoreId, DataFlow, Placement, Plan, Topology};
 use embtune_workloads::{ModelSpec, RowType};
 
 /// What the `format` field of an export says.
@@ -387,7 +387,7 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
         )));
     }
     let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut tables = Vec::new();
+    let mut placements = Vec::new();
     for ts in &spec.tables {
         let p = params[&ts.name];
         let name = ts.name.as_str();
@@ -511,15 +511,9 @@ pub fn import(v: &Value, spec: &ModelSpec, ranks: Option<Ranks>, memory_bytes: u
         {
             note(&mut notes, format!("compute kernel `{k}`: imported as embtune's direct gather"));
         }
-        tables.push(TablePlan { name: ts.name.clone(), placement, flow: DataFlow::DEFAULT, row_type: ts.row_type });
+        placements.push(placement);
     }
-    let plan = Plan {
-        strategy: "torchrec".into(),
-        spec_digest: spec.digest(),
-        topology: ranks.topology(memory_bytes),
-        tables,
-        knobs: Knobs::default(),
-    };
+    let plan = Plan::from_placements("torchrec", spec, ranks.topology(memory_bytes), placements);
     plan.validate(spec).map_err(|e| TorchrecError::Mismatch(e.to_string()))?;
     Ok(Imported { plan, ranks, notes })
 }
@@ -541,22 +535,7 @@ mod tests {
     }
 
     fn plan(s: &ModelSpec, topo: Topology, places: Vec<Placement>) -> Plan {
-        Plan {
-            strategy: "test".into(),
-            spec_digest: s.digest(),
-            topology: topo,
-            tables: places
-                .into_iter()
-                .zip(&s.tables)
-                .map(|(placement, t)| TablePlan {
-                    name: t.name.clone(),
-                    placement,
-                    flow: DataFlow::DEFAULT,
-                    row_type: t.row_type,
-                })
-                .collect(),
-            knobs: Knobs::default(),
-        }
+        Plan::from_placements("test", s, topo, places)
     }
 
     fn c(w: u16, k: u16) -> CoreId {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_protocol::{CoreId, DataFlow, Placement, Plan, Topology};
 use embtune_worker::bench::run_batches;
 use embtune_worker::engine::{Engine, EngineConfig};
 use embtune_workloads::{AccessProfile, BatchGenerator, Preset, PresetOptions};
@@ -39,18 +39,13 @@ fn flows(c: &mut Criterion) {
             DataFlow::HotCache { hot_rows: hot.max(1), prefetch: 16 },
             DataFlow::Blocked { block_rows: 2048 },
         ] {
-            let plan = Plan {
-                strategy: "bench".into(),
-                spec_digest: spec.digest(),
-                topology: Topology::uniform(1, 1, 1 << 40),
-                tables: vec![TablePlan {
-                    name: spec.tables[0].name.clone(),
-                    placement: Placement::Owned(CoreId::new(0, 0)),
-                    flow,
-                    row_type: spec.tables[0].row_type,
-                }],
-                knobs: Knobs::default(),
-            };
+            let plan = Plan::from_placements(
+                "bench",
+                &spec,
+                Topology::uniform(1, 1, 1 << 40),
+                [Placement::Owned(CoreId::new(0, 0))],
+            )
+            .with_flow(flow);
             let engine = Engine::start(EngineConfig::with_cores(1));
             let mut a = plan.assignment(&spec, 0);
             a.fill_hot_ids(&plan, |t, n| profile.tables[t].hottest(n));

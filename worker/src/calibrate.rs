@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use embtune_protocol::wire::Calibration;
-use embtune_protocol::{DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_protocol::{DataFlow, Knobs, Placement, Plan, Topology};
 use embtune_workloads::{AccessDist, BatchGenerator, Pooling, Preset, PresetOptions};
 
 use crate::bench::run_batches;
@@ -27,18 +27,9 @@ fn per_row(engine: &Engine, rows: u64, prefetch: u16, time: Duration) -> Option<
             ..Default::default()
         })
         .ok()?;
-    let plan = Plan {
-        strategy: "calibrate".into(),
-        spec_digest: spec.digest(),
-        topology: Topology::uniform(1, 1, u64::MAX),
-        tables: vec![TablePlan {
-            name: spec.tables[0].name.clone(),
-            placement: Placement::Replicated,
-            flow: DataFlow::Direct { prefetch },
-            row_type: spec.tables[0].row_type,
-        }],
-        knobs: Knobs { sub_batch: 128, inflight_per_worker: 1 },
-    };
+    let plan = Plan::from_placements("calibrate", &spec, Topology::uniform(1, 1, u64::MAX), [Placement::Replicated])
+        .with_flow(DataFlow::Direct { prefetch })
+        .with_knobs(Knobs { sub_batch: 128, inflight_per_worker: 1 });
     engine.deploy(&plan.assignment(&spec, 0)).ok()?;
     let g = BatchGenerator::new(&spec).ok()?;
     let pool: Vec<Arc<_>> = g.pool(0, 16).into_iter().map(Arc::new).collect();
@@ -75,18 +66,7 @@ pub fn calibrate(cpu: usize) -> Option<Calibration> {
             ..Default::default()
         })
         .ok()?;
-    let plan = Plan {
-        strategy: "calibrate".into(),
-        spec_digest: spec.digest(),
-        topology: Topology::uniform(1, 1, u64::MAX),
-        tables: vec![TablePlan {
-            name: spec.tables[0].name.clone(),
-            placement: Placement::Replicated,
-            flow: DataFlow::DEFAULT,
-            row_type: spec.tables[0].row_type,
-        }],
-        knobs: Knobs::default(),
-    };
+    let plan = Plan::from_placements("calibrate", &spec, Topology::uniform(1, 1, u64::MAX), [Placement::Replicated]);
     engine.deploy(&plan.assignment(&spec, 0)).ok()?;
     let b = Arc::new(BatchGenerator::new(&spec).ok()?.batch(0));
     let n = 2000;

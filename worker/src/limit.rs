@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use embtune_protocol::{DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_protocol::{DataFlow, Knobs, Placement, Plan, Topology};
 use embtune_workloads::{BatchGenerator, Preset, PresetOptions, QueryBatch};
 
 use crate::engine::storage::RowStore;
@@ -124,20 +124,12 @@ impl Setup {
     pub fn engine(&self, threads: usize, prefetch: usize, batch: u32) -> Result<Engine, EngineError> {
         let engine = Engine::start(EngineConfig::with_cores(threads));
         let spec = &self.spec;
-        let plan = Plan {
-            strategy: "limit".into(),
-            spec_digest: spec.digest(),
-            topology: Topology::uniform(1, threads as u16, u64::MAX),
-            tables: vec![TablePlan {
-                name: spec.tables[0].name.clone(),
-                placement: Placement::Replicated,
-                flow: DataFlow::Direct { prefetch: prefetch as u16 },
-                row_type: spec.tables[0].row_type,
-            }],
+        let topology = Topology::uniform(1, threads as u16, u64::MAX);
+        let plan = Plan::from_placements("limit", spec, topology, [Placement::Replicated])
+            .with_flow(DataFlow::Direct { prefetch: prefetch as u16 })
             // One task per batch, as each ceiling thread takes whole batches: with two batches in
             // flight per core, splitting them further only adds hand-offs.
-            knobs: Knobs { sub_batch: batch.max(1), inflight_per_worker: 1 },
-        };
+            .with_knobs(Knobs { sub_batch: batch.max(1), inflight_per_worker: 1 });
         engine.deploy(&plan.assignment(spec, 0))?;
         Ok(engine)
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, TablePlan, Topology};
+use embtune_protocol::{CoreId, DataFlow, Knobs, Placement, Plan, Topology};
 use embtune_workloads::{AccessDist, BatchGenerator, ModelSpec, Pooling, PoolingMode, QueryBatch, RowType, TableSpec};
 
 use super::kernels::Isa;
@@ -29,19 +29,13 @@ fn table(name: &str, rows: u64, dim: u32, row_type: RowType, mode: PoolingMode, 
 }
 
 fn plan_for(spec: &ModelSpec, cores: u16, placements: Vec<Placement>, flows: Vec<DataFlow>, sub_batch: u32) -> Plan {
-    Plan {
-        strategy: "test".into(),
-        spec_digest: spec.digest(),
-        topology: Topology::uniform(1, cores, 1 << 40),
-        tables: spec
-            .tables
-            .iter()
-            .zip(placements)
-            .zip(flows)
-            .map(|((t, placement), flow)| TablePlan { name: t.name.clone(), placement, flow, row_type: t.row_type })
-            .collect(),
-        knobs: Knobs { sub_batch, inflight_per_worker: 1 },
+    let mut plan = Plan::from_placements("test", spec, Topology::uniform(1, cores, 1 << 40), placements)
+        .with_knobs(Knobs { sub_batch, inflight_per_worker: 1 });
+    plan.tables.truncate(flows.len());
+    for (t, flow) in plan.tables.iter_mut().zip(flows) {
+        t.flow = flow;
     }
+    plan
 }
 
 /// Deploys `plan` (hot ids from the batches' profile) and checks `batches` against the reference.
