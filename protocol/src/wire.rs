@@ -13,7 +13,7 @@ use crate::plan::{Plan, WorkerAssignment};
 use crate::tuning::{BestRecord, Job, JobConfig, Trial};
 
 /// The protocol version every frame carries. Peers with another version get a typed error.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The ALPN token of the QUIC handshake, `embtune/<PROTOCOL_VERSION>`: a peer speaking another
 /// version fails the handshake. It is derived from the version, so the two cannot disagree (they
