@@ -11,7 +11,7 @@ use embtune_workloads::{AccessDist, ModelSpec, Pooling, Preset, PresetOptions, R
 #[derive(Args, Clone, Debug, Default)]
 pub struct WorkloadArgs {
     /// Dataset preset: criteo-kaggle, criteo-terabyte, avazu, kuairec, taobao, tenrec, micro24,
-    /// synthetic (`embtune workload presets` lists them).
+    /// dlrm-2021, dlrm-2022, synthetic (`embtune workload presets` lists them).
     #[arg(long, value_name = "P", conflicts_with = "model")]
     pub preset: Option<String>,
     /// A model spec in TOML or JSON (`embtune workload show --preset avazu` prints one to start

@@ -22,11 +22,13 @@ pub enum Preset {
     Taobao,
     Tenrec,
     Micro24,
+    Dlrm2021,
+    Dlrm2022,
     Synthetic,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 8] = [
+    pub const ALL: [Preset; 10] = [
         Preset::CriteoKaggle,
         Preset::CriteoTerabyte,
         Preset::Avazu,
@@ -34,6 +36,8 @@ impl Preset {
         Preset::Taobao,
         Preset::Tenrec,
         Preset::Micro24,
+        Preset::Dlrm2021,
+        Preset::Dlrm2022,
         Preset::Synthetic,
     ];
 
@@ -46,6 +50,8 @@ impl Preset {
             Preset::Taobao => "taobao",
             Preset::Tenrec => "tenrec",
             Preset::Micro24 => "micro24",
+            Preset::Dlrm2021 => "dlrm-2021",
+            Preset::Dlrm2022 => "dlrm-2022",
             Preset::Synthetic => "synthetic",
         }
     }
@@ -60,6 +66,8 @@ impl Preset {
             Preset::Taobao => "Taobao display-ad click logs: user, ad and profile fields, dim 16",
             Preset::Tenrec => "Tenrec (Tencent): up to 84 fields of its QK/QB CTR files, dim 16",
             Preset::Micro24 => "MICRO'24 GPU config: 12 tables x 500K rows, dim 128, pooling 150, batch 2048",
+            Preset::Dlrm2021 => "Meta dlrm_datasets 2021: 856 tables, batch 65,536, Poisson pooling (mean 8), dim 16",
+            Preset::Dlrm2022 => "Meta dlrm_datasets 2022: 788 tables, batch 131,072, Poisson pooling (mean 16), dim 16",
             Preset::Synthetic => "shape from --tables --rows --dim --pooling --dist",
         }
     }
@@ -122,6 +130,16 @@ impl Preset {
                     tables,
                 )
             }
+            Preset::Dlrm2021 => from_dlrm(
+                self,
+                &research::DLRM_2021,
+                "Meta's synthetic embedding-lookup data set of 2021 (facebookresearch/dlrm_datasets, fbgemm_t856_bs65536): published table count, batch and reuse; row counts and per-table pooling assumed, see workloads/src/presets/research.rs",
+            ),
+            Preset::Dlrm2022 => from_dlrm(
+                self,
+                &research::DLRM_2022,
+                "Meta's synthetic embedding-lookup data set of 2022 (facebookresearch/dlrm_datasets, fbgemm_t788_bs131072): published table count, batch and reuse; row counts and per-table pooling assumed, see workloads/src/presets/research.rs",
+            ),
             Preset::Synthetic => {
                 let n = o.tables.unwrap_or(8);
                 if n == 0 {
@@ -230,6 +248,29 @@ fn from_research(p: Preset, fields: &[research::FieldShape], dist: &AccessDist) 
         .map(|f| table(f.name.to_string(), f.rows.max(1), 16, Pooling::Fixed(f.pooling), dist.clone()))
         .collect();
     spec(p.name(), research_source(p), 256, tables)
+}
+
+/// `n` tables with the `dlrm-2021` preset's spreads of rows and pooling (the same seeded draws,
+/// continued past its 856 tables), at its batch size: the model `embtune plan scale` plans at
+/// sizes no published data set has.
+pub fn dlrm_shaped(n: usize) -> Result<ModelSpec, WorkloadError> {
+    let shape = research::DlrmShape { tables: n, ..research::DLRM_2021 };
+    let mut s =
+        from_dlrm(Preset::Dlrm2021, &shape, "the dlrm-2021 preset's spreads of rows and pooling over more tables");
+    s.name = format!("dlrm-shaped-{n}");
+    s.validate()?;
+    Ok(s)
+}
+
+fn from_dlrm(p: Preset, shape: &research::DlrmShape, source: &str) -> ModelSpec {
+    let dist = AccessDist::Zipf { s: shape.zipf };
+    let tables = shape
+        .tables()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (rows, mean))| table(format!("T{}", i + 1), rows, 16, Pooling::Poisson { mean }, dist.clone()))
+        .collect();
+    spec(p.name(), source, shape.batch, tables)
 }
 
 /// Where the research presets' shapes come from (details per field in `research.rs`).
@@ -342,6 +383,73 @@ mod tests {
         assert!(s.tables.iter().all(|t| t.rows == 500 && t.dim == 32 && t.pooling == Pooling::Fixed(7)));
         let err = Preset::Avazu.spec(&PresetOptions { rows: Some(5), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("--scale"));
+    }
+
+    #[test]
+    fn dlrm_presets_carry_the_published_counts() {
+        let a = Preset::Dlrm2021.spec(&PresetOptions::default()).unwrap();
+        assert_eq!((a.tables.len(), a.batch_size), (856, 65_536));
+        let b = Preset::Dlrm2022.spec(&PresetOptions::default()).unwrap();
+        assert_eq!((b.tables.len(), b.batch_size), (788, 131_072));
+        for (s, mean, max_rows) in [(&a, 8.0, 10_000_000), (&b, 16.0, 20_000_000)] {
+            // The assumed spreads: rows from 100 to the ceiling with both ends reached within a
+            // factor of three, and the tables' mean pooling on target with short and long bags.
+            let rows: Vec<u64> = s.tables.iter().map(|t| t.rows).collect();
+            let (lo, hi) = (*rows.iter().min().unwrap(), *rows.iter().max().unwrap());
+            assert!((100..300).contains(&lo) && hi <= max_rows && hi > max_rows / 3, "{}: {lo}..{hi}", s.name);
+            let pools: Vec<f64> = s.tables.iter().map(|t| t.pooling.mean()).collect();
+            let avg = pools.iter().sum::<f64>() / pools.len() as f64;
+            assert!((avg - mean).abs() < 0.1, "{}: mean pooling {avg}", s.name);
+            assert!(pools.iter().any(|&p| p < 2.0) && pools.iter().any(|&p| p > 2.0 * mean), "{}", s.name);
+        }
+        // Scaling keeps every table and the batch, shrinking rows only.
+        let small = Preset::Dlrm2021.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
+        assert_eq!((small.tables.len(), small.batch_size), (856, 65_536));
+        assert!(small.tables.iter().all(|t| t.rows <= 10_000));
+    }
+
+    #[test]
+    fn a_scaled_dlrm_preset_generates_valid_batches_quickly() {
+        let o = PresetOptions { scale: Some(0.001), batch: Some(256), ..Default::default() };
+        let s = Preset::Dlrm2021.spec(&o).unwrap();
+        let g = crate::BatchGenerator::new(&s).unwrap();
+        let t0 = std::time::Instant::now();
+        let rows: Vec<u64> = s.tables.iter().map(|t| t.rows).collect();
+        for i in 0..4 {
+            let b = g.batch(i);
+            b.check_layout().unwrap();
+            b.check_ids(&rows).unwrap();
+            assert_eq!(b.offsets.len(), 856 * 256 + 1);
+            // About 8 ids per bag on average: 856 x 256 x 8 = 1.75M.
+            assert!((1_500_000..2_000_000).contains(&b.lookups()), "{}", b.lookups());
+        }
+        // Generous for a debug build on a shared 2-core machine: a batch takes tens of ms.
+        assert!(t0.elapsed().as_secs() < 20, "{:?}", t0.elapsed());
+    }
+
+    /// The share of the distinct ids in a batch that the batch touches once, for a sample of
+    /// tables at the published batch size: 2021 about 7% (README histogram), 2022 about 34%.
+    #[test]
+    fn reuse_matches_the_published_shares() {
+        let once_share = |p: Preset| {
+            let mut s = p.spec(&PresetOptions::default()).unwrap();
+            // Every 80th table keeps the test fast while covering the size spread.
+            s.tables = s.tables.into_iter().step_by(80).collect();
+            let b = crate::BatchGenerator::new(&s).unwrap().batch(0);
+            let (mut once, mut distinct) = (0usize, 0usize);
+            for t in 0..s.tables.len() {
+                let mut ids = b.table_ids(t).to_vec();
+                ids.sort_unstable();
+                for run in ids.chunk_by(|a, b| a == b) {
+                    distinct += 1;
+                    once += usize::from(run.len() == 1);
+                }
+            }
+            once as f64 / distinct as f64
+        };
+        let (a, b) = (once_share(Preset::Dlrm2021), once_share(Preset::Dlrm2022));
+        eprintln!("touched once: 2021 {a:.3}, 2022 {b:.3}");
+        assert!(a < b, "2022 should touch more rows once than 2021: {a} vs {b}");
     }
 
     #[test]

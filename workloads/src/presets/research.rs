@@ -285,3 +285,90 @@ pub(crate) const TENREC: &[FieldShape] = &[
 const _: () = assert!(KUAIREC.len() == 29);
 const _: () = assert!(TAOBAO.len() == 19);
 const _: () = assert!(TENREC.len() == 78);
+
+/// The shape of one of Meta's synthetic DLRM data sets (`dlrm-2021`, `dlrm-2022`).
+///
+/// Sources, and what is published versus assumed:
+///
+/// * **Table count and batch size: published.** github.com/facebookresearch/dlrm_datasets,
+///   README "Usage": each file is one batch, named by its table count and batch size;
+///   `embedding_bag/2021/fbgemm_t856_bs65536.pt.gz` is "a single batch of 65536 samples for
+///   856 tables". The 2022 release in the same repository is `fbgemm_t788_bs131072`: 788
+///   tables, batch 131,072 (the figures quoted by embtune issue 19 from that repository).
+/// * **Reuse: published as histograms.** The README's "Reuse pattern" section gives, for the
+///   2021 data, the share of unique indices by reuse factor; the bin (0, 1] (touched once in
+///   the batch) holds 0.069 of them, and about 42% of them are reused more than 64 times.
+///   For 2022 the share touched once is 34% (issue 19, from the same repository). The data
+///   is post-hashed and de-identified (README, "Source data"), so there is no per-row
+///   identity to copy: the presets draw ids from a Zipf law with hot rows scattered, and the
+///   exponent is chosen so that a generated batch at the published batch size shows a
+///   touched-once share near the published one (see `reuse_matches_the_published_shares` in
+///   `presets/mod.rs`, which measures it on a sample of tables). 2021: Zipf 1.2; 2022:
+///   Zipf 0.95. **Assumed**: one exponent for every table of a preset.
+/// * **Rows per table: not published; assumed.** The files hold ids only; DreamShard
+///   (Zha et al., NeurIPS 2022; github.com/daochenzha/dreamshard `tools/gen_dlrm_data.py`),
+///   which plans on the 2021 file, takes a table's rows as its largest id + 1, at least
+///   100. The presets keep that floor of 100 rows and spread the tables' rows log-uniformly
+///   up to 10M (2021) and 20M (2022) rows, each table's size drawn from a seeded stream so
+///   big and small tables interleave as in the files. The 10M and 20M ceilings are
+///   **assumptions** of the order of Meta's post-hash table sizes, not figures from the data.
+/// * **Pooling: published only as a rough mean.** The lengths vectors "align closely with
+///   values arising in production" (README); issue 19 gives a mean pooling of roughly 8 to
+///   16 over the two files. **Assumed**: the 2021 preset's mean is 8 and the 2022 preset's
+///   16, each table's bag length Poisson with a mean drawn log-uniformly from 1 to a ceiling
+///   chosen so that the tables' average is that mean (most tables short, a few long, as
+///   DreamShard's per-table pooling factors show for the 2021 file).
+/// * **Dim: not in the data; assumed 16**, DreamShard's default (`--dim 16`) for this data.
+pub(crate) struct DlrmShape {
+    pub tables: usize,
+    pub batch: u32,
+    pub max_rows: u64,
+    pub mean_pooling: f64,
+    pub zipf: f64,
+    pub seed: u64,
+}
+
+/// The smallest table, as DreamShard's processing of the 2021 file floors it.
+pub(crate) const DLRM_MIN_ROWS: u64 = 100;
+
+/// 2021: 856 tables, batch 65,536 (`fbgemm_t856_bs65536`).
+pub(crate) const DLRM_2021: DlrmShape =
+    DlrmShape { tables: 856, batch: 65_536, max_rows: 10_000_000, mean_pooling: 8.0, zipf: 1.2, seed: 2021 };
+
+/// 2022: 788 tables, batch 131,072 (`fbgemm_t788_bs131072`).
+pub(crate) const DLRM_2022: DlrmShape =
+    DlrmShape { tables: 788, batch: 131_072, max_rows: 20_000_000, mean_pooling: 16.0, zipf: 0.95, seed: 2022 };
+
+impl DlrmShape {
+    /// Each table's rows and mean pooling, drawn from a stream seeded by the preset so that the
+    /// shape is the same on every machine.
+    pub fn tables(&self) -> Vec<(u64, f64)> {
+        let mut rng = crate::rng::StreamRng::new(self.seed, 0xd1_2a, 0);
+        let span = (self.max_rows as f64 / DLRM_MIN_ROWS as f64).ln();
+        let ceiling = pooling_ceiling(self.mean_pooling);
+        let raw: Vec<(u64, f64)> = (0..self.tables)
+            .map(|_| {
+                let rows = (DLRM_MIN_ROWS as f64 * libm::exp(rng.unit() * span)).round() as u64;
+                let pool = libm::exp(rng.unit() * libm::log(ceiling));
+                (rows, pool)
+            })
+            .collect();
+        // Rescale the drawn means so that the tables' average is the target exactly, then round
+        // to a tenth (a model file prints them; short decimals read better).
+        let drawn = raw.iter().map(|r| r.1).sum::<f64>() / raw.len() as f64;
+        raw.into_iter()
+            .map(|(rows, p)| (rows, ((p * self.mean_pooling / drawn * 10.0).round() / 10.0).max(1.0)))
+            .collect()
+    }
+}
+
+/// The ceiling `m` of a log-uniform law on `[1, m]` whose mean `(m - 1) / ln m` is `mean`,
+/// by bisection (the mean grows with `m`).
+fn pooling_ceiling(mean: f64) -> f64 {
+    let (mut lo, mut hi) = (1.0 + 1e-9, 1e6);
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if (mid - 1.0) / libm::log(mid) < mean { lo = mid } else { hi = mid }
+    }
+    lo
+}
