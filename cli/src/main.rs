@@ -11,6 +11,7 @@ mod compare;
 mod gpu_bench;
 mod launch;
 mod plan_cmd;
+mod plan_scale;
 mod results;
 mod torchrec_cmd;
 mod tune;

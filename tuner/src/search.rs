@@ -1,7 +1,7 @@
 //! The model-driven search: simulated annealing over plans (argmin's solver), scored by the
 //! calibrated cost model, memory limits as hard constraints.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use argmin::core::{CostFunction, Error as ArgminError, Executor, State};
@@ -12,7 +12,7 @@ use rand_xoshiro::rand_core::SeedableRng;
 use embtune_protocol::Plan;
 pub use embtune_protocol::tuning::Objective;
 
-use crate::cost::{Model, Prediction, predict_model};
+use crate::cost::{CoreCache, Model, Prediction, predict_cached, predict_model};
 use crate::space::{Space, neighbour};
 
 /// The model's estimate of an objective's value for a prediction: batches/s for throughput,
@@ -60,6 +60,12 @@ struct Problem<'a, 'm> {
     /// The starting plan's cost: costs are relative to it, so one temperature suits any model.
     scale: f64,
     deadline: Instant,
+    /// Moves proposed so far, and who wants to hear of them (a progress bar).
+    steps: Cell<u64>,
+    on_step: Option<&'a dyn Fn(u64)>,
+    /// Per-core costs between moves: a move changes a table or two, so most cores cost what
+    /// they did.
+    cache: CoreCache,
 }
 
 impl CostFunction for Problem<'_, '_> {
@@ -70,7 +76,7 @@ impl CostFunction for Problem<'_, '_> {
             // Over a memory limit (or otherwise invalid): never accepted.
             return Ok(f64::INFINITY);
         }
-        Ok(cost(self.objective, &predict_model(self.model, plan)) / self.scale)
+        Ok(cost(self.objective, &predict_cached(self.model, plan, &self.cache)) / self.scale)
     }
 }
 
@@ -82,6 +88,10 @@ impl Anneal for Problem<'_, '_> {
         if Instant::now() > self.deadline {
             // Out of time: propose the same plan, which ends the search by stalling.
             return Ok(plan.clone());
+        }
+        self.steps.set(self.steps.get() + 1);
+        if let Some(f) = self.on_step {
+            f(self.steps.get());
         }
         let mut rng = self.rng.borrow_mut();
         // Hot starts take several steps at once; cold ones refine one move at a time.
@@ -104,6 +114,19 @@ pub struct Found {
 
 /// Anneals from `start` and returns the best plan the model found (never worse than `start`).
 pub fn anneal(model: &Model<'_>, space: &Space, objective: Objective, start: Plan, cfg: &SearchConfig) -> Found {
+    anneal_observed(model, space, objective, start, cfg, None)
+}
+
+/// [`anneal`], calling `on_step` with the number of moves proposed so far after each one (at
+/// most `cfg.iterations`), for progress.
+pub fn anneal_observed(
+    model: &Model<'_>,
+    space: &Space,
+    objective: Objective,
+    start: Plan,
+    cfg: &SearchConfig,
+    on_step: Option<&dyn Fn(u64)>,
+) -> Found {
     let t0 = Instant::now();
     let start_pred = predict_model(model, &start);
     let scale = cost(objective, &start_pred).max(1e-9);
@@ -114,6 +137,9 @@ pub fn anneal(model: &Model<'_>, space: &Space, objective: Objective, start: Pla
         rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(cfg.seed)),
         scale,
         deadline: t0 + cfg.time_limit,
+        steps: Cell::new(0),
+        on_step,
+        cache: CoreCache::default(),
     };
     let solver =
         SimulatedAnnealing::new_with_rng(cfg.initial_temperature, Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5a))
@@ -177,5 +203,37 @@ mod tests {
         // The same seed finds the same plan: searches are reproducible.
         let again = anneal(&model, &space, Objective::Throughput, start, &cfg);
         assert_eq!(again.plan, found.plan);
+    }
+
+    #[test]
+    fn cached_predictions_equal_fresh_ones() {
+        // A walk of moves (tables owned, sharded, replicated and back) on workers of two sizes:
+        // the cached prediction of every plan must be the fresh one, figure for figure.
+        let spec = Preset::CriteoKaggle
+            .spec(&PresetOptions { scale: Some(0.001), allow_quantization: true, ..Default::default() })
+            .unwrap();
+        let g = BatchGenerator::new(&spec).unwrap();
+        let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
+        let prof = AccessProfile::from_batches(&rows, &g.pool(0, 4));
+        let shape = |cores| embtune_protocol::WorkerShape { cores, memory_bytes: 8 << 30, core_memory_bytes: None };
+        let topo = Topology::of(vec![shape(2), shape(3), shape(2)]);
+        let node = Node { caps: MemoryCaps::default(), coef: Coefficients::default() };
+        let model = Model::new(Workload { spec: &spec, profiles: &prof.tables }, vec![node; 3]);
+        let space = Space::new(&spec, &prof.tables, 7, 1 << 20);
+        let cache = CoreCache::default();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut plan = Strategy::GreedyCost.plan(&spec, &topo, &Default::default()).unwrap();
+        let mut replicated_seen = 0;
+        for i in 0..400 {
+            plan = crate::space::neighbour(&plan, &spec, &prof.tables, &space, &mut rng);
+            let (a, b) = (predict_model(&model, &plan), predict_cached(&model, &plan, &cache));
+            assert_eq!(a.bottleneck_ns, b.bottleneck_ns, "move {i}");
+            assert_eq!(a.latency_ns, b.latency_ns, "move {i}");
+            assert_eq!(a.per_core_ns, b.per_core_ns, "move {i}");
+            assert!(b.per_table.is_empty());
+            replicated_seen +=
+                plan.tables.iter().filter(|t| t.placement == embtune_protocol::Placement::Replicated).count();
+        }
+        assert!(replicated_seen > 0, "the walk never replicated a table");
     }
 }
