@@ -182,12 +182,13 @@ async function dlrmPages() {
     const problems = [];
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
-    // The page answers a script within a second: a frozen page would not.
+    // The page draws a frame within two seconds: a frozen page would not (the limit leaves room
+    // for a busy 2-core CI machine).
     const responsive = async (what) => {
       const t = Date.now();
       await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(1))));
       const ms = Date.now() - t;
-      check(ms < 1000, `${what}: the page stays responsive (a frame in ${ms} ms)`, ms);
+      check(ms < 2000, `${what}: the page stays responsive (a frame in ${ms} ms)`, ms);
     };
     let t = Date.now();
     await page.goto(pageUrl(base, "#/cluster"));
