@@ -427,31 +427,6 @@ mod tests {
         assert!(t0.elapsed().as_secs() < 20, "{:?}", t0.elapsed());
     }
 
-    /// The share of the distinct ids in a batch that the batch touches once, for a sample of
-    /// tables at the published batch size: 2021 about 7% (README histogram), 2022 about 34%.
-    #[test]
-    fn reuse_matches_the_published_shares() {
-        let once_share = |p: Preset| {
-            let mut s = p.spec(&PresetOptions::default()).unwrap();
-            // Every 80th table keeps the test fast while covering the size spread.
-            s.tables = s.tables.into_iter().step_by(80).collect();
-            let b = crate::BatchGenerator::new(&s).unwrap().batch(0);
-            let (mut once, mut distinct) = (0usize, 0usize);
-            for t in 0..s.tables.len() {
-                let mut ids = b.table_ids(t).to_vec();
-                ids.sort_unstable();
-                for run in ids.chunk_by(|a, b| a == b) {
-                    distinct += 1;
-                    once += usize::from(run.len() == 1);
-                }
-            }
-            once as f64 / distinct as f64
-        };
-        let (a, b) = (once_share(Preset::Dlrm2021), once_share(Preset::Dlrm2022));
-        eprintln!("touched once: 2021 {a:.3}, 2022 {b:.3}");
-        assert!(a < b, "2022 should touch more rows once than 2021: {a} vs {b}");
-    }
-
     #[test]
     fn unknown_presets_list_the_known_ones() {
         let e = "criteo".parse::<Preset>().unwrap_err().to_string();

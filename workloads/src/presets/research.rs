@@ -300,11 +300,14 @@ const _: () = assert!(TENREC.len() == 78);
 ///   the batch) holds 0.069 of them, and about 42% of them are reused more than 64 times.
 ///   For 2022 the share touched once is 34% (issue 19, from the same repository). The data
 ///   is post-hashed and de-identified (README, "Source data"), so there is no per-row
-///   identity to copy: the presets draw ids from a Zipf law with hot rows scattered, and the
-///   exponent is chosen so that a generated batch at the published batch size shows a
-///   touched-once share near the published one (see `reuse_matches_the_published_shares` in
-///   `presets/mod.rs`, which measures it on a sample of tables). 2021: Zipf 1.2; 2022:
-///   Zipf 0.95. **Assumed**: one exponent for every table of a preset.
+///   identity to copy: the presets draw ids from a Zipf law with hot rows scattered, 2021 with
+///   exponent 1.2 and 2022 with 0.95, one exponent for every table of a preset. **Assumed, and
+///   not yet matched to the published reuse**: measured on every 80th table at the published
+///   batch sizes, the share of a batch's distinct ids that it touches once is 64% for
+///   `dlrm-2021` (published: 6.9%) and 51% for `dlrm-2022` (published: 34%). The large tables
+///   (millions of rows against a few hundred thousand ids a batch) are what keep the share
+///   high; matching it needs per-table exponents or smaller large tables, calibrated against
+///   the histograms.
 /// * **Rows per table: not published; assumed.** The files hold ids only; DreamShard
 ///   (Zha et al., NeurIPS 2022; github.com/daochenzha/dreamshard `tools/gen_dlrm_data.py`),
 ///   which plans on the 2021 file, takes a table's rows as its largest id + 1, at least
