@@ -12,6 +12,7 @@ mod gpu_bench;
 mod job_view;
 mod launch;
 mod plan_cmd;
+mod plan_scale;
 mod results;
 mod torchrec_cmd;
 mod tune;

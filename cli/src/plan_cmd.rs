@@ -66,6 +66,10 @@ pub enum PlanCmd {
   embtune plan import --preset criteo-kaggle --scale 0.05 --torchrec benches/peers/results/criteo-kaggle@0.05-2x4.torchrec.json --out tr.json
   embtune bench --plan tr.json --preset criteo-kaggle --scale 0.05 --verify")]
     Import(crate::torchrec_cmd::PlanImportArgs),
+    /// How long planning takes at scale, simulated: for 1,000 to 10,000 tables (the dlrm-2021
+    /// preset's spreads) on 8 to 1,000 nodes, the time of each baseline, of the cost model and
+    /// of the model-driven search, and the planner's peak memory. Nothing is deployed.
+    Scale(crate::plan_scale::ScaleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -346,6 +350,7 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
             println!("busy per core per batch: {}", busy.join(", "));
         }
         PlanCmd::Import(a) => crate::torchrec_cmd::plan_import(a)?,
+        PlanCmd::Scale(a) => crate::plan_scale::run(a)?,
         PlanCmd::Export { args, out, format, module_path } if format == "torchrec" => {
             let Loaded { spec, plan, .. } = load(&args)?;
             crate::torchrec_cmd::export(&spec, &plan, &module_path, out.as_ref())?;

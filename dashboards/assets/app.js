@@ -222,8 +222,9 @@ async function pageCluster(ctx, root) {
       h("div", { class: "plan-line" }, h("strong", {}, heat.model), " · ", heat.summary,
         " · sub-batch ", String(heat.knobs.sub_batch), ", ", String(heat.knobs.inflight_per_worker), " in flight per worker"),
       heatLegend(), box);
-    box.appendChild(Charts.heatmap({ heat: heat.heatmap, width: widthOf(planBody) }));
+    box.appendChild(heatView(heat.heatmap, widthOf(planBody), heatState));
   }
+  const heatState = { all: false, redraw: () => drawPlan() };
 
   async function refresh() {
     const c = await api("/api/cluster");
@@ -254,6 +255,34 @@ async function pageCluster(ctx, root) {
   ctx.onResize = () => { drawCharts(); drawPlan(); };
   await refresh();
   ctx.poll(refresh, 2000);
+}
+
+// A heat map; past Charts.HEAT_ROWS tables it draws the busiest, with a button for all of them
+// (`state.all`, redrawn by `state.redraw`).
+function heatView(heat, width, state) {
+  const n = heat.tables.length;
+  const svg = Charts.heatmap({ heat, width, all: state.all });
+  if (n <= Charts.HEAT_ROWS) return svg;
+  const toggle = h("button", { class: "btn btn-small heat-toggle", onclick: () => { state.all = !state.all; state.redraw(); } },
+    state.all ? `Show the ${Charts.HEAT_ROWS} busiest tables` : `Show all ${n} tables`);
+  return h("div", {}, h("div", { class: "heat-controls" }, toggle), svg);
+}
+
+// Rows the plan's table list shows before "show all": a model of 856 tables is one click away.
+const TABLE_ROWS = 100;
+
+function planTable(heat, all) {
+  const rows = all ? heat.tables : heat.tables.slice(0, TABLE_ROWS);
+  return h("table", { class: "data", id: "plan-tables", "data-total": String(heat.tables.length) },
+    h("thead", {}, h("tr", {}, ["Table", "Rows", "Stored", "Placement", "Shards", "Data flow", "Of look-ups"].map((x, i) => h("th", { class: [1, 2, 4, 6].includes(i) ? "num" : "" }, x)))),
+    h("tbody", {}, rows.map((r) => h("tr", {},
+      h("td", {}, h("i", { class: "mk mk-" + r.mode }, r.mode === "replicated" ? "R" : r.mode === "owned" ? "O" : "S"), " ", r.name),
+      h("td", { class: "num" }, r.rows.toLocaleString("en-US")),
+      h("td", { class: "num" }, bytes(r.bytes), h("span", { class: "muted small" }, " " + r.row_type)),
+      h("td", {}, r.placement),
+      h("td", { class: "num" }, r.shards ? String(r.shards) : "–"),
+      h("td", { class: "mono small" }, r.flow),
+      h("td", { class: "num" }, pct(r.lookup_share, 1))))));
 }
 
 function heatLegend() {
@@ -512,16 +541,21 @@ async function pageTrial(ctx, root, id, n) {
   const nav = h("div", { class: "trial-nav" },
     +n > 0 ? link(trialHref(id, +n - 1), "← trial " + (+n - 1)) : h("span", {}),
     link(trialHref(id, +n + 1), "trial " + (+n + 1) + " →"));
-  const tables = t.heatmap ? h("table", { class: "data", id: "plan-tables" },
-    h("thead", {}, h("tr", {}, ["Table", "Rows", "Stored", "Placement", "Shards", "Data flow", "Of look-ups"].map((x, i) => h("th", { class: [1, 2, 4, 6].includes(i) ? "num" : "" }, x)))),
-    h("tbody", {}, t.heatmap.tables.map((r) => h("tr", {},
-      h("td", {}, h("i", { class: "mk mk-" + r.mode }, r.mode === "replicated" ? "R" : r.mode === "owned" ? "O" : "S"), " ", r.name),
-      h("td", { class: "num" }, r.rows.toLocaleString("en-US")),
-      h("td", { class: "num" }, bytes(r.bytes), h("span", { class: "muted small" }, " " + r.row_type)),
-      h("td", {}, r.placement),
-      h("td", { class: "num" }, r.shards ? String(r.shards) : "–"),
-      h("td", { class: "mono small" }, r.flow),
-      h("td", { class: "num" }, pct(r.lookup_share, 1)))))) : h("p", { class: "muted" }, "This trial's plan does not match the model (a baseline that could not be made).");
+  const tables = h("div", { class: "table-wrap" });
+  const tableState = { all: false };
+  const drawTables = () => {
+    if (!t.heatmap) {
+      fill(tables, h("p", { class: "muted" }, "This trial's plan does not match the model (a baseline that could not be made)."));
+      return;
+    }
+    const n = t.heatmap.tables.length;
+    const more = n > TABLE_ROWS ? h("div", { class: "heat-controls" },
+      h("span", { class: "muted small" }, tableState.all ? `all ${n} tables ` : `the first ${TABLE_ROWS} of ${n} tables `),
+      h("button", { class: "btn btn-small tables-toggle", onclick: () => { tableState.all = !tableState.all; drawTables(); } },
+        tableState.all ? `Show the first ${TABLE_ROWS}` : `Show all ${n}`)) : null;
+    fill(tables, more, planTable(t.heatmap, tableState.all));
+  };
+  drawTables();
   fill(root,
     h("div", { class: "page-head" },
       h("div", { class: "crumbs" }, link("#/jobs", "Tuning jobs"), " / ", link(jobHref(id), id), " / "),
@@ -536,9 +570,10 @@ async function pageTrial(ctx, root, id, n) {
       kpi("Knobs", `${t.knobs.sub_batch} / ${t.knobs.inflight_per_worker}`, "sub-batch / in flight per worker"),
       kpi("Ran", clock(t.started_ms), `until ${clock(t.ended_ms)}`)),
     card("Plan: access share of every table on every core", t.heatmap ? [heatLegend(), box] : h("p", { class: "muted" }, "no heat map for this plan"), { id: "heat-card" }),
-    card("Tables", h("div", { class: "table-wrap" }, tables)),
+    card("Tables", tables),
     card("Plan as JSON", h("details", {}, h("summary", {}, "show (the format embtune bench --plan reads)"), h("pre", { class: "json" }, JSON.stringify(t.plan, null, 2)))));
-  const draw = () => { if (t.heatmap) fill(box, Charts.heatmap({ heat: t.heatmap, width: widthOf(box) })); };
+  const heatState = { all: false, redraw: () => draw() };
+  const draw = () => { if (t.heatmap) fill(box, heatView(t.heatmap, widthOf(box), heatState)); };
   draw();
   ctx.onResize = draw;
 }

@@ -327,9 +327,24 @@ const Charts = (() => {
     return "rgb(30,27,105)";
   }
 
+  // Rows a heat map draws unless asked for all: past this a page of hundreds of tables (856
+  // in Meta's 2021 data set) would be a chart thousands of pixels tall.
+  const HEAT_ROWS = 40;
+
+  // The tables a heat map draws: all of them, or the `limit` with the largest share of the
+  // look-ups (in plan order), and what the rest carry.
+  function heatRows(h, all, limit) {
+    const idx = h.tables.map((_, i) => i);
+    if (all || idx.length <= limit) return { rows: idx, hidden: 0, hiddenShare: 0 };
+    const top = new Set(idx.slice().sort((a, b) => h.tables[b].lookup_share - h.tables[a].lookup_share || a - b).slice(0, limit));
+    const rest = idx.filter((i) => !top.has(i));
+    return { rows: idx.filter((i) => top.has(i)), hidden: rest.length, hiddenShare: rest.reduce((a, i) => a + h.tables[i].lookup_share, 0) };
+  }
+
   function heatmap(o) {
     const h = o.heat;
-    const nc = h.cores.length, nt = h.tables.length;
+    const shown = heatRows(h, o.all, o.limit || HEAT_ROWS);
+    const nc = h.cores.length, nt = shown.rows.length + (shown.hidden ? 1 : 0);
     const labelW = Math.min(220, 24 + 7 * Math.max(6, ...h.tables.map((t) => t.name.length)));
     const modeW = 86, shareW = 90;
     const avail = Math.max(300, (o.width || 900) - labelW - modeW - shareW - 16);
@@ -340,6 +355,8 @@ const Charts = (() => {
     const svg = frame(W, H, "heatmap", "access share of every table on every core");
     svg.setAttribute("width", W);
     svg.setAttribute("height", H);
+    svg.dataset.tablesShown = String(shown.rows.length);
+    svg.dataset.tablesTotal = String(h.tables.length);
     svg.appendChild(s("defs", {},
       s("pattern", { id: "hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
         s("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: "rgba(255,255,255,.75)", "stroke-width": 2 }))));
@@ -362,7 +379,8 @@ const Charts = (() => {
     svg.appendChild(s("text", { class: "hm-head", x: labelW, y: top - 8 }, "placement"));
     svg.appendChild(s("text", { class: "hm-head", x: x0 + cw * nc + 12, y: top - 8 }, "of look-ups"));
     const maxShare = Math.max(1e-9, ...h.tables.map((t) => t.lookup_share));
-    h.tables.forEach((t, r) => {
+    shown.rows.forEach((ti, r) => {
+      const t = h.tables[ti];
       const yy = top + r * ch;
       const row = s("g", { class: `hm-row mode-${t.mode}` });
       row.appendChild(s("text", { class: "hm-table", x: 8, y: yy + ch / 2 + 4 }, t.name, title(`${t.name}: ${t.rows} rows, ${bytes(t.bytes)} as ${t.row_type}, ${t.flow}`)));
@@ -370,7 +388,7 @@ const Charts = (() => {
       row.appendChild(s("rect", { class: `hm-badge badge-${t.mode}`, x: labelW, y: yy + 3, width: 16, height: ch - 6, rx: 3 }));
       row.appendChild(s("text", { class: "hm-badge-text", x: labelW + 8, y: yy + ch / 2 + 4, "text-anchor": "middle" }, badge));
       row.appendChild(s("text", { class: "hm-placement", x: labelW + 22, y: yy + ch / 2 + 4 }, t.placement));
-      h.matrix[r].forEach((v, c) => {
+      h.matrix[ti].forEach((v, c) => {
         const xx = x0 + c * cw;
         const core = h.cores[c];
         const cell = s("rect", { class: `heat-cell${t.mode === "replicated" ? " replicated" : ""}`, x: xx + 0.5, y: yy + 0.5, width: cw - 1, height: ch - 1, fill: color(v), "data-share": v.toFixed(4) },
@@ -387,6 +405,11 @@ const Charts = (() => {
       row.appendChild(s("text", { class: "hm-share-text", x: bx + shareW - 36, y: yy + ch / 2 + 4 }, pct(t.lookup_share, t.lookup_share < 0.1 ? 1 : 0)));
       svg.appendChild(row);
     });
+    if (shown.hidden) {
+      const yy = top + shown.rows.length * ch;
+      svg.appendChild(s("text", { class: "hm-note hm-more", x: 8, y: yy + ch / 2 + 4 },
+        `… and ${shown.hidden} more tables with ${pct(shown.hiddenShare, 1)} of the look-ups (the ${shown.rows.length} drawn carry the most)`));
+    }
     // Per-core load: share of all look-ups.
     const ly = top + nt * ch + 8;
     const maxLoad = Math.max(1e-9, ...h.cores.map((c) => c.load));
@@ -447,5 +470,5 @@ const Charts = (() => {
     return svg;
   }
 
-  return { s, fmt, us, bytes, pct, ticks, color, history, scatter, timeSeries, histogram, heatmap, legend, compare };
+  return { s, fmt, us, bytes, pct, ticks, color, history, scatter, timeSeries, histogram, heatmap, HEAT_ROWS, legend, compare };
 })();

@@ -427,6 +427,10 @@ impl Plan {
         let mut per_worker = vec![0u64; self.topology.workers.len()];
         let mut per_core: std::collections::BTreeMap<CoreId, u64> = Default::default();
         let mut per_client = 0u64;
+        // Replicated tables cost every worker the same: summed once and added to each worker at
+        // the end, so that the pass stays linear in tables plus workers (a thousand workers made
+        // it tables x workers, and the search calls it on every move).
+        let mut replicated = 0u64;
         for (tp, ts) in self.tables.iter().zip(&spec.tables) {
             let row = tp.row_type.row_bytes(ts.dim) as u64;
             let hot = match tp.flow {
@@ -434,11 +438,7 @@ impl Plan {
                 _ => 0,
             };
             match &tp.placement {
-                Placement::Replicated => {
-                    for w in &mut per_worker {
-                        *w += ts.rows * row + hot.min(ts.rows * row);
-                    }
-                }
+                Placement::Replicated => replicated += ts.rows * row + hot.min(ts.rows * row),
                 Placement::Client => per_client += ts.rows * row + hot.min(ts.rows * row),
                 p => {
                     for (i, &o) in p.owners().iter().enumerate() {
@@ -449,6 +449,9 @@ impl Plan {
                     }
                 }
             }
+        }
+        for w in &mut per_worker {
+            *w += replicated;
         }
         MemoryUse { per_worker, per_core, per_client }
     }

@@ -6,6 +6,8 @@
 // "no data" (never "0 µs"), no chart repeats an axis label, no card cuts its text off, the job
 // page shows one set of figures (the headline, the baselines panel and the side-by-side table
 // agree; a tie reads as a tie), and the compare panel compares the two jobs it shows chosen.
+// Then a second cluster serves the dlrm-2021 preset's 856 tables (shrunk), whose cluster and
+// trial pages must draw without freezing.
 // Screenshots go to $EMBTUNE_ARTIFACTS (default target/ci-artifacts/). Finally `up` gets
 // SIGINT and must exit 0.
 //
@@ -53,9 +55,8 @@ function check(ok, what, detail) {
 
 // ---- embtune up ---------------------------------------------------------------------------------
 
-function startUp(dataDir) {
-  const args = ["up", "--workers", "2", "--cores-per-worker", "1", "--preset", "criteo-kaggle", "--scale", "0.005",
-    "--tune-trials", String(TRIALS), "--tune-round-secs", "0.3", "--data-dir", dataDir, "--http-token", TOKEN];
+function startUp(dataDir, workload = ["--preset", "criteo-kaggle", "--scale", "0.005", "--tune-trials", String(TRIALS), "--tune-round-secs", "0.3"]) {
+  const args = ["up", "--workers", "2", "--cores-per-worker", "1", ...workload, "--data-dir", dataDir, "--http-token", TOKEN];
   log(`starting ${BIN} ${args.join(" ").replace(TOKEN, "TOKEN")}`);
   const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" } });
   const stderr = [];
@@ -158,6 +159,92 @@ async function waitForJob(base, timeoutMs) {
 
 // ---- the browser --------------------------------------------------------------------------------
 
+function launch(profileDir) {
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--disable-quic"],
+    viewport: { width: 1440, height: 900 },
+    deviceScaleFactor: 1,
+  });
+}
+
+// Meta's 2021 shape (856 tables, the dlrm-2021 preset shrunk to at most 1,000 rows a table and
+// 64 samples a batch) on its own cluster with a one-trial job: the cluster page and a trial's
+// page must draw their heat maps and table lists without freezing, the heat map showing the
+// busiest tables with a button for all 856, the table list its first 100 with one for all.
+async function dlrmPages() {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "embtune-browser-dlrm-"));
+  const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), "embtune-browser-profile-"));
+  const up = startUp(dataDir, ["--preset", "dlrm-2021", "--scale", "0.0001", "--batch", "64", "--tune-trials", "1",
+    "--tune-round-secs", "0.2", "--client-memory", "0"]);
+  let context = null;
+  try {
+    const base = await up.dashboard;
+    context = await launch(profileDir);
+    const page = context.pages()[0] || (await context.newPage());
+    const problems = [];
+    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
+    // The page draws a frame within two seconds: a frozen page would not (the limit leaves room
+    // for a busy 2-core CI machine).
+    const responsive = async (what) => {
+      const t = Date.now();
+      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(1))));
+      const ms = Date.now() - t;
+      check(ms < 2000, `${what}: the page stays responsive (a frame in ${ms} ms)`, ms);
+    };
+    let t = Date.now();
+    await page.goto(pageUrl(base, "#/cluster"));
+    await page.waitForSelector("#plan-card svg.heatmap", { timeout: 30e3 });
+    const drawn = Date.now() - t;
+    const counts = async (sel) => page.$eval(sel, (e) => [+e.dataset.tablesShown, +e.dataset.tablesTotal]);
+    const [shown, total] = await counts("#plan-card svg.heatmap");
+    check(total === 856 && shown === 40, `856 tables: the cluster page's heat map draws the 40 busiest (${drawn} ms to draw)`, JSON.stringify({ shown, total }));
+    check((await page.$eval("#plan-card .hm-more", (e) => e.textContent)).includes("816 more tables"), "the heat map says how many tables it leaves out");
+    await page.click("#plan-card .heat-toggle");
+    await page.waitForFunction(() => +document.querySelector("#plan-card svg.heatmap")?.dataset.tablesShown === 856, null, { timeout: 20e3 });
+    check(true, "\"Show all 856 tables\" draws every table");
+    await sleep(4500); // two polls of the cluster page with the full heat map
+    await responsive("cluster page with 856 tables");
+    check(await page.$eval("#plan-card svg.heatmap", (e) => +e.dataset.tablesShown) === 856, "the full heat map stays drawn across polls");
+    await shotPage(page, "dlrm-cluster");
+
+    const job = await waitForJob(base, 400e3);
+    check(job.status === "done", `the 856-table tuning job finished (${job.status})`, JSON.stringify(job));
+    const detail = await getJson(new URL(`api/jobs/${encodeURIComponent(job.job)}`, base));
+    t = Date.now();
+    await page.goto(pageUrl(base, `#/jobs/${encodeURIComponent(job.job)}/trials/${detail.best_trial}`));
+    await page.waitForSelector("#heat-card svg.heatmap", { timeout: 30e3 });
+    await page.waitForSelector("#plan-tables", { timeout: 30e3 });
+    const trialMs = Date.now() - t;
+    const rows = await page.$$eval("#plan-tables tbody tr", (r) => r.length);
+    check(rows === 100 && (await page.$eval("#plan-tables", (e) => +e.dataset.total)) === 856,
+      `856 tables: a trial's page lists the first 100 (${trialMs} ms to draw)`, rows);
+    await page.click(".tables-toggle");
+    await page.waitForFunction(() => document.querySelectorAll("#plan-tables tbody tr").length === 856, null, { timeout: 20e3 });
+    check(true, "\"Show all 856\" lists every table");
+    await responsive("trial page with 856 tables");
+    await shotPage(page, "dlrm-trial");
+    check(problems.length === 0, "856 tables: no error in the page", problems.join("\n"));
+  } finally {
+    if (context) await context.close().catch(() => {});
+    up.child.kill("SIGINT");
+    const res = await Promise.race([up.exited, sleep(30e3).then(() => null)]);
+    check(res !== null && res.code === 0, "embtune up (856 tables) exits 0 on SIGINT", JSON.stringify(res));
+    if (res === null) up.child.kill("SIGKILL");
+    fs.rmSync(profileDir, { recursive: true, force: true });
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function shotPage(page, name) {
+  const file = path.join(ARTIFACTS, `dashboard-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  log(`screenshot ${file}`);
+}
+
 async function main() {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "embtune-browser-data-"));
@@ -179,14 +266,7 @@ async function main() {
     // Six baselines: `up` gives the clients memory for tables, so client-small is one of them.
     check(detail.trials.length === TRIALS + BASELINES, `the job recorded ${TRIALS} trials and ${BASELINES} baselines`, detail.trials.length);
 
-    context = await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-quic"],
-      viewport: { width: 1440, height: 900 },
-      deviceScaleFactor: 1,
-    });
+    context = await launch(profileDir);
     const page = context.pages()[0] || (await context.newPage());
     const problems = [];
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
@@ -195,11 +275,7 @@ async function main() {
       // A poll cut short by a navigation is no fault of the page.
       if (!(r.failure()?.errorText || "").includes("ERR_ABORTED")) problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
     });
-    const shot = async (name) => {
-      const file = path.join(ARTIFACTS, `dashboard-${name}.png`);
-      await page.screenshot({ path: file, fullPage: true });
-      log(`screenshot ${file}`);
-    };
+    const shot = (name) => shotPage(page, name);
 
     // Idle: once no query has finished for a whole window, latency is "no data", never "0 µs".
     const idleBy = Date.now() + 30e3;
@@ -396,6 +472,9 @@ async function main() {
     const res = await Promise.race([up.exited, sleep(30e3).then(() => null)]);
     check(res !== null && res.code === 0, "embtune up exits 0 on SIGINT", JSON.stringify(res));
     if (res === null) up.child.kill("SIGKILL");
+
+    // Meta's scale: 856 tables on a cluster of their own.
+    await dlrmPages();
   } catch (e) {
     failed++;
     log(`FAILED: ${e.stack || e}`);

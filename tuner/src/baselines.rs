@@ -4,6 +4,8 @@
 //! Each strategy is a pure function from a spec and a topology to a [`Plan`], usable wherever
 //! a plan is (`embtune bench --strategy`, `embtune tune` baselines, the search's seed).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -167,25 +169,46 @@ fn greedy_cost(spec: &ModelSpec, topo: &Topology, cores: &[CoreId]) -> Vec<Place
     let mut load = vec![0f64; cores.len()];
     let mut free: Vec<u64> = topo.workers.iter().map(|w| w.memory_bytes).collect();
     let mut out = vec![Placement::Replicated; spec.tables.len()];
+    // The cores by (load, index) in a heap: the least-loaded core that has room is found in
+    // logarithmic time, where a scan of every core per table is tables x cores steps (640M for
+    // 10,000 tables on 64,000 cores). Loads are non-negative, so their bits order as they do.
+    let key = |load: f64, c: usize| Reverse((load.to_bits(), c));
+    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = (0..cores.len()).map(|c| key(0.0, c)).collect();
+    let mut full = Vec::new();
     for i in order {
         let t = &spec.tables[i];
-        let best = (0..cores.len())
-            .filter(|&c| free[cores[c].worker as usize] >= t.bytes())
-            .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)));
+        // Cores whose worker lacks room are set aside for this table only.
+        full.clear();
+        let mut best = None;
+        while let Some(Reverse((_, c))) = heap.pop() {
+            if free[cores[c].worker as usize] >= t.bytes() {
+                best = Some(c);
+                break;
+            }
+            full.push(c);
+        }
         out[i] = match best {
             Some(c) => {
                 load[c] += cost(t);
                 free[cores[c].worker as usize] -= t.bytes();
+                heap.push(key(load[c], c));
+                heap.extend(full.iter().map(|&f| key(load[f], f)));
                 Placement::Owned(cores[c])
             }
             None => {
-                // One shard per worker on its least-loaded core.
-                let owners: Vec<CoreId> = (0..topo.workers.len() as u16)
-                    .map(|w| {
-                        let c = (0..cores.len())
-                            .filter(|&c| cores[c].worker == w)
-                            .min_by(|&a, &b| load[a].total_cmp(&load[b]))
-                            .unwrap();
+                // No worker can hold it whole (every core is in `full`): one shard per worker on
+                // its least-loaded core.
+                let mut least: Vec<Option<usize>> = vec![None; topo.workers.len()];
+                for &c in &full {
+                    let w = cores[c].worker as usize;
+                    if least[w].is_none_or(|b| load[c].total_cmp(&load[b]).then(c.cmp(&b)).is_lt()) {
+                        least[w] = Some(c);
+                    }
+                }
+                let owners: Vec<CoreId> = least
+                    .iter()
+                    .map(|c| {
+                        let c = c.expect("every worker has a core");
                         load[c] += cost(t) / topo.workers.len() as f64;
                         cores[c]
                     })
@@ -194,6 +217,7 @@ fn greedy_cost(spec: &ModelSpec, topo: &Topology, cores: &[CoreId]) -> Vec<Place
                 for o in &owners {
                     free[o.worker as usize] = free[o.worker as usize].saturating_sub(t.bytes() / k);
                 }
+                heap.extend(full.iter().map(|&f| key(load[f], f)));
                 Placement::RowRange { bounds: (0..=k).map(|j| j * t.rows / k).collect(), owners }
             }
         };

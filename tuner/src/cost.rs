@@ -121,7 +121,7 @@ impl Coefficients {
 }
 
 /// What the model knows about a cluster's nodes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     pub caps: MemoryCaps,
     pub coef: Coefficients,
@@ -286,6 +286,61 @@ impl PieceUse {
     }
 }
 
+/// A piece as a cache key: its fields, floats by their bits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PieceKey(usize, u64, u64, DataFlow, u64, u64, bool);
+
+impl PieceUse {
+    fn key(&self) -> PieceKey {
+        PieceKey(
+            self.table,
+            self.rows_frac.to_bits(),
+            self.mass.to_bits(),
+            self.flow,
+            self.row_bytes.to_bits(),
+            self.lookups.to_bits(),
+            self.replicated,
+        )
+    }
+}
+
+/// What a core's cost depends on: its node (by class), its worker's core count, the set of
+/// replicated tables (by id) and its own pieces.
+#[derive(PartialEq, Eq, Hash)]
+struct CoreKey {
+    class: usize,
+    cores: u16,
+    replicated: u64,
+    pieces: Vec<PieceKey>,
+}
+
+/// Per-core costs kept between the predictions of one search (see [`predict_cached`]); for one
+/// model only.
+#[derive(Default)]
+pub struct CoreCache {
+    map: std::cell::RefCell<std::collections::HashMap<CoreKey, CoreCost>>,
+    /// The last few replicated sets seen, with their ids.
+    replicated: std::cell::RefCell<Vec<(Vec<PieceKey>, u64)>>,
+    next_id: std::cell::Cell<u64>,
+}
+
+impl CoreCache {
+    /// The id of a replicated set: the one it had if seen among the last few, else a new one.
+    fn replicated_id(&self, set: Vec<PieceKey>) -> u64 {
+        let mut seen = self.replicated.borrow_mut();
+        if let Some((_, id)) = seen.iter().find(|(s, _)| *s == set) {
+            return *id;
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        if seen.len() >= 4 {
+            seen.remove(0);
+        }
+        seen.push((set, id));
+        id
+    }
+}
+
 /// The model's inputs that do not depend on the plan, built once per search.
 pub struct Model<'a> {
     pub w: Workload<'a>,
@@ -317,22 +372,63 @@ impl<'a> Model<'a> {
         &self.nodes[(worker as usize).min(self.nodes.len() - 1)]
     }
 
-    /// Bytes of `pieces` a cache admits at rate `tau`.
-    fn bytes_above(&self, pieces: &[PieceUse], tau: f64) -> f64 {
-        pieces.iter().map(|u| u.rows_above(&self.curves[u.table], tau, self.w.lookups(u.table)) * u.row_bytes).sum()
-    }
-
-    /// The admission rate of an LFU cache of `capacity` bytes over `pieces`.
-    fn threshold(&self, pieces: &[PieceUse], capacity: f64) -> f64 {
-        let (mut lo, mut hi) = (1e-9f64, 1e9f64);
-        if self.bytes_above(pieces, lo) <= capacity {
-            return 0.0; // everything fits
+    /// The admission rates of LFU caches of each of `capacities` bytes over `pieces`: the rate
+    /// above which the hottest rows fill the cache (0 where everything fits).
+    ///
+    /// A piece's rows above a rate are the segments of its curve up to the first one read less
+    /// often (see [`PieceUse::rows_above`]), so each segment counts at the running minimum of the
+    /// rates before it. Sorted by that rate, the segments fill a cache in order; one sort serves
+    /// every capacity. (A bisection on the rate, 40 passes over every piece per cache, made a
+    /// core of a thousand pieces cost milliseconds.) Rates are searched in [1e-9, 1e9] per batch.
+    fn thresholds<const N: usize>(&self, pieces: &[PieceUse], capacities: [f64; N]) -> [f64; N] {
+        const LO: f64 = 1e-9;
+        const HI: f64 = 1e9;
+        let mut segs: Vec<(f64, f64)> = Vec::new();
+        for u in pieces {
+            let c = &self.curves[u.table];
+            let tl = self.w.lookups(u.table);
+            let scale = u.mass / u.rows_frac.max(1e-12);
+            let mut run = f64::INFINITY;
+            for i in 1..c.ends.len() {
+                run = run.min(c.rate(i, tl) * scale);
+                if run < LO {
+                    break;
+                }
+                segs.push((run, (c.ends[i] - c.ends[i - 1]) * u.rows_frac * u.row_bytes));
+            }
         }
-        for _ in 0..40 {
-            let mid = (lo * hi).sqrt();
-            if self.bytes_above(pieces, mid) > capacity { lo = mid } else { hi = mid }
+        let total: f64 = segs.iter().map(|s| s.1).sum();
+        let mut out = [0.0; N];
+        if capacities.iter().all(|&cap| total <= cap) {
+            return out;
         }
-        hi
+        segs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        for (k, &cap) in capacities.iter().enumerate() {
+            if total <= cap {
+                continue;
+            }
+            // The first segment that overflows the cache: the threshold is just above its rate,
+            // so that it (and any segment read as often) stays out. Segments of equal rate enter
+            // together, as a threshold admits all of them or none.
+            let mut acc = 0.0;
+            let mut i = 0;
+            while i < segs.len() {
+                let r = segs[i].0;
+                let mut j = i;
+                let mut group = 0.0;
+                while j < segs.len() && segs[j].0 == r {
+                    group += segs[j].1;
+                    j += 1;
+                }
+                if acc + group > cap {
+                    out[k] = (r * (1.0 + 1e-12)).min(HI);
+                    break;
+                }
+                acc += group;
+                i = j;
+            }
+        }
+        out
     }
 
     /// Busy nanoseconds per batch of one core reading `pieces`, split into pinned and
@@ -343,8 +439,7 @@ impl<'a> Model<'a> {
         let l2 = caps.l2_bytes as f64;
         // Its own L2, and its share of the last-level cache among the engine cores that share it.
         let llc = l2 + caps.llc_bytes as f64 / cores_here.min(caps.llc_cores as f64).max(1.0);
-        let t2 = self.threshold(pieces, l2);
-        let t3 = self.threshold(pieces, llc);
+        let [t2, t3] = self.thresholds(pieces, [l2, llc]);
         let mut out = CoreCost::default();
         for u in pieces {
             let c = &self.curves[u.table];
@@ -375,14 +470,36 @@ struct CoreCost {
 
 /// Predicts `plan` with `model`.
 pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
+    predict_with(model, plan, None)
+}
+
+/// [`predict_model`] for a search: each core's cost is remembered in `cache`, keyed by what the
+/// core reads, so that a plan one move away from one predicted before costs only the cores the
+/// move changed (the rest is linear bookkeeping). The per-table figures are left out
+/// (`per_table` is empty): the search needs the totals only.
+pub fn predict_cached(model: &Model<'_>, plan: &Plan, cache: &CoreCache) -> Prediction {
+    predict_with(model, plan, Some(cache))
+}
+
+fn predict_with(model: &Model<'_>, plan: &Plan, cache: Option<&CoreCache>) -> Prediction {
     let w = &model.w;
     let topo = &plan.topology;
     let cores: Vec<CoreId> = topo.cores().collect();
-    let mut index = std::collections::HashMap::new();
-    for (i, &c) in cores.iter().enumerate() {
-        index.insert(c, i);
+    // A core's index is its worker's first index plus its number: no map to build per call
+    // (the search predicts a plan per move, on up to tens of thousands of cores).
+    let mut first = Vec::with_capacity(topo.workers.len());
+    let mut acc = 0usize;
+    for shape in &topo.workers {
+        first.push(acc);
+        acc += shape.cores as usize;
     }
+    let index_of = |c: CoreId| topo.contains(c).then(|| first[c.worker as usize] + c.core as usize);
+    // Pinned pieces (owned and sharded), per core.
     let mut uses: Vec<Vec<PieceUse>> = vec![Vec::new(); cores.len()];
+    // Replicated tables are read by every core of every worker, a 1/C share of the look-ups on
+    // each: kept once here (mass per worker core count filled in below), not copied to every
+    // core, which made a prediction tables x cores.
+    let mut replicated: Vec<PieceUse> = Vec::new();
     // What a client reads: its client-resident tables, whole.
     let mut client_uses: Vec<PieceUse> = Vec::new();
     let mut tasks = vec![0f64; cores.len()];
@@ -391,25 +508,15 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
         let rb = tp.row_type.row_bytes(ts.dim) as f64;
         let n = w.lookups(t);
         match &tp.placement {
-            Placement::Replicated => {
-                // Every core of the serving worker reads it; each does 1/C of the look-ups.
-                for (wi, shape) in topo.workers.iter().enumerate() {
-                    let c = shape.cores.max(1) as f64;
-                    for k in 0..shape.cores {
-                        let i = index[&CoreId::new(wi as u16, k)];
-                        let mass = 1.0 / workers / c;
-                        uses[i].push(PieceUse {
-                            table: t,
-                            rows_frac: 1.0,
-                            mass,
-                            flow: tp.flow,
-                            row_bytes: rb,
-                            lookups: n * mass,
-                            replicated: true,
-                        });
-                    }
-                }
-            }
+            Placement::Replicated => replicated.push(PieceUse {
+                table: t,
+                rows_frac: 1.0,
+                mass: 1.0 / workers,
+                flow: tp.flow,
+                row_bytes: rb,
+                lookups: n / workers,
+                replicated: true,
+            }),
             Placement::Client => client_uses.push(PieceUse {
                 table: t,
                 rows_frac: 1.0,
@@ -425,7 +532,7 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
                     let rows = p.shard_rows(s, ts.rows);
                     let frac = rows.len(ts.rows) as f64 / ts.rows as f64;
                     let mass = shard_mass(w, t, &rows, frac);
-                    let Some(&i) = index.get(&owner) else { continue };
+                    let Some(i) = index_of(owner) else { continue };
                     uses[i].push(PieceUse {
                         table: t,
                         rows_frac: frac,
@@ -442,6 +549,21 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
             }
         }
     }
+    // With a cache: which replicated set this is (an id shared by equal sets), and room kept
+    // bounded.
+    let cached = cache.map(|c| {
+        let id = c.replicated_id(replicated.iter().map(PieceUse::key).collect());
+        let mut map = c.map.borrow_mut();
+        if map.len() > 4 * cores.len() + 4096 {
+            map.clear();
+        }
+        drop(map);
+        (c, id)
+    });
+    // The replicated pieces as one core of a worker with `c` cores sees them.
+    let replicated_on = |c: f64| -> Vec<PieceUse> {
+        replicated.iter().map(|u| PieceUse { mass: u.mass / c, lookups: u.lookups / c, ..u.clone() }).collect()
+    };
     let bs = w.spec.batch_size as f64;
     let float_tasks = (bs / plan.knobs.sub_batch.max(1) as f64).ceil();
     let mut per_core_ns = Vec::with_capacity(cores.len());
@@ -449,31 +571,106 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
     let mut floating = vec![0f64; cores.len()];
     let mut table_ns = vec![0f64; w.spec.tables.len()];
     let mut table_hits = vec![[0f64; 3]; w.spec.tables.len()];
+    let mut shared: Vec<(usize, u16, CoreCost, f64)> = Vec::new();
+    let mut by_cores: Vec<(u16, Vec<PieceUse>)> = Vec::new();
+    // Workers whose nodes are equal are one class: per worker, the first such worker.
+    let mut class_of: Vec<Option<usize>> = vec![None; topo.workers.len()];
+    let mut firsts: Vec<usize> = Vec::new();
     for (i, &core) in cores.iter().enumerate() {
-        let cores_here = topo.workers[core.worker as usize].cores.max(1) as f64;
-        let cc = model.core_cost(core.worker, cores_here, &uses[i]);
+        let shape = &topo.workers[core.worker as usize];
+        let cores_here = shape.cores.max(1) as f64;
         let coef = &model.node(core.worker).coef;
+        let wi = core.worker as usize;
+        let class = *class_of[wi].get_or_insert_with(|| {
+            let node = model.node(core.worker);
+            firsts.iter().copied().find(|&f| model.node(f as u16) == node).unwrap_or_else(|| {
+                firsts.push(wi);
+                wi
+            })
+        });
+        let mut compute = || {
+            if uses[i].is_empty() {
+                model.core_cost(core.worker, cores_here, &replicated_on(cores_here))
+            } else {
+                // Both lists are in table order; merged, the core sees its pieces as a plan
+                // lists its tables.
+                let rep = match by_cores.iter().position(|b| b.0 == shape.cores) {
+                    Some(k) => &by_cores[k].1,
+                    None => {
+                        by_cores.push((shape.cores, replicated_on(cores_here)));
+                        &by_cores.last().unwrap().1
+                    }
+                };
+                model.core_cost(core.worker, cores_here, &merge_by_table(&uses[i], rep))
+            }
+        };
+        let (cc_pinned, cc_floating) = if let Some((cache, rep_id)) = cached.as_ref() {
+            let key = CoreKey {
+                class,
+                cores: shape.cores,
+                replicated: *rep_id,
+                pieces: uses[i].iter().map(PieceUse::key).collect(),
+            };
+            let mut map = cache.map.borrow_mut();
+            if let Some(cc) = map.get(&key) {
+                (cc.pinned, cc.floating)
+            } else {
+                let cc = compute();
+                let out = (cc.pinned, cc.floating);
+                map.insert(key, CoreCost { tables: Vec::new(), ..cc });
+                out
+            }
+        } else if uses[i].is_empty() {
+            // Cores that read only replicated tables see the same pieces as every such core of
+            // a worker with as many cores on an equal node: costed once per kind and counted.
+            let k = match shared.iter().position(|s| s.0 == class && s.1 == shape.cores) {
+                Some(k) => k,
+                None => {
+                    shared.push((class, shape.cores, compute(), 0.0));
+                    shared.len() - 1
+                }
+            };
+            shared[k].3 += 1.0;
+            (shared[k].2.pinned, shared[k].2.floating)
+        } else {
+            let cc = compute();
+            for (t, ns, hits) in &cc.tables {
+                table_ns[*t] += ns;
+                for k in 0..3 {
+                    table_hits[*t][k] += hits[k];
+                }
+            }
+            (cc.pinned, cc.floating)
+        };
         // Tasks carry a fixed cost: one pinned task per core per request that needs it, and the
         // floating tasks shared out; all of it only on workers that serve the request.
-        pinned[i] = cc.pinned + tasks[i].min(1.0) * coef.task_ns;
-        floating[i] = cc.floating + float_tasks / cores_here / workers * coef.task_ns;
+        pinned[i] = cc_pinned + tasks[i].min(1.0) * coef.task_ns;
+        floating[i] = cc_floating + float_tasks / cores_here / workers * coef.task_ns;
         per_core_ns.push((core, pinned[i] + floating[i]));
-        for (t, ns, hits) in cc.tables {
-            table_ns[t] += ns;
+    }
+    for (_, _, cc, count) in &shared {
+        for (t, ns, hits) in &cc.tables {
+            table_ns[*t] += ns * count;
             for k in 0..3 {
-                table_hits[t][k] += hits[k];
+                table_hits[*t][k] += hits[k] * count;
             }
         }
     }
     // A worker finishes a batch when its busiest core's pinned work is done and the floating
-    // work has been shared out: max(pinned max, total / cores).
-    let mut per_worker_ns = vec![0f64; topo.workers.len()];
-    for (wi, shape) in topo.workers.iter().enumerate() {
-        let idx: Vec<usize> = (0..cores.len()).filter(|&i| cores[i].worker as usize == wi).collect();
-        let pinned_max = idx.iter().map(|&i| pinned[i]).fold(0.0, f64::max);
-        let total: f64 = idx.iter().map(|&i| pinned[i] + floating[i]).sum();
-        per_worker_ns[wi] = pinned_max.max(total / shape.cores.max(1) as f64);
+    // work has been shared out: max(pinned max, total / cores). One pass over the cores.
+    let mut pinned_max = vec![0f64; topo.workers.len()];
+    let mut total = vec![0f64; topo.workers.len()];
+    for (i, c) in cores.iter().enumerate() {
+        let wi = c.worker as usize;
+        pinned_max[wi] = pinned_max[wi].max(pinned[i]);
+        total[wi] += pinned[i] + floating[i];
     }
+    let per_worker_ns: Vec<f64> = topo
+        .workers
+        .iter()
+        .enumerate()
+        .map(|(wi, shape)| pinned_max[wi].max(total[wi] / shape.cores.max(1) as f64))
+        .collect();
     // The client's own engine pools the client-resident tables, in parallel with the workers.
     let client_ns = if client_uses.is_empty() {
         0.0
@@ -509,8 +706,13 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
     let reduce = on_network * (coef0.coordinator_ns + coef0.byte_ns * out_bytes);
     latency = latency.max(client_ns) + reduce;
     bottleneck = bottleneck.max((client_ns + reduce) * 0.5 / model.clients.max(1.0));
-    let per_table = plan
-        .tables
+    let per_table = if cached.is_some() { Vec::new() } else { per_table(plan, w, &table_ns, &table_hits) };
+    Prediction { per_core_ns, per_worker_ns, latency_ns: latency, bottleneck_ns: bottleneck, per_table }
+}
+
+/// The per-table figures of a prediction.
+fn per_table(plan: &Plan, w: &Workload<'_>, table_ns: &[f64], table_hits: &[[f64; 3]]) -> Vec<TableCost> {
+    plan.tables
         .iter()
         .zip(&w.spec.tables)
         .enumerate()
@@ -526,8 +728,23 @@ pub fn predict_model(model: &Model<'_>, plan: &Plan) -> Prediction {
                 dram: table_hits[t][2] / n,
             }
         })
-        .collect();
-    Prediction { per_core_ns, per_worker_ns, latency_ns: latency, bottleneck_ns: bottleneck, per_table }
+        .collect()
+}
+
+/// Two lists of pieces, each in table order, as one in table order (ties: `a` first).
+fn merge_by_table(a: &[PieceUse], b: &[PieceUse]) -> Vec<PieceUse> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if j >= b.len() || (i < a.len() && a[i].table <= b[j].table) {
+            out.push(a[i].clone());
+            i += 1;
+        } else {
+            out.push(b[j].clone());
+            j += 1;
+        }
+    }
+    out
 }
 
 /// Predicts `plan` on a cluster of `nodes` (one per worker of the plan's topology).

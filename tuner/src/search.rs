@@ -2,7 +2,7 @@
 //! [`Estimator`] (the calibrated cost model), memory limits as hard constraints. It reads no
 //! clock: how long it may run is the caller's to say.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use argmin::core::{CostFunction, Error as ArgminError, Executor, State};
 use argmin::solver::simulatedannealing::{Anneal, SATempFunc, SimulatedAnnealing};
@@ -13,7 +13,7 @@ use embtune_protocol::Plan;
 pub use embtune_protocol::tuning::Objective;
 use embtune_workloads::{ModelSpec, TableProfile};
 
-use crate::cost::{Model, Prediction, predict_model};
+use crate::cost::{CoreCache, Model, Prediction, predict_cached, predict_model};
 use crate::space::{Space, neighbour};
 
 /// What the search and the proposers predict plans with: the CPU cost model ([`Model`]), or
@@ -26,6 +26,11 @@ pub trait Estimator {
     /// The predicted value of `objective` for `plan`, in the objective's unit (batches/s for
     /// throughput, microseconds for the latencies).
     fn estimate(&self, objective: Objective, plan: &Plan) -> f64;
+    /// [`Estimator::estimate`] that may reuse per-core costs kept in `cache` between calls on
+    /// similar plans (a search's moves change a table or two). The default keeps nothing.
+    fn estimate_cached(&self, objective: Objective, plan: &Plan, _cache: &CoreCache) -> f64 {
+        self.estimate(objective, plan)
+    }
 }
 
 impl Estimator for Model<'_> {
@@ -39,6 +44,10 @@ impl Estimator for Model<'_> {
 
     fn estimate(&self, objective: Objective, plan: &Plan) -> f64 {
         predicted(objective, &predict_model(self, plan))
+    }
+
+    fn estimate_cached(&self, objective: Objective, plan: &Plan, cache: &CoreCache) -> f64 {
+        predicted(objective, &predict_cached(self, plan, cache))
     }
 }
 
@@ -91,6 +100,12 @@ struct Problem<'a, E: ?Sized> {
     /// The starting plan's cost: costs are relative to it, so one temperature suits any model.
     scale: f64,
     out_of_time: &'a dyn Fn() -> bool,
+    /// Moves proposed so far, and who wants to hear of them (a progress bar).
+    steps: Cell<u64>,
+    on_step: Option<&'a dyn Fn(u64)>,
+    /// Per-core costs between moves: a move changes a table or two, so most cores cost what
+    /// they did.
+    cache: CoreCache,
 }
 
 impl<E: Estimator + ?Sized> CostFunction for Problem<'_, E> {
@@ -101,7 +116,7 @@ impl<E: Estimator + ?Sized> CostFunction for Problem<'_, E> {
             // Over a memory limit (or otherwise invalid): never accepted.
             return Ok(f64::INFINITY);
         }
-        Ok(cost_of(self.objective, self.est.estimate(self.objective, plan)) / self.scale)
+        Ok(cost_of(self.objective, self.est.estimate_cached(self.objective, plan, &self.cache)) / self.scale)
     }
 }
 
@@ -113,6 +128,10 @@ impl<E: Estimator + ?Sized> Anneal for Problem<'_, E> {
         if (self.out_of_time)() {
             // Out of time: propose the same plan, which ends the search by stalling.
             return Ok(plan.clone());
+        }
+        self.steps.set(self.steps.get() + 1);
+        if let Some(f) = self.on_step {
+            f(self.steps.get());
         }
         let mut rng = self.rng.borrow_mut();
         // Hot starts take several steps at once; cold ones refine one move at a time.
@@ -144,6 +163,20 @@ pub fn anneal<E: Estimator + ?Sized>(
     cfg: &SearchConfig,
     out_of_time: &dyn Fn() -> bool,
 ) -> Found {
+    anneal_observed(est, space, objective, start, cfg, out_of_time, None)
+}
+
+/// [`anneal`], calling `on_step` with the number of moves proposed so far after each one (at
+/// most `cfg.iterations`), for progress.
+pub fn anneal_observed<E: Estimator + ?Sized>(
+    est: &E,
+    space: &Space,
+    objective: Objective,
+    start: Plan,
+    cfg: &SearchConfig,
+    out_of_time: &dyn Fn() -> bool,
+    on_step: Option<&dyn Fn(u64)>,
+) -> Found {
     let start_value = est.estimate(objective, &start);
     let scale = cost_of(objective, start_value).max(1e-9);
     let problem = Problem {
@@ -153,6 +186,9 @@ pub fn anneal<E: Estimator + ?Sized>(
         rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(cfg.seed)),
         scale,
         out_of_time,
+        steps: Cell::new(0),
+        on_step,
+        cache: CoreCache::default(),
     };
     let solver =
         SimulatedAnnealing::new_with_rng(cfg.initial_temperature, Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5a))
@@ -219,5 +255,37 @@ mod tests {
         // Out of time from the start: the search stalls and keeps where it started.
         let stopped = anneal(&model, &space, Objective::Throughput, start.clone(), &cfg, &|| true);
         assert_eq!(stopped.plan, start);
+    }
+
+    #[test]
+    fn cached_predictions_equal_fresh_ones() {
+        // A walk of moves (tables owned, sharded, replicated and back) on workers of two sizes:
+        // the cached prediction of every plan must be the fresh one, figure for figure.
+        let spec = Preset::CriteoKaggle
+            .spec(&PresetOptions { scale: Some(0.001), allow_quantization: true, ..Default::default() })
+            .unwrap();
+        let g = BatchGenerator::new(&spec).unwrap();
+        let rows: Vec<u64> = spec.tables.iter().map(|t| t.rows).collect();
+        let prof = AccessProfile::from_batches(&rows, &g.pool(0, 4));
+        let shape = |cores| embtune_protocol::WorkerShape { cores, memory_bytes: 8 << 30, core_memory_bytes: None };
+        let topo = Topology::of(vec![shape(2), shape(3), shape(2)]);
+        let node = Node { caps: MemoryCaps::default(), coef: Coefficients::default() };
+        let model = Model::new(Workload { spec: &spec, profiles: &prof.tables }, vec![node; 3]);
+        let space = Space::new(&spec, &prof.tables, 7, 1 << 20);
+        let cache = CoreCache::default();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut plan = Strategy::GreedyCost.plan(&spec, &topo, &Default::default()).unwrap();
+        let mut replicated_seen = 0;
+        for i in 0..400 {
+            plan = crate::space::neighbour(&plan, &spec, &prof.tables, &space, &mut rng);
+            let (a, b) = (predict_model(&model, &plan), predict_cached(&model, &plan, &cache));
+            assert_eq!(a.bottleneck_ns, b.bottleneck_ns, "move {i}");
+            assert_eq!(a.latency_ns, b.latency_ns, "move {i}");
+            assert_eq!(a.per_core_ns, b.per_core_ns, "move {i}");
+            assert!(b.per_table.is_empty());
+            replicated_seen +=
+                plan.tables.iter().filter(|t| t.placement == embtune_protocol::Placement::Replicated).count();
+        }
+        assert!(replicated_seen > 0, "the walk never replicated a table");
     }
 }
