@@ -109,6 +109,14 @@ fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let Err(e) = run(cli.command) {
+        // A signal stopped the local cluster under the command: what failed was the cluster
+        // going away, so end as the signal asks (the signal thread is still stopping processes
+        // and exits with the same status once they are gone; this waits for it, then exits).
+        let code = up::INTERRUPTED.load(std::sync::atomic::Ordering::Acquire);
+        if code != 0 {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            std::process::exit(code);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

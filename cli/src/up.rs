@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -182,6 +182,11 @@ fn own_group_and_die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// The exit status a caught SIGINT or SIGTERM asks for (130 or 143), 0 before one is caught.
+/// Stopping the cluster makes the command's own calls fail (its coordinator is gone); `main`
+/// reads this to exit with the signal's status instead of reporting that failure.
+pub static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
 /// A thread that, on SIGINT or SIGTERM, stops a local cluster's processes and ends this one
 /// (status 130 or 143, as the signal's default action would), while it is armed. Commands that
 /// start a cluster are busy in calls that a signal would otherwise end without stopping it.
@@ -211,6 +216,7 @@ impl SignalWatch {
                     if !a.load(Ordering::Acquire) {
                         continue;
                     }
+                    INTERRUPTED.store(code, Ordering::Release);
                     let pids = p.lock().unwrap().clone();
                     eprintln!("interrupted: stopping {} processes", pids.len());
                     stop_pids(&pids);
