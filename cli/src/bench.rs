@@ -89,6 +89,12 @@ pub struct BenchArgs {
     /// the plan deployed may then keep small tables in the clients.
     #[arg(long, value_name = "SIZE", value_parser = crate::launch::parse_size_or_zero)]
     pub client_memory: Option<u64>,
+    /// With --coordinator: query the plan deployed now even though this workload differs from
+    /// the model it was deployed for in pooling or access distributions (the tables must be
+    /// the same): how traffic that drifted from the plan is served, and what live re-planning
+    /// (`--replan`) reacts to.
+    #[arg(long, requires = "coordinator", conflicts_with_all = ["plan", "strategy"])]
+    pub keep_plan: bool,
     /// With --coordinator: engine threads this client pools its client-resident tables on.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub client_cores: usize,

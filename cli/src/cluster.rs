@@ -185,6 +185,58 @@ pub struct CoordinatorArgs {
     pub http_token: Option<String>,
     #[command(flatten)]
     pub limits: ServeArgs,
+    #[command(flatten)]
+    pub replan: ReplanArgs,
+}
+
+/// Live re-planning: the coordinator watches the traffic the workers serve and moves to a
+/// better plan while serving.
+#[derive(Args, Debug, Clone)]
+pub struct ReplanArgs {
+    /// What the coordinator does when the live traffic no longer fits the deployed plan:
+    /// `off` watches nothing; `suggest` judges the traffic every --replan-interval and shows a
+    /// better plan (dashboard, `embtune plan live`) without deploying it; `auto` also deploys
+    /// it beside the old one (no query fails while clients move), measures it over the next
+    /// interval and rolls back a switch that measured worse.
+    #[arg(long, default_value = "off", value_name = "MODE")]
+    pub replan: embtune_protocol::replan::ReplanMode,
+    /// Propose a new plan only when the cost model predicts at least this gain for the live
+    /// traffic (1.1 = 10% more batches per second).
+    #[arg(long, default_value_t = 1.1, value_name = "RATIO")]
+    pub replan_gain: f64,
+    /// Seconds of traffic judged at a time, and how long a new plan is measured before it is
+    /// kept or rolled back.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub replan_interval: f64,
+}
+
+impl ReplanArgs {
+    pub fn config(&self) -> Result<embtune_coordinator::replan::ReplanConfig> {
+        if !(self.replan_gain >= 1.0 && self.replan_gain.is_finite()) {
+            bail!("--replan-gain must be at least 1 (1.1 proposes plans predicted 10% faster)");
+        }
+        if !(self.replan_interval >= 0.5 && self.replan_interval <= 86_400.0) {
+            bail!("--replan-interval must be between 0.5 and 86400 seconds");
+        }
+        Ok(embtune_coordinator::replan::ReplanConfig {
+            mode: self.replan,
+            gain: self.replan_gain,
+            interval: Duration::from_secs_f64(self.replan_interval),
+            ..Default::default()
+        })
+    }
+
+    /// The same flags for a coordinator this process starts.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--replan".into(),
+            self.replan.name().into(),
+            "--replan-gain".into(),
+            self.replan_gain.to_string(),
+            "--replan-interval".into(),
+            self.replan_interval.to_string(),
+        ]
+    }
 }
 
 /// The limits a serving process keeps against its peers (`embtune_transport::guard`).
@@ -224,7 +276,9 @@ pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
     a.limits.apply()?;
     runtime()?.block_on(async move {
         std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
-        let c = Coordinator::start(CoordinatorConfig::new(a.listen, a.cluster.clone(), a.data_dir.clone())).await?;
+        let mut cfg = CoordinatorConfig::new(a.listen, a.cluster.clone(), a.data_dir.clone());
+        cfg.replan = a.replan.config()?;
+        let c = Coordinator::start(cfg).await?;
         let http = embtune_dashboards::serve(c.clone(), a.http, a.http_token.clone()).await?;
         let file = CoordinatorFile { quic: c.local_addr(), http, pid: std::process::id() };
         let path = a.data_dir.join(COORDINATOR_FILE);
@@ -275,6 +329,13 @@ pub struct WorkerArgs {
     /// free memory; plans place whole tables or one shard of a table on it.
     #[arg(long, value_name = "N")]
     pub gpu: Option<usize>,
+    /// Count the rows of one request in N into the per-table hot-row summaries the
+    /// coordinator's live re-planner reads (`--replan`); 0 turns the summaries off (look-ups and
+    /// samples per table are always counted: a few adds per request). Processes `embtune up`
+    /// starts take it from EMBTUNE_TRAFFIC_SAMPLE.
+    #[arg(long, env = "EMBTUNE_TRAFFIC_SAMPLE", value_name = "N",
+          default_value_t = embtune_worker::server::DEFAULT_TRAFFIC_SAMPLE)]
+    pub traffic_sample: u32,
     #[command(flatten)]
     pub limits: ServeArgs,
 }
@@ -332,6 +393,7 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         huge_pages: !a.no_huge_pages,
         calibrate: !a.no_calibrate,
         gpu: a.gpu,
+        traffic_sample: a.traffic_sample,
     };
     // The engine's threads do the work; the async threads only move frames.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -62,6 +62,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
         let plan = match current {
             Some(d) if !asked && d.spec.digest() == spec.digest() => d.plan,
+            Some(d) if args.keep_plan => {
+                d.spec.same_tables(&spec).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--keep-plan: this workload's tables differ from the deployed model `{}` ({e}); only pooling, access distributions and batch size may differ",
+                        d.spec.name
+                    )
+                })?;
+                d.plan
+            }
+            None if args.keep_plan => bail!("--keep-plan: nothing is deployed on the cluster"),
             _ => {
                 let topo = Topology::of(
                     status

@@ -70,6 +70,22 @@ pub enum PlanCmd {
     /// preset's spreads) on 8 to 1,000 nodes, the time of each baseline, of the cost model and
     /// of the model-driven search, and the planner's peak memory. Nothing is deployed.
     Scale(crate::plan_scale::ScaleArgs),
+    /// What a serving cluster's live re-planner saw: how the traffic the workers serve differs
+    /// from what the deployed plan was made for (per table: pooling, share of the look-ups,
+    /// share on the hottest 1% of rows), the cost model's gain for a new plan, its verdict, and
+    /// every switch it made (measured before and after, kept or rolled back). The coordinator
+    /// must run with `--replan suggest` or `--replan auto`.
+    #[command(after_help = "Examples:
+  embtune up --preset criteo-kaggle --scale 0.01 --replan auto --replan-interval 5
+  embtune plan live --coordinator 127.0.0.1:7700 --cluster embtune-data/cluster
+  embtune plan live --coordinator 127.0.0.1:7700 --cluster embtune-data/cluster --json")]
+    Live {
+        #[command(flatten)]
+        target: crate::cluster::Target,
+        /// Print the re-planner's status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -351,6 +367,7 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
         }
         PlanCmd::Import(a) => crate::torchrec_cmd::plan_import(a)?,
         PlanCmd::Scale(a) => crate::plan_scale::run(a)?,
+        PlanCmd::Live { target, json } => live(&target, json)?,
         PlanCmd::Export { args, out, format, module_path } if format == "torchrec" => {
             let Loaded { spec, plan, .. } = load(&args)?;
             crate::torchrec_cmd::export(&spec, &plan, &module_path, out.as_ref())?;
@@ -369,6 +386,86 @@ pub fn run(cmd: PlanCmd) -> Result<()> {
                 }
                 None => println!("{text}"),
             }
+        }
+    }
+    Ok(())
+}
+
+/// `plan live`: the coordinator's re-planner, as it reports itself.
+fn live(target: &crate::cluster::Target, json: bool) -> Result<()> {
+    let status = crate::cluster::runtime()?
+        .block_on(async { target.client().await?.replan().await.map_err(anyhow::Error::from) })?;
+    let Some(s) = status else {
+        anyhow::bail!(
+            "the coordinator at {} runs with --replan off; start it (or `embtune up`) with --replan suggest or --replan auto",
+            target.coordinator
+        );
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!(
+        "live re-planning: {} (propose at {:.2}x, every {:.0}s), {} checks, {} switches",
+        s.mode.name(),
+        s.gain_threshold,
+        s.interval_s,
+        s.checks,
+        s.switches.len()
+    );
+    match &s.last {
+        None => println!("no traffic judged yet"),
+        Some(a) => {
+            println!(
+                "last check: plan {} served {} look-ups in {:.1}s; {}",
+                a.plan_id, a.lookups, a.window_s, a.verdict
+            );
+            if a.predicted_current > 0.0 {
+                println!(
+                    "predicted for the live traffic: deployed {} batches/s, best found {} batches/s ({:.2}x)",
+                    crate::ui::si(a.predicted_current),
+                    crate::ui::si(a.predicted_proposed.max(a.predicted_current)),
+                    a.gain
+                );
+                println!("deployed: {}\nproposed: {}", a.current, a.proposed);
+            }
+            let mut t = crate::ui::table(&["table", "pooling plan → live", "share plan → live", "top 1% plan → live"]);
+            for d in a.drift.iter().take(10) {
+                t.add_row(vec![
+                    d.table.clone(),
+                    format!("{:.1} → {:.1}", d.pooling_planned, d.pooling_live),
+                    format!("{:.1}% → {:.1}%", 100.0 * d.share_planned, 100.0 * d.share_live),
+                    format!("{:.1}% → {:.1}%", 100.0 * d.top1_planned, 100.0 * d.top1_live),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    if !s.switches.is_empty() {
+        let mut t =
+            crate::ui::table(&["when", "from → to", "predicted", "measured before → after", "deploy", "outcome"]);
+        for w in &s.switches {
+            let ratio = if w.capacity_before > 0.0 && w.capacity_after > 0.0 {
+                format!(" ({:.2}x)", w.capacity_after / w.capacity_before)
+            } else {
+                String::new()
+            };
+            t.add_row(vec![
+                crate::ui::utc(w.at_ms),
+                format!("{} → {}", w.from_plan, w.to_plan),
+                format!("{:.2}x", w.predicted_gain),
+                format!("{} → {} batches/s{ratio}", crate::ui::si(w.capacity_before), crate::ui::si(w.capacity_after)),
+                format!("{:.2}s", w.deploy_s),
+                match &w.outcome {
+                    embtune_protocol::replan::SwitchOutcome::Kept => "kept".into(),
+                    embtune_protocol::replan::SwitchOutcome::RolledBack => "rolled back".into(),
+                    embtune_protocol::replan::SwitchOutcome::Failed(e) => format!("failed: {e}"),
+                },
+            ]);
+        }
+        println!("{t}");
+        if let Some(j) = &s.job {
+            println!("every switch is a trial of job {j}: embtune results show {j}");
         }
     }
     Ok(())

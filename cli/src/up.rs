@@ -69,6 +69,8 @@ pub struct UpArgs {
     /// table on the workers.
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = crate::launch::parse_size_or_zero)]
     pub client_memory: u64,
+    #[command(flatten)]
+    pub replan: crate::cluster::ReplanArgs,
 }
 
 /// The processes `up` started; stopped in reverse order when dropped.
@@ -129,12 +131,15 @@ struct CoordinatorLaunch {
     exe: PathBuf,
     token: Option<String>,
     spare: Vec<usize>,
+    /// Flags passed on as they were given (live re-planning).
+    extra: Vec<String>,
 }
 
 impl CoordinatorLaunch {
     fn command(&self, listen: &str, http: &str, cluster: &Path, data: &Path) -> Result<Command> {
         let mut coord = Command::new(&self.exe);
         coord.args(["coordinator", "--listen", listen, "--http", http]);
+        coord.args(&self.extra);
         if let Some(t) = &self.token {
             coord.env("EMBTUNE_HTTP_TOKEN", t);
         }
@@ -269,7 +274,7 @@ impl LocalCluster {
         http: &str,
         memory_each: u64,
     ) -> Result<LocalCluster> {
-        Self::start_with_token(data, workers, cores, listen, http, memory_each, None, None)
+        Self::start_with_token(data, workers, cores, listen, http, memory_each, None, None, &[])
     }
 
     /// [`LocalCluster::start`] with a dashboard token and, with `gpu`, one more worker that
@@ -284,6 +289,7 @@ impl LocalCluster {
         memory_each: u64,
         token: Option<&str>,
         gpu: Option<usize>,
+        coordinator_args: &[String],
     ) -> Result<LocalCluster> {
         std::fs::create_dir_all(data.join("logs")).with_context(|| format!("creating {}", data.display()))?;
         let cluster = data.join("cluster");
@@ -300,7 +306,12 @@ impl LocalCluster {
         let _ = std::fs::remove_file(data.join(crate::cluster::COORDINATOR_FILE));
         let mut children = Children(Vec::new());
         let watch = SignalWatch::start().context("watching for signals")?;
-        let launch = CoordinatorLaunch { exe: exe.clone(), token: token.map(str::to_string), spare: spare.clone() };
+        let launch = CoordinatorLaunch {
+            exe: exe.clone(),
+            token: token.map(str::to_string),
+            spare: spare.clone(),
+            extra: coordinator_args.to_vec(),
+        };
         let coord = launch.command(listen, http, &cluster, data)?.spawn().context("starting the coordinator")?;
         watch.pids.lock().unwrap().push(coord.id());
         children.0.push(("coordinator".into(), coord));
@@ -469,6 +480,8 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         bail!("--workers and --cores-per-worker must be at least 1");
     }
     let spec = a.workload.spec()?;
+    // Refuse bad re-planning flags here rather than in the coordinator's log.
+    a.replan.config()?;
     let memory_each = local_memory(&spec, a.workers, a.worker_memory)?;
     let machine = MachineInfo::detect();
     let mut local = LocalCluster::start_with_token(
@@ -480,6 +493,7 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         memory_each,
         a.http_token.as_deref(),
         a.gpu,
+        &a.replan.to_args(),
     )?;
     let all_workers = a.workers + a.gpu.is_some() as usize;
     if let Err(e) = local.start_loadgens(a.loadgens) {

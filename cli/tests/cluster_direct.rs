@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use embtune_client::{Client, ClientConfig, CoordinatorClient, RouteSource};
+use embtune_protocol::replan::SwitchOutcome;
 use embtune_protocol::wire::{ErrorKind, WireFormat};
 use embtune_protocol::{CoreId, Placement, Plan, Topology};
 use embtune_transport::TransportError;
@@ -462,4 +463,59 @@ fn bench_reports_the_path_load_generators_and_wire_bytes() {
         "f16 moves fewer bytes: {loadgen} against {direct}"
     );
     drop(lg);
+}
+
+#[test]
+fn live_replanning_moves_to_a_better_plan_for_drifted_traffic_without_a_failed_or_wrong_query() {
+    let c = Cluster::start_with(2, &["--replan", "auto", "--replan-interval", "1.5"]);
+    let rt = rt();
+    // Planned: six tables of four ids a sample, one owned by each worker in turn, which
+    // balances them. Served: table 1 pools 120 ids, so its worker does nine tenths of the work.
+    let planned = spec(16, 32);
+    let mut drifted = planned.clone();
+    drifted.tables[1].pooling = embtune_workloads::Pooling::Fixed(120);
+    let owned = (0..6).map(|t| Placement::Owned(CoreId::new((t % 2) as u16, 0))).collect();
+    rt.block_on(async {
+        let control = control(&c).await;
+        control.deploy(&planned, &plan(&planned, owned, 0)).await.unwrap();
+        let client = client(&c, WireFormat::F32).await;
+        let first = client.routes().unwrap().epoch;
+        let load = Load::new();
+        let tasks = load.spawn(client.clone(), drifted.clone(), 4);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let status = loop {
+            let s = control.replan().await.unwrap();
+            if s.as_ref().is_none_or(|s| !s.switches.is_empty()) || Instant::now() > deadline {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let switched = status.as_ref().is_some_and(|s| !s.switches.is_empty());
+        // Serve on the new plan for a while before stopping.
+        let before = load.ok();
+        wait_until_async(Duration::from_secs(10), || async { load.ok() > before + 50 }).await;
+        load.finish(tasks).await;
+        let s = status.expect("the coordinator runs the re-planner");
+        assert!(switched, "no switch: {:?}\n{}", s.last, c.log("coordinator"));
+        assert_eq!(load.wrong.load(Ordering::Relaxed), 0, "{:?}", load.last_error.lock());
+        assert_eq!(load.failed.load(Ordering::Relaxed), 0, "failed: {:?}", load.last_error.lock());
+        let a = s.last.as_ref().expect("a check of the traffic");
+        assert_eq!(a.drift[0].table, planned.tables[1].name, "the drifted table moved most: {:?}", a.drift);
+        assert!((a.drift[0].pooling_live - 120.0).abs() < 1.0, "{:?}", a.drift[0]);
+        assert!(a.gain >= 1.1, "{a:?}");
+        let sw = &s.switches[0];
+        assert!(
+            matches!(sw.outcome, SwitchOutcome::Kept | SwitchOutcome::RolledBack),
+            "the switch failed: {:?}",
+            sw.outcome
+        );
+        assert!(sw.capacity_before > 0.0 && sw.capacity_after > 0.0, "{sw:?}");
+        assert_ne!(client.routes().unwrap().epoch, first, "the clients moved to a new epoch");
+        // The switch is a trial of the live job, on disk.
+        let job = s.job.as_deref().expect("a live job");
+        let (job, trials) = control.job(job).await.unwrap();
+        assert_eq!(job.status, embtune_protocol::tuning::JobStatus::Live);
+        assert!(trials.len() >= 2, "{trials:?}");
+        assert_eq!(trials[1].kind, embtune_protocol::tuning::TrialKind::Switch);
+    });
 }

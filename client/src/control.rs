@@ -162,6 +162,15 @@ impl CoordinatorClient {
         }
     }
 
+    /// What the coordinator's live re-planner found and did; `None` when it runs with
+    /// `--replan off`.
+    pub async fn replan(&self) -> Result<Option<embtune_protocol::replan::ReplanStatus>, TransportError> {
+        match self.rpc(&Request::GetReplan, Body::Empty, self.timeout).await? {
+            (Response::Replan(r), _) => Ok(*r),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
     /// The routing table of the active deployment, if any.
     pub async fn routes(&self) -> Result<Option<RouteTable>, TransportError> {
         match self.rpc(&Request::GetRoutes, Body::Empty, self.timeout).await? {

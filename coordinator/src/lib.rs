@@ -15,5 +15,6 @@
 pub mod error;
 pub mod jobs;
 pub mod membership;
+pub mod replan;
 pub mod server;
 pub mod stats;

@@ -50,6 +50,11 @@ pub struct CoordinatorConfig {
     pub request_timeout: Duration,
     /// Connections to each worker (`embtune_transport::lanes`).
     pub lanes: usize,
+    /// Live re-planning (off unless asked for).
+    pub replan: crate::replan::ReplanConfig,
+    /// How long workers keep serving the plan a redeployment replaced, after the new one is
+    /// active: clients refresh their routes every 250 ms, so they have all moved by then.
+    pub retire_after: Duration,
 }
 
 impl CoordinatorConfig {
@@ -62,6 +67,8 @@ impl CoordinatorConfig {
             dead_after: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(10),
             lanes: lanes::configured(),
+            replan: Default::default(),
+            retire_after: Duration::from_secs(2),
         }
     }
 }
@@ -114,6 +121,7 @@ struct Inner {
     stats: crate::stats::QueryStats,
     limits: FrameLimits,
     started: Instant,
+    replan: crate::replan::ReplanState,
 }
 
 /// A running coordinator; cheap to clone.
@@ -152,6 +160,7 @@ impl Coordinator {
                 stats: Default::default(),
                 limits: FrameLimits::default(),
                 started: Instant::now(),
+                replan: Default::default(),
             }),
         };
         let me = c.clone();
@@ -163,6 +172,9 @@ impl Coordinator {
         let me = c.clone();
         tokio::spawn(async move { me.monitor().await });
         c.resume_interrupted();
+        if c.inner.cfg.replan.mode != embtune_protocol::replan::ReplanMode::Off {
+            tokio::spawn(c.clone().replan_loop(c.inner.cfg.replan.clone()));
+        }
         Ok(c)
     }
 
@@ -218,6 +230,31 @@ impl Coordinator {
     /// What every registered worker said when it registered, in id order.
     pub fn hellos(&self) -> Vec<WorkerHello> {
         self.inner.membership.lock().members().iter().map(|m| m.hello.clone()).collect()
+    }
+
+    pub(crate) fn replan_state(&self) -> &crate::replan::ReplanState {
+        &self.inner.replan
+    }
+
+    /// One request to a registered worker over its control connection.
+    pub(crate) async fn call_worker(
+        &self,
+        id: u16,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        let conn = self
+            .inner
+            .conns
+            .read()
+            .get(&id)
+            .map(|(_, l)| l.first().clone())
+            .ok_or_else(|| TransportError::Stream(format!("worker {id} is not connected")))?;
+        let (resp, _) = call(&conn, req, Body::Empty, &self.inner.limits, timeout).await?;
+        match resp {
+            Response::Error(e) => Err(TransportError::Remote(e)),
+            r => Ok(r),
+        }
     }
 
     pub(crate) fn unwritten(&self) -> &crate::jobs::Unwritten {
@@ -329,12 +366,16 @@ impl Coordinator {
                 Ok(b) => (Response::Best(b), Body::Empty),
                 Err(e) => fail(e.into()),
             },
-            Request::Deploy { .. } | Request::Lookup(_) | Request::WorkerStats | Request::LoadRound(_) => {
-                fail(WireError::new(
-                    ErrorKind::NotSupported,
-                    "this is a coordinator; look-ups go to the workers (GetRoutes)",
-                ))
-            }
+            Request::GetReplan => (Response::Replan(Box::new(self.replan_status())), Body::Empty),
+            Request::Deploy { .. }
+            | Request::Lookup(_)
+            | Request::WorkerStats
+            | Request::LoadRound(_)
+            | Request::TakeTraffic
+            | Request::Retire { .. } => fail(WireError::new(
+                ErrorKind::NotSupported,
+                "this is a coordinator; look-ups go to the workers (GetRoutes)",
+            )),
         }
     }
 
@@ -593,8 +634,27 @@ impl Coordinator {
         }
         *self.inner.active.write() = Some(active.clone());
         self.refresh_relay().await;
+        self.retire_later(plan_id, active.slots.clone());
         tracing::info!("deployed plan {plan_id} ({}) on {need} workers in {:.2}s", active.plan.summary(), info.seconds);
         Ok(info)
+    }
+
+    /// Once clients have had time to move to plan `plan_id`, tells its workers to drop the plan
+    /// it replaced (each kept it beside the new one while its memory allowed, so that queries
+    /// routed by the old table were still served). A redeployment in between retires instead.
+    fn retire_later(&self, plan_id: u64, workers: Vec<u16>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(me.inner.cfg.retire_after).await;
+            if me.active().map(|a| a.plan_id) != Some(plan_id) {
+                return;
+            }
+            for id in workers {
+                if let Err(e) = me.call_worker(id, &Request::Retire { keep: plan_id }, Duration::from_secs(5)).await {
+                    tracing::debug!("worker {id} did not retire the plans before {plan_id}: {e}");
+                }
+            }
+        });
     }
 
     async fn deploy_one(

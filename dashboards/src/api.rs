@@ -35,6 +35,15 @@ fn no_job(id: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no job `{id}`; /api/jobs lists the jobs"))
 }
 
+/// The coordinator's live re-planner: the last check of the traffic against the deployed plan
+/// and every switch; `{"mode": "off"}` when it is off.
+pub(crate) async fn replan(State(s): State<Arc<AppState>>) -> ApiResult {
+    match s.c.replan_status() {
+        Some(r) => Ok(Json(serde_json::to_value(r).map_err(internal)?)),
+        None => Ok(Json(json!({"mode": "off"}))),
+    }
+}
+
 pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("nothing at {}; /api lists the endpoints", uri.path()))
 }
@@ -44,7 +53,7 @@ pub(crate) async fn index() -> Json<Value> {
     Json(json!({
         "endpoints": [
             "/api/cluster", "/api/deployment", "/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/trials/{n}/plan",
-            "/api/best", "/api/compare?a={job}&b={job}", "/api/latency", "/metrics", "/healthz",
+            "/api/best", "/api/compare?a={job}&b={job}", "/api/latency", "/api/replan", "/metrics", "/healthz",
         ],
         "docs": "dashboards/API.md in the embtune repository",
     }))

@@ -63,6 +63,7 @@ pub fn router_with_token(c: Coordinator, token: Option<String>) -> Router {
         .route("/api/best", get(api::best))
         .route("/api/compare", get(api::compare))
         .route("/api/latency", get(api::latency))
+        .route("/api/replan", get(api::replan))
         .route("/metrics", get(metrics::scrape))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))

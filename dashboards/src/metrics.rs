@@ -12,6 +12,8 @@
 //! | `embtune_worker_info` | info | `worker`, `name`, `addr` |
 //! | `embtune_core_busy_seconds_total`, `embtune_core_tasks_total`, `embtune_core_lookups_total` | counter | `worker`, `core` |
 //! | `embtune_plan_tables` | gauge | `mode` |
+//! | `embtune_replan_checks`, `embtune_replan_predicted_gain` | gauge | |
+//! | `embtune_replan_switches` | gauge | `outcome` |
 //! | `embtune_tune_jobs_running` | gauge | |
 //! | `embtune_tune_trials`, `embtune_tune_trials_failed`, `embtune_tune_trials_target`, `embtune_tune_best`, `embtune_tune_best_baseline`, `embtune_tune_speedup`, `embtune_tune_tie`, `embtune_tune_head_to_head_rounds`, `embtune_tune_model_error`, `embtune_tune_ceiling_share`, `embtune_tune_running` | gauge | `job`, `dataset`, `objective` |
 
@@ -261,6 +263,41 @@ impl prometheus_client::collector::Collector for Collector {
                 }
             }
             gauges(&mut e, "embtune_plan_tables", "Tables of the deployed plan by placement.", &modes)?;
+        }
+
+        // Live re-planning: the same status `plan live` and /api/replan show.
+        if let Some(r) = self.c.replan_status() {
+            gauge(&mut e, "embtune_replan_checks", "Live re-planning checks of the served traffic.", r.checks as f64)?;
+            if let Some(a) = &r.last {
+                gauge(
+                    &mut e,
+                    "embtune_replan_predicted_gain",
+                    "The cost model's gain of the best plan found for the live traffic over the deployed one.",
+                    a.gain,
+                )?;
+            }
+            let count = |f: &dyn Fn(&embtune_protocol::replan::SwitchOutcome) -> bool| {
+                r.switches.iter().filter(|w| f(&w.outcome)).count() as f64
+            };
+            gauges(
+                &mut e,
+                "embtune_replan_switches",
+                "Switches the live re-planner made, by outcome.",
+                &[
+                    (
+                        vec![("outcome", "kept".into())],
+                        count(&|o| matches!(o, embtune_protocol::replan::SwitchOutcome::Kept)),
+                    ),
+                    (
+                        vec![("outcome", "rolled_back".into())],
+                        count(&|o| matches!(o, embtune_protocol::replan::SwitchOutcome::RolledBack)),
+                    ),
+                    (
+                        vec![("outcome", "failed".into())],
+                        count(&|o| matches!(o, embtune_protocol::replan::SwitchOutcome::Failed(_))),
+                    ),
+                ],
+            )?;
         }
 
         // Tuning.

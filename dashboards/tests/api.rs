@@ -143,6 +143,7 @@ async fn setup(worker: bool) -> Setup {
             huge_pages: false,
             calibrate: false,
             gpu: None,
+            traffic_sample: embtune_worker::server::DEFAULT_TRAFFIC_SAMPLE,
         };
         tokio::spawn(async move {
             if let Err(e) = embtune_worker::server::run(cfg).await {

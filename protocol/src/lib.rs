@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod plan;
+pub mod replan;
 pub mod report;
 pub mod route;
 pub mod tuning;

@@ -157,6 +157,9 @@ pub enum JobStatus {
     /// Stopped by the coordinator going away; resumes when it comes back.
     Interrupted,
     Failed(String),
+    /// The live job of a coordinator that re-plans while serving (`--replan auto`): its trials
+    /// are the plan it served and every switch it made; it is never resumed as a tuning job.
+    Live,
 }
 
 impl JobStatus {
@@ -165,6 +168,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Done => "done",
             JobStatus::Interrupted => "interrupted",
+            JobStatus::Live => "live",
             JobStatus::Failed(_) => "failed",
         }
     }
@@ -705,6 +709,9 @@ pub enum TrialKind {
     /// Knobs from Bayesian optimisation on the best placement.
     Knobs,
     Random,
+    /// A switch the live re-planner made while serving: the plan it moved to, measured over
+    /// the live traffic.
+    Switch,
 }
 
 impl TrialKind {
@@ -714,6 +721,7 @@ impl TrialKind {
             TrialKind::Search => "search".into(),
             TrialKind::Knobs => "knobs".into(),
             TrialKind::Random => "random".into(),
+            TrialKind::Switch => "switch".into(),
         }
     }
 }

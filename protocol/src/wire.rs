@@ -13,7 +13,7 @@ use crate::plan::{Plan, WorkerAssignment};
 use crate::tuning::{BestRecord, Job, JobConfig, Trial};
 
 /// The protocol version every frame carries. Peers with another version get a typed error.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The ALPN token of the QUIC handshake, `embtune/<PROTOCOL_VERSION>`: a peer speaking another
 /// version fails the handshake. It is derived from the version, so the two cannot disagree (they
@@ -116,6 +116,18 @@ pub enum Request {
     BestFor {
         dataset: String,
     },
+
+    // ---- live re-planning, to a worker from the coordinator ----
+    /// The traffic this worker served since the last `TakeTraffic` (or its deployment), which
+    /// it then forgets: the coordinator's re-planner drains every worker once per interval.
+    TakeTraffic,
+    /// Drop every deployment but plan `keep`: the plan a worker held beside the new one while
+    /// clients switched routes is no longer used.
+    Retire {
+        keep: u64,
+    },
+    /// What the coordinator's live re-planner last saw and did (to the coordinator).
+    GetReplan,
 }
 
 /// A response's metadata.
@@ -149,6 +161,8 @@ pub enum Response {
     /// A load round's report (one load generator's, or several merged).
     Load(Box<LoadReport>),
     Error(WireError),
+    Traffic(Box<TrafficReply>),
+    Replan(Box<Option<crate::replan::ReplanStatus>>),
 }
 
 /// How a worker encodes the pooled rows of a reply. Sums are accumulated in f32 on the worker
@@ -444,6 +458,40 @@ pub struct WorkerStatsReply {
     pub requests: u64,
     pub errors: u64,
     pub bytes_held: u64,
+}
+
+/// The traffic one table's look-ups brought to a worker over a window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct TableTraffic {
+    /// The table's index in the spec.
+    pub table: u16,
+    /// Ids looked up, every request counted.
+    pub lookups: u64,
+    /// Samples (bags) of this table in the requests, every request counted.
+    pub samples: u64,
+    /// Ids of the sampled requests, the mass `hot` was counted over.
+    pub sampled: u64,
+    /// The most frequent rows of the sampled requests and their counts (a frequent-items
+    /// summary: each count is at most `sampled / capacity` below the true one), most frequent
+    /// first.
+    pub hot: Vec<(u32, u64)>,
+}
+
+/// A worker's traffic since the coordinator last took it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct TrafficReply {
+    /// The plan the traffic was served for (the current one; requests for a previous plan
+    /// still served during a switch are not counted).
+    pub plan_id: u64,
+    /// Nanoseconds the window covered.
+    pub window_ns: u64,
+    /// One request in `sample_every` has its ids counted into `hot` (0: sampling is off).
+    pub sample_every: u32,
+    /// Requests served in the window.
+    pub requests: u64,
+    pub tables: Vec<TableTraffic>,
+    /// Per-core counters at the end of the window (cumulative, like `WorkerStats`).
+    pub cores: Vec<CoreCounters>,
 }
 
 /// The deployment a coordinator keeps in its store, so that after a restart it routes by the

@@ -25,6 +25,7 @@ pub mod fit;
 pub mod job;
 pub mod make;
 pub mod propose;
+pub mod replan;
 pub mod rules;
 pub mod search;
 pub mod space;

@@ -10,6 +10,8 @@
 //! - [`machine`]: cache sizes, memory and CPUs of this node.
 //! - [`server`]: the worker process: the engine behind a QUIC endpoint, registered with the
 //!   coordinator.
+//! - [`traffic`]: per-table traffic of the current plan (exact counts and sampled hot rows)
+//!   for the coordinator's live re-planner.
 
 pub mod bench;
 pub mod calibrate;
@@ -20,5 +22,6 @@ pub mod gpu;
 pub mod limit;
 pub mod machine;
 pub mod server;
+pub mod traffic;
 
 pub use engine::{CoreStats, DeployReport, Engine, EngineConfig, EngineError, Lookup, LookupOutput};

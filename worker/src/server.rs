@@ -1,10 +1,12 @@
 //! The worker process: an engine behind a QUIC endpoint, registered with a coordinator.
 //!
-//! The worker answers three requests: `Deploy` (materialise its part of a plan), `Lookup`
-//! (pool a batch and return partial sums) and `WorkerStats`. A background task registers with
-//! the coordinator and sends a heartbeat with per-core counters and the queue length every few
-//! hundred milliseconds; when the coordinator goes away the task keeps trying, so a restarted
-//! coordinator finds its workers again.
+//! The worker answers `Deploy` (materialise its part of a plan), `Lookup` (pool a batch and
+//! return partial sums), `WorkerStats`, and, for the coordinator's live re-planner,
+//! `TakeTraffic` (the traffic served since it last asked, see [`crate::traffic`]) and `Retire`
+//! (drop the plan kept beside the current one while clients switched to it). A background
+//! task registers with the coordinator and sends a heartbeat with per-core counters and the
+//! queue length every few hundred milliseconds; when the coordinator goes away the task keeps
+//! trying, so a restarted coordinator finds its workers again.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +30,7 @@ use embtune_workloads::QueryBatch;
 
 use crate::engine::{Engine, EngineConfig, EngineError, Lookup, LookupOutput};
 use crate::machine::MachineInfo;
+use crate::traffic::TrafficStats;
 
 /// Largest batch a worker accepts in one request, and the most ids.
 pub const MAX_BATCH: u32 = 1 << 16;
@@ -50,7 +53,15 @@ pub struct WorkerConfig {
     pub calibrate: bool,
     /// Serve tables from this CUDA device instead of the CPU cores (feature `gpu`).
     pub gpu: Option<usize>,
+    /// One look-up in this many has its ids counted into the per-table hot-row summaries that
+    /// `TakeTraffic` reports ([`DEFAULT_TRAFFIC_SAMPLE`] is a good choice); 0 turns the
+    /// summaries off. The exact per-table counts are kept either way.
+    pub traffic_sample: u32,
 }
+
+/// The default of [`WorkerConfig::traffic_sample`]: one request in 16 keeps the counting
+/// thread well ahead of a busy worker while still seeing thousands of ids per second.
+pub const DEFAULT_TRAFFIC_SAMPLE: u32 = 16;
 
 /// What serves the look-ups: the multi-core CPU engine or a GPU.
 enum Backend {
@@ -76,24 +87,65 @@ impl Backend {
         }
     }
 
-    fn deploy(&self, a: &WorkerAssignment) -> Result<crate::engine::DeployReport, EngineError> {
+    /// Whether the backend can serve the plan it replaces beside a new one. The device holds
+    /// one plan's tables only.
+    fn holds_two(&self) -> bool {
         match self {
-            Backend::Cpu(e) => e.deploy(a),
+            Backend::Cpu(_) => true,
             #[cfg(feature = "gpu")]
-            Backend::Gpu(g) => g.deploy(a),
+            Backend::Gpu(_) => false,
+        }
+    }
+
+    /// Deploys `a`; with `keep_previous` (and a backend that [`Backend::holds_two`]), the plan
+    /// it replaces stays servable until [`Backend::retire`] or the next deployment.
+    fn deploy(&self, a: &WorkerAssignment, keep_previous: bool) -> Result<crate::engine::DeployReport, EngineError> {
+        match self {
+            Backend::Cpu(e) => e.deploy_keeping(a, keep_previous),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(g) => {
+                let _ = keep_previous;
+                g.deploy(a)
+            }
+        }
+    }
+
+    /// The plan kept beside the current one (0: none).
+    fn previous_epoch(&self) -> u64 {
+        match self {
+            Backend::Cpu(e) => e.epochs().1.unwrap_or(0),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(_) => 0,
+        }
+    }
+
+    /// Drops every plan but `keep`; the device never holds another.
+    fn retire(&self, keep: u64) {
+        match self {
+            Backend::Cpu(e) => e.retire(keep),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(_) => {
+                let _ = keep;
+            }
         }
     }
 
     /// Pools a request's batch, routed by plan `epoch`; the CPU engine's threads or a blocking
-    /// thread for the device.
-    async fn lookup(&self, batch: QueryBatch, tables: Vec<u16>, epoch: u64) -> Result<LookupOutput, EngineError> {
+    /// thread for the device. The batch and tables come in `Arc`s so that the caller keeps
+    /// them, to count the request's traffic afterwards without copying its ids.
+    async fn lookup(
+        &self,
+        batch: &Arc<QueryBatch>,
+        tables: &Arc<[u16]>,
+        epoch: u64,
+    ) -> Result<LookupOutput, EngineError> {
         match self {
             Backend::Cpu(e) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 // Workers return sums; the coordinator divides mean-pooled tables after adding
                 // shards up.
                 e.submit(
-                    Lookup { batch: Arc::new(batch), tables: tables.into(), finalize_mean: false, epoch },
+                    Lookup { batch: batch.clone(), tables: tables.clone(), finalize_mean: false, epoch },
                     Box::new(move |r| {
                         let _ = tx.send(r);
                     }),
@@ -102,7 +154,7 @@ impl Backend {
             }
             #[cfg(feature = "gpu")]
             Backend::Gpu(g) => {
-                let g = g.clone();
+                let (g, batch, tables) = (g.clone(), batch.clone(), tables.clone());
                 tokio::task::spawn_blocking(move || g.lookup(&batch, &tables, epoch))
                     .await
                     .unwrap_or_else(|e| Err(EngineError::BadRequest(format!("the device thread failed: {e}"))))
@@ -130,6 +182,9 @@ fn open_gpu(ordinal: usize) -> Result<Backend, String> {
 struct State {
     engine: Backend,
     plan_id: AtomicU64,
+    /// The plan kept servable beside `plan_id` while clients switch to it (0: none).
+    previous_plan_id: AtomicU64,
+    /// Bytes of the current plan's tables (a kept previous plan's are not counted).
     bytes_held: AtomicU64,
     requests: AtomicU64,
     errors: AtomicU64,
@@ -139,6 +194,8 @@ struct State {
     worker_id: Mutex<Option<u16>>,
     /// Look-ups served per client, for the dashboard's traffic view.
     traffic: Mutex<Traffic>,
+    /// Per-table traffic of the current plan since the coordinator last took it.
+    tables_traffic: TrafficStats,
 }
 
 /// Per-client traffic counters, bounded: past [`Traffic::MAX_CLIENTS`] clients the quietest
@@ -221,6 +278,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
     let state = Arc::new(State {
         engine,
         plan_id: AtomicU64::new(0),
+        previous_plan_id: AtomicU64::new(0),
         bytes_held: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -228,6 +286,8 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         deploying: tokio::sync::Mutex::new(()),
         worker_id: Mutex::new(None),
         traffic: Mutex::new(Traffic::default()),
+        // Its counting thread starts here, with the worker, and ends with the state.
+        tables_traffic: TrafficStats::start(cfg.traffic_sample),
     });
     let server = {
         let state = state.clone();
@@ -366,6 +426,18 @@ async fn handle(state: &Arc<State>, req: Request, body: Vec<u32>, peer: Peer) ->
             }
             r
         }
+        Request::TakeTraffic => {
+            let mut r = state.tables_traffic.take();
+            r.cores = counters(&state.engine);
+            let dropped = state.tables_traffic.dropped();
+            if dropped > 0 {
+                tracing::debug!(
+                    "{dropped} traffic samples dropped since the worker started (the counting thread was behind)"
+                );
+            }
+            (Response::Traffic(Box::new(r)), Body::Empty)
+        }
+        Request::Retire { keep } => retire(state, keep).await,
         Request::WorkerStats => (
             Response::WorkerStats(WorkerStatsReply {
                 plan_id: state.plan_id.load(Ordering::Relaxed),
@@ -400,6 +472,9 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::RegisterLoadgen(_) => "RegisterLoadgen",
         Request::RunLoad { .. } => "RunLoad",
         Request::LoadRound(_) => "LoadRound",
+        Request::TakeTraffic => "TakeTraffic",
+        Request::Retire { .. } => "Retire",
+        Request::GetReplan => "GetReplan",
     }
 }
 
@@ -429,18 +504,32 @@ async fn deploy(state: &Arc<State>, plan_id: u64, a: WorkerAssignment) -> (Respo
         return error(ErrorKind::Deploy, e.to_string());
     }
     let _one_at_a_time = state.deploying.lock().await;
+    // Clients switch to a new plan one by one, so the plan it replaces keeps serving those
+    // still routing by it until the coordinator retires it, when memory allows both; when it
+    // does not, the old plan goes at once and its clients retry on `StalePlan` and refetch.
+    // A plan kept from an earlier switch is dropped before the new one is built, so the
+    // current plan and the new one are all that must fit.
+    let keep = state.engine.holds_two() && state.bytes_held.load(Ordering::Relaxed) + need <= state.memory_limit;
+    state.previous_plan_id.store(0, Ordering::Relaxed);
     let st = state.clone();
     // Materialising gigabytes takes seconds of CPU: off the async threads.
-    let res = tokio::task::spawn_blocking(move || st.engine.deploy(&a)).await;
+    let res = tokio::task::spawn_blocking(move || st.engine.deploy(&a, keep)).await;
     match res {
         Ok(Ok(r)) => {
+            // The engine is the authority on what it kept (nothing for an empty worker, or
+            // for a redeployment of the same plan).
+            let previous = state.engine.previous_epoch();
+            state.previous_plan_id.store(previous, Ordering::Relaxed);
             state.plan_id.store(plan_id, Ordering::Relaxed);
             state.bytes_held.store(r.bytes, Ordering::Relaxed);
+            // Traffic of the old plan would mislead the re-planning of the new one.
+            state.tables_traffic.reset(plan_id);
             tracing::info!(
-                "deployed plan {plan_id}: {} tables, {} in {:.2}s",
+                "deployed plan {plan_id}: {} tables, {} in {:.2}s{}",
                 r.tables,
                 human_bytes(r.bytes),
-                r.seconds
+                r.seconds,
+                if previous != 0 { format!("; plan {previous} kept until retired") } else { String::new() }
             );
             (
                 Response::Deployed(DeployedInfo {
@@ -457,14 +546,41 @@ async fn deploy(state: &Arc<State>, plan_id: u64, a: WorkerAssignment) -> (Respo
     }
 }
 
-async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Response, Body) {
+/// Drops the plan kept beside the current one, once every client routes by the current one.
+/// Only the kept plan is ever dropped: a `keep` other than the current plan (a retirement
+/// overtaken by a newer deployment) is refused and changes nothing.
+async fn retire(state: &Arc<State>, keep: u64) -> (Response, Body) {
+    // Not in the middle of a deployment, which changes what is current and what is kept.
+    let _one_at_a_time = state.deploying.lock().await;
     let current = state.plan_id.load(Ordering::Relaxed);
-    if head.plan_id != current {
-        // The router's table is older or newer than what this worker holds (a redeployment,
-        // or the worker restarted): it refetches the routes and tries again.
+    if keep != current {
         return error(
             ErrorKind::StalePlan,
-            format!("request for plan {} but this worker holds plan {current}", head.plan_id),
+            format!("asked to keep plan {keep} only, but this worker's current plan is {current}; nothing retired"),
+        );
+    }
+    let previous = state.previous_plan_id.swap(0, Ordering::Relaxed);
+    if previous != 0 {
+        let st = state.clone();
+        // Freeing a plan's tables can take a while for gigabytes: off the async threads.
+        if let Err(e) = tokio::task::spawn_blocking(move || st.engine.retire(keep)).await {
+            return error(ErrorKind::Internal, format!("retiring plan {previous} panicked: {e}"));
+        }
+        tracing::info!("retired plan {previous}; serving plan {keep} only");
+    }
+    (Response::Ack, Body::Empty)
+}
+
+async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Response, Body) {
+    let current = state.plan_id.load(Ordering::Relaxed);
+    let previous = state.previous_plan_id.load(Ordering::Relaxed);
+    if head.plan_id != current && (previous == 0 || head.plan_id != previous) {
+        // The router's table is older or newer than what this worker holds (a redeployment,
+        // or the worker restarted): it refetches the routes and tries again.
+        let also = if previous != 0 { format!(" (and plan {previous} until it is retired)") } else { String::new() };
+        return error(
+            ErrorKind::StalePlan,
+            format!("request for plan {} but this worker holds plan {current}{also}", head.plan_id),
         );
     }
     if head.batch_size > MAX_BATCH || head.ids > MAX_IDS {
@@ -493,12 +609,16 @@ async fn lookup(state: &Arc<State>, head: LookupHead, mut body: Vec<u32>) -> (Re
     // The body is ids then offsets, so the (large) ids stay in place and only the offsets move.
     let bytes_in = 4 * body.len() as u64;
     let offsets = body.split_off(head.ids as usize);
-    let batch = QueryBatch { batch_size: head.batch_size, num_tables: head.tables.len() as u32, offsets, ids: body };
-    match state.engine.lookup(batch, head.tables, head.plan_id).await {
+    let batch =
+        Arc::new(QueryBatch { batch_size: head.batch_size, num_tables: head.tables.len() as u32, offsets, ids: body });
+    let tables: Arc<[u16]> = head.tables.into();
+    match state.engine.lookup(&batch, &tables, head.plan_id).await {
         Ok(out) => {
             // Sums stay f32 in the engine; a narrower wire format rounds each value once, here.
             let words = embtune_protocol::codec::encode_pooled(head.reply, out.pooled);
             state.traffic.lock().record(head.client, bytes_in, 4 * words.len() as u64);
+            // Only served requests count; those for a kept previous plan are left out there.
+            state.tables_traffic.record(head.plan_id, &tables, &batch);
             (
                 Response::Pooled(PooledHead {
                     batch_size: head.batch_size,

@@ -453,6 +453,30 @@ impl ModelSpec {
 
     /// A stable 64-bit digest of the spec, used to key tuning jobs and stored plans: two specs
     /// with the same digest have the same tables and the same queries.
+    /// Whether `other` has this spec's tables with the same contents (seed, names, rows, dims,
+    /// row types, pooling modes), so that a plan made for one serves the other: the two may
+    /// differ in batch size, pooling and access distributions, which is how live traffic drifts
+    /// from what a plan was made for. The error names the first difference.
+    pub fn same_tables(&self, other: &ModelSpec) -> Result<(), String> {
+        if self.seed != other.seed {
+            return Err(format!("seed {} against {}", self.seed, other.seed));
+        }
+        if self.tables.len() != other.tables.len() {
+            return Err(format!("{} tables against {}", self.tables.len(), other.tables.len()));
+        }
+        for (a, b) in self.tables.iter().zip(&other.tables) {
+            if (&a.name, a.rows, a.dim, a.row_type, a.mode, a.quantizable)
+                != (&b.name, b.rows, b.dim, b.row_type, b.mode, b.quantizable)
+            {
+                return Err(format!(
+                    "table `{}` ({} rows x {}) against `{}` ({} rows x {})",
+                    a.name, a.rows, a.dim, b.name, b.rows, b.dim
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn digest(&self) -> u64 {
         let canonical = serde_json::to_string(self).expect("a spec always serialises");
         fnv1a(canonical.as_bytes())

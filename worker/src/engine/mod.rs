@@ -88,8 +88,10 @@ pub struct Lookup {
     /// Divide mean-pooled tables by their bag lengths. Off on workers whose results are
     /// partial sums that the coordinator adds up first.
     pub finalize_mean: bool,
-    /// The plan the request was routed by: refused unless it is the deployed one, checked
-    /// against the same snapshot of the tables the request then reads. 0 accepts any.
+    /// The plan the request was routed by: served by the current deployment or by the previous
+    /// one kept beside it ([`Engine::deploy_keeping`]), whichever has this epoch, and refused
+    /// when neither does; the request then reads the deployment it was checked against. 0 is
+    /// served by the current one.
     pub epoch: u64,
 }
 
@@ -167,6 +169,37 @@ struct Deployment {
     epoch: u64,
 }
 
+impl Deployment {
+    fn empty() -> Arc<Deployment> {
+        Arc::new(Deployment { tables: Vec::new(), knobs: Knobs::default(), epoch: 0 })
+    }
+}
+
+/// The deployments a request may be served by: the current one and, while clients switch
+/// their routes to it, the one it replaced. Holding at most two bounds the memory a switch
+/// costs to one extra plan.
+struct Deployments {
+    current: Arc<Deployment>,
+    /// The replaced deployment, kept servable by [`Engine::deploy_keeping`] until
+    /// [`Engine::retire`] or the next deployment drops it.
+    previous: Option<Arc<Deployment>>,
+}
+
+impl Deployments {
+    /// The deployment that serves a request routed by plan `epoch`: the current one when the
+    /// epochs match (or the request accepts any, epoch 0), else the previous one when it
+    /// matches. Costs a comparison or two and an `Arc` clone, under the caller's read lock.
+    fn pick(&self, epoch: u64) -> Result<Arc<Deployment>, EngineError> {
+        if epoch == 0 || epoch == self.current.epoch {
+            return Ok(self.current.clone());
+        }
+        match &self.previous {
+            Some(p) if p.epoch == epoch => Ok(p.clone()),
+            _ => Err(EngineError::StalePlan { asked: epoch, held: self.current.epoch }),
+        }
+    }
+}
+
 struct Sleeper {
     parked: AtomicBool,
     thread: Mutex<Option<std::thread::Thread>>,
@@ -184,7 +217,7 @@ struct Shared {
     l2_bytes: u64,
     cpus: Vec<usize>,
     huge_pages: bool,
-    deployment: RwLock<Arc<Deployment>>,
+    deployments: RwLock<Deployments>,
     pinned: Vec<Injector<Task>>,
     floating: Injector<Task>,
     sleepers: Vec<Sleeper>,
@@ -232,7 +265,7 @@ impl Engine {
             l2_bytes: crate::machine::MachineInfo::detect().l2_bytes,
             cpus: config.cpus.clone(),
             huge_pages: config.huge_pages,
-            deployment: RwLock::new(Arc::new(Deployment { tables: Vec::new(), knobs: Knobs::default(), epoch: 0 })),
+            deployments: RwLock::new(Deployments { current: Deployment::empty(), previous: None }),
             pinned: (0..n).map(|_| Injector::new()).collect(),
             floating: Injector::new(),
             sleepers: (0..n).map(|_| Sleeper { parked: AtomicBool::new(false), thread: Mutex::new(None) }).collect(),
@@ -266,9 +299,24 @@ impl Engine {
 
     /// Materialises the tables of an assignment and swaps them in. Each core first-touches the
     /// rows of the shards it owns (and a slice of the replicated tables), so pages land in the
-    /// memory nearest to the core that reads them.
+    /// memory nearest to the core that reads them. The deployment it replaces is dropped once
+    /// the requests in flight on it finish: `deploy_keeping(a, false)`.
     pub fn deploy(&self, a: &WorkerAssignment) -> Result<DeployReport, EngineError> {
+        self.deploy_keeping(a, false)
+    }
+
+    /// As [`Engine::deploy`]; with `keep_previous`, the deployment it replaces stays servable (a
+    /// request naming its epoch is served by it) until [`Engine::retire`] or the next
+    /// deployment drops it, so that clients still routing by the old plan are served while
+    /// they switch. At most two deployments are held: a deployment that was kept from before
+    /// is dropped first, before the new tables are allocated, so that a switch never holds
+    /// three plans' memory. A failed deployment therefore leaves only the current one.
+    pub fn deploy_keeping(&self, a: &WorkerAssignment, keep_previous: bool) -> Result<DeployReport, EngineError> {
         let started = Instant::now();
+        // Taken out under the lock, dropped outside it: freeing gigabytes of tables must not
+        // stall the requests waiting for the read lock.
+        let older = self.shared.deployments.write().previous.take();
+        drop(older);
         let cores = self.cores();
         if a.cores as usize > cores {
             return Err(EngineError::Deploy(format!(
@@ -420,15 +468,52 @@ impl Engine {
             }
             tables[idx] = Some(DeployedTable { name: p.name, rows: p.rows, dim: p.dim, mode: p.mode, layout });
         }
-        *self.shared.deployment.write() = Arc::new(Deployment { tables, knobs: a.knobs, epoch: a.plan_id });
+        let new = Arc::new(Deployment { tables, knobs: a.knobs, epoch: a.plan_id });
+        let dropped = {
+            let mut d = self.shared.deployments.write();
+            let old = std::mem::replace(&mut d.current, new);
+            // An empty deployment (epoch 0) or one of the same plan id could never be picked
+            // over the current one, so keeping it would only hold memory.
+            if keep_previous && old.epoch != 0 && old.epoch != a.plan_id { d.previous.replace(old) } else { Some(old) }
+        };
+        drop(dropped);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
 
-    /// Removes every table.
+    /// Drops every deployment whose epoch is not `keep`: once every client routes by the new
+    /// plan, the one kept beside it for the switch only holds memory. When `keep` is the
+    /// previous deployment's epoch, it becomes the current one again; when no deployment has
+    /// that epoch, nothing is left. Requests in flight keep what they read alive.
+    pub fn retire(&self, keep: u64) {
+        let dropped = {
+            let mut d = self.shared.deployments.write();
+            let previous = d.previous.take();
+            match previous {
+                Some(p) if p.epoch == keep && d.current.epoch != keep => {
+                    (Some(std::mem::replace(&mut d.current, p)), None)
+                }
+                p if d.current.epoch == keep => (None, p),
+                p => (Some(std::mem::replace(&mut d.current, Deployment::empty())), p),
+            }
+        };
+        drop(dropped);
+    }
+
+    /// The plan ids this engine serves: the current deployment's (0: nothing deployed) and the
+    /// previous one's, if it is kept.
+    pub fn epochs(&self) -> (u64, Option<u64>) {
+        let d = self.shared.deployments.read();
+        (d.current.epoch, d.previous.as_ref().map(|p| p.epoch))
+    }
+
+    /// Removes every table, of the current deployment and of any kept one.
     pub fn undeploy(&self) {
-        *self.shared.deployment.write() =
-            Arc::new(Deployment { tables: Vec::new(), knobs: Knobs::default(), epoch: 0 });
+        let dropped = {
+            let mut d = self.shared.deployments.write();
+            (std::mem::replace(&mut d.current, Deployment::empty()), d.previous.take())
+        };
+        drop(dropped);
     }
 
     /// Checks a request and queues its tasks; `done` runs when the last task finishes, or at
@@ -731,7 +816,13 @@ impl Shared {
         if self.shutdown.load(Ordering::Relaxed) {
             return done(Err(EngineError::ShuttingDown));
         }
-        let dep = self.deployment.read().clone();
+        // One read lock and an `Arc` clone, as with a single deployment: the epoch picks which.
+        // The guard is released before `done` can run, since a completion may submit again.
+        let picked = self.deployments.read().pick(req.epoch);
+        let dep = match picked {
+            Ok(dep) => dep,
+            Err(e) => return done(Err(e)),
+        };
         match self.prepare(&dep, &req) {
             Ok(state) => self.enqueue(state, done),
             Err(e) => done(Err(e)),
@@ -777,11 +868,8 @@ impl Shared {
         }
     }
 
-    /// Validates a request and lays out its tasks.
+    /// Validates a request against the deployment its epoch picked, and lays out its tasks.
     fn prepare(&self, dep: &Arc<Deployment>, req: &Lookup) -> Result<Arc<Request>, EngineError> {
-        if req.epoch != 0 && req.epoch != dep.epoch {
-            return Err(EngineError::StalePlan { asked: req.epoch, held: dep.epoch });
-        }
         let b = &req.batch;
         b.check_layout().map_err(|e| EngineError::BadRequest(e.to_string()))?;
         if req.tables.len() != b.num_tables as usize {

@@ -371,3 +371,123 @@ fn redeploying_swaps_tables_without_disturbing_requests() {
         assert!((x - y).abs() < 1e-5);
     }
 }
+
+/// Two plans of one model whose tables hold different contents (the content seed follows the
+/// spec's seed), so that a look-up served by the wrong plan would not match its reference.
+fn two_plans() -> (ModelSpec, ModelSpec, WorkerAssignment, WorkerAssignment) {
+    let spec_a = ModelSpec {
+        name: "switch".into(),
+        batch_size: 6,
+        seed: 11,
+        source: String::new(),
+        tables: vec![
+            table("x", 300, 8, RowType::F32, PoolingMode::Sum, "uniform"),
+            table("y", 200, 16, RowType::F32, PoolingMode::Mean, "zipf:1.05"),
+        ],
+    };
+    let spec_b = ModelSpec { seed: 12, ..spec_a.clone() };
+    let c = |i| CoreId::new(0, i);
+    let plan_a =
+        plan_for(&spec_a, 2, vec![Placement::Replicated, Placement::Owned(c(1))], vec![DataFlow::DEFAULT; 2], 2);
+    let plan_b = plan_for(
+        &spec_b,
+        2,
+        vec![Placement::Hash { owners: vec![c(0), c(1)] }, Placement::Replicated],
+        vec![DataFlow::Blocked { block_rows: 16 }, DataFlow::HotCache { hot_rows: 10, prefetch: 2 }],
+        3,
+    );
+    let mut a = plan_a.assignment(&spec_a, 0);
+    a.plan_id = 1;
+    let mut b = plan_b.assignment(&spec_b, 0);
+    b.plan_id = 2;
+    (spec_a, spec_b, a, b)
+}
+
+/// Looks a batch up for plan `epoch` and checks it against the reference of `spec`.
+fn served_by(e: &Engine, spec: &ModelSpec, batch: &Arc<QueryBatch>, epoch: u64) -> Result<(), EngineError> {
+    let tables: Arc<[u16]> = (0..spec.tables.len() as u16).collect();
+    let out = e.lookup(Lookup { batch: batch.clone(), tables: tables.clone(), finalize_mean: true, epoch })?;
+    let reference = Reference::new(spec, &vec![RowType::F32; spec.tables.len()]);
+    reference.pool(batch, &tables).check(&out.pooled).unwrap_or_else(|m| panic!("plan {epoch}: {m}"));
+    Ok(())
+}
+
+#[test]
+fn a_kept_plan_serves_its_epoch_beside_the_new_one_until_retired() {
+    let (spec_a, spec_b, a, b) = two_plans();
+    let e = engine(2, None);
+    e.deploy(&a).unwrap();
+    let g = BatchGenerator::new(&spec_a).unwrap();
+    let batch = Arc::new(g.batch(0));
+    served_by(&e, &spec_a, &batch, 1).unwrap();
+    e.deploy_keeping(&b, true).unwrap();
+    assert_eq!(e.epochs(), (2, Some(1)));
+    // Both plans serve, each from its own tables; epoch 0 means the current one.
+    served_by(&e, &spec_a, &batch, 1).unwrap();
+    served_by(&e, &spec_b, &batch, 2).unwrap();
+    served_by(&e, &spec_b, &batch, 0).unwrap();
+    assert_eq!(served_by(&e, &spec_b, &batch, 3), Err(EngineError::StalePlan { asked: 3, held: 2 }));
+    e.retire(2);
+    assert_eq!(e.epochs(), (2, None));
+    assert_eq!(served_by(&e, &spec_a, &batch, 1), Err(EngineError::StalePlan { asked: 1, held: 2 }));
+    served_by(&e, &spec_b, &batch, 2).unwrap();
+}
+
+#[test]
+fn a_deployment_that_does_not_keep_drops_the_old_plan_at_once() {
+    let (spec_a, spec_b, a, b) = two_plans();
+    let e = engine(2, None);
+    let batch = Arc::new(BatchGenerator::new(&spec_a).unwrap().batch(1));
+    e.deploy(&a).unwrap();
+    e.deploy(&b).unwrap();
+    assert_eq!(e.epochs(), (2, None));
+    assert_eq!(served_by(&e, &spec_a, &batch, 1), Err(EngineError::StalePlan { asked: 1, held: 2 }));
+    served_by(&e, &spec_b, &batch, 2).unwrap();
+    // At most two are held: the next deployment drops the kept one, even when it keeps its own
+    // predecessor.
+    e.deploy_keeping(&a, true).unwrap();
+    assert_eq!(e.epochs(), (1, Some(2)));
+    let mut c = b.clone();
+    c.plan_id = 3;
+    e.deploy_keeping(&c, true).unwrap();
+    assert_eq!(e.epochs(), (3, Some(1)));
+    served_by(&e, &spec_a, &batch, 1).unwrap();
+    served_by(&e, &spec_b, &batch, 3).unwrap();
+    assert!(matches!(served_by(&e, &spec_b, &batch, 2), Err(EngineError::StalePlan { .. })));
+    // Retiring to the kept plan makes it the only one; undeploying drops everything.
+    e.retire(1);
+    assert_eq!(e.epochs(), (1, None));
+    served_by(&e, &spec_a, &batch, 1).unwrap();
+    e.deploy_keeping(&b, true).unwrap();
+    e.undeploy();
+    assert_eq!(e.epochs(), (0, None));
+    assert!(matches!(served_by(&e, &spec_a, &batch, 1), Err(EngineError::StalePlan { .. })));
+}
+
+#[test]
+fn requests_in_flight_on_a_retired_plan_finish_on_its_tables() {
+    let (spec_a, _, a, b) = two_plans();
+    let e = engine(2, None);
+    e.deploy(&a).unwrap();
+    e.deploy_keeping(&b, true).unwrap();
+    let g = BatchGenerator::new(&spec_a).unwrap();
+    let batches: Vec<Arc<QueryBatch>> = (0..20).map(|i| Arc::new(g.batch(i))).collect();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let tables: Arc<[u16]> = Arc::from(vec![0u16, 1]);
+    for (i, batch) in batches.iter().enumerate() {
+        let tx = tx.clone();
+        let req = Lookup { batch: batch.clone(), tables: tables.clone(), finalize_mean: true, epoch: 1 };
+        e.submit(req, Box::new(move |r| tx.send((i, r)).unwrap()));
+    }
+    e.retire(2);
+    let reference = Reference::new(&spec_a, &[RowType::F32; 2]);
+    for _ in 0..batches.len() {
+        let (i, r) = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        // Each request was either accepted before the retirement, and then reads plan 1's
+        // tables to the end, or refused.
+        match r {
+            Ok(out) => reference.pool(&batches[i], &tables).check(&out.pooled).unwrap(),
+            Err(err) => assert_eq!(err, EngineError::StalePlan { asked: 1, held: 2 }),
+        }
+    }
+}
