@@ -470,10 +470,13 @@ fn live_replanning_moves_to_a_better_plan_for_drifted_traffic_without_a_failed_o
     let c = Cluster::start_with(2, &["--replan", "auto", "--replan-interval", "1.5"]);
     let rt = rt();
     // Planned: six tables of four ids a sample, one owned by each worker in turn, which
-    // balances them. Served: table 1 pools 120 ids, so its worker does nine tenths of the work.
-    let planned = spec(16, 32);
+    // balances them. Served: table 1 pools 200 ids, so its worker does nine tenths of the work.
+    // Rows of 64 floats and batches of 128 make the look-ups, not the per-request costs (which
+    // the workers' start-up calibration puts high on a loaded machine), what the cost model
+    // sees grow.
+    let planned = spec(64, 128);
     let mut drifted = planned.clone();
-    drifted.tables[1].pooling = embtune_workloads::Pooling::Fixed(120);
+    drifted.tables[1].pooling = embtune_workloads::Pooling::Fixed(200);
     let owned = (0..6).map(|t| Placement::Owned(CoreId::new((t % 2) as u16, 0))).collect();
     rt.block_on(async {
         let control = control(&c).await;
@@ -501,7 +504,7 @@ fn live_replanning_moves_to_a_better_plan_for_drifted_traffic_without_a_failed_o
         assert_eq!(load.failed.load(Ordering::Relaxed), 0, "failed: {:?}", load.last_error.lock());
         let a = s.last.as_ref().expect("a check of the traffic");
         assert_eq!(a.drift[0].table, planned.tables[1].name, "the drifted table moved most: {:?}", a.drift);
-        assert!((a.drift[0].pooling_live - 120.0).abs() < 1.0, "{:?}", a.drift[0]);
+        assert!((a.drift[0].pooling_live - 200.0).abs() < 1.0, "{:?}", a.drift[0]);
         assert!(a.gain >= 1.1, "{a:?}");
         let sw = &s.switches[0];
         assert!(

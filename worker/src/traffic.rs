@@ -59,6 +59,9 @@ pub struct FrequentItems {
     counts: HashMap<u32, u64>,
     /// Ids inserted since the summary was created.
     total: u64,
+    /// The sum of every decrement so far: a kept counter is at most this below its id's true
+    /// count.
+    subtracted: u64,
     /// Reused by the decrement step, so that it does not allocate each time.
     scratch: Vec<u64>,
 }
@@ -66,7 +69,13 @@ pub struct FrequentItems {
 impl FrequentItems {
     /// A summary keeping `capacity` (`K`, at least 1) ids' counts with the guarantee above.
     pub fn new(capacity: usize) -> FrequentItems {
-        FrequentItems { capacity: capacity.max(1), counts: HashMap::new(), total: 0, scratch: Vec::new() }
+        FrequentItems {
+            capacity: capacity.max(1),
+            counts: HashMap::new(),
+            total: 0,
+            subtracted: 0,
+            scratch: Vec::new(),
+        }
     }
 
     /// Counts one occurrence of `id`.
@@ -94,6 +103,17 @@ impl FrequentItems {
             *v = v.saturating_sub(c);
             *v > 0
         });
+        self.subtracted += c;
+    }
+
+    /// [`FrequentItems::top`] with each count raised by half the decrements so far: a kept
+    /// id's true count lies between its counter and the counter plus every decrement, and the
+    /// middle of that range is the unbiased guess. On a Zipf table the raw counters understate
+    /// the head (by a fifth of its share on 200,000 rows), which would make the live traffic
+    /// look less skewed than it is; the cost model reads these.
+    pub fn estimated_top(&self, n: usize) -> Vec<(u32, u64)> {
+        let lift = self.subtracted / 2;
+        self.top(n).into_iter().map(|(id, c)| (id, (c + lift).min(self.total))).collect()
     }
 
     /// Ids inserted so far: the mass the error bound `total / K` is relative to.
@@ -291,7 +311,7 @@ impl TrafficStats {
                 lookups: count.lookups,
                 samples: count.samples,
                 sampled: sketch.map_or(0, FrequentItems::total),
-                hot: sketch.map_or_else(Vec::new, |s| s.top(HOT_CAPACITY)),
+                hot: sketch.map_or_else(Vec::new, |s| s.estimated_top(HOT_CAPACITY)),
             });
         }
         TrafficReply {
@@ -421,7 +441,52 @@ mod tests {
                 f.insert(id);
             }
             check_bounds(&f, &ids)?;
+            // The estimate stays within the range the counters guarantee.
+            let raw: HashMap<u32, u64> = f.top(usize::MAX).into_iter().collect();
+            for (id, e) in f.estimated_top(usize::MAX) {
+                prop_assert!(e >= raw[&id] && e <= raw[&id] + f.subtracted, "id {} estimate {}", id, e);
+                prop_assert!(e <= f.total());
+            }
         }
+    }
+
+    #[test]
+    fn the_estimate_recovers_most_of_a_zipf_heads_share_that_raw_counters_lose() {
+        // Zipf(1.05) over 200,000 ranks, drawn by inversion from a fixed stream: the share of
+        // the hottest 1,024 rows, exactly, by the raw counters and by the estimate.
+        let n = 200_000usize;
+        let weights: Vec<f64> = (1..=n).map(|r| (r as f64).powf(-1.05)).collect();
+        let sum: f64 = weights.iter().sum();
+        let mut cdf = Vec::with_capacity(n);
+        let mut acc = 0.0;
+        for w in &weights {
+            acc += w / sum;
+            cdf.push(acc);
+        }
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let ids: Vec<u32> = (0..400_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                cdf.partition_point(|&c| c < u).min(n - 1) as u32
+            })
+            .collect();
+        let mut f = FrequentItems::new(HOT_CAPACITY);
+        for &id in &ids {
+            f.insert(id);
+        }
+        let mut truth: Vec<u64> = exact(&ids).into_values().collect();
+        truth.sort_unstable_by(|a, b| b.cmp(a));
+        let share = |v: &[u64]| v.iter().take(HOT_CAPACITY).sum::<u64>() as f64 / ids.len() as f64;
+        let exact_share = share(&truth);
+        let raw = share(&f.top(HOT_CAPACITY).into_iter().map(|(_, c)| c).collect::<Vec<_>>());
+        let est = share(&f.estimated_top(HOT_CAPACITY).into_iter().map(|(_, c)| c).collect::<Vec<_>>());
+        assert!(
+            (est - exact_share).abs() < (raw - exact_share).abs() / 2.0,
+            "exact {exact_share:.3}, raw {raw:.3}, estimated {est:.3}"
+        );
     }
 
     #[test]
