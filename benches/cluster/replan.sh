@@ -5,10 +5,11 @@
 # A local cluster (`embtune up`, WORKERS x CORES on loopback) serves a synthetic model whose
 # plan (greedy-cost: every table owned by one core, balanced for the planned traffic) was made
 # for ten ids per sample in every table. Traffic then drifts: table T1 pools DRIFT ids, so the
-# core that owns it does most of the work. The load is `embtune bench --keep-plan` in slices of
-# SLICE seconds (the first BEFORE slices planned traffic, then AFTER slices drifted), each a
-# row of $OUT/timeline.csv, once with `--replan off` and once with `--replan auto`, in
-# alternating rounds. Every slice is verified against the reference and counts its errors.
+# core that owns it does most of the work. The load is `embtune bench --keep-plan` from one
+# client process: BEFORE_S seconds of planned traffic, then AFTER_S seconds drifted, each second
+# a row of $OUT/timeline.csv (bench --timeline), once with `--replan off` and once with
+# `--replan auto`, in alternating rounds. Each run is verified against the reference and counts
+# its errors ($OUT/runs.csv).
 #
 # Then the cost of watching: the planned traffic on a cluster whose workers count nothing into
 # hot-row summaries and whose coordinator does not drain them (EMBTUNE_TRAFFIC_SAMPLE=0,
@@ -20,8 +21,8 @@ OUT=${OUT:-replan-out}
 WORKERS=${WORKERS:-2}
 CORES=${CORES:-1}
 SLICE=${SLICE:-2}
-BEFORE=${BEFORE:-4}
-AFTER=${AFTER:-16}
+BEFORE_S=${BEFORE_S:-10}
+AFTER_S=${AFTER_S:-50}
 INTERVAL=${INTERVAL:-4}
 ROUNDS=${ROUNDS:-1}
 DRIFT=${DRIFT:-120}
@@ -58,23 +59,47 @@ stop() {
     kill -INT "$UP_PID" 2>/dev/null
     wait "$UP_PID" 2>/dev/null
 }
-# One slice of load: appends `label,slice,phase,batches_per_s,p99_us,errors,verified` to $1.
+# One stretch of load from one client process, `secs` seconds of workload `phase`: its
+# seconds go to $OUT/timeline.csv (`mode,round,t_s,phase,queries_per_s`, t_s counted from
+# `offset`), its totals to $OUT/runs.csv.
+load() {
+    local mode=$1 r=$2 phase=$3 secs=$4 offset=$5 dir=$6
+    local json
+    json=$("$E" bench --coordinator "$ADDR" --cluster "$dir/cluster" --model "$OUT/$phase.json" --keep-plan \
+        --duration "$secs" --warmup 0.5 --verify --json --timeline "$OUT/seconds.tmp" 2>>"$OUT/bench.err")
+    python3 - "$OUT" "$mode" "$r" "$phase" "$offset" "$json" <<'PY'
+import csv, json, sys
+out, mode, r, phase, offset, raw = sys.argv[1:]
+with open(f"{out}/seconds.tmp") as f, open(f"{out}/timeline.csv", "a") as t:
+    for row in csv.DictReader(f):
+        t.write(f"{mode},{r},{float(row['t_s']) + float(offset):.1f},{phase},{row['queries_per_s']}\n")
+try:
+    d = json.loads(raw)
+    line = [mode, r, phase, round(d["batches_per_s"], 1), round(d["p99_us"]), d["errors"], d.get("verified")]
+except ValueError:
+    line = [mode, r, phase, "", "", "", "no report"]
+with open(f"{out}/runs.csv", "a") as f:
+    f.write(",".join(map(str, line)) + "\n")
+PY
+}
+# One slice of the watching comparison: appends `label,slice,phase,batches_per_s,p99_us,errors,verified`.
 slice() {
     local csv=$1 label=$2 n=$3 phase=$4 dir=$5
     local json
     json=$("$E" bench --coordinator "$ADDR" --cluster "$dir/cluster" --model "$OUT/$phase.json" --keep-plan \
-        --duration "$SLICE" --warmup 0.2 --verify --quiet --json 2>>"$OUT/bench.err")
+        --duration "$SLICE" --warmup 0.2 --verify --json 2>>"$OUT/bench.err")
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(",".join(map(str,[sys.argv[2],sys.argv[3],sys.argv[4],round(d["batches_per_s"],1),round(d["p99_us"]),d["errors"],d.get("verified")])))' \
-        "$json" "$label" "$n" "$phase" >>"$csv" || echo "$label,$n,$phase,,,," >>"$csv"
+        "$json" "$label" "$n" "$phase" >>"$csv" 2>>"$OUT/bench.err" || echo "$label,$n,$phase,,,," >>"$csv"
 }
 
-echo "mode,slice,phase,batches_per_s,p99_us,errors,verified" >"$OUT/timeline.csv"
+echo "mode,round,t_s,phase,queries_per_s" >"$OUT/timeline.csv"
+echo "mode,round,phase,batches_per_s,p99_us,errors,verified" >"$OUT/runs.csv"
 for r in $(seq 1 "$ROUNDS"); do
     for mode in off auto; do
         dir="$OUT/$mode-$r"
         start "$dir" --replan "$mode" --replan-interval "$INTERVAL"
-        for i in $(seq 1 "$BEFORE"); do slice "$OUT/timeline.csv" "$mode" "$i" planned "$dir"; done
-        for i in $(seq $((BEFORE + 1)) $((BEFORE + AFTER))); do slice "$OUT/timeline.csv" "$mode" "$i" drifted "$dir"; done
+        load "$mode" "$r" planned "$BEFORE_S" 0 "$dir"
+        load "$mode" "$r" drifted "$AFTER_S" "$BEFORE_S" "$dir"
         [ "$mode" = auto ] && "$E" plan live --coordinator "$ADDR" --cluster "$dir/cluster" --json >"$OUT/live-$r.json"
         stop
     done

@@ -95,6 +95,10 @@ pub struct BenchArgs {
     /// (`--replan`) reacts to.
     #[arg(long, requires = "coordinator", conflicts_with_all = ["plan", "strategy"])]
     pub keep_plan: bool,
+    /// With --coordinator (load from this process): write each second's queries per second to
+    /// this CSV (`t_s,queries_per_s`), to see a redeployment or a re-plan happen under load.
+    #[arg(long, value_name = "FILE", requires = "coordinator")]
+    pub timeline: Option<std::path::PathBuf>,
     /// With --coordinator: engine threads this client pools its client-resident tables on.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub client_cores: usize,

@@ -108,9 +108,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
         let bar = ui::bar(1000, quiet);
         bar.set_prefix("measuring");
+        let timeline = match &args.timeline {
+            Some(p) => {
+                let mut f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+                use std::io::Write;
+                writeln!(f, "t_s,queries_per_s")?;
+                Some(std::sync::Mutex::new((f, 0.0f64, 0.0f64)))
+            }
+            None => None,
+        };
+        let duration_s = cfg.duration.as_secs_f64();
         let tick = |f: f64, qps: f64| {
             bar.set_position((f * 1000.0) as u64);
             bar.set_message(format!("{} queries/s", ui::si(qps)));
+            // The load reports its running mean; the timeline wants each second's own rate.
+            if let Some(t) = &timeline {
+                let mut t = t.lock().unwrap();
+                let (el, queries) = (f * duration_s, qps * f * duration_s);
+                if el - t.1 >= 1.0 {
+                    use std::io::Write;
+                    let rate = (queries - t.2) / (el - t.1);
+                    let _ = writeln!(t.0, "{el:.1},{rate:.1}");
+                    (t.1, t.2) = (el, queries);
+                }
+            }
         };
         let verify_n = if args.verify { 8 } else { 0 };
         let (r, verified) = match (path, args.loadgens) {
@@ -297,7 +318,8 @@ fn report(
         plan: plan.summary(),
         workers: healthy.clone().count(),
         cores: healthy.map(|w| w.cores as usize).sum(),
-        batch_size: 0,
+        // Samples per query, as the load measured them (the report printed `batch 0` before).
+        batch_size: if r.queries > 0 { (r.samples / r.queries) as u32 } else { 0 },
         concurrency: cfg.concurrency,
         target_qps: cfg.qps,
         duration_s: secs,

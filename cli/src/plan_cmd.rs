@@ -442,19 +442,33 @@ fn live(target: &crate::cluster::Target, json: bool) -> Result<()> {
         }
     }
     if !s.switches.is_empty() {
-        let mut t =
-            crate::ui::table(&["when", "from → to", "predicted", "measured before → after", "deploy", "outcome"]);
+        let mut t = crate::ui::table(&[
+            "when",
+            "from → to",
+            "predicted",
+            "capacity before → after",
+            "served before → after",
+            "deploy",
+            "outcome",
+        ]);
+        let ratio = |b: f64, a: f64| if b > 0.0 && a > 0.0 { format!(" ({:.2}x)", a / b) } else { String::new() };
         for w in &s.switches {
-            let ratio = if w.capacity_before > 0.0 && w.capacity_after > 0.0 {
-                format!(" ({:.2}x)", w.capacity_after / w.capacity_before)
-            } else {
-                String::new()
-            };
             t.add_row(vec![
                 crate::ui::utc(w.at_ms),
                 format!("{} → {}", w.from_plan, w.to_plan),
                 format!("{:.2}x", w.predicted_gain),
-                format!("{} → {} batches/s{ratio}", crate::ui::si(w.capacity_before), crate::ui::si(w.capacity_after)),
+                format!(
+                    "{} → {}{}",
+                    crate::ui::si(w.capacity_before),
+                    crate::ui::si(w.capacity_after),
+                    ratio(w.capacity_before, w.capacity_after)
+                ),
+                format!(
+                    "{} → {}{}",
+                    crate::ui::si(w.served_before),
+                    crate::ui::si(w.served_after),
+                    ratio(w.served_before, w.served_after)
+                ),
                 format!("{:.2}s", w.deploy_s),
                 match &w.outcome {
                     embtune_protocol::replan::SwitchOutcome::Kept => "kept".into(),
@@ -467,6 +481,10 @@ fn live(target: &crate::cluster::Target, json: bool) -> Result<()> {
         if let Some(j) = &s.job {
             println!("every switch is a trial of job {j}: embtune results show {j}");
         }
+        println!(
+            "batches/s. capacity: what the busiest engine core allows (its busy time per batch); served: what the \
+             workers served. A switch worse by either beyond 5% is rolled back."
+        );
     }
     Ok(())
 }

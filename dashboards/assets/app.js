@@ -194,13 +194,18 @@ async function pageCluster(ctx, root) {
   const workersBody = h("div", { class: "table-wrap" });
   const trafficBody = h("div", { class: "table-wrap" });
   const planBody = h("div", {});
+  const replanBody = h("div", {});
+  const replanCard = card("Live re-planning", replanBody, { id: "replan-card",
+    aside: h("span", { class: "muted small" }, "the traffic the workers serve against what the plan was made for") });
+  replanCard.style.display = "none";
   fill(root,
     h("div", { class: "page-head" }, h("h1", {}, "Cluster"), h("div", { class: "muted", id: "cluster-sub" })),
     kpis, charts,
     card("Workers", workersBody, { id: "workers-card" }),
     card("Traffic per client", trafficBody, { id: "traffic-card",
       aside: h("span", { class: "muted small" }, "clients query the workers directly; the workers count it") }),
-    card("Deployed plan", planBody, { id: "plan-card", aside: link("#/latency", "latency histogram →") }));
+    card("Deployed plan", planBody, { id: "plan-card", aside: link("#/latency", "latency histogram →") }),
+    replanCard);
 
   let lastPlan = undefined, heat = null;
 
@@ -246,6 +251,10 @@ async function pageCluster(ctx, root) {
     fill(workersBody, workersTable(c));
     fill(trafficBody, trafficTable(c));
     drawCharts();
+    const r = await api("/api/replan");
+    if (!ctx.alive) return;
+    replanCard.style.display = r.mode === "off" ? "none" : "";
+    if (r.mode !== "off") fill(replanBody, replanView(r));
     if (c.plan_id !== lastPlan) {
       lastPlan = c.plan_id;
       heat = await api("/api/deployment");
@@ -255,6 +264,40 @@ async function pageCluster(ctx, root) {
   ctx.onResize = () => { drawCharts(); drawPlan(); };
   await refresh();
   ctx.poll(refresh, 2000);
+}
+
+// The live re-planner's last check (verdict, predicted gain, the tables whose traffic moved most)
+// and its switches, from /api/replan: the record `embtune plan live` prints.
+function replanView(r) {
+  const a = r.last;
+  const head = h("div", { class: "plan-line" }, h("strong", {}, r.mode), ` · proposes at ${r.gain_threshold.toFixed(2)}× · every ${r.interval_s} s · ${r.checks} checks`);
+  if (!a) return h("div", {}, head, h("p", { class: "muted" }, "No traffic judged yet."));
+  const drift = h("table", { class: "data" },
+    h("thead", {}, h("tr", {}, ...["table", "pooling plan → live", "share plan → live", "top 1% plan → live"].map((x) => h("th", {}, x)))),
+    h("tbody", {}, ...a.drift.slice(0, 6).map((d) => h("tr", {},
+      h("td", {}, d.table),
+      h("td", { class: "num" }, `${d.pooling_planned.toFixed(1)} → ${d.pooling_live.toFixed(1)}`),
+      h("td", { class: "num" }, `${pct(d.share_planned, 1)} → ${pct(d.share_live, 1)}`),
+      h("td", { class: "num" }, `${pct(d.top1_planned, 1)} → ${pct(d.top1_live, 1)}`)))));
+  const parts = [head,
+    h("p", { id: "replan-verdict" }, a.verdict),
+    a.predicted_current > 0 ? h("p", { class: "muted" },
+      `cost model, live traffic: deployed ${fmt(a.predicted_current)} batches/s, best found ${fmt(Math.max(a.predicted_proposed, a.predicted_current))} (`, speedupText(a.gain, false), ")") : null,
+    h("div", { class: "table-wrap" }, drift)];
+  if (r.switches.length) {
+    const outcome = (o) => typeof o === "string" ? o.replace("_", " ") : "failed: " + o.failed;
+    parts.push(h("div", { class: "table-wrap" }, h("table", { class: "data", id: "replan-switches" },
+      h("thead", {}, h("tr", {}, ...["when", "predicted", "capacity before → after", "served before → after", "deploy", "outcome"].map((x) => h("th", {}, x)))),
+      h("tbody", {}, ...r.switches.slice(-10).reverse().map((w) => h("tr", {},
+        h("td", {}, new Date(w.at_ms).toLocaleTimeString()),
+        h("td", { class: "num" }, w.predicted_gain.toFixed(2) + "×"),
+        h("td", { class: "num" }, `${fmt(w.capacity_before)} → ${fmt(w.capacity_after)} batches/s`),
+        h("td", { class: "num" }, `${fmt(w.served_before)} → ${fmt(w.served_after)} batches/s`),
+        h("td", { class: "num" }, w.deploy_s.toFixed(2) + " s"),
+        h("td", {}, outcome(w.outcome))))))));
+    if (r.job) parts.push(h("p", {}, link(jobHref(r.job), "every switch is a trial of the live job →")));
+  }
+  return h("div", {}, ...parts);
 }
 
 // A heat map; past Charts.HEAT_ROWS tables it draws the busiest, with a button for all of them

@@ -106,6 +106,11 @@ pub struct Switch {
     /// counters over the same traffic before and after the switch (`0` where not measured).
     pub capacity_before: f64,
     pub capacity_after: f64,
+    /// Batches per second the workers served over the same windows. Under closed-loop load
+    /// this is the clients' end-to-end rate, which also pays for what the engines do not see
+    /// (a split table's partial sums cross the network and are added by the clients).
+    pub served_before: f64,
+    pub served_after: f64,
     /// Seconds from the start of the deployment until every worker held the new plan.
     pub deploy_s: f64,
     pub outcome: SwitchOutcome,

@@ -55,7 +55,8 @@ function check(ok, what, detail) {
 
 // ---- embtune up ---------------------------------------------------------------------------------
 
-function startUp(dataDir, workload = ["--preset", "criteo-kaggle", "--scale", "0.005", "--tune-trials", String(TRIALS), "--tune-round-secs", "0.3"]) {
+function startUp(dataDir, workload = ["--preset", "criteo-kaggle", "--scale", "0.005", "--tune-trials", String(TRIALS), "--tune-round-secs", "0.3",
+  "--replan", "suggest", "--replan-interval", "3"]) {
   const args = ["up", "--workers", "2", "--cores-per-worker", "1", ...workload, "--data-dir", dataDir, "--http-token", TOKEN];
   log(`starting ${BIN} ${args.join(" ").replace(TOKEN, "TOKEN")}`);
   const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" } });
@@ -332,6 +333,13 @@ async function main() {
     const lookups = await page.$$eval("#workers-table tbody tr.worker-row td:nth-child(7)", (e) => e.map((x) => x.textContent));
     check(busy.length === 2 && busy.every((b) => /%$/.test(b)) && lookups.some((l) => parseFloat(l) > 0),
       "the cluster page shows the cores' load and look-ups under traffic", JSON.stringify({ busy, lookups }));
+    // The live re-planner (`--replan suggest`): its card shows the last check's verdict, and in
+    // suggest mode it never deploys.
+    await page.waitForSelector("#replan-card #replan-verdict", { state: "visible", timeout: 30e3 });
+    const verdict = await page.$eval("#replan-verdict", (e) => e.textContent);
+    const replan = await getJson(new URL("api/replan", base));
+    check(replan.mode === "suggest" && replan.checks > 0 && replan.switches.length === 0 && verdict.length > 10,
+      "the live re-planning card shows the re-planner's verdict; suggest mode switches nothing", JSON.stringify({ verdict, mode: replan.mode, checks: replan.checks }));
     await pageRules(page, "cluster page under load");
     await shot("cluster");
 

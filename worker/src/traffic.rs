@@ -19,7 +19,6 @@
 //! sample carries the generation it was recorded in, and the counting thread drops samples of
 //! a window that has already been taken, so that no window's summaries mix in another's ids.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -56,7 +55,9 @@ const CHUNK: usize = 8192;
 #[derive(Clone, Debug)]
 pub struct FrequentItems {
     capacity: usize,
-    counts: HashMap<u32, u64>,
+    /// Fx-hashed: SipHash made the summary cost as much per id as the gather itself
+    /// (`cargo bench -p embtune-worker --bench traffic`).
+    counts: rustc_hash::FxHashMap<u32, u64>,
     /// Ids inserted since the summary was created.
     total: u64,
     /// The sum of every decrement so far: a kept counter is at most this below its id's true
@@ -71,7 +72,7 @@ impl FrequentItems {
     pub fn new(capacity: usize) -> FrequentItems {
         FrequentItems {
             capacity: capacity.max(1),
-            counts: HashMap::new(),
+            counts: rustc_hash::FxHashMap::default(),
             total: 0,
             subtracted: 0,
             scratch: Vec::new(),
@@ -395,6 +396,8 @@ fn count_samples(rx: Receiver<Sample>, sketches: Arc<Mutex<Sketches>>, pending: 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use proptest::prelude::*;
 
     use super::*;
