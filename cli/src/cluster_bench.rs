@@ -319,7 +319,7 @@ fn report(
         workers: healthy.clone().count(),
         cores: healthy.map(|w| w.cores as usize).sum(),
         // Samples per query, as the load measured them (the report printed `batch 0` before).
-        batch_size: if r.queries > 0 { (r.samples / r.queries) as u32 } else { 0 },
+        batch_size: r.samples.checked_div(r.queries).unwrap_or(0) as u32,
         concurrency: cfg.concurrency,
         target_qps: cfg.qps,
         duration_s: secs,
