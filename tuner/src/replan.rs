@@ -264,9 +264,20 @@ pub fn assess(
         h.clear();
     }
     let found = anneal(&model as &dyn Estimator, &space, Objective::Throughput, start, &effort.search, out_of_time);
-    let mut best = found.plan;
-    crate::rules::apply_auto_flows(&mut best, &live_spec, &live_prof, cluster.caps);
-    let proposed = predict_model(&model, &best).throughput();
+    let mut searched = found.plan;
+    crate::rules::apply_auto_flows(&mut searched, &live_spec, &live_prof, cluster.caps);
+    let searched_value = predict_model(&model, &searched).throughput();
+    // The smallest change that helps: the deployed plan with tables replicated, one at a time,
+    // while that gains. It is kept unless the search's plan predicts clearly more: a switch is a
+    // bet on the cost model, and on the 2-core VM the search's larger moves (splitting a hot
+    // table over the workers) measured worse and were rolled back (BENCHMARKS.md, "Live
+    // re-planning"), as the tuner keeps the simpler of two plans it cannot tell apart.
+    let (minimal, minimal_value) = replicate_greedily(plan, &live_spec, &model);
+    let (mut best, proposed) = if !same_layout(&minimal, plan) && searched_value <= minimal_value * SIMPLER_WINS_BELOW {
+        (minimal, minimal_value)
+    } else {
+        (searched, searched_value)
+    };
     if same_layout(&best, plan) || proposed <= current {
         a.verdict = "the deployed plan is still the best the cost model finds for this traffic".into();
         return a;
@@ -285,6 +296,39 @@ pub fn assess(
         a.verdict = format!("keep: the best plan found predicts {:.2}x, below the threshold {threshold:.2}x", a.gain);
     }
     a
+}
+
+/// A searched plan must predict this many times the minimal change's value to be proposed
+/// instead of it.
+pub const SIMPLER_WINS_BELOW: f64 = 1.15;
+
+/// The deployed plan with tables replicated one at a time, the move the model prices best
+/// first, for as long as a move gains and the plan stays valid (memory): the smallest change
+/// that balances a table whose traffic grew. Returns the plan and its predicted throughput.
+pub fn replicate_greedily(plan: &Plan, spec: &ModelSpec, model: &Model<'_>) -> (Plan, f64) {
+    let mut best = plan.clone();
+    let mut value = predict_model(model, &best).throughput();
+    loop {
+        let mut step: Option<(Plan, f64)> = None;
+        for t in 0..best.tables.len() {
+            if matches!(best.tables[t].placement, Placement::Replicated | Placement::Client) {
+                continue;
+            }
+            let mut p = best.clone();
+            p.tables[t].placement = Placement::Replicated;
+            if p.validate(spec).is_err() {
+                continue;
+            }
+            let v = predict_model(model, &p).throughput();
+            if v > value * 1.001 && step.as_ref().is_none_or(|(_, sv)| v > *sv) {
+                step = Some((p, v));
+            }
+        }
+        match step {
+            Some((p, v)) => (best, value) = (p, v),
+            None => return (best, value),
+        }
+    }
 }
 
 /// Samples per second the busiest core of the cluster allows, from two readings of the
@@ -440,6 +484,25 @@ mod tests {
         // Below the threshold the same finding is only reported.
         let a = assess(&planned, &[], &plan, 3, &live, &c, 1000.0, &Effort::default(), &|| false);
         assert!(a.plan.is_none() && a.verdict.starts_with("keep"), "{}", a.verdict);
+    }
+
+    #[test]
+    fn the_minimal_change_replicates_the_table_that_grew_and_leaves_the_rest() {
+        let planned = spec(&[4, 4, 4, 4]);
+        let live_spec = spec(&[200, 4, 4, 4]);
+        let (topo, nodes, _) = cluster();
+        let plan = Strategy::RoundRobin.plan(&planned, &topo, &Default::default()).unwrap();
+        let model = Model::new(Workload { spec: &live_spec, profiles: &[] }, nodes);
+        let (p, v) = replicate_greedily(&plan, &live_spec, &model);
+        assert_eq!(p.tables[0].placement, Placement::Replicated, "{}", p.summary());
+        for t in 1..4 {
+            assert_eq!(p.tables[t].placement, plan.tables[t].placement, "table {t} stays: {}", p.summary());
+        }
+        assert!(v > predict_model(&model, &plan).throughput() * 1.3);
+        // Nothing to gain: the plan comes back as it was.
+        let flat = Model::new(Workload { spec: &planned, profiles: &[] }, model.nodes.clone());
+        let all = Strategy::AllReplicate.plan(&planned, &topo, &Default::default()).unwrap();
+        assert!(same_layout(&replicate_greedily(&all, &planned, &flat).0, &all));
     }
 
     #[test]
