@@ -88,6 +88,12 @@ impl Coordinator {
             tokio::time::sleep(cfg.interval).await;
             let Some(active) = self.active() else { continue };
             let w = self.drain(&active).await;
+            // A tuning job deploys and measures plans of its own: judging its trials' traffic,
+            // or switching under it, would corrupt both. The drain above still starts a fresh
+            // window.
+            if self.any_job_running() {
+                continue;
+            }
             if let Err(e) = self.check(&cfg, &active, w).await {
                 tracing::warn!("live re-planning: {e}");
             }

@@ -279,6 +279,11 @@ impl Coordinator {
         self.inner.jobs.lock().contains_key(id)
     }
 
+    /// Whether any tuning job runs now (it deploys plans of its own).
+    pub fn any_job_running(&self) -> bool {
+        !self.inner.jobs.lock().is_empty()
+    }
+
     /// Hook for observers of tuning progress (the log, for now).
     pub(crate) fn notify_trial(&self, job: &embtune_protocol::tuning::Job, t: &embtune_protocol::tuning::Trial) {
         match &t.measured {
