@@ -270,7 +270,11 @@ impl Proposer for Knobs {
 
 /// A placement from simulated annealing on the refitted estimator, started from the best plan
 /// so far and never one measured before: when the estimator's favourite is measured already,
-/// it explores around it, further on each attempt.
+/// it explores around it, further on each attempt. The first search trial is the `auto`
+/// placement (`make::default_plan`: client-resident small tables, replicate what fits, split
+/// the rest), which no baseline is: on the device it measured 1.2-1.6x the all-replicate
+/// baseline that a job had tied with (BENCHMARKS.md, "Cluster: the direct path"), so a job
+/// that never measured it could miss the best plan it knew how to make.
 pub struct Annealing;
 
 impl Annealing {
@@ -281,6 +285,16 @@ impl Annealing {
 impl Proposer for Annealing {
     fn propose(&mut self, scene: &Scene<'_>, rng: &mut Xoshiro256PlusPlus) -> Option<Proposal> {
         let ctx = scene.ctx;
+        if !scene.trials.iter().any(|t| t.kind == TrialKind::Search) {
+            let caps = ctx.nodes.first().map(|n| n.caps).unwrap_or_default();
+            if let Ok(mut p) = crate::make::default_plan(ctx.spec, &ctx.topology, ctx.profiles, &caps) {
+                p.strategy = "tuned".into();
+                if scene.fresh(&p) {
+                    let predicted = scene.predict(&p);
+                    return Some(Proposal::measure(TrialKind::Search, p, predicted));
+                }
+            }
+        }
         let best = scene.best()?;
         let space = scene.space();
         for attempt in 0..Self::ATTEMPTS {
@@ -362,6 +376,25 @@ mod tests {
         let random = kinds(SearchKind::Random, 4);
         assert_eq!(random.len(), 9, "{random:?}");
         assert!(random[5..].iter().all(|k| *k == TrialKind::Random), "{random:?}");
+    }
+
+    #[test]
+    fn the_first_search_trial_is_the_auto_placement() {
+        let spec = Preset::Avazu.spec(&PresetOptions { scale: Some(0.001), ..Default::default() }).unwrap();
+        let prof = vec![TableProfile::default(); spec.tables.len()];
+        let ctx = two_cores(&spec, &prof, &never);
+        let job = Job::new("j".into(), "t".into(), spec.clone(), ClusterDesc::default(), JobConfig::default(), 0);
+        let mut t = Tuner::new(job, Vec::new());
+        let first = loop {
+            let p = t.next(&ctx).expect("a search trial");
+            if p.kind == TrialKind::Search {
+                break p;
+            }
+            t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0);
+        };
+        let caps = ctx.nodes[0].caps;
+        let auto = crate::make::default_plan(&spec, &ctx.topology, &prof, &caps).unwrap();
+        assert_eq!(plan_key(&first.plan), plan_key(&auto), "{}", first.plan.summary());
     }
 
     #[test]
