@@ -118,6 +118,14 @@ impl Coordinator {
             return Ok(());
         }
         if self.job_running(id) {
+            // A job whose thread has recorded its failure (in the store, or in `unwritten` when
+            // the disk was full) but not yet ended: resuming now would be a no-op that looks
+            // like success, so the caller is told to try again.
+            if job.status != JobStatus::Running || self.unwritten().lock().contains_key(id) {
+                return Err(CoordinatorError::Refused(format!(
+                    "job {id} is still stopping; resume it again in a moment"
+                )));
+            }
             return Ok(());
         }
         self.unwritten().lock().remove(id);

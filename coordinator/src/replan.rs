@@ -119,8 +119,6 @@ impl Coordinator {
             }
         });
         let got: Vec<(u16, TrafficReply)> = futures_all(calls).await.into_iter().flatten().collect();
-        let reports: Vec<TrafficReply> = got.iter().map(|(_, r)| r.clone()).collect();
-        let live = merge(&active.plan, active.plan_id, &reports);
         let (mut before, mut after) = (Vec::new(), Vec::new());
         let mut complete = got.len() == active.slots.len();
         {
@@ -136,6 +134,8 @@ impl Coordinator {
                 }
             }
         }
+        let reports: Vec<TrafficReply> = got.into_iter().map(|(_, r)| r).collect();
+        let live = merge(&active.plan, active.plan_id, &reports);
         let batch = active.spec.batch_size.max(1) as u64;
         let capacity = if complete { capacity(live.samples() / batch, &before, &after) } else { None };
         let served = (complete && live.window_s > 0.0).then(|| live.samples() as f64 / batch as f64 / live.window_s);

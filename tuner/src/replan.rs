@@ -139,13 +139,12 @@ pub fn live_workload(spec: &ModelSpec, base: &[TableProfile], live: &LiveTraffic
 }
 
 /// How each table's traffic moved, largest change first (by the larger of the changes of its
-/// share of the look-ups and of its top-1% share).
-pub fn drift(spec: &ModelSpec, base: &[TableProfile], live: &LiveTraffic) -> Vec<TableDrift> {
+/// share of the look-ups and of its top-1% share). `lw` is [`live_workload`] of the same
+/// traffic.
+pub fn drift(spec: &ModelSpec, base: &[TableProfile], live: &LiveTraffic, lw: &Workload<'_>) -> Vec<TableDrift> {
     let planned = Workload { spec, profiles: base };
     let total_planned: f64 = (0..spec.tables.len()).map(|t| planned.lookups(t)).sum::<f64>().max(1e-9);
     let total_live = live.lookups().max(1) as f64;
-    let (live_spec, live_prof) = live_workload(spec, base, live);
-    let lw = Workload { spec: &live_spec, profiles: &live_prof };
     let mut out: Vec<(f64, TableDrift)> = live
         .tables
         .iter()
@@ -191,16 +190,10 @@ impl Default for Effort {
     }
 }
 
-/// True when two plans place, read and store every table alike (the name of the strategy that
-/// made them aside).
-pub fn same_layout(a: &Plan, b: &Plan) -> bool {
-    a.topology == b.topology
-        && a.knobs == b.knobs
-        && a.tables.len() == b.tables.len()
-        && a.tables
-            .iter()
-            .zip(&b.tables)
-            .all(|(x, y)| x.placement == y.placement && x.flow == y.flow && x.row_type == y.row_type)
+/// True when two plans of one topology place, read and store every table alike (the name of
+/// the strategy that made them aside): the tuner's own key for "measured before".
+fn same_layout(a: &Plan, b: &Plan) -> bool {
+    crate::job::plan_key(a) == crate::job::plan_key(b)
 }
 
 /// Compares the deployed `plan` (id `plan_id`, made for `spec` with profiles `base`) with the
@@ -220,7 +213,9 @@ pub fn assess(
     out_of_time: &dyn Fn() -> bool,
 ) -> Assessment {
     let lookups = live.lookups();
-    let drift = drift(spec, base, live);
+    let (live_spec, live_prof) = live_workload(spec, base, live);
+    let lw = Workload { spec: &live_spec, profiles: &live_prof };
+    let drift = drift(spec, base, live, &lw);
     let mut a = Assessment {
         plan_id,
         window_s: live.window_s,
@@ -241,8 +236,7 @@ pub fn assess(
         );
         return a;
     }
-    let (live_spec, live_prof) = live_workload(spec, base, live);
-    let model = Model::new(Workload { spec: &live_spec, profiles: &live_prof }, cluster.nodes.to_vec());
+    let model = Model::new(lw, cluster.nodes.to_vec());
     let current = predict_model(&model, plan).throughput();
     a.predicted_current = current;
     // Two starts: the deployed plan and the default placement for the live traffic; the

@@ -60,7 +60,7 @@ pub struct WorkerConfig {
 }
 
 /// The default of [`WorkerConfig::traffic_sample`]. Counting a batch's ids into the summaries
-/// costs about 0.7 of what the engine spends pooling it (`cargo bench -p embtune-worker --bench
+/// costs about 0.6-0.7 of what the engine spends pooling it (`cargo bench -p embtune-worker --bench
 /// traffic`), so one request in 64 costs about 1% of a core's work, and a busy worker still
 /// counts hundreds of thousands of ids a second, plenty for the hottest thousand rows.
 pub const DEFAULT_TRAFFIC_SAMPLE: u32 = 64;
