@@ -10,6 +10,9 @@
 # against the table's bytes, and look-ups/s; results go to $OUT as files (summary.tsv, one
 # JSON report and the logs per run). The whole script stays under 8 minutes: every step has a
 # timeout, and a run whose deployment does not finish in DEPLOY_S is recorded as such.
+# Last, unless INTERRUPT=0, it starts the f16 deployment again and sends `up` SIGINT a few
+# seconds into it: the time until every process is gone, and the worker's log of the cancel,
+# go to interrupt.txt (a deployment of tens of gigabytes must not have to finish first).
 #
 # Usage: EMBTUNE=path/to/embtune OUT=dir bash benches/scale/big-tables.sh
 # Knobs: CORES (worker cores, default 8), SECS (bench seconds, default 15), DEPLOY_S (default 130),
@@ -20,7 +23,7 @@ OUT=${OUT:-big-tables-out}
 CORES=${CORES:-8}
 SECS=${SECS:-15}
 DEPLOY_S=${DEPLOY_S:-130}
-RUNS=${RUNS:-"f16:100000000 int8:100000000 f32:50000000"}
+RUNS=${RUNS-"f16:100000000 int8:100000000 f32:50000000"}
 mkdir -p "$OUT"
 ncpu=$(nproc)
 start=$(date +%s)
@@ -49,7 +52,7 @@ down() { kill -INT $UP_PID 2>/dev/null; timeout 30 tail --pid=$UP_PID -f /dev/nu
 
 for run in $RUNS; do
     rt=${run%%:*}; rows=${run##*:}
-    left=$((480 - ($(date +%s) - start)))
+    left=$((${BUDGET_S:-480} - ($(date +%s) - start)))
     if [ $left -lt $((DEPLOY_S + SECS + 40)) ]; then
         echo "### $rt: skipped, $left s left of the 8-minute budget" | tee -a "$OUT/notes.txt"
         continue
@@ -70,8 +73,8 @@ for run in $RUNS; do
     bytes=$(sed -n 's/.*: .* (\(.*\) of tables deployed in.*/\1/p' "$d.stderr" | head -1)
     # The worker is up's child running `embtune worker`; its resident memory after the deploy.
     wpid=$(ps -o pid=,args= --ppid $UP_PID | awk '/ worker /{print $1; exit}')
-    rss=$( [ -n "$wpid" ] && awk '/^VmRSS:/{print $2 * 1024}' /proc/$wpid/status 2>/dev/null || echo "")
-    echo "$rt: up took $(echo "$t1 - $t0" | bc) s, deploy ${deploy}s of $bytes, worker $wpid RSS $rss bytes" | tee -a "$OUT/notes.txt"
+    rss=$( [ -n "$wpid" ] && awk '/^VmRSS:/{printf "%d\n", $2 * 1024}' /proc/$wpid/status 2>/dev/null || echo "")
+    echo "$rt: up took $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s, deploy ${deploy}s of $bytes, worker $wpid RSS $rss bytes" | tee -a "$OUT/notes.txt"
     timeout $((SECS + 60)) taskset -c "$CORES-$((ncpu - 1))" "$E" bench --coordinator "$COORD" --cluster "$CLUSTER" $W \
         --duration "$SECS" --warmup 2 --verify --json >"$OUT/bench-$rt.json" 2>"$OUT/bench-$rt.err"
     rc=$?
@@ -94,5 +97,34 @@ PY
     down
     rm -rf "$d"
 done
+if [ "${INTERRUPT:-1}" = 1 ]; then
+    rt=f16; rows=${INTERRUPT_ROWS:-100000000}
+    d=$OUT/up-interrupt
+    rm -rf "$d"
+    "$E" up --data-dir "$d" --workers 1 --cores-per-worker "$CORES" --loadgens 0 --client-memory 0 \
+        --strategy all-replicate --preset synthetic --tables 1 --rows "$rows" --dim 128 --pooling 20 \
+        --batch 512 --dist zipf:1.05 --row-type "$rt" >"$d.stdout" 2>"$d.stderr" &
+    UP_PID=$!
+    # Until the worker has begun filling (its heartbeat shows progress; `up` draws it), then 3 s more.
+    for _ in $(seq 1 300); do
+        grep -q "deploying" "$d.stderr" 2>/dev/null && break
+        sleep 0.2
+    done
+    sleep 3
+    wpid=$(ps -o pid=,args= --ppid $UP_PID | awk '/ worker /{print $1; exit}')
+    t0=$(date +%s.%N)
+    kill -INT $UP_PID
+    timeout 60 tail --pid=$UP_PID -f /dev/null
+    t1=$(date +%s.%N)
+    alive=$( [ -n "$wpid" ] && kill -0 "$wpid" 2>/dev/null && echo yes || echo no)
+    {
+        echo "SIGINT to up $(sed -n 's/.*deploying.*\(of .*\)/\1/p' "$d.stderr" | tail -1) into the deployment"
+        echo "up exited after $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s; worker still alive: $alive"
+        echo "worker log:"; grep -h -i "deploying plan\|cancel" "$d"/logs/*worker* 2>/dev/null | tail -5
+        echo "up's last lines:"; tail -4 "$d.stderr"
+    } | tee "$OUT/interrupt.txt"
+    kill -KILL $UP_PID 2>/dev/null; [ -n "$wpid" ] && kill -KILL "$wpid" 2>/dev/null
+    rm -rf "$d"
+fi
 echo "total $(( $(date +%s) - start )) s" | tee -a "$OUT/notes.txt"
-column -t -s $'\t' "$OUT/summary.tsv" | tee "$OUT/summary.txt"
+python3 -c 'import sys; rows=[l.rstrip("\n").split("\t") for l in open(sys.argv[1])]; w=[max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]; [print("  ".join(c.ljust(w[i]) for i, c in enumerate(r))) for r in rows]' "$OUT/summary.tsv" | tee "$OUT/summary.txt"

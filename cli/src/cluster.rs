@@ -69,6 +69,13 @@ pub enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stop the deployment the workers are making (a plan of tens of gigabytes takes a while
+    /// to fill); the plan served before it stays active. The command that started the
+    /// deployment then fails with "cancelled". Ctrl-C in that command does the same.
+    CancelDeploy {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// How to reach a running coordinator.
@@ -138,7 +145,7 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                 let workers: Vec<serde_json::Value> = s.workers.iter().map(|w| serde_json::json!({
                     "id": w.id, "addr": w.addr, "healthy": w.healthy, "cores": w.cores, "name": w.name,
                     "memory_bytes": w.memory_bytes, "bytes_held": w.bytes_held, "queue": w.queue, "requests": w.requests,
-                    "gpu": w.gpu,
+                    "gpu": w.gpu, "deploying": w.deploying,
                 })).collect();
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({
                     "workers": workers, "plan_id": s.plan_id, "model": s.model, "queries": s.queries, "query_errors": s.query_errors,
@@ -155,6 +162,12 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                         cores, ui::bytes(w.bytes_held), w.queue.to_string(), w.requests.to_string()]);
                 }
                 println!("{t}");
+                for w in &s.workers {
+                    if let Some(d) = &w.deploying {
+                        println!("worker {} is deploying plan {}: {} of {} in {:.0}s", w.id, d.plan_id,
+                            ui::bytes(d.done_bytes), ui::bytes(d.total_bytes), d.elapsed_ms as f64 / 1e3);
+                    }
+                }
                 if !s.loadgens.is_empty() {
                     let names: Vec<String> = s.loadgens.iter().map(|l| format!("{} ({} cores)", l.name, l.cores)).collect();
                     println!("load generators: {}", names.join(", "));
@@ -162,7 +175,71 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
             }
             Ok(())
         }),
+        ClusterCmd::CancelDeploy { target } => runtime()?.block_on(async {
+            let client = target.client().await?;
+            let busy = client.status().await?.workers.iter().filter(|w| w.deploying.is_some()).count();
+            client.cancel_deploy().await?;
+            if busy == 0 {
+                println!("no worker was deploying; nothing changed");
+            } else {
+                println!("asked {busy} deploying workers to stop; the plan served before stays active");
+            }
+            Ok(())
+        }),
     }
+}
+
+/// Deploys a plan through the coordinator, showing the workers' progress (from their
+/// heartbeats) as a bar once the deployment outlasts a second, in bytes of rows filled. On
+/// SIGINT or SIGTERM it asks the workers to stop the deployment and fails, so the cluster is
+/// left serving the plan it served before instead of finishing tens of gigabytes nobody waits
+/// for.
+pub async fn deploy_watched(
+    client: &CoordinatorClient,
+    spec: &embtune_workloads::ModelSpec,
+    plan: &embtune_protocol::Plan,
+    quiet: bool,
+) -> Result<embtune_protocol::wire::DeployedInfo> {
+    let deploy = client.deploy(spec, plan);
+    tokio::pin!(deploy);
+    let mut bar: Option<ui::Progress> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let result = loop {
+        tokio::select! {
+            r = &mut deploy => break r.context("deploying the plan"),
+            _ = shutdown_signal() => {
+                eprintln!("interrupted: asking the workers to stop the deployment");
+                if let Err(e) = client.cancel_deploy().await {
+                    eprintln!("could not reach the coordinator to cancel ({e}); the workers finish the deployment");
+                }
+                bail!("deployment interrupted; the cluster serves the plan it served before");
+            }
+            _ = tick.tick() => {
+                if started.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                let Ok(s) = client.status().await else { continue };
+                let (done, total) = s.workers.iter().filter_map(|w| w.deploying.as_ref())
+                    .fold((0u64, 0u64), |(d, t), p| (d + p.done_bytes, t + p.total_bytes));
+                if total == 0 {
+                    continue;
+                }
+                let b = bar.get_or_insert_with(|| {
+                    let b = ui::bar(total, quiet);
+                    b.set_prefix("deploying");
+                    b
+                });
+                b.set_length(total);
+                b.set_position(done);
+                b.set_message(format!("{} of {}", ui::bytes(done), ui::bytes(total)));
+            }
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    result
 }
 
 #[derive(Args, Debug)]

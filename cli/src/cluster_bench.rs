@@ -92,7 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 };
                 let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &caps)?;
                 let sp = ui::spinner(&format!("deploying {}", plan.summary()), quiet);
-                control.deploy(&spec, &plan).await.context("deploying the plan")?;
+                crate::cluster::deploy_watched(&control, &spec, &plan, quiet).await?;
                 sp.finish_and_clear();
                 plan
             }

@@ -526,7 +526,8 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         let caps = memory_caps(&machine, true);
         let choice = PlanChoice { strategy: a.strategy.as_deref(), ..Default::default() };
         let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &caps)?;
-        let d = client.deploy(&spec, &plan).await.context("deploying the first plan")?;
+        let d =
+            crate::cluster::deploy_watched(&client, &spec, &plan, false).await.context("deploying the first plan")?;
         let job = if a.tune_trials > 0 {
             let dataset = match a.workload.scale {
                 Some(s) if s != 1.0 => {

@@ -10,7 +10,9 @@
 //! Needs root and iproute2; skips (and passes, printing a `SKIPPED:` line) otherwise, unless
 //! EMBTUNE_NETNS_REQUIRED is set. Without netem in the kernel the links are not shaped: a
 //! `SKIPPED:` line says so, and EMBTUNE_NETEM_REQUIRED makes that a failure.
-//! Run it with `sudo cargo test -p embtune --test cluster_netns`.
+//! Run it with `sudo cargo test -p embtune --test cluster_netns`. EMBTUNE_NETNS_WORKERS (default
+//! 3) sets the worker namespaces and EMBTUNE_NETNS_BENCH_SECS (default 1) each bench's length:
+//! `benches/scale/netns.sh` runs it with 8 workers and reports throughput and failover.
 
 mod common;
 mod netns;
@@ -28,7 +30,14 @@ use embtune_worker::engine::reference::Reference;
 use embtune_workloads::{BatchGenerator, ModelSpec, QueryBatch};
 use netns::{Net, Shaping, say};
 
-const WORKERS: usize = 3;
+/// Worker namespaces: 3, or EMBTUNE_NETNS_WORKERS (at most 80, the addresses .11 to .90).
+static WORKERS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("EMBTUNE_NETNS_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| (2..=80).contains(&n))
+        .unwrap_or(3)
+});
 const COORD_PORT: u16 = 7700;
 const WORKER_PORT: u16 = 7701;
 
@@ -68,7 +77,7 @@ impl NsCluster {
                 data.to_str().unwrap(),
             ],
         ));
-        for i in 0..WORKERS {
+        for i in 0..(*WORKERS) {
             let p = c.spawn_worker(i);
             c.workers.push(Some(p));
         }
@@ -146,7 +155,7 @@ impl Drop for NsCluster {
         self.net.delete();
         if std::thread::panicking() {
             let mut names = vec!["coordinator".to_string()];
-            names.extend((0..WORKERS).map(|i| format!("worker-{i}")));
+            names.extend((0..(*WORKERS)).map(|i| format!("worker-{i}")));
             for n in names {
                 eprintln!("----- {n}.log -----\n{}", self.log(&n));
             }
@@ -166,6 +175,8 @@ fn healthy(s: &serde_json::Value) -> usize {
 
 /// `embtune bench` against the cluster from the client namespace, every sampled result verified.
 fn bench(c: &NsCluster, extra: &[&str]) -> serde_json::Value {
+    let secs = std::env::var("EMBTUNE_NETNS_BENCH_SECS").unwrap_or_else(|_| "1".into());
+    let timeout = Duration::from_secs(40 + secs.parse::<f64>().unwrap_or(1.0) as u64);
     let mut args = vec![
         "bench",
         "--preset",
@@ -173,17 +184,17 @@ fn bench(c: &NsCluster, extra: &[&str]) -> serde_json::Value {
         "--scale",
         "0.01",
         "--duration",
-        "1",
+        &secs,
         "--warmup",
         "0.2",
         "--verify",
         "--json",
     ];
     args.extend_from_slice(extra);
-    let r = json(&c.client_cli(&args, Duration::from_secs(40)));
+    let r = json(&c.client_cli(&args, timeout));
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
-    assert_eq!(r["workers"], WORKERS, "{r}");
+    assert_eq!(r["workers"], *WORKERS, "{r}");
     assert!(r["batches"].as_u64().unwrap() > 0, "{r}");
     r
 }
@@ -216,7 +227,7 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     if let Err(why) = netns::preflight() {
         return netns::skip(&why);
     }
-    let net = match Net::create(WORKERS) {
+    let net = match Net::create(*WORKERS) {
         Ok(n) => n,
         Err(why) => return netns::skip(&why),
     };
@@ -233,16 +244,16 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     let mut status = serde_json::Value::Null;
     wait_until(*common::PATIENCE, || {
         status = c.status_cli();
-        healthy(&status) == WORKERS
+        healthy(&status) == *WORKERS
     })
     .unwrap_or_else(|| panic!("workers never all came up: {status}"));
     let mut addrs: Vec<String> =
         status["workers"].as_array().unwrap().iter().map(|w| w["addr"].as_str().unwrap().to_string()).collect();
     addrs.sort();
-    let mut want: Vec<String> = (0..WORKERS).map(|i| c.worker_addr(i).to_string()).collect();
+    let mut want: Vec<String> = (0..(*WORKERS)).map(|i| c.worker_addr(i).to_string()).collect();
     want.sort();
     assert_eq!(addrs, want, "{status}");
-    say(&format!("[{:>5.1}s] {WORKERS} workers up at {}", t0.elapsed().as_secs_f64(), addrs.join(", ")));
+    say(&format!("[{:>5.1}s] {} workers up at {}", t0.elapsed().as_secs_f64(), *WORKERS, addrs.join(", ")));
 
     // 2. Deploy `size-threshold` (small tables replicated, large ones sharded across workers) and verify
     // through the CLI. (`auto` would replicate everything here: every table fits in each worker's memory.)
@@ -250,9 +261,11 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     assert_eq!(r["path"], "direct", "{r}");
     let plan_summary = r["plan"].clone();
     say(&format!(
-        "[{:>5.1}s] bench verified: plan {plan_summary}, {} batches, p50 {} us, p99 {} us",
+        "[{:>5.1}s] bench verified: plan {plan_summary}, {} batches, {} batches/s, {} look-ups/s, p50 {} us, p99 {} us",
         t0.elapsed().as_secs_f64(),
         r["batches"],
+        r["batches_per_s"],
+        r["lookups_per_s"],
         r["p50_us"],
         r["p99_us"]
     ));
@@ -279,7 +292,7 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     // 4. SIGKILL a worker that holds shards: marked down within 2 s.
     let s = rt.block_on(client.status()).unwrap();
     let victim = workers_of(sharded[0])[1];
-    let idx = (0..WORKERS).find(|&i| worker_id(&s, c.worker_addr(i)) == victim).unwrap();
+    let idx = (0..(*WORKERS)).find(|&i| worker_id(&s, c.worker_addr(i)) == victim).unwrap();
     let its_tables: Vec<&str> = (0..plan.tables.len())
         .filter(|&t| workers_of(t).contains(&victim))
         .map(|t| spec.tables[t].name.as_str())
@@ -298,7 +311,7 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
         t0.elapsed().as_secs_f64()
     ));
     let s = c.status_cli();
-    assert_eq!(healthy(&s), WORKERS - 1, "{s}");
+    assert_eq!(healthy(&s), (*WORKERS) - 1, "{s}");
     let dead = s["workers"].as_array().unwrap().iter().find(|w| w["id"] == victim).unwrap();
     assert_eq!(dead["healthy"], false, "{s}");
 
@@ -332,7 +345,7 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     let p = c.spawn_worker(idx);
     c.workers[idx] = Some(p);
     wait_until(*common::PATIENCE, || {
-        rt.block_on(client.status()).unwrap().workers.iter().filter(|w| w.healthy).count() == WORKERS
+        rt.block_on(client.status()).unwrap().workers.iter().filter(|w| w.healthy).count() == *WORKERS
     })
     .unwrap_or_else(|| panic!("the restarted worker never came back: {}", c.log("coordinator")));
     let s = rt.block_on(client.status()).unwrap();
@@ -349,9 +362,12 @@ fn a_cluster_across_network_namespaces_survives_a_dead_worker() {
     let relayed = bench(&c, &["--via", "coordinator"]);
     assert_eq!(relayed["path"], "coordinator", "{relayed}");
     say(&format!(
-        "[{:>5.1}s] bench verified again after the restart; {} batches",
+        "[{:>5.1}s] bench verified again after the restart: direct {} batches/s (p50 {} us), relayed {} batches/s (p50 {} us)",
         t0.elapsed().as_secs_f64(),
-        r["batches"]
+        r["batches_per_s"],
+        r["p50_us"],
+        relayed["batches_per_s"],
+        relayed["p50_us"]
     ));
     if t0.elapsed() > Duration::from_secs(60) {
         say(&format!("warning: the test took {:?}, over its 60 s budget", t0.elapsed()));

@@ -154,6 +154,14 @@ impl CoordinatorClient {
         }
     }
 
+    /// Asks every worker to stop the deployment it is making (see `Request::CancelDeploy`).
+    pub async fn cancel_deploy(&self) -> Result<(), TransportError> {
+        match self.rpc(&Request::CancelDeploy, Body::Empty, self.timeout).await? {
+            (Response::Ack, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
     /// The model and plan the cluster serves, if any.
     pub async fn deployment(&self) -> Result<Option<DeploymentInfo>, TransportError> {
         match self.rpc(&Request::GetDeployment, Body::Empty, self.timeout).await? {

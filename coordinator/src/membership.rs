@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use embtune_protocol::wire::{ClientTraffic, CoreCounters, Heartbeat, RouteWorker, WorkerHello};
+use embtune_protocol::wire::{ClientTraffic, CoreCounters, DeployProgressInfo, Heartbeat, RouteWorker, WorkerHello};
 
 /// How many `dead_after`s a stored deployment's worker is presumed healthy before it registers.
 pub const PRESUMED_FOR: u32 = 5;
@@ -72,6 +72,8 @@ pub struct Member {
     pub counters: Vec<CoreCounters>,
     pub clients: Vec<ClientTraffic>,
     pub bytes_held: u64,
+    /// The deployment it reported in progress at its last heartbeat.
+    pub deploying: Option<DeployProgressInfo>,
 }
 
 /// The registered workers, in id order (ids are positions and are never reused).
@@ -130,6 +132,7 @@ impl Membership {
             queue: 0,
             counters: Vec::new(),
             clients: Vec::new(),
+            deploying: None,
             bytes_held: 0,
         });
         id
@@ -155,6 +158,7 @@ impl Membership {
         // A new process: its counters start again from zero.
         m.counters.clear();
         m.clients.clear();
+        m.deploying = None;
         m.queue = 0;
         (id, Action::BringUp { id, generation: m.generation, holds })
     }
@@ -167,6 +171,7 @@ impl Membership {
         m.queue = hb.queue;
         m.counters = hb.cores;
         m.clients = hb.clients;
+        m.deploying = hb.deploying;
         if m.healthy || m.bringing_up {
             return None;
         }

@@ -257,6 +257,23 @@ impl Coordinator {
         }
     }
 
+    /// Asks every connected worker to stop the deployment it is making, at once. The
+    /// deployment call waiting on them then fails with their "cancelled" errors, and the
+    /// plan that was active stays active.
+    pub async fn cancel_deploy(&self) {
+        let ids: Vec<u16> = self.inner.conns.read().keys().copied().collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for id in ids {
+            let me = self.clone();
+            calls.spawn(async move {
+                if let Err(e) = me.call_worker(id, &Request::CancelDeploy, Duration::from_secs(5)).await {
+                    tracing::warn!("could not cancel worker {id}'s deployment: {e}");
+                }
+            });
+        }
+        calls.join_all().await;
+    }
+
     pub(crate) fn unwritten(&self) -> &crate::jobs::Unwritten {
         &self.inner.unwritten
     }
@@ -372,6 +389,10 @@ impl Coordinator {
                 Err(e) => fail(e.into()),
             },
             Request::GetReplan => (Response::Replan(Box::new(self.replan_status())), Body::Empty),
+            Request::CancelDeploy => {
+                self.cancel_deploy().await;
+                (Response::Ack, Body::Empty)
+            }
             Request::Deploy { .. }
             | Request::Lookup(_)
             | Request::WorkerStats
@@ -564,6 +585,7 @@ impl Coordinator {
                     cpu_model: s.hello.cpu_model.clone(),
                     gpu: s.hello.gpu.clone(),
                     clients: s.clients.clone(),
+                    deploying: s.deploying.clone(),
                 })
                 .collect(),
             plan_id: self.active().map(|a| a.plan_id),

@@ -13,7 +13,7 @@ use crate::plan::{Plan, WorkerAssignment};
 use crate::tuning::{BestRecord, Job, JobConfig, Trial};
 
 /// The protocol version every frame carries. Peers with another version get a typed error.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The ALPN token of the QUIC handshake, `embtune/<PROTOCOL_VERSION>`: a peer speaking another
 /// version fails the handshake. It is derived from the version, so the two cannot disagree (they
@@ -128,6 +128,12 @@ pub enum Request {
     },
     /// What the coordinator's live re-planner last saw and did (to the coordinator).
     GetReplan,
+
+    // ---- interrupting a deployment ----
+    /// Stop the deployment in progress (to a worker: its own; to the coordinator: every
+    /// worker's). The plan deployed before it keeps serving; the answer is `Ack` whether or not
+    /// one was in progress.
+    CancelDeploy,
 }
 
 /// A response's metadata.
@@ -421,6 +427,19 @@ pub struct Heartbeat {
     pub cores: Vec<CoreCounters>,
     /// Look-ups served per client since the worker started (the busiest clients).
     pub clients: Vec<ClientTraffic>,
+    /// The deployment in progress, if any.
+    pub deploying: Option<DeployProgressInfo>,
+}
+
+/// How far a worker is in materialising a plan's tables.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct DeployProgressInfo {
+    pub plan_id: u64,
+    /// Bytes of rows written so far, of `total_bytes`.
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    /// Milliseconds since the deployment began.
+    pub elapsed_ms: u64,
 }
 
 /// Cumulative traffic between one client and one worker.
@@ -557,6 +576,9 @@ pub struct WorkerInfo {
     /// Traffic per client since the worker started, as its last heartbeat reported it.
     #[serde(default)]
     pub clients: Vec<ClientTraffic>,
+    /// The deployment it was making at its last heartbeat, if any.
+    #[serde(default)]
+    pub deploying: Option<DeployProgressInfo>,
 }
 
 /// Why a request failed: a kind to branch on and a message for people.

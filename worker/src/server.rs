@@ -12,15 +12,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use embtune_protocol::codec::FrameLimits;
 use embtune_protocol::plan::human_bytes;
 use embtune_protocol::wire::{
-    ClientTraffic, CoreCounters, DeployedInfo, ErrorKind, Heartbeat, LookupHead, PooledHead, Request, Response,
-    WireError, WorkerHello, WorkerStatsReply,
+    ClientTraffic, CoreCounters, DeployProgressInfo, DeployedInfo, ErrorKind, Heartbeat, LookupHead, PooledHead,
+    Request, Response, WireError, WorkerHello, WorkerStatsReply,
 };
 use embtune_protocol::{PlanError, WorkerAssignment};
 use embtune_transport::endpoint::connect;
@@ -28,7 +28,7 @@ use embtune_transport::rpc::{Body, Peer, accept_loop, call};
 use embtune_transport::{Tuning, certs, server_endpoint};
 use embtune_workloads::QueryBatch;
 
-use crate::engine::{Engine, EngineConfig, EngineError, Lookup, LookupOutput};
+use crate::engine::{DeployProgress, Engine, EngineConfig, EngineError, Lookup, LookupOutput};
 use crate::machine::MachineInfo;
 use crate::traffic::TrafficStats;
 
@@ -101,12 +101,20 @@ impl Backend {
 
     /// Deploys `a`; with `keep_previous` (and a backend that [`Backend::holds_two`]), the plan
     /// it replaces stays servable until [`Backend::retire`] or the next deployment.
-    fn deploy(&self, a: &WorkerAssignment, keep_previous: bool) -> Result<crate::engine::DeployReport, EngineError> {
+    /// The CPU engine reports its progress to `progress` and stops when it is cancelled; the
+    /// device's upload does neither (its tables are bounded by the device's memory, which
+    /// uploads in seconds).
+    fn deploy(
+        &self,
+        a: &WorkerAssignment,
+        keep_previous: bool,
+        progress: &DeployProgress,
+    ) -> Result<crate::engine::DeployReport, EngineError> {
         match self {
-            Backend::Cpu(e) => e.deploy_keeping(a, keep_previous),
+            Backend::Cpu(e) => e.deploy_watched(a, keep_previous, progress),
             #[cfg(feature = "gpu")]
             Backend::Gpu(g) => {
-                let _ = keep_previous;
+                let _ = (keep_previous, progress);
                 g.deploy(a)
             }
         }
@@ -198,6 +206,41 @@ struct State {
     traffic: Mutex<Traffic>,
     /// Per-table traffic of the current plan since the coordinator last took it.
     tables_traffic: TrafficStats,
+    /// The deployment in progress: how far it is, and a way to stop it.
+    progress: Arc<DeployProgress>,
+    /// The plan being deployed and when it began (None: no deployment in progress).
+    deploying_since: Mutex<Option<(u64, Instant)>>,
+}
+
+impl State {
+    fn deploy_progress(&self) -> Option<DeployProgressInfo> {
+        let (plan_id, since) = (*self.deploying_since.lock())?;
+        Some(DeployProgressInfo {
+            plan_id,
+            done_bytes: self.progress.done(),
+            total_bytes: self.progress.total(),
+            elapsed_ms: since.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+/// Cancels the deployment in progress when dropped: when the worker's future is dropped on
+/// SIGINT or SIGTERM, the runtime would otherwise wait for a fill of tens of gigabytes to
+/// finish before the process could exit.
+struct CancelOnDrop(Arc<State>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.deploy_progress() {
+            tracing::warn!(
+                "stopping: cancelling the deployment of plan {} at {} of {}",
+                p.plan_id,
+                human_bytes(p.done_bytes),
+                human_bytes(p.total_bytes)
+            );
+        }
+        self.0.progress.cancel();
+    }
 }
 
 /// Per-client traffic counters, bounded: past [`Traffic::MAX_CLIENTS`] clients the quietest
@@ -290,7 +333,10 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         traffic: Mutex::new(Traffic::default()),
         // Its counting thread starts here, with the worker, and ends with the state.
         tables_traffic: TrafficStats::start(cfg.traffic_sample),
+        progress: Arc::new(DeployProgress::default()),
+        deploying_since: Mutex::new(None),
     });
+    let _cancel_on_exit = CancelOnDrop(state.clone());
     let server = {
         let state = state.clone();
         tokio::spawn(accept_loop(ep.clone(), FrameLimits::default(), move |req, body, peer| {
@@ -370,6 +416,7 @@ async fn register_loop(ep: quinn::Endpoint, coordinator: SocketAddr, hello: Work
                     plan_id: state.plan_id.load(Ordering::Relaxed),
                     cores: counters(&state.engine),
                     clients: state.traffic.lock().busiest(),
+                    deploying: state.deploy_progress(),
                 };
                 call(&conn, &Request::Heartbeat(hb), Body::Empty, &limits, t).await?;
             }
@@ -440,6 +487,19 @@ async fn handle(state: &Arc<State>, req: Request, body: Vec<u32>, peer: Peer) ->
             (Response::Traffic(Box::new(r)), Body::Empty)
         }
         Request::Retire { keep } => retire(state, keep).await,
+        Request::CancelDeploy => {
+            // Only a deployment in progress is cancelled; the next one starts uncancelled.
+            if let Some(p) = state.deploy_progress() {
+                state.progress.cancel();
+                tracing::warn!(
+                    "cancelling the deployment of plan {} at {} of {}",
+                    p.plan_id,
+                    human_bytes(p.done_bytes),
+                    human_bytes(p.total_bytes)
+                );
+            }
+            (Response::Ack, Body::Empty)
+        }
         Request::WorkerStats => (
             Response::WorkerStats(WorkerStatsReply {
                 plan_id: state.plan_id.load(Ordering::Relaxed),
@@ -477,6 +537,7 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::TakeTraffic => "TakeTraffic",
         Request::Retire { .. } => "Retire",
         Request::GetReplan => "GetReplan",
+        Request::CancelDeploy => "CancelDeploy",
     }
 }
 
@@ -513,9 +574,31 @@ async fn deploy(state: &Arc<State>, plan_id: u64, a: WorkerAssignment) -> (Respo
     // current plan and the new one are all that must fit.
     let keep = state.engine.holds_two() && state.bytes_held.load(Ordering::Relaxed) + need <= state.memory_limit;
     state.previous_plan_id.store(0, Ordering::Relaxed);
+    state.progress.reset();
+    *state.deploying_since.lock() = Some((plan_id, Instant::now()));
     let st = state.clone();
     // Materialising gigabytes takes seconds of CPU: off the async threads.
-    let res = tokio::task::spawn_blocking(move || st.engine.deploy(&a, keep)).await;
+    let fill = tokio::task::spawn_blocking(move || st.engine.deploy(&a, keep, &st.progress));
+    // A deployment of gigabytes says how far it is in the log (and in every heartbeat).
+    let logged = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if let Some(p) = state.deploy_progress() {
+                tracing::info!(
+                    "deploying plan {plan_id}: {} of {} ({:.0}%) in {:.0}s",
+                    human_bytes(p.done_bytes),
+                    human_bytes(p.total_bytes),
+                    100.0 * p.done_bytes as f64 / p.total_bytes.max(1) as f64,
+                    p.elapsed_ms as f64 / 1e3
+                );
+            }
+        }
+    };
+    let res = tokio::select! {
+        r = fill => r,
+        _ = logged => unreachable!("the progress log never ends"),
+    };
+    *state.deploying_since.lock() = None;
     match res {
         Ok(Ok(r)) => {
             // The engine is the authority on what it kept (nothing for an empty worker, or

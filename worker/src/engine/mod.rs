@@ -129,6 +129,52 @@ pub struct CoreStats {
     pub queued: u64,
 }
 
+/// A deployment's progress, shared between the thread that deploys and whoever watches it (the
+/// worker's heartbeat) or stops it (a cancel request, the worker's shutdown).
+#[derive(Debug, Default)]
+pub struct DeployProgress {
+    done: AtomicU64,
+    total: AtomicU64,
+    cancel: AtomicBool,
+}
+
+impl DeployProgress {
+    /// Begins a deployment of `total` bytes: nothing filled, not cancelled.
+    fn start(&self, total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    fn add(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of rows written so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of rows the deployment writes in all (0 before it has allocated them).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Asks the deployment to stop at its next chunk (within about 64 MiB of rows per core).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Clears a cancel, before the next deployment.
+    pub fn reset(&self) {
+        self.cancel.store(false, Ordering::Relaxed);
+        self.start(0);
+    }
+}
+
 /// What a deployment did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct DeployReport {
@@ -312,6 +358,19 @@ impl Engine {
     /// is dropped first, before the new tables are allocated, so that a switch never holds
     /// three plans' memory. A failed deployment therefore leaves only the current one.
     pub fn deploy_keeping(&self, a: &WorkerAssignment, keep_previous: bool) -> Result<DeployReport, EngineError> {
+        self.deploy_watched(a, keep_previous, &DeployProgress::default())
+    }
+
+    /// As [`Engine::deploy_keeping`], reporting the bytes filled so far to `progress` and
+    /// giving up when [`DeployProgress::cancel`] is called: a deployment of tens of gigabytes
+    /// takes tens of seconds, and a worker told to stop must not finish it first. A cancelled
+    /// deployment frees what it allocated and leaves the current one serving.
+    pub fn deploy_watched(
+        &self,
+        a: &WorkerAssignment,
+        keep_previous: bool,
+        progress: &DeployProgress,
+    ) -> Result<DeployReport, EngineError> {
         let started = Instant::now();
         // Taken out under the lock, dropped outside it: freeing gigabytes of tables must not
         // stall the requests waiting for the read lock.
@@ -392,6 +451,7 @@ impl Engine {
             }
             pending.push(p);
         }
+        progress.start(pending.iter().flat_map(|p| &p.pieces).map(|(_, _, s)| s.bytes()).sum());
         // Fill: replicated tables in `cores` row slices, shards by their owner.
         for (ti, p) in pending.iter().enumerate() {
             for (pi, (core, _, store)) in p.pieces.iter().enumerate() {
@@ -424,16 +484,37 @@ impl Engine {
                         } else {
                             (0, store.rows)
                         };
-                        match *rows {
-                            ShardRows::Range { lo: base, .. } => store.fill(p.seed, lo, hi, |r| r + base),
-                            ShardRows::Hash { index, of } => {
-                                store.fill(p.seed, lo, hi, |r| r * of as u64 + index as u64)
+                        // In chunks of about 64 MiB, so that progress moves and a cancel is
+                        // seen within a fraction of a second.
+                        let chunk = (64u64 << 20).div_ceil(store.stride as u64).max(1);
+                        let mut at = lo;
+                        while at < hi {
+                            if progress.cancelled() {
+                                return;
                             }
+                            let to = (at + chunk).min(hi);
+                            match *rows {
+                                ShardRows::Range { lo: base, .. } => store.fill(p.seed, at, to, |r| r + base),
+                                ShardRows::Hash { index, of } => {
+                                    store.fill(p.seed, at, to, |r| r * of as u64 + index as u64)
+                                }
+                            }
+                            progress.add((to - at) * store.stride as u64);
+                            at = to;
                         }
                     }
                 });
             }
         });
+        if progress.cancelled() {
+            // `pending` holds every allocation; it goes when this returns.
+            return Err(EngineError::Deploy(format!(
+                "plan {}: deployment cancelled after {} of {} bytes; the plan deployed before it still serves",
+                a.plan_id,
+                progress.done(),
+                progress.total()
+            )));
+        }
         let mut report = DeployReport { tables: pending.len(), ..Default::default() };
         for p in pending {
             let mut pieces = Vec::new();

@@ -491,3 +491,67 @@ fn requests_in_flight_on_a_retired_plan_finish_on_its_tables() {
         }
     }
 }
+
+#[test]
+fn a_cancelled_deployment_frees_its_tables_and_leaves_the_current_plan_serving() {
+    let (spec_a, spec_b, a, b) = two_plans();
+    let e = engine(2, None);
+    e.deploy(&a).unwrap();
+    let batch = Arc::new(BatchGenerator::new(&spec_a).unwrap().batch(2));
+    let progress = DeployProgress::default();
+    progress.cancel();
+    let err = e.deploy_watched(&b, true, &progress).unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    // Nothing of plan 2 is held, and plan 1 serves as before.
+    assert_eq!(e.epochs(), (1, None));
+    served_by(&e, &spec_a, &batch, 1).unwrap();
+    // A fresh deployment after a reset goes through and counts every byte it wrote.
+    progress.reset();
+    let r = e.deploy_watched(&b, false, &progress).unwrap();
+    assert!(progress.total() > 0);
+    assert_eq!(progress.done(), progress.total());
+    // The report also counts the hot-row copies, made after the fill.
+    assert!(progress.total() <= r.bytes && r.bytes - progress.total() < 1024, "{} {}", progress.total(), r.bytes);
+    served_by(&e, &spec_b, &batch, 2).unwrap();
+}
+
+#[test]
+fn a_deployment_reports_progress_in_chunks_and_stops_at_the_next_one_when_cancelled() {
+    // 96 MiB of rows in one replicated table: two cores each fill 48 MiB, in chunks of 64 MiB
+    // at most, so the watcher sees progress before the end; cancelling after the first chunk
+    // must stop the deployment or, if it had already finished, change nothing.
+    let spec = ModelSpec {
+        name: "big".into(),
+        batch_size: 4,
+        seed: 3,
+        source: String::new(),
+        tables: vec![table("t", 384 * 1024, 64, RowType::F32, PoolingMode::Sum, "uniform")],
+    };
+    let plan = plan_for(&spec, 2, vec![Placement::Replicated], vec![DataFlow::DEFAULT], 2);
+    let mut a = plan.assignment(&spec, 0);
+    a.plan_id = 7;
+    let e = engine(2, None);
+    let progress = Arc::new(DeployProgress::default());
+    let watcher = {
+        let p = progress.clone();
+        std::thread::spawn(move || {
+            while p.done() == 0 {
+                std::thread::yield_now();
+            }
+            let seen = (p.done(), p.total());
+            p.cancel();
+            seen
+        })
+    };
+    let r = e.deploy_watched(&a, false, &progress);
+    let (done, total) = watcher.join().unwrap();
+    assert_eq!(total, 384 * 1024 * 64 * 4);
+    assert!(done > 0 && done <= total);
+    match r {
+        Err(err) => {
+            assert!(err.to_string().contains("cancelled"), "{err}");
+            assert_eq!(e.epochs(), (0, None));
+        }
+        Ok(_) => assert_eq!(e.epochs(), (7, None)),
+    }
+}
