@@ -35,8 +35,6 @@ const LONG_FILES: &[(&str, &str)] = &[
         "the stored and served tuning records are one schema whose parts refer to each other; \
          a quarter of the file is its tests",
     ),
-    ("cli/src/launch.rs", "to be split by concern (issue 20, item 4)"),
-    ("worker/src/gpu/mod.rs", "to be split by concern (issue 20, item 4)"),
 ];
 
 /// Where the QUIC endpoints are built: every one must demand or present the cluster's
