@@ -310,3 +310,25 @@ fn no_file_outgrows_the_line_budget() {
     v.extend(stale("LONG_FILES", LONG_FILES.iter().map(|(f, _)| *f), &used));
     report("files over the line budget", v);
 }
+
+#[test]
+fn only_the_binary_reads_the_environment() {
+    let members = members();
+    let mut v = Vec::new();
+    for s in sources().iter().filter(|s| s.path != SELF && !s.path.starts_with("cli/")) {
+        if !members.iter().any(|k| s.path.starts_with(&format!("{k}/src/"))) {
+            continue;
+        }
+        for (n, line) in s.code_lines() {
+            if line.contains("env::var") {
+                v.push(format!(
+                    "{}:{n} reads an environment variable. A library's knobs are configuration with a \
+                     default (a field or an argument); the `embtune` binary reads the environment, as \
+                     clap's `env = \"..\"` on the flag that sets the knob.",
+                    s.path
+                ));
+            }
+        }
+    }
+    report("environment variables read outside the binary", v);
+}
