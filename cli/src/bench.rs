@@ -11,6 +11,7 @@ use embtune_protocol::report::BenchReport;
 use embtune_protocol::{Plan, Topology};
 use embtune_tuner::{BaselineOptions, FlowChoice, MemoryCaps, Strategy};
 use embtune_worker::bench::{LocalBench, Progress};
+use embtune_worker::engine::kernels::Isa;
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
 use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec, QueryBatch, TableProfile};
 
@@ -61,6 +62,10 @@ pub struct BenchArgs {
     /// Do not ask the kernel for transparent huge pages.
     #[arg(long)]
     pub no_huge_pages: bool,
+    #[command(flatten)]
+    pub isa: IsaArg,
+    #[command(flatten)]
+    pub lanes: crate::cluster::LanesArg,
     /// Benchmark a cluster through its coordinator instead of the local engine.
     #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
     pub coordinator: Option<std::net::SocketAddr>,
@@ -172,6 +177,17 @@ fn gpu(_: BenchArgs, device: usize) -> Result<()> {
 }
 
 /// The local machine's memory system in the planner's terms.
+/// The instruction-set level of this process's look-up kernels.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct IsaArg {
+    /// The highest instruction-set level the look-up kernels may use: scalar, avx2 or avx512
+    /// (default: the best this CPU has; a level the CPU lacks is lowered to one it has). Lower
+    /// it to measure what the vector kernels buy, or to compare machines at one level.
+    /// Processes `embtune up` starts take it from EMBTUNE_ISA.
+    #[arg(long, env = "EMBTUNE_ISA", value_name = "LEVEL")]
+    pub isa: Option<Isa>,
+}
+
 pub fn memory_caps(m: &MachineInfo, huge_pages: bool) -> MemoryCaps {
     MemoryCaps {
         l2_bytes: m.l2_bytes,
@@ -334,6 +350,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             hot: Box::new(move |t, n| hot_profile.tables[t].hottest(n)),
             verify: if args.verify { 8 } else { 0 },
             huge_pages: !args.no_huge_pages,
+            isa: args.isa.isa,
         },
         &|p| match p {
             Progress::Deploying => bar.set_prefix("deploying"),

@@ -90,8 +90,14 @@ pub struct Target {
 }
 
 impl Target {
+    /// A client for control requests, over the default lanes.
     pub async fn client(&self) -> Result<CoordinatorClient> {
-        CoordinatorClient::connect(self.coordinator, &self.cluster).await.with_context(|| {
+        self.client_lanes(embtune_transport::lanes::DEFAULT_LANES).await
+    }
+
+    /// A client over `lanes` connections, for queries the coordinator relays.
+    pub async fn client_lanes(&self, lanes: usize) -> Result<CoordinatorClient> {
+        CoordinatorClient::connect_lanes(self.coordinator, &self.cluster, lanes).await.with_context(|| {
             format!(
                 "connecting to the coordinator at {}; is it running, and is {} its cluster folder?",
                 self.coordinator,
@@ -263,6 +269,8 @@ pub struct CoordinatorArgs {
     #[command(flatten)]
     pub limits: ServeArgs,
     #[command(flatten)]
+    pub lanes: LanesArg,
+    #[command(flatten)]
     pub replan: ReplanArgs,
 }
 
@@ -316,11 +324,31 @@ impl ReplanArgs {
     }
 }
 
+/// How many QUIC connections this process opens to each peer it queries.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LanesArg {
+    /// QUIC connections ("lanes") this process opens to each worker, and to the coordinator
+    /// for queries it relays. One connection's encryption runs on one core, so a large reply is
+    /// fetched as stripes of whole samples, one per lane, in parallel; 1 turns striping off,
+    /// for comparisons. Processes `embtune up` starts take it from EMBTUNE_LANES.
+    #[arg(long, env = "EMBTUNE_LANES", value_name = "N", value_parser = parse_lanes,
+          default_value_t = embtune_transport::lanes::DEFAULT_LANES)]
+    pub lanes: usize,
+}
+
+/// A lane count: a whole number of at least one.
+fn parse_lanes(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a lane count: give a whole number of at least 1")),
+    }
+}
+
 /// The limits a serving process keeps against its peers (`embtune_transport::guard`).
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// QUIC connections served at once; more are refused during the handshake. Every worker
-    /// and client holds one per lane (EMBTUNE_LANES, default 4).
+    /// and client holds one per lane (`--lanes`, default 4).
     #[arg(long, env = "EMBTUNE_MAX_CONNECTIONS", value_name = "N",
           default_value_t = embtune_transport::guard::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -355,6 +383,7 @@ pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
         std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
         let mut cfg = CoordinatorConfig::new(a.listen, a.cluster.clone(), a.data_dir.clone());
         cfg.replan = a.replan.config()?;
+        cfg.lanes = a.lanes.lanes;
         let c = Coordinator::start(cfg).await?;
         let http = embtune_dashboards::serve(c.clone(), a.http, a.http_token.clone()).await?;
         let file = CoordinatorFile { quic: c.local_addr(), http, pid: std::process::id() };
@@ -414,6 +443,8 @@ pub struct WorkerArgs {
           default_value_t = embtune_worker::server::DEFAULT_TRAFFIC_SAMPLE)]
     pub traffic_sample: u32,
     #[command(flatten)]
+    pub isa: crate::bench::IsaArg,
+    #[command(flatten)]
     pub limits: ServeArgs,
 }
 
@@ -471,6 +502,7 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         calibrate: !a.no_calibrate,
         gpu: a.gpu,
         traffic_sample: a.traffic_sample,
+        isa: a.isa.isa,
     };
     // The engine's threads do the work; the async threads only move frames.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -500,6 +532,8 @@ pub struct LoadgenArgs {
     /// A name for reports (default: the host name and process id).
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub lanes: LanesArg,
 }
 
 pub fn loadgen(a: LoadgenArgs) -> Result<()> {
@@ -507,7 +541,11 @@ pub fn loadgen(a: LoadgenArgs) -> Result<()> {
         coordinator: resolve(&a.coordinator)?,
         cluster: a.cluster,
         name: a.name.unwrap_or_else(|| format!("{}:{}", hostname(), std::process::id())),
-        client: embtune_client::ClientConfig { local_cores: a.cores.max(1), ..Default::default() },
+        client: embtune_client::ClientConfig {
+            local_cores: a.cores.max(1),
+            lanes: a.lanes.lanes,
+            ..Default::default()
+        },
     };
     let threads = a.threads.unwrap_or_else(|| allowed_cpus().len()).max(2);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;

@@ -33,7 +33,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--loadgens drives load generators on the direct path; leave out --via coordinator");
     }
     runtime()?.block_on(async move {
-        let control = target.client().await?;
+        let control = target.client_lanes(args.lanes.lanes).await?;
         let status = control.status().await?;
         let up: Vec<_> = status.workers.iter().filter(|w| w.healthy).collect();
         if up.is_empty() {
@@ -140,7 +140,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let pool: Vec<QueryBatch> =
                     batch_pool(&generator, machine.llc_bytes).into_iter().map(Arc::unwrap_or_clone).collect();
                 sp.finish_and_clear();
-                let client = direct_client(&target, wire, args.client_cores).await?;
+                let client = direct_client(&target, wire, args.client_cores, args.lanes.lanes).await?;
                 let pool = Arc::new(pool);
                 let r =
                     loadgen::run(&LoadTarget::Direct { client: client.clone(), pool: pool.clone() }, &cfg, &tick).await;
@@ -178,7 +178,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 // generator's side of a single connection does not cap what the cluster is offered.
                 let mut clients = vec![control.clone()];
                 for _ in 1..cfg.concurrency.div_ceil(4).clamp(1, 8) {
-                    clients.push(target.client().await?);
+                    clients.push(target.client_lanes(args.lanes.lanes).await?);
                 }
                 let r = loadgen::run(&LoadTarget::Relay { clients, pool: prepared.clone() }, &cfg, &tick).await;
                 let verified = if args.verify {
@@ -238,8 +238,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// A direct client of the cluster `target` names.
-pub async fn direct_client(target: &Target, wire: WireFormat, local_cores: usize) -> Result<Client> {
-    let cfg = ClientConfig { wire, local_cores: local_cores.max(1), ..ClientConfig::default() };
+pub async fn direct_client(target: &Target, wire: WireFormat, local_cores: usize, lanes: usize) -> Result<Client> {
+    let cfg = ClientConfig { wire, local_cores: local_cores.max(1), lanes, ..ClientConfig::default() };
     let client = Client::connect(target.coordinator, &target.cluster, cfg)
         .await
         .with_context(|| format!("connecting to the cluster of the coordinator at {}", target.coordinator))?;

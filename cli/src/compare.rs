@@ -12,7 +12,7 @@ use embtune_worker::limit::LimitConfig;
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
 use embtune_workloads::BatchGenerator;
 
-use crate::bench::{PlanChoice, batch_pool, memory_caps, profile, resolve_plan};
+use crate::bench::{IsaArg, PlanChoice, batch_pool, memory_caps, profile, resolve_plan};
 use crate::ui;
 use crate::workload::WorkloadArgs;
 
@@ -46,6 +46,8 @@ pub struct CompareArgs {
     /// Do not ask the kernel for transparent huge pages.
     #[arg(long)]
     pub no_huge_pages: bool,
+    #[command(flatten)]
+    pub isa: IsaArg,
     /// Print JSON (every round of every variant, the medians and ratios) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -117,6 +119,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
             hot: Box::new(move |t, n| hot.tables[t].hottest(n)),
             huge_pages: !a.no_huge_pages,
             verify: a.verify,
+            isa: a.isa.isa,
         },
         &|r, n, label| {
             bar.set_prefix(format!("round {}/{n}", r + 1));
@@ -171,6 +174,8 @@ pub struct LimitArgs {
     /// per look-up in the engine; the ceiling loop has none.
     #[arg(long, default_value_t = 256)]
     pub batch: u32,
+    #[command(flatten)]
+    pub isa: IsaArg,
     /// Print JSON (every round, the medians and the ratio) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -184,6 +189,7 @@ pub fn limit(a: LimitArgs) -> Result<()> {
         round: Duration::from_secs_f64(a.round_secs),
         prefetches: a.prefetch.clone(),
         batch: a.batch.max(1),
+        isa: a.isa.isa,
     };
     let bar = ui::bar(cfg.rounds as u64, a.json);
     bar.set_prefix("limit");

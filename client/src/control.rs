@@ -82,9 +82,10 @@ impl PreparedQuery {
 }
 
 impl CoordinatorClient {
-    /// Connects with the certificate in the cluster folder `cluster`.
+    /// Connects with the certificate in the cluster folder `cluster`, over
+    /// [`lanes::DEFAULT_LANES`] connections.
     pub async fn connect(addr: SocketAddr, cluster: &Path) -> Result<CoordinatorClient, TransportError> {
-        Self::connect_lanes(addr, cluster, lanes::configured()).await
+        Self::connect_lanes(addr, cluster, lanes::DEFAULT_LANES).await
     }
 
     /// Connects over `lanes` connections (at least one).

@@ -64,7 +64,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            lanes: lanes::configured(),
+            lanes: lanes::DEFAULT_LANES,
             timeout: Duration::from_secs(10),
             wire: WireFormat::F32,
             local_cores: 1,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use embtune_protocol::tuning::{
-    CeilingLoad, ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, Trial, TrialKind, now_ms,
+    CeilingLoad, ClusterDesc, HeadToHead, Job, JobConfig, JobStatus, Measured, Objective, Trial, TrialKind,
 };
 use embtune_protocol::wire::{LoadSpec, WireError};
 use embtune_protocol::{Topology, WorkerShape};
@@ -38,6 +38,13 @@ pub struct Pool {
 }
 
 use crate::server::Coordinator;
+
+/// Milliseconds since the Unix epoch, for the times jobs and trials are stamped with. The clock
+/// is read here, in the process that runs jobs, and handed to the tuner and the records: the
+/// pure crates keep no clock of their own (ARCHITECTURE.md, "pure logic does no network I/O").
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// What the cluster looks like to the tuner now: the healthy workers, their shapes and costs.
 pub fn context_parts(c: &Coordinator) -> (Topology, Vec<Node>, ClusterDesc) {

@@ -18,11 +18,12 @@ use parking_lot::Mutex;
 
 use embtune_protocol::Plan;
 use embtune_protocol::replan::{ReplanMode, ReplanStatus, Switch, SwitchOutcome};
-use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Measured, Trial, TrialKind, now_ms};
+use embtune_protocol::tuning::{Job, JobConfig, JobStatus, Measured, Trial, TrialKind};
 use embtune_protocol::wire::{Request, Response, TrafficReply};
 use embtune_tuner::replan::{Cluster, Effort, LiveTraffic, assess, capacity, judge, merge};
 use embtune_workloads::TableProfile;
 
+use crate::jobs::now_ms;
 use crate::server::{Active, Coordinator, futures_all};
 
 /// How the coordinator re-plans while serving.

@@ -66,7 +66,7 @@ impl CoordinatorConfig {
             heartbeat: Duration::from_millis(250),
             dead_after: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(10),
-            lanes: lanes::configured(),
+            lanes: lanes::DEFAULT_LANES,
             replan: Default::default(),
             retire_after: Duration::from_secs(2),
         }

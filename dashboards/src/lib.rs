@@ -14,6 +14,7 @@
 mod api;
 mod assets;
 mod auth;
+mod counts;
 pub mod heat;
 mod limits;
 mod metrics;
@@ -29,6 +30,7 @@ use axum::routing::get;
 
 use embtune_coordinator::server::Coordinator;
 
+use crate::counts::TrialCounts;
 use crate::state::AppState;
 
 /// Why the HTTP server could not start.
@@ -49,7 +51,9 @@ pub fn router(c: Coordinator) -> Router {
 
 /// The routes; with a `token`, every route but `/healthz` answers 401 to a request without it.
 pub fn router_with_token(c: Coordinator, token: Option<String>) -> Router {
-    let state = Arc::new(AppState::new(c, token));
+    let counts = Arc::new(TrialCounts::default());
+    let registry = metrics::registry(c.clone(), counts.clone());
+    let state = Arc::new(AppState::new(c, token, counts, registry));
     let guarded = Router::new()
         .route("/", get(assets::index))
         .route("/index.html", get(assets::index))

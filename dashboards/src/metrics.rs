@@ -28,12 +28,13 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Unit;
+use prometheus_client::registry::{Registry, Unit};
 
 use embtune_coordinator::server::Coordinator;
 use embtune_protocol::Placement;
 
-use crate::state::{AppState, TrialCounts};
+use crate::counts::{Counts, TrialCounts};
+use crate::state::AppState;
 use crate::views;
 
 pub(crate) async fn scrape(State(s): State<Arc<AppState>>) -> Response {
@@ -45,10 +46,18 @@ pub(crate) async fn scrape(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The registry `/metrics` encodes: one collector that reads `c` (and the job trial counts
+/// `counts` caches) at every scrape.
+pub(crate) fn registry(c: Coordinator, counts: Arc<TrialCounts>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Collector { c, counts }));
+    registry
+}
+
 /// Encodes the coordinator's state on every scrape.
-pub(crate) struct Collector {
-    pub c: Coordinator,
-    pub counts: Arc<TrialCounts>,
+struct Collector {
+    c: Coordinator,
+    counts: Arc<TrialCounts>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -311,8 +320,7 @@ impl prometheus_client::collector::Collector for Collector {
         let per_job = |f: &dyn Fn(&embtune_protocol::tuning::Job) -> Option<f64>| -> Vec<(Labels, f64)> {
             jobs.iter().filter_map(|j| f(j).filter(|v| v.is_finite()).map(|v| (jl(j), v))).collect()
         };
-        let counts: HashMap<&str, crate::state::Counts> =
-            jobs.iter().map(|j| (j.id.as_str(), self.counts.get(store, j))).collect();
+        let counts: HashMap<&str, Counts> = jobs.iter().map(|j| (j.id.as_str(), self.counts.get(store, j))).collect();
         gauges(
             &mut e,
             "embtune_tune_trials",

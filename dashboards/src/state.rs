@@ -11,9 +11,10 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use embtune_coordinator::server::Coordinator;
-use embtune_protocol::tuning::{Job, TrialKind};
 use embtune_protocol::wire::ClusterInfo;
 use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec};
+
+use crate::counts::TrialCounts;
 
 /// Rates from two samples closer than this are noise (heartbeats come every 250 ms): a call
 /// that soon after the previous one gets the previous call's rates.
@@ -32,10 +33,9 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    pub fn new(c: Coordinator, token: Option<String>) -> AppState {
-        let counts = Arc::new(TrialCounts::default());
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(crate::metrics::Collector { c: c.clone(), counts: counts.clone() }));
+    /// The state of a server for `c`; `registry` holds the collectors `/metrics` encodes (the
+    /// caller builds it, so that this module does not depend on the metrics it serves).
+    pub fn new(c: Coordinator, token: Option<String>, counts: Arc<TrialCounts>, registry: Registry) -> AppState {
         AppState {
             c,
             token,
@@ -67,49 +67,6 @@ impl AppState {
         }
         cache.push((digest, p.clone()));
         p
-    }
-}
-
-/// Counts of a job's trials, cached by the job's `updated_ms` (a job's trials change only
-/// together with it), so that listing jobs and scraping metrics do not re-read every plan.
-#[derive(Default)]
-pub(crate) struct TrialCounts {
-    cache: Mutex<HashMap<String, (u64, Counts)>>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
-pub struct Counts {
-    /// Every trial recorded, baselines and failures included.
-    pub total: usize,
-    pub measured: usize,
-    pub failed: usize,
-    /// Trials of the search (not baselines).
-    pub search: usize,
-}
-
-impl Counts {
-    /// The counts of a job's trials.
-    pub fn of(trials: &[embtune_protocol::tuning::Trial]) -> Counts {
-        Counts {
-            total: trials.len(),
-            measured: trials.iter().filter(|t| t.measured.is_some()).count(),
-            failed: trials.iter().filter(|t| t.measured.is_none()).count(),
-            search: trials.iter().filter(|t| !matches!(t.kind, TrialKind::Baseline(_))).count(),
-        }
-    }
-}
-
-impl TrialCounts {
-    pub fn get(&self, store: &embtune_tuner::store::Store, job: &Job) -> Counts {
-        if let Some((at, c)) = self.cache.lock().get(&job.id)
-            && *at == job.updated_ms
-        {
-            return *c;
-        }
-        let trials = store.trials(&job.id).unwrap_or_default();
-        let c = Counts::of(&trials);
-        self.cache.lock().insert(job.id.clone(), (job.updated_ms, c));
-        c
     }
 }
 

@@ -207,7 +207,7 @@ pub fn summary(job: &Job, trials: &[Trial]) -> Value {
         "search_trials": search,
         "target_trials": job.config.trials as usize + baseline_count(job),
         // Counted as the jobs list counts it, so that the two never disagree.
-        "failed_trials": crate::state::Counts::of(trials).failed,
+        "failed_trials": crate::counts::Counts::of(trials).failed,
         "best": best,
         "best_trial": job.best.map(|b| b.0),
         "best_plan": best_trial.map(|t| t.plan.summary()),
@@ -239,7 +239,7 @@ pub fn summary(job: &Job, trials: &[Trial]) -> Value {
 
 /// A row of the jobs list: the fields of `embtune results list --json` (`trials` counts every
 /// trial, baselines included) and the dashboard's.
-pub fn list_row(job: &Job, counts: crate::state::Counts, running: bool) -> Value {
+pub fn list_row(job: &Job, counts: crate::counts::Counts, running: bool) -> Value {
     json!({
         "job": job.id,
         "preset": job.dataset,
@@ -267,7 +267,7 @@ pub fn list_row(job: &Job, counts: crate::state::Counts, running: bool) -> Value
 
 /// [`list_row`] for a job whose trials are at hand (the CLI's `results list --json`).
 pub fn list_row_of(job: &Job, trials: &[Trial], running: bool) -> Value {
-    list_row(job, crate::state::Counts::of(trials), running)
+    list_row(job, crate::counts::Counts::of(trials), running)
 }
 
 /// The best baseline by its own trial (each trial's own measurement, before any side-by-side

@@ -144,6 +144,7 @@ async fn setup(worker: bool) -> Setup {
             calibrate: false,
             gpu: None,
             traffic_sample: embtune_worker::server::DEFAULT_TRAFFIC_SAMPLE,
+            isa: None,
         };
         tokio::spawn(async move {
             if let Err(e) = embtune_worker::server::run(cfg).await {

@@ -20,14 +20,10 @@ use crate::endpoint::connect;
 use crate::rpc::{Body, call};
 use crate::{Identity, TransportError, Tuning, client_endpoint};
 
-/// Lanes a process opens to each peer by default.
+/// Lanes a process opens to each peer unless its configuration says otherwise (the command
+/// line's `--lanes`, or `EMBTUNE_LANES`, which the `embtune` binary reads; 1 turns striping off,
+/// for comparisons).
 pub const DEFAULT_LANES: usize = 4;
-
-/// Lanes to open: `EMBTUNE_LANES` when set to a positive number (1 turns striping off, for
-/// comparisons), else [`DEFAULT_LANES`]. Child processes of `embtune up` inherit it.
-pub fn configured() -> usize {
-    std::env::var("EMBTUNE_LANES").ok().and_then(|v| v.trim().parse().ok()).filter(|&n| n >= 1).unwrap_or(DEFAULT_LANES)
-}
 
 /// Smallest stripe worth its own request: below this, a request's fixed cost (about 50 µs on
 /// loopback) outweighs the parallel crypto it buys.

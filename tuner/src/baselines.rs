@@ -258,7 +258,7 @@ mod tests {
                 .unwrap()
         );
         let topo = topo.with_client_memory(8 << 20);
-        assert_eq!(Strategy::baselines(topo.client_memory_bytes).len(), 6);
+        assert_eq!(Strategy::baselines(topo.client_memory_bytes).len(), Strategy::ALL.len());
         let p = Strategy::ClientThreshold.plan(&spec, &topo, &Default::default()).unwrap();
         let client: u64 = p.client_tables().iter().map(|&t| spec.tables[t as usize].bytes()).sum();
         assert!(client > 0 && client <= 8 << 20, "{client}");

@@ -391,7 +391,7 @@ pub(crate) mod tests {
         assert_eq!(t.job.status, JobStatus::Running, "running until the caller finishes it");
         t.finish(1);
         assert_eq!(t.job.status, JobStatus::Done);
-        assert_eq!(t.job.baselines.len(), 5);
+        assert_eq!(t.job.baselines.len(), Strategy::baselines(0).len());
         assert_eq!(t.search_trials(), 9);
         let best = t.job.best.unwrap().1;
         let rr = t.job.baselines["round-robin"];
@@ -464,10 +464,12 @@ pub(crate) mod tests {
             kinds.push(p.kind.label());
             t.record(&ctx, p, Ok(Measured { value: 100.0 + kinds.len() as f64, ..Default::default() }), 0, 0, 1.0);
         }
-        assert_eq!(kinds[5], "baseline:torchrec", "{kinds:?}");
-        assert_eq!(kinds.len(), 8, "5 strategies, the plan, 2 search trials: {kinds:?}");
-        assert_eq!(t.job.baselines["torchrec"], 106.0);
-        assert!(t.head_to_head_contenders(3).contains(&5), "raced in the head-to-head");
+        // The strategies, then the named plan, then the search.
+        let n = Strategy::baselines(0).len();
+        assert_eq!(kinds[n], "baseline:torchrec", "{kinds:?}");
+        assert_eq!(kinds.len(), n + 3, "the strategies, the plan, 2 search trials: {kinds:?}");
+        assert_eq!(t.job.baselines["torchrec"], 100.0 + (n + 1) as f64);
+        assert!(t.head_to_head_contenders(3).contains(&(n as u32)), "raced in the head-to-head");
         // A resumed job does not measure it again.
         let mut again = Tuner::new(t.job.clone(), t.trials.clone());
         assert!(again.next(&ctx).is_none());
@@ -500,15 +502,24 @@ pub(crate) mod tests {
         let prof = vec![TableProfile::default(); spec.tables.len()];
         let ctx = two_cores(&spec, &prof);
         let mut t = Tuner::new(job(&spec, 1), Vec::new());
-        for v in [700.0, 1400.0, 900.0, 1000.0, 1100.0, 1450.0] {
+        // Every baseline (round-robin 700, all-replicate 1400, the others below it), then one
+        // search trial, trial `n`, alone at 1450.
+        let n = Strategy::baselines(0).len();
+        for i in 0..=n {
+            let v = match i {
+                0 => 700.0,
+                1 => 1400.0,
+                i if i == n => 1450.0,
+                i => 800.0 + 100.0 * i as f64,
+            };
             let p = t.next(&ctx).unwrap();
             t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
-        // Side by side, trial 5 and all-replicate (trial 1) trade places from round to round.
+        // Side by side, trial n and all-replicate (trial 1) trade places from round to round.
         let rounds: Vec<BTreeMap<u32, f64>> =
             [(1342.0, 1412.0, 700.0), (1500.0, 1450.0, 760.0), (1300.0, 1290.0, 690.0)]
                 .iter()
-                .map(|&(s, a, r)| [(5, s), (1, a), (0, r)].into_iter().collect())
+                .map(|&(s, a, r)| [(n as u32, s), (1, a), (0, r)].into_iter().collect())
                 .collect();
         let names = [(0, "round-robin".to_string()), (1, "all-replicate".to_string())].into_iter().collect();
         t.job.head_to_head = HeadToHead::from_rounds(Objective::Throughput, &rounds, &names);
@@ -516,7 +527,7 @@ pub(crate) mod tests {
         assert_eq!(t.job.best, Some((1, 1412.0)), "the simpler plan, at its side-by-side value");
         assert_eq!(t.best().unwrap().n, 1);
         let h = t.job.headline().unwrap();
-        assert!(h.tie && h.winner_is_baseline && h.tied_trial == Some(5), "{h:?}");
+        assert!(h.tie && h.winner_is_baseline && h.tied_trial == Some(n as u32), "{h:?}");
         for (k, v) in t.job.reported_baselines() {
             assert!(*v <= 1412.0, "{k} {v}");
         }

@@ -368,14 +368,15 @@ mod tests {
     #[test]
     fn the_search_kind_chooses_the_stages_behind_the_baselines() {
         let model = kinds(SearchKind::Model, 6);
-        assert_eq!(model.len(), 11, "5 baselines and 6 search trials: {model:?}");
-        assert!(model[..5].iter().all(|k| matches!(k, TrialKind::Baseline(_))), "{model:?}");
-        assert!(model[5..].iter().all(|k| matches!(k, TrialKind::Search | TrialKind::Knobs)), "{model:?}");
-        assert!(model[5..].contains(&TrialKind::Knobs), "the knobs stage has its turn: {model:?}");
-        assert!(model[5..].contains(&TrialKind::Search), "{model:?}");
+        let n = Strategy::baselines(0).len();
+        assert_eq!(model.len(), n + 6, "every baseline and 6 search trials: {model:?}");
+        assert!(model[..n].iter().all(|k| matches!(k, TrialKind::Baseline(_))), "{model:?}");
+        assert!(model[n..].iter().all(|k| matches!(k, TrialKind::Search | TrialKind::Knobs)), "{model:?}");
+        assert!(model[n..].contains(&TrialKind::Knobs), "the knobs stage has its turn: {model:?}");
+        assert!(model[n..].contains(&TrialKind::Search), "{model:?}");
         let random = kinds(SearchKind::Random, 4);
-        assert_eq!(random.len(), 9, "{random:?}");
-        assert!(random[5..].iter().all(|k| *k == TrialKind::Random), "{random:?}");
+        assert_eq!(random.len(), n + 4, "{random:?}");
+        assert!(random[n..].iter().all(|k| *k == TrialKind::Random), "{random:?}");
     }
 
     #[test]

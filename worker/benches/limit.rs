@@ -23,7 +23,7 @@ fn limit(c: &mut Criterion) {
                 t
             })
         });
-        let engine = setup.engine(1, pf, cfg.batch).expect("deploy");
+        let engine = setup.engine(1, pf, cfg.batch, None).expect("deploy");
         let mut next = 0usize;
         g.bench_function(format!("engine-direct/pf{pf}"), |b| {
             b.iter_custom(|n| {

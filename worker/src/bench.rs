@@ -14,6 +14,7 @@ use embtune_protocol::Plan;
 use embtune_protocol::report::{BenchReport, CoreLoad, HugePages};
 use embtune_workloads::{ModelSpec, QueryBatch};
 
+use crate::engine::kernels::Isa;
 use crate::engine::reference::Reference;
 use crate::engine::{Engine, EngineConfig, EngineError, Lookup, LookupOutput, Submitter};
 use crate::machine::MachineInfo;
@@ -35,6 +36,8 @@ pub struct LocalBench {
     /// Check this many batches against the naive reference after timing (0: no check).
     pub verify: usize,
     pub huge_pages: bool,
+    /// The highest kernel level to use (`None`: the best the CPU has).
+    pub isa: Option<Isa>,
 }
 
 /// Where a run is, for progress bars.
@@ -53,7 +56,7 @@ pub fn run(cfg: LocalBench, progress: &dyn Fn(Progress)) -> Result<BenchReport, 
         cpus: cfg.cpus.clone(),
         pin: cfg.cpus.len() <= MachineInfo::detect().cpus,
         huge_pages: cfg.huge_pages,
-        isa: None,
+        isa: cfg.isa,
     });
     progress(Progress::Deploying);
     let mut assignment = cfg.plan.assignment(&cfg.spec, 0);

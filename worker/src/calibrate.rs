@@ -11,6 +11,7 @@ use embtune_protocol::{DataFlow, Knobs, Placement, Plan, Topology};
 use embtune_workloads::{AccessDist, BatchGenerator, Pooling, Preset, PresetOptions};
 
 use crate::bench::run_batches;
+use crate::engine::kernels::Isa;
 use crate::engine::{Engine, EngineConfig, Lookup};
 use crate::machine::MachineInfo;
 
@@ -44,10 +45,11 @@ fn per_row(engine: &Engine, rows: u64, prefetch: u16, time: Duration) -> Option<
     Some(t0.elapsed().as_nanos() as f64 / (n as f64 * lookups))
 }
 
-/// Runs the sweep on `cpu` (about a second) and returns the figures.
-pub fn calibrate(cpu: usize) -> Option<Calibration> {
+/// Runs the sweep on `cpu` with kernels no higher than `isa` (about a second) and returns the
+/// figures.
+pub fn calibrate(cpu: usize, isa: Option<Isa>) -> Option<Calibration> {
     let m = MachineInfo::detect();
-    let engine = Engine::start(EngineConfig { cpus: vec![cpu], pin: true, huge_pages: true, isa: None });
+    let engine = Engine::start(EngineConfig { cpus: vec![cpu], pin: true, huge_pages: true, isa });
     let t = Duration::from_millis(150);
     let l1 = per_row(&engine, 64, 0, t)?;
     let llc = per_row(&engine, (m.llc_bytes / 2 / 256).max(1024), 16, t)?;
@@ -86,7 +88,7 @@ mod tests {
         // A row from DRAM costs more than one from the core's caches, whatever the machine; a
         // test machine busy with other tests may blur one sweep, so the order must show in one
         // of three.
-        let sweeps: Vec<_> = (0..3).map(|_| super::calibrate(0).expect("calibration runs")).collect();
+        let sweeps: Vec<_> = (0..3).map(|_| super::calibrate(0, None).expect("calibration runs")).collect();
         assert!(sweeps.iter().all(|c| c.ns_per_row_l1 > 0.0 && c.ns_per_request > 0.0));
         assert!(sweeps.iter().any(|c| c.ns_per_row_dram > c.ns_per_row_l1), "{sweeps:?}");
     }

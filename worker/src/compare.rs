@@ -14,6 +14,7 @@ use embtune_protocol::Plan;
 use embtune_workloads::{ModelSpec, QueryBatch};
 
 use crate::bench::drive;
+use crate::engine::kernels::Isa;
 use crate::engine::reference::Reference;
 use crate::engine::{Engine, EngineConfig, EngineError, Lookup};
 use crate::limit::median;
@@ -36,6 +37,8 @@ pub struct CompareConfig {
     pub hot: Box<dyn Fn(usize, usize) -> Vec<u32> + Send + Sync>,
     pub huge_pages: bool,
     pub verify: bool,
+    /// The highest kernel level to use (`None`: the best the CPU has).
+    pub isa: Option<Isa>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,7 +71,7 @@ pub fn run(cfg: CompareConfig, progress: &dyn Fn(usize, usize, &str)) -> Result<
     for v in &cfg.variants {
         progress(0, cfg.rounds, &format!("deploying {}", v.label));
         let e =
-            Engine::start(EngineConfig { cpus: cfg.cpus.clone(), pin: true, huge_pages: cfg.huge_pages, isa: None });
+            Engine::start(EngineConfig { cpus: cfg.cpus.clone(), pin: true, huge_pages: cfg.huge_pages, isa: cfg.isa });
         let mut a = v.plan.assignment(&cfg.spec, 0);
         a.fill_hot_ids(&v.plan, &cfg.hot);
         e.deploy(&a)?;

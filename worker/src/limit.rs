@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use embtune_protocol::{DataFlow, Knobs, Placement, Plan, Topology};
 use embtune_workloads::{BatchGenerator, Preset, PresetOptions, QueryBatch};
 
+use crate::engine::kernels::Isa;
 use crate::engine::storage::RowStore;
 use crate::engine::{Engine, EngineConfig, EngineError};
 
@@ -33,6 +34,8 @@ pub struct LimitConfig {
     pub round: Duration,
     pub prefetches: Vec<usize>,
     pub batch: u32,
+    /// The highest kernel level the engine may use (`None`: the best the CPU has).
+    pub isa: Option<Isa>,
 }
 
 impl Default for LimitConfig {
@@ -44,6 +47,7 @@ impl Default for LimitConfig {
             round: Duration::from_millis(1500),
             prefetches: vec![16, 24, 32],
             batch: 256,
+            isa: None,
         }
     }
 }
@@ -121,8 +125,8 @@ impl Setup {
     }
 
     /// An engine of `threads` cores with the same table replicated, read by the direct flow.
-    pub fn engine(&self, threads: usize, prefetch: usize, batch: u32) -> Result<Engine, EngineError> {
-        let engine = Engine::start(EngineConfig::with_cores(threads));
+    pub fn engine(&self, threads: usize, prefetch: usize, batch: u32, isa: Option<Isa>) -> Result<Engine, EngineError> {
+        let engine = Engine::start(EngineConfig { isa, ..EngineConfig::with_cores(threads) });
         let spec = &self.spec;
         let topology = Topology::uniform(1, threads as u16, u64::MAX);
         let plan = Plan::from_placements("limit", spec, topology, [Placement::Replicated])
@@ -177,7 +181,7 @@ pub fn run(cfg: &LimitConfig, progress: &dyn Fn(usize, usize)) -> Result<LimitRe
     let engines: Vec<(usize, Engine)> = cfg
         .prefetches
         .iter()
-        .map(|&pf| setup.engine(cfg.threads, pf, cfg.batch).map(|e| (pf, e)))
+        .map(|&pf| setup.engine(cfg.threads, pf, cfg.batch, cfg.isa).map(|e| (pf, e)))
         .collect::<Result<_, _>>()?;
 
     let isa = ceiling_isa();

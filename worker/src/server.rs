@@ -28,6 +28,7 @@ use embtune_transport::rpc::{Body, Peer, accept_loop, call};
 use embtune_transport::{Tuning, certs, server_endpoint};
 use embtune_workloads::QueryBatch;
 
+use crate::engine::kernels::Isa;
 use crate::engine::{DeployProgress, Engine, EngineConfig, EngineError, Lookup, LookupOutput};
 use crate::machine::MachineInfo;
 use crate::traffic::TrafficStats;
@@ -57,6 +58,8 @@ pub struct WorkerConfig {
     /// `TakeTraffic` reports ([`DEFAULT_TRAFFIC_SAMPLE`] is a good choice); 0 turns the
     /// summaries off. The exact per-table counts are kept either way.
     pub traffic_sample: u32,
+    /// The highest kernel level the engine may use (`None`: the best the CPU has).
+    pub isa: Option<Isa>,
 }
 
 /// The default of [`WorkerConfig::traffic_sample`]. Counting a batch's ids into the summaries
@@ -295,7 +298,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
             cpus: cfg.cpus.clone(),
             pin: true,
             huge_pages: cfg.huge_pages,
-            isa: None,
+            isa: cfg.isa,
         })),
     };
     // A GPU worker is one slot (the device) whose memory is the device's.
@@ -347,8 +350,8 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
     let machine = MachineInfo::detect();
     // The CPU sweep says nothing about a device; its model starts from the defaults.
     let calibration = if cfg.calibrate && gpu.is_none() {
-        let cpu = cfg.cpus[0];
-        let c = tokio::task::spawn_blocking(move || crate::calibrate::calibrate(cpu)).await.ok().flatten();
+        let (cpu, isa) = (cfg.cpus[0], cfg.isa);
+        let c = tokio::task::spawn_blocking(move || crate::calibrate::calibrate(cpu, isa)).await.ok().flatten();
         if let Some(c) = &c {
             tracing::info!(
                 "calibrated: {:.1} ns per row from the core's caches, {:.1} from the LLC, {:.1} from DRAM, {:.0} ns per request",

@@ -7,8 +7,8 @@
 //!
 //! The vector code exists three times: AVX-512 (F, BW, VL), AVX2 with FMA and F16C, and a
 //! portable version the compiler vectorises for the baseline target. [`Isa::detect`] picks the
-//! best the CPU has, so one portable binary runs at full speed everywhere; `EMBTUNE_ISA`
-//! forces a lower level for tests and comparisons.
+//! best the CPU has, so one portable binary runs at full speed everywhere; a cap
+//! ([`Isa::at_most`], `--isa` on the command line) forces a lower level for comparisons.
 
 use embtune_workloads::RowType;
 
@@ -28,15 +28,29 @@ pub enum Isa {
     Avx512,
 }
 
+impl std::str::FromStr for Isa {
+    type Err = String;
+
+    /// `scalar`, `avx2` or `avx512`, as [`Isa::name`] writes them.
+    fn from_str(s: &str) -> Result<Isa, String> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .find(|i| i.name() == s.trim())
+            .ok_or_else(|| format!("unknown instruction-set level `{s}`: use scalar, avx2 or avx512"))
+    }
+}
+
 impl Isa {
-    /// The best level this CPU supports, lowered by `EMBTUNE_ISA=scalar|avx2` if set.
+    /// The best level this CPU supports.
     pub fn detect() -> Isa {
+        Self::best_supported()
+    }
+
+    /// The best level this CPU supports, but no higher than `cap` (`None`: no cap). A cap above
+    /// what the CPU has is lowered to it, so a cap never selects code the CPU cannot run.
+    pub fn at_most(cap: Option<Isa>) -> Isa {
         let best = Self::best_supported();
-        match std::env::var("EMBTUNE_ISA").ok().as_deref() {
-            Some("scalar") => Isa::Scalar,
-            Some("avx2") => best.min(Isa::Avx2),
-            _ => best,
-        }
+        cap.map_or(best, |c| best.min(c))
     }
 
     /// Every level this CPU can run, for tests that compare them.

@@ -67,7 +67,8 @@ pub struct EngineConfig {
     pub pin: bool,
     /// Ask for transparent huge pages on large tables.
     pub huge_pages: bool,
-    /// Kernel level; `None` picks the best the CPU supports.
+    /// The highest kernel level to use (lowered to what the CPU supports); `None` picks the
+    /// best the CPU supports.
     pub isa: Option<Isa>,
 }
 
@@ -307,7 +308,7 @@ impl Engine {
         assert!(!config.cpus.is_empty(), "an engine needs at least one core");
         let n = config.cpus.len();
         let shared = Arc::new(Shared {
-            isa: config.isa.unwrap_or_else(Isa::detect),
+            isa: Isa::at_most(config.isa),
             l2_bytes: crate::machine::MachineInfo::detect().l2_bytes,
             cpus: config.cpus.clone(),
             huge_pages: config.huge_pages,

@@ -20,12 +20,20 @@
 //! Table contents are the CPU engine's: rows are encoded on the host by the same functions
 //! (`storage::RowStore::fill`, `encode_row`) and copied in, so [`crate::engine::reference`]
 //! checks the GPU as it checks the CPU engine.
+//!
+//! This module is the engine (deployment, layouts, launches); `driver` wraps the driver and
+//! NVRTC, `l2` is what the L2 keeps, `timing` times launches with CUDA events, and `rows`
+//! maps a shard's local rows to the table's.
 
 pub mod bench;
+mod driver;
 pub mod kernels;
+mod l2;
+mod rows;
 pub mod serve;
 #[cfg(test)]
 mod tests;
+mod timing;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -35,12 +43,19 @@ use std::time::Instant;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, result, sys};
 use serde::{Deserialize, Serialize};
 
-use embtune_protocol::{DataFlow, LocalLayout, LocalTable, ShardRows, WorkerAssignment};
+use embtune_protocol::{DataFlow, LocalTable, ShardRows, WorkerAssignment};
 use embtune_workloads::{PoolingMode, QueryBatch, RowType};
 
-use crate::engine::storage::{RowStore, encode_row};
+use crate::engine::storage::RowStore;
+use driver::{DevBuf, attr};
+pub use driver::{GpuInfo, compile, cuda_present};
 pub use kernels::{KernelKnobs, Variant};
 use kernels::{TableDesc, WARPS};
+use l2::HotRegion;
+pub use l2::L2Options;
+use rows::{global_row, shard_rows};
+pub use rows::{held_rows, local_row};
+use timing::Event;
 
 /// Why the GPU backend failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -60,128 +75,6 @@ pub enum GpuError {
 impl From<result::DriverError> for GpuError {
     fn from(e: result::DriverError) -> GpuError {
         GpuError::Driver(e.to_string())
-    }
-}
-
-/// Whether the CUDA driver and NVRTC libraries can be loaded on this machine (a device may
-/// still be missing: [`GpuEngine::new`] says so).
-pub fn cuda_present() -> bool {
-    // SAFETY: only tries to dlopen the libraries.
-    unsafe { sys::is_culib_present() && cudarc::nvrtc::sys::is_culib_present() }
-}
-
-/// What the device is.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GpuInfo {
-    pub ordinal: usize,
-    pub name: String,
-    pub compute_capability: (i32, i32),
-    /// Driver API version (e.g. 13000 for CUDA 13.0).
-    pub driver_version: i32,
-    pub nvrtc_version: (i32, i32),
-    pub total_mem: u64,
-    pub free_mem: u64,
-    pub sms: u32,
-    pub clock_khz: u32,
-    pub mem_clock_khz: u32,
-    pub mem_bus_bits: u32,
-    pub l2_bytes: u64,
-    /// The largest `CU_LIMIT_PERSISTING_L2_CACHE_SIZE` the device takes (0: unsupported).
-    pub max_persisting_l2: u64,
-    pub max_window_bytes: u64,
-}
-
-impl GpuInfo {
-    /// One line for logs and reports.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} (sm_{}{}, {} SMs, {:.1} GiB, L2 {} MiB, persisting L2 up to {:.1} MiB, driver {}.{}, NVRTC {}.{})",
-            self.name,
-            self.compute_capability.0,
-            self.compute_capability.1,
-            self.sms,
-            self.total_mem as f64 / (1u64 << 30) as f64,
-            self.l2_bytes >> 20,
-            self.max_persisting_l2 as f64 / (1u64 << 20) as f64,
-            self.driver_version / 1000,
-            (self.driver_version % 1000) / 10,
-            self.nvrtc_version.0,
-            self.nvrtc_version.1
-        )
-    }
-}
-
-/// How the L2 keeps hot rows. Off by default: on an H100 (benches/gpu/RESULTS.md) the window
-/// made the real trace up to 21% slower and never helped, since blocks run table by table and
-/// the window holds the idle tables' hot rows too.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct L2Options {
-    /// Set the stream's access-policy window over the hot region (hits persist).
-    pub window: bool,
-    /// Bytes of hot rows to pin in all (`None`: the device's persisting-L2 limit). Hot-cache
-    /// tables share it in proportion to the rows they ask for.
-    pub hot_budget: Option<u64>,
-}
-
-/// A device allocation, freed on drop.
-struct DevBuf {
-    ptr: sys::CUdeviceptr,
-    len: usize,
-}
-
-impl DevBuf {
-    fn new(len: usize) -> Result<DevBuf, GpuError> {
-        // SAFETY: a plain device allocation; the context is current on this thread.
-        let ptr = unsafe { result::malloc_sync(len.max(256)) }
-            .map_err(|e| GpuError::Deploy(format!("allocating {len} bytes of device memory: {e}")))?;
-        Ok(DevBuf { ptr, len })
-    }
-
-    /// Copies `data` in, ordered on `stream` (the engine's, which does not synchronise with the
-    /// legacy default stream), and waits for it: `data` may be dropped after.
-    fn upload<T>(&self, data: &[T], stream: &CudaStream) -> Result<(), GpuError> {
-        assert!(std::mem::size_of_val(data) <= self.len.max(256));
-        // SAFETY: the buffer holds at least size_of_val(data) bytes; `data` outlives the copy
-        // because the stream is synchronised before returning.
-        unsafe { result::memcpy_htod_async(self.ptr, data, stream.cu_stream()) }?;
-        stream.synchronize()?;
-        Ok(())
-    }
-}
-
-impl Drop for DevBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated by malloc_sync; nothing uses it any more.
-        unsafe {
-            let _ = result::free_sync(self.ptr);
-        }
-    }
-}
-
-/// A CUDA event, destroyed on drop.
-struct Event(sys::CUevent);
-
-impl Event {
-    fn new() -> Result<Event, GpuError> {
-        Ok(Event(result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)?))
-    }
-    fn record(&self, stream: &CudaStream) -> Result<(), GpuError> {
-        // SAFETY: a live event and stream.
-        unsafe { result::event::record(self.0, stream.cu_stream()) }?;
-        Ok(())
-    }
-    fn ms_since(&self, start: &Event) -> Result<f32, GpuError> {
-        // SAFETY: both recorded on the same stream and completed (callers synchronise).
-        Ok(unsafe { result::event::elapsed(start.0, self.0) }?)
-    }
-}
-
-impl Drop for Event {
-    fn drop(&mut self) {
-        // SAFETY: created by event::create.
-        unsafe {
-            let _ = result::event::destroy(self.0);
-        }
     }
 }
 
@@ -213,15 +106,6 @@ struct Kernel {
     regs: i32,
     local_bytes: i32,
     compile_seconds: f64,
-}
-
-/// The hot rows of every hot-cache table, in one region.
-struct HotRegion {
-    region: DevBuf,
-    bytes: u64,
-    ranks: Vec<Option<DevBuf>>,
-    /// Per table: offset of its hot rows in the region and how many.
-    place: Vec<(u64, u32)>,
 }
 
 /// What the current flows compiled to.
@@ -303,10 +187,6 @@ pub struct GpuEngine {
     stream: Arc<CudaStream>,
     // Last, so that every buffer above is freed while the context lives.
     ctx: Arc<CudaContext>,
-}
-
-fn attr(ctx: &CudaContext, a: sys::CUdevice_attribute) -> Result<i32, GpuError> {
-    Ok(ctx.attribute(a)?)
 }
 
 impl GpuEngine {
@@ -565,111 +445,6 @@ impl GpuEngine {
         Ok(k)
     }
 
-    /// Copies the hot rows of every hot-cache table into one region, within the budget.
-    fn build_hot(&self, variants: &[Variant], table_variant: &[u32]) -> Result<Option<HotRegion>, GpuError> {
-        let is_hot: Vec<bool> = table_variant.iter().map(|&v| variants[v as usize].is_hot()).collect();
-        if !is_hot.iter().any(|&h| h) {
-            return Ok(None);
-        }
-        let asked: Vec<u64> = self
-            .tables
-            .iter()
-            .zip(&is_hot)
-            .map(|(t, &h)| match (h, t.flow) {
-                (true, DataFlow::HotCache { hot_rows, .. }) => {
-                    (hot_rows as u64).min(t.hot_ids.len() as u64).min(t.rows)
-                }
-                _ => 0,
-            })
-            .collect();
-        let asked_bytes: u64 = asked.iter().zip(&self.tables).map(|(&n, t)| n * t.stride as u64).sum();
-        let budget = self.l2.hot_budget.unwrap_or(if self.info.max_persisting_l2 > 0 {
-            self.info.max_persisting_l2
-        } else {
-            self.info.l2_bytes / 2
-        });
-        let scale = if asked_bytes > budget { budget as f64 / asked_bytes as f64 } else { 1.0 };
-        let mut place = Vec::with_capacity(self.tables.len());
-        let mut sorted_ids = Vec::with_capacity(self.tables.len());
-        let mut ranks = Vec::with_capacity(self.tables.len());
-        let mut offset = 0u64;
-        for (t, &n) in self.tables.iter().zip(&asked) {
-            if n == 0 && !matches!(t.flow, DataFlow::HotCache { .. }) {
-                place.push((offset, 0));
-                sorted_ids.push(Vec::new());
-                ranks.push(None);
-                continue;
-            }
-            let n = ((n as f64 * scale).floor() as usize).min(t.hot_ids.len());
-            let (words, sorted) = kernels::hot_index(t.rows, &t.hot_ids[..n]);
-            let rank = DevBuf::new(words.len() * 4)?;
-            rank.upload(&words, &self.stream)?;
-            ranks.push(Some(rank));
-            place.push((offset, sorted.len() as u32));
-            offset += (sorted.len() as u64 * t.stride as u64).next_multiple_of(256);
-            sorted_ids.push(sorted);
-        }
-        let mut host = vec![0u8; offset as usize];
-        for (i, t) in self.tables.iter().enumerate() {
-            let mut scratch = vec![0f32; t.dim as usize];
-            let base = place[i].0 as usize;
-            for (k, &id) in sorted_ids[i].iter().enumerate() {
-                let at = base + k * t.stride;
-                encode_row(
-                    t.seed,
-                    global_row(t.held, id as u64),
-                    t.row_type,
-                    &mut scratch,
-                    &mut host[at..at + t.stride],
-                );
-            }
-        }
-        let region = DevBuf::new(host.len())?;
-        region.upload(&host, &self.stream)?;
-        Ok(Some(HotRegion { region, bytes: offset, ranks, place }))
-    }
-
-    /// Points the stream's access-policy window at the hot region (or clears it).
-    fn set_l2_policy(&self, hot: Option<&HotRegion>) -> Result<(u64, u64), GpuError> {
-        let stream = self.stream.cu_stream();
-        let (bytes, limit, ratio, base) = match hot {
-            Some(h) if self.l2.window && self.info.max_persisting_l2 > 0 && h.bytes > 0 => {
-                let window = h.bytes.min(self.info.max_window_bytes.max(1));
-                let limit = window.min(self.info.max_persisting_l2);
-                (window, limit, (limit as f64 / window as f64).min(1.0) as f32, h.region.ptr)
-            }
-            _ => (0, 0, 0.0, 0),
-        };
-        if self.info.max_persisting_l2 > 0 {
-            self.ctx.set_limit(sys::CUlimit::CU_LIMIT_PERSISTING_L2_CACHE_SIZE, limit as usize)?;
-            if bytes == 0 {
-                // SAFETY: resets the persisting lines of this context.
-                unsafe { sys::cuCtxResetPersistingL2Cache() }.result()?;
-            }
-        }
-        if self.info.max_window_bytes > 0 {
-            // SAFETY: a zeroed union is a valid value; then the window member is set.
-            let mut value: sys::CUstreamAttrValue = unsafe { std::mem::zeroed() };
-            value.accessPolicyWindow = sys::CUaccessPolicyWindow {
-                base_ptr: base as *mut c_void,
-                num_bytes: bytes as usize,
-                hitRatio: ratio,
-                hitProp: sys::CUaccessProperty::CU_ACCESS_PROPERTY_PERSISTING,
-                missProp: sys::CUaccessProperty::CU_ACCESS_PROPERTY_STREAMING,
-            };
-            // SAFETY: a live stream and a valid attribute value.
-            unsafe {
-                sys::cuStreamSetAttribute(
-                    stream,
-                    sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW,
-                    &value,
-                )
-            }
-            .result()?;
-        }
-        Ok((bytes, limit))
-    }
-
     /// Checks a batch against the deployed tables: layout and every id's range.
     fn check(&self, batch: &QueryBatch) -> Result<(), GpuError> {
         if self.layout.is_none() {
@@ -846,54 +621,6 @@ impl GpuEngine {
         Ok(GpuOutput { pooled, width, columns, kernel_ms })
     }
 
-    /// Times `reps` launches after `warmup` unmeasured ones, rotating through `batches`
-    /// (launch i reads batches[i % len]). Returns each launch's milliseconds from CUDA events
-    /// recorded between consecutive launches.
-    pub fn time(&mut self, batches: &[DeviceBatch], reps: usize, warmup: usize) -> Result<Vec<f32>, GpuError> {
-        if batches.is_empty() {
-            return Err(GpuError::Request("no batches to time".into()));
-        }
-        self.ctx.bind_to_thread()?;
-        for i in 0..warmup {
-            self.launch(&batches[i % batches.len()])?;
-        }
-        let events: Vec<Event> = (0..=reps).map(|_| Event::new()).collect::<Result<_, _>>()?;
-        events[0].record(&self.stream)?;
-        for i in 0..reps {
-            self.launch(&batches[(warmup + i) % batches.len()])?;
-            events[i + 1].record(&self.stream)?;
-        }
-        self.stream.synchronize()?;
-        (0..reps).map(|i| events[i + 1].ms_since(&events[i])).collect()
-    }
-
-    /// The device's copy bandwidth: a `bytes` device-to-device copy timed `reps` times (after
-    /// one warm-up), median, counting bytes read and written.
-    pub fn copy_bandwidth(&mut self, bytes: usize, reps: usize) -> Result<f64, GpuError> {
-        self.ctx.bind_to_thread()?;
-        let (a, b) = (DevBuf::new(bytes)?, DevBuf::new(bytes)?);
-        // SAFETY: both buffers hold `bytes` bytes; contents do not matter, but initialise them.
-        unsafe {
-            result::memset_d8_async(a.ptr, 0x5a, bytes, self.stream.cu_stream())?;
-            result::memcpy_dtod_async(b.ptr, a.ptr, bytes, self.stream.cu_stream())?;
-        }
-        let events: Vec<Event> = (0..=reps).map(|_| Event::new()).collect::<Result<_, _>>()?;
-        events[0].record(&self.stream)?;
-        for (i, e) in events.iter().enumerate().skip(1) {
-            // SAFETY: as above.
-            unsafe {
-                let (src, dst) = if i % 2 == 0 { (a.ptr, b.ptr) } else { (b.ptr, a.ptr) };
-                result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream())?;
-            }
-            e.record(&self.stream)?;
-        }
-        self.stream.synchronize()?;
-        let mut ms: Vec<f32> = (0..reps).map(|i| events[i + 1].ms_since(&events[i])).collect::<Result<_, _>>()?;
-        ms.sort_by(f32::total_cmp);
-        let median = ms[ms.len() / 2] as f64;
-        Ok(2.0 * bytes as f64 / (median / 1e3))
-    }
-
     /// Rows of each deployed table (for id checks by callers).
     pub fn table_rows(&self) -> Vec<u64> {
         self.tables.iter().map(|t| t.rows).collect()
@@ -914,67 +641,4 @@ impl GpuEngine {
     pub fn warps_per_block() -> u32 {
         WARPS
     }
-}
-
-/// The rows of a table one device holds: `None` for the whole table.
-pub fn held_rows(t: &LocalTable) -> Result<Option<ShardRows>, GpuError> {
-    match &t.layout {
-        LocalLayout::Replicated => Ok(None),
-        LocalLayout::Shards(s) if s.len() == 1 => match s[0].rows {
-            ShardRows::Range { lo: 0, hi } if hi == t.spec.rows => Ok(None),
-            rows => Ok(Some(rows)),
-        },
-        LocalLayout::Shards(s) => Err(GpuError::Deploy(format!(
-            "table `{}` has {} shards on this worker; a GPU holds at most one shard of a table \
-             (give the GPU worker one core in the plan)",
-            t.spec.name,
-            s.len()
-        ))),
-    }
-}
-
-/// Rows of a `rows`-row table that a shard holds.
-fn shard_rows(s: ShardRows, rows: u64) -> u64 {
-    match s {
-        ShardRows::Range { lo, hi } => hi.min(rows).saturating_sub(lo),
-        ShardRows::Hash { index, of } => rows.saturating_sub(index as u64).div_ceil(of as u64),
-    }
-}
-
-/// The global row stored at local row `r`.
-fn global_row(held: Option<ShardRows>, r: u64) -> u64 {
-    match held {
-        None => r,
-        Some(ShardRows::Range { lo, .. }) => lo + r,
-        Some(ShardRows::Hash { index, of }) => r * of as u64 + index as u64,
-    }
-}
-
-/// The local row of global row `id`, or `None` when the shard does not hold it.
-pub fn local_row(held: Option<ShardRows>, id: u32) -> Option<u32> {
-    match held {
-        None => Some(id),
-        Some(s) if !s.contains(id) => None,
-        Some(ShardRows::Range { lo, .. }) => Some(id - lo as u32),
-        Some(ShardRows::Hash { of, .. }) => Some(id / of),
-    }
-}
-
-/// Compiles the kernel source for `arch` (e.g. `compute_90`) to PTX with NVRTC. Needs only
-/// NVRTC, no device: tests and `embtune gpu-bench --compile-only` use it to check the source.
-pub fn compile(src: &str, arch: &str) -> Result<String, GpuError> {
-    // SAFETY: only tries to dlopen the library.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(GpuError::Unavailable("libnvrtc cannot be loaded".into()));
-    }
-    let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
-        name: Some("embtune_kernels.cu".into()),
-        ..Default::default()
-    };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| match e {
-        cudarc::nvrtc::CompileError::CompileError { log, .. } => GpuError::Compile(log.to_string_lossy().into_owned()),
-        e => GpuError::Compile(format!("{e:?}")),
-    })?;
-    Ok(ptx.to_src())
 }
