@@ -7,7 +7,9 @@
 #
 # Usage: EMBTUNE=target/release/embtune OUT=dir bash benches/scale/plan-grid.sh
 # Knobs: TABLES (default "1000 5000 10000"), NODES (default "8 100 1000"), CORES (64),
-#        ITERATIONS (3000, the tuner's default search length), TIMEOUT (seconds per cell, 900).
+#        ITERATIONS (3000, the tuner's default search length), TIMEOUT (seconds per cell, 900),
+#        PARALLEL (cells run at once, default 1: each cell plans on one thread, so on a machine
+#        with spare cores several can run side by side without slowing each other much).
 set -uo pipefail
 E=${EMBTUNE:-embtune}
 OUT=${OUT:-plan-grid-out}
@@ -16,15 +18,29 @@ NODES=${NODES:-"8 100 1000"}
 CORES=${CORES:-64}
 ITERATIONS=${ITERATIONS:-3000}
 TIMEOUT=${TIMEOUT:-900}
+PARALLEL=${PARALLEL:-1}
 mkdir -p "$OUT"
 { lscpu; free -g; uname -a; } >"$OUT/env.txt" 2>&1
+# /usr/bin/time -v gives the peak memory where it is installed; the JSON has it too.
+TIMEV=(); [ -x /usr/bin/time ] && TIMEV=(/usr/bin/time -v)
+cell() {
+    local t=$1 n=$2
+    timeout "$TIMEOUT" "${TIMEV[@]}" "$E" plan scale --tables "$t" --nodes "$n" --cores "$CORES" --iterations "$ITERATIONS" \
+        --quiet --json "$OUT/cell-$t-$n.json" >"$OUT/cell-$t-$n.txt" 2>"$OUT/cell-$t-$n.err"
+    echo $? >"$OUT/cell-$t-$n.rc"
+}
+for t in $TABLES; do
+    for n in $NODES; do
+        while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n; done
+        cell "$t" "$n" &
+    done
+done
+wait
 for t in $TABLES; do
     for n in $NODES; do
         echo "### $t tables on $n nodes x $CORES cores" | tee -a "$OUT/summary.txt"
-        timeout "$TIMEOUT" /usr/bin/time -v "$E" plan scale --tables "$t" --nodes "$n" --cores "$CORES" --iterations "$ITERATIONS" \
-            --json "$OUT/cell-$t-$n.json" >"$OUT/cell-$t-$n.txt" 2>"$OUT/cell-$t-$n.err"
-        rc=$?
-        [ $rc -ne 0 ] && echo "cell exited $rc (124: over ${TIMEOUT}s)" | tee -a "$OUT/summary.txt"
+        rc=$(cat "$OUT/cell-$t-$n.rc")
+        [ "$rc" != 0 ] && echo "cell exited $rc (124: over ${TIMEOUT}s)" | tee -a "$OUT/summary.txt"
         cat "$OUT/cell-$t-$n.txt" | tee -a "$OUT/summary.txt"
         grep -E "Maximum resident|Elapsed" "$OUT/cell-$t-$n.err" | tee -a "$OUT/summary.txt"
     done

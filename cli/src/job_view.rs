@@ -101,8 +101,20 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
         Some(h) => format!("side by side ({} rounds)", h.rounds),
         None => "side by side".into(),
     };
-    let mut t =
-        ui::table(&["#", "kind", "plan", "knobs", "predicted", "trial", "±95%", &side_head, &vs_head, "start", "end"]);
+    let mut t = ui::table(&[
+        "#",
+        "kind",
+        "plan",
+        "knobs",
+        "predicted",
+        "trial",
+        "±95%",
+        &side_head,
+        &vs_head,
+        "planning",
+        "start",
+        "end",
+    ]);
     let headline = job.headline();
     for tr in trials {
         let (m, ci) =
@@ -139,12 +151,16 @@ pub fn print_summary(job: &Job, trials: &[Trial]) {
             ci,
             side,
             vs,
+            format!("{:.2}s", tr.planning_ms as f64 / 1e3),
             time(tr.started_ms),
             time(tr.ended_ms),
         ]);
     }
     println!("{t}");
-    println!("trial: each trial's own measurement (its rounds' mean); predicted: the cost model's, when proposed");
+    println!(
+        "trial: each trial's own measurement (its rounds' mean); predicted: the cost model's, when proposed; \
+         planning: the tuner's time proposing it"
+    );
     if let Some((n, b)) = job.best {
         println!("best: trial {n}, {} {} ({})", fmt(b), o.unit(), job.figures_source());
     }

@@ -318,6 +318,7 @@ impl Coordinator {
                     failure: None,
                     started_ms: sw.at_ms,
                     ended_ms: sw.at_ms,
+                    planning_ms: 0,
                 })
                 .map_err(|e| e.to_string())?;
             if sw.capacity_before > 0.0 {
@@ -345,6 +346,9 @@ impl Coordinator {
                 failure,
                 started_ms: sw.at_ms,
                 ended_ms: now_ms(),
+                // The assessment that proposed it is logged ("judged in N ms"); a switch is
+                // not a tuner's trial.
+                planning_ms: 0,
             })
             .map_err(|e| e.to_string())?;
         if sw.outcome == SwitchOutcome::Kept && sw.capacity_after > 0.0 {

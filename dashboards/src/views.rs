@@ -319,6 +319,8 @@ pub fn trial_row(job: &Job, t: &Trial) -> Value {
         "started_ms": t.started_ms,
         "ended_ms": t.ended_ms,
         "seconds": (t.ended_ms.saturating_sub(t.started_ms)) as f64 / 1000.0,
+        // The tuner's time proposing it (the model and the search), before the deployment.
+        "planning_s": t.planning_ms as f64 / 1000.0,
         "best": job.best.is_some_and(|b| b.0 == t.n),
         "tied": job.headline().and_then(|h| h.tied_trial) == Some(t.n),
     })
@@ -465,6 +467,7 @@ mod tests {
             failure: value.is_none().then(|| "boom".to_string()),
             started_ms: 0,
             ended_ms: 1500,
+            planning_ms: 40,
         }
     }
 

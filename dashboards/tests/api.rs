@@ -221,6 +221,7 @@ fn put_job(c: &Coordinator, spec: &ModelSpec, id: &str, scale: f64) -> Job {
             measured,
             started_ms: 1_700_000_000_000 + n as u64 * 1000,
             ended_ms: 1_700_000_000_000 + n as u64 * 1000 + 900,
+            planning_ms: 0,
         };
         c.store().add_trial(&t).unwrap();
     }

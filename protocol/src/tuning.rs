@@ -773,6 +773,10 @@ pub struct Trial {
     pub failure: Option<String>,
     pub started_ms: u64,
     pub ended_ms: u64,
+    /// Milliseconds the tuner spent proposing the trial (model, search), before it was deployed;
+    /// 0 in trials stored before this was recorded.
+    #[serde(default)]
+    pub planning_ms: u64,
 }
 
 impl Trial {
@@ -1026,6 +1030,7 @@ mod tests {
             failure: Some("does not fit".into()),
             started_ms: 1,
             ended_ms: 2,
+            planning_ms: 5,
         };
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains("\"predicted\":null"), "{json}");

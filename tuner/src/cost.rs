@@ -318,7 +318,11 @@ struct CoreKey {
 /// model only.
 #[derive(Default)]
 pub struct CoreCache {
-    map: std::cell::RefCell<std::collections::HashMap<CoreKey, CoreCost>>,
+    /// (pinned, floating) nanoseconds per batch of a core, by what it reads.
+    map: std::cell::RefCell<rustc_hash::FxHashMap<CoreKey, (f64, f64)>>,
+    /// The replicated sets, sorted and with their memoised costs, by (set id, node class,
+    /// worker size): a move that leaves the set alone reuses them.
+    rep_sets: std::cell::RefCell<rustc_hash::FxHashMap<(u64, usize, u16), std::rc::Rc<RepSet>>>,
     /// The last few replicated sets seen, with their ids.
     replicated: std::cell::RefCell<Vec<(Vec<PieceKey>, u64)>>,
     next_id: std::cell::Cell<u64>,
@@ -372,93 +376,170 @@ impl<'a> Model<'a> {
         &self.nodes[(worker as usize).min(self.nodes.len() - 1)]
     }
 
-    /// The admission rates of LFU caches of each of `capacities` bytes over `pieces`: the rate
-    /// above which the hottest rows fill the cache (0 where everything fits).
-    ///
+    /// Pushes the cache segments of `u` onto `out`: (rate, bytes) per segment of its curve.
     /// A piece's rows above a rate are the segments of its curve up to the first one read less
     /// often (see [`PieceUse::rows_above`]), so each segment counts at the running minimum of the
-    /// rates before it. Sorted by that rate, the segments fill a cache in order; one sort serves
-    /// every capacity. (A bisection on the rate, 40 passes over every piece per cache, made a
-    /// core of a thousand pieces cost milliseconds.) Rates are searched in [1e-9, 1e9] per batch.
-    fn thresholds<const N: usize>(&self, pieces: &[PieceUse], capacities: [f64; N]) -> [f64; N] {
-        const LO: f64 = 1e-9;
-        const HI: f64 = 1e9;
-        let mut segs: Vec<(f64, f64)> = Vec::new();
-        for u in pieces {
-            let c = &self.curves[u.table];
-            let tl = self.w.lookups(u.table);
-            let scale = u.mass / u.rows_frac.max(1e-12);
-            let mut run = f64::INFINITY;
-            for i in 1..c.ends.len() {
-                run = run.min(c.rate(i, tl) * scale);
-                if run < LO {
-                    break;
-                }
-                segs.push((run, (c.ends[i] - c.ends[i - 1]) * u.rows_frac * u.row_bytes));
+    /// rates before it. Segments read less than once in 1e9 batches are left out.
+    fn segments(&self, u: &PieceUse, out: &mut Vec<(f64, f64)>) {
+        let c = &self.curves[u.table];
+        let tl = self.w.lookups(u.table);
+        let scale = u.mass / u.rows_frac.max(1e-12);
+        let mut run = f64::INFINITY;
+        for i in 1..c.ends.len() {
+            run = run.min(c.rate(i, tl) * scale);
+            if run < RATE_LO {
+                break;
             }
+            out.push((run, (c.ends[i] - c.ends[i - 1]) * u.rows_frac * u.row_bytes));
         }
-        let total: f64 = segs.iter().map(|s| s.1).sum();
-        let mut out = [0.0; N];
-        if capacities.iter().all(|&cap| total <= cap) {
-            return out;
-        }
-        segs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        for (k, &cap) in capacities.iter().enumerate() {
-            if total <= cap {
-                continue;
-            }
-            // The first segment that overflows the cache: the threshold is just above its rate,
-            // so that it (and any segment read as often) stays out. Segments of equal rate enter
-            // together, as a threshold admits all of them or none.
-            let mut acc = 0.0;
-            let mut i = 0;
-            while i < segs.len() {
-                let r = segs[i].0;
-                let mut j = i;
-                let mut group = 0.0;
-                while j < segs.len() && segs[j].0 == r {
-                    group += segs[j].1;
-                    j += 1;
-                }
-                if acc + group > cap {
-                    out[k] = (r * (1.0 + 1e-12)).min(HI);
-                    break;
-                }
-                acc += group;
-                i = j;
-            }
-        }
-        out
     }
 
-    /// Busy nanoseconds per batch of one core reading `pieces`, split into pinned and
-    /// floating (replicated) work, plus per-table time and hits.
-    fn core_cost(&self, worker: u16, cores_here: f64, pieces: &[PieceUse]) -> CoreCost {
+    /// The replicated tables as one core of a worker with `cores_here` cores sees them (a 1/C
+    /// share of each), their segments sorted once for every core that reads them.
+    /// With `tables`, its costs keep the per-table figures (`plan explain`); a search's do not,
+    /// since it keeps sets and their costs between moves and needs only the totals.
+    fn rep_set(&self, replicated: &[PieceUse], cores_here: f64, tables: bool) -> RepSet {
+        let pieces: Vec<PieceUse> = replicated
+            .iter()
+            .map(|u| PieceUse { mass: u.mass / cores_here, lookups: u.lookups / cores_here, ..u.clone() })
+            .collect();
+        let mut segs = Vec::new();
+        for u in &pieces {
+            self.segments(u, &mut segs);
+        }
+        segs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let total = segs.iter().map(|s| s.1).sum();
+        RepSet { pieces, segs, total, tables, memo: Default::default(), base: Default::default() }
+    }
+
+    /// Busy nanoseconds per batch of one core reading its `pinned` pieces and the replicated
+    /// set `rep`, split into pinned and floating (replicated) work, plus per-table time and hits.
+    ///
+    /// The admission rates of the core's L2 and its share of the LLC (LFU caches: the rate above
+    /// which the hottest rows fill them) come from the core's few pinned segments merged into the
+    /// replicated set's, sorted once per set. The replicated pieces' cost depends on nothing
+    /// else than those two rates, so it is computed once per pair and reused by every core
+    /// that sees the same pair: the usual case, where the replicated tables' hottest rows fill
+    /// the caches before a pinned piece's do. (Sorting every replicated segment again per core,
+    /// and costing every replicated piece per core, made a move that replicates a table cost
+    /// tens of milliseconds on a thousand nodes.)
+    fn core_cost(&self, worker: u16, cores_here: f64, pinned: &[PieceUse], rep: &RepSet) -> CoreCost {
         let node = self.node(worker);
         let caps = &node.caps;
         let l2 = caps.l2_bytes as f64;
         // Its own L2, and its share of the last-level cache among the engine cores that share it.
         let llc = l2 + caps.llc_bytes as f64 / cores_here.min(caps.llc_cores as f64).max(1.0);
-        let [t2, t3] = self.thresholds(pieces, [l2, llc]);
-        let mut out = CoreCost::default();
-        for u in pieces {
-            let c = &self.curves[u.table];
-            let tl = self.w.lookups(u.table);
-            let m = u.mass.max(1e-12);
-            let n2 = if t2 == 0.0 { f64::INFINITY } else { u.rows_above(c, t2, tl) };
-            let n3 = if t3 == 0.0 { f64::INFINITY } else { u.rows_above(c, t3, tl) };
-            let h1 = (u.share(c, n2) / m).min(1.0);
-            let h12 = (u.share(c, n3) / m).clamp(h1, 1.0);
-            let ns = lookup_cost(&node.coef, caps, u, c, h1, h12 - h1, 1.0 - h12, n2);
-            if u.replicated {
-                out.floating += ns
-            } else {
-                out.pinned += ns
-            }
-            out.tables.push((u.table, ns, [h1 * u.lookups, (h12 - h1) * u.lookups, (1.0 - h12) * u.lookups]));
+        let mut segs = Vec::new();
+        for u in pinned {
+            self.segments(u, &mut segs);
         }
+        segs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let [t2, t3] = thresholds(&segs, &rep.segs, rep.total, [l2, llc]);
+        let mut out = CoreCost::default();
+        for u in pinned {
+            let (ns, hits) = self.piece_cost(node, u, t2, t3);
+            out.pinned += ns;
+            out.tables.push((u.table, ns, hits));
+        }
+        let mut memo = rep.memo.borrow_mut();
+        let r = memo.entry((t2.to_bits(), t3.to_bits())).or_insert_with(|| {
+            let mut r = CoreCost::default();
+            for u in &rep.pieces {
+                let (ns, hits) = self.piece_cost(node, u, t2, t3);
+                r.floating += ns;
+                if rep.tables {
+                    r.tables.push((u.table, ns, hits));
+                }
+            }
+            r
+        });
+        out.floating += r.floating;
+        out.tables.extend_from_slice(&r.tables);
         out
     }
+
+    /// One piece's nanoseconds per batch and its look-ups from L2, LLC and DRAM, with the
+    /// core's admission rates `t2` and `t3` (0: everything fits).
+    fn piece_cost(&self, node: &Node, u: &PieceUse, t2: f64, t3: f64) -> (f64, [f64; 3]) {
+        let c = &self.curves[u.table];
+        let tl = self.w.lookups(u.table);
+        let m = u.mass.max(1e-12);
+        let n2 = if t2 == 0.0 { f64::INFINITY } else { u.rows_above(c, t2, tl) };
+        let n3 = if t3 == 0.0 { f64::INFINITY } else { u.rows_above(c, t3, tl) };
+        let h1 = (u.share(c, n2) / m).min(1.0);
+        let h12 = (u.share(c, n3) / m).clamp(h1, 1.0);
+        let ns = lookup_cost(&node.coef, &node.caps, u, c, h1, h12 - h1, 1.0 - h12, n2);
+        (ns, [h1 * u.lookups, (h12 - h1) * u.lookups, (1.0 - h12) * u.lookups])
+    }
+
+    /// The cost of a core that reads only the replicated set `rep` (every such core of an
+    /// equal node and worker size costs the same), computed once per set.
+    fn rep_only_cost(&self, worker: u16, cores_here: f64, rep: &RepSet) -> (f64, f64) {
+        let cc = rep.base.get_or_init(|| self.core_cost(worker, cores_here, &[], rep));
+        (cc.pinned, cc.floating)
+    }
+}
+
+/// Segments read less often than this per batch are out of every cache and of the count.
+const RATE_LO: f64 = 1e-9;
+/// Admission rates are searched up to this many reads per batch.
+const RATE_HI: f64 = 1e9;
+
+/// The admission rates of LFU caches of each of `capacities` bytes over the segments of `a`
+/// and `b` (each sorted by falling rate; `b_total` is `b`'s bytes): the rate above which the
+/// hottest rows fill the cache (0 where everything fits). The two lists are walked as one,
+/// in rate order; the first group of equal rates that overflows a cache sets its threshold
+/// just above that rate, so that the group (which a threshold admits all or none of) stays out.
+fn thresholds<const N: usize>(a: &[(f64, f64)], b: &[(f64, f64)], b_total: f64, capacities: [f64; N]) -> [f64; N] {
+    let total = a.iter().map(|s| s.1).sum::<f64>() + b_total;
+    let mut out = [0.0; N];
+    let mut open: Vec<usize> = (0..N).filter(|&k| total > capacities[k]).collect();
+    if open.is_empty() {
+        return out;
+    }
+    let (mut i, mut j, mut acc) = (0, 0, 0.0);
+    while (i < a.len() || j < b.len()) && !open.is_empty() {
+        let r = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.0.max(y.0),
+            (Some(x), None) => x.0,
+            (None, Some(y)) => y.0,
+            (None, None) => break,
+        };
+        let mut group = 0.0;
+        while i < a.len() && a[i].0 == r {
+            group += a[i].1;
+            i += 1;
+        }
+        while j < b.len() && b[j].0 == r {
+            group += b[j].1;
+            j += 1;
+        }
+        open.retain(|&k| {
+            if acc + group > capacities[k] {
+                out[k] = (r * (1.0 + 1e-12)).min(RATE_HI);
+                false
+            } else {
+                true
+            }
+        });
+        acc += group;
+    }
+    out
+}
+
+/// The replicated tables as one core of a given worker size sees them (see
+/// [`Model::rep_set`]), with the costs computed from them so far.
+struct RepSet {
+    pieces: Vec<PieceUse>,
+    /// Every piece's segments, most read first, and their bytes.
+    segs: Vec<(f64, f64)>,
+    total: f64,
+    /// Whether its costs keep the per-table figures.
+    tables: bool,
+    /// The replicated pieces' cost per pair of admission rates (their bits).
+    memo: std::cell::RefCell<rustc_hash::FxHashMap<(u64, u64), CoreCost>>,
+    /// The cost of a core that reads only this set.
+    base: std::cell::OnceCell<CoreCost>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -494,15 +575,16 @@ fn predict_with(model: &Model<'_>, plan: &Plan, cache: Option<&CoreCache>) -> Pr
         acc += shape.cores as usize;
     }
     let index_of = |c: CoreId| topo.contains(c).then(|| first[c.worker as usize] + c.core as usize);
-    // Pinned pieces (owned and sharded), per core.
-    let mut uses: Vec<Vec<PieceUse>> = vec![Vec::new(); cores.len()];
+    // Pinned pieces (owned and sharded) with their core's index: one list, sorted by core
+    // below, rather than a list per core (tens of thousands of allocations per move).
+    let mut pinned_at: Vec<(u32, PieceUse)> = Vec::new();
     // Replicated tables are read by every core of every worker, a 1/C share of the look-ups on
-    // each: kept once here (mass per worker core count filled in below), not copied to every
-    // core, which made a prediction tables x cores.
+    // each: kept once here, not copied to every core, which made a prediction tables x cores.
     let mut replicated: Vec<PieceUse> = Vec::new();
     // What a client reads: its client-resident tables, whole.
     let mut client_uses: Vec<PieceUse> = Vec::new();
     let mut tasks = vec![0f64; cores.len()];
+    let mut stamp = vec![0usize; cores.len()];
     let workers = topo.workers.len() as f64;
     for (t, (tp, ts)) in plan.tables.iter().zip(&w.spec.tables).enumerate() {
         let rb = tp.row_type.row_bytes(ts.dim) as f64;
@@ -527,43 +609,48 @@ fn predict_with(model: &Model<'_>, plan: &Plan, cache: Option<&CoreCache>) -> Pr
                 replicated: false,
             }),
             p => {
-                let mut seen = std::collections::HashSet::new();
                 for (s, &owner) in p.owners().iter().enumerate() {
                     let rows = p.shard_rows(s, ts.rows);
                     let frac = rows.len(ts.rows) as f64 / ts.rows as f64;
                     let mass = shard_mass(w, t, &rows, frac);
                     let Some(i) = index_of(owner) else { continue };
-                    uses[i].push(PieceUse {
-                        table: t,
-                        rows_frac: frac,
-                        mass,
-                        flow: tp.flow,
-                        row_bytes: rb,
-                        lookups: n * mass,
-                        replicated: false,
-                    });
-                    if seen.insert(i) {
+                    pinned_at.push((
+                        i as u32,
+                        PieceUse {
+                            table: t,
+                            rows_frac: frac,
+                            mass,
+                            flow: tp.flow,
+                            row_bytes: rb,
+                            lookups: n * mass,
+                            replicated: false,
+                        },
+                    ));
+                    // A table's shards on one core are one task there: the core is stamped
+                    // with the table it last counted.
+                    if stamp[i] != t + 1 {
+                        stamp[i] = t + 1;
                         tasks[i] += 1.0;
                     }
                 }
             }
         }
     }
+    // Stable: a core's pieces stay in table order, as the plan lists its tables.
+    pinned_at.sort_by_key(|p| p.0);
+    let (at, pinned_pieces): (Vec<u32>, Vec<PieceUse>) = pinned_at.into_iter().unzip();
     // With a cache: which replicated set this is (an id shared by equal sets), and room kept
     // bounded.
     let cached = cache.map(|c| {
         let id = c.replicated_id(replicated.iter().map(PieceUse::key).collect());
-        let mut map = c.map.borrow_mut();
-        if map.len() > 4 * cores.len() + 4096 {
-            map.clear();
+        if c.map.borrow().len() > 4 * cores.len() + 4096 {
+            c.map.borrow_mut().clear();
         }
-        drop(map);
+        if c.rep_sets.borrow().len() > 16 {
+            c.rep_sets.borrow_mut().clear();
+        }
         (c, id)
     });
-    // The replicated pieces as one core of a worker with `c` cores sees them.
-    let replicated_on = |c: f64| -> Vec<PieceUse> {
-        replicated.iter().map(|u| PieceUse { mass: u.mass / c, lookups: u.lookups / c, ..u.clone() }).collect()
-    };
     let bs = w.spec.batch_size as f64;
     let float_tasks = (bs / plan.knobs.sub_batch.max(1) as f64).ceil();
     let mut per_core_ns = Vec::with_capacity(cores.len());
@@ -571,11 +658,20 @@ fn predict_with(model: &Model<'_>, plan: &Plan, cache: Option<&CoreCache>) -> Pr
     let mut floating = vec![0f64; cores.len()];
     let mut table_ns = vec![0f64; w.spec.tables.len()];
     let mut table_hits = vec![[0f64; 3]; w.spec.tables.len()];
-    let mut shared: Vec<(usize, u16, CoreCost, f64)> = Vec::new();
-    let mut by_cores: Vec<(u16, Vec<PieceUse>)> = Vec::new();
+    let mut add_tables = |cc: &CoreCost, count: f64| {
+        for (t, ns, hits) in &cc.tables {
+            table_ns[*t] += ns * count;
+            for k in 0..3 {
+                table_hits[*t][k] += hits[k] * count;
+            }
+        }
+    };
     // Workers whose nodes are equal are one class: per worker, the first such worker.
     let mut class_of: Vec<Option<usize>> = vec![None; topo.workers.len()];
     let mut firsts: Vec<usize> = Vec::new();
+    // The replicated set per (class, worker size), and how many cores read only it.
+    let mut rep_sets: Vec<((usize, u16), std::rc::Rc<RepSet>, f64)> = Vec::new();
+    let mut cursor = 0usize;
     for (i, &core) in cores.iter().enumerate() {
         let shape = &topo.workers[core.worker as usize];
         let cores_here = shape.cores.max(1) as f64;
@@ -588,58 +684,49 @@ fn predict_with(model: &Model<'_>, plan: &Plan, cache: Option<&CoreCache>) -> Pr
                 wi
             })
         });
-        let mut compute = || {
-            if uses[i].is_empty() {
-                model.core_cost(core.worker, cores_here, &replicated_on(cores_here))
-            } else {
-                // Both lists are in table order; merged, the core sees its pieces as a plan
-                // lists its tables.
-                let rep = match by_cores.iter().position(|b| b.0 == shape.cores) {
-                    Some(k) => &by_cores[k].1,
-                    None => {
-                        by_cores.push((shape.cores, replicated_on(cores_here)));
-                        &by_cores.last().unwrap().1
-                    }
+        let k = match rep_sets.iter().position(|r| r.0 == (class, shape.cores)) {
+            Some(k) => k,
+            None => {
+                let set = match cached.as_ref() {
+                    Some((cache, rep_id)) => cache
+                        .rep_sets
+                        .borrow_mut()
+                        .entry((*rep_id, class, shape.cores))
+                        .or_insert_with(|| std::rc::Rc::new(model.rep_set(&replicated, cores_here, false)))
+                        .clone(),
+                    None => std::rc::Rc::new(model.rep_set(&replicated, cores_here, true)),
                 };
-                model.core_cost(core.worker, cores_here, &merge_by_table(&uses[i], rep))
+                rep_sets.push(((class, shape.cores), set, 0.0));
+                rep_sets.len() - 1
             }
         };
-        let (cc_pinned, cc_floating) = if let Some((cache, rep_id)) = cached.as_ref() {
+        let from = cursor;
+        while cursor < at.len() && at[cursor] as usize == i {
+            cursor += 1;
+        }
+        let mine = &pinned_pieces[from..cursor];
+        let rep = &rep_sets[k].1.clone();
+        let (cc_pinned, cc_floating) = if mine.is_empty() {
+            // Cores that read only replicated tables see the same pieces as every such core of
+            // a worker with as many cores on an equal node: costed once per set and counted.
+            rep_sets[k].2 += 1.0;
+            model.rep_only_cost(core.worker, cores_here, rep)
+        } else if let Some((cache, rep_id)) = cached.as_ref() {
             let key = CoreKey {
                 class,
                 cores: shape.cores,
                 replicated: *rep_id,
-                pieces: uses[i].iter().map(PieceUse::key).collect(),
+                pieces: mine.iter().map(PieceUse::key).collect(),
             };
-            let mut map = cache.map.borrow_mut();
-            if let Some(cc) = map.get(&key) {
+            let hit = cache.map.borrow().get(&key).copied();
+            hit.unwrap_or_else(|| {
+                let cc = model.core_cost(core.worker, cores_here, mine, rep);
+                cache.map.borrow_mut().insert(key, (cc.pinned, cc.floating));
                 (cc.pinned, cc.floating)
-            } else {
-                let cc = compute();
-                let out = (cc.pinned, cc.floating);
-                map.insert(key, CoreCost { tables: Vec::new(), ..cc });
-                out
-            }
-        } else if uses[i].is_empty() {
-            // Cores that read only replicated tables see the same pieces as every such core of
-            // a worker with as many cores on an equal node: costed once per kind and counted.
-            let k = match shared.iter().position(|s| s.0 == class && s.1 == shape.cores) {
-                Some(k) => k,
-                None => {
-                    shared.push((class, shape.cores, compute(), 0.0));
-                    shared.len() - 1
-                }
-            };
-            shared[k].3 += 1.0;
-            (shared[k].2.pinned, shared[k].2.floating)
+            })
         } else {
-            let cc = compute();
-            for (t, ns, hits) in &cc.tables {
-                table_ns[*t] += ns;
-                for k in 0..3 {
-                    table_hits[*t][k] += hits[k];
-                }
-            }
+            let cc = model.core_cost(core.worker, cores_here, mine, rep);
+            add_tables(&cc, 1.0);
             (cc.pinned, cc.floating)
         };
         // Tasks carry a fixed cost: one pinned task per core per request that needs it, and the
@@ -648,11 +735,10 @@ fn predict_with(model: &Model<'_>, plan: &Plan, cache: Option<&CoreCache>) -> Pr
         floating[i] = cc_floating + float_tasks / cores_here / workers * coef.task_ns;
         per_core_ns.push((core, pinned[i] + floating[i]));
     }
-    for (_, _, cc, count) in &shared {
-        for (t, ns, hits) in &cc.tables {
-            table_ns[*t] += ns * count;
-            for k in 0..3 {
-                table_hits[*t][k] += hits[k] * count;
+    if cached.is_none() {
+        for (_, set, count) in &rep_sets {
+            if *count > 0.0 {
+                add_tables(set.base.get().expect("costed above"), *count);
             }
         }
     }
@@ -675,13 +761,8 @@ fn predict_with(model: &Model<'_>, plan: &Plan, cache: Option<&CoreCache>) -> Pr
     let client_ns = if client_uses.is_empty() {
         0.0
     } else {
-        let cc = model.core_cost(0, 1.0, &client_uses);
-        for (t, ns, hits) in cc.tables {
-            table_ns[t] += ns;
-            for k in 0..3 {
-                table_hits[t][k] += hits[k];
-            }
-        }
+        let cc = model.core_cost(0, 1.0, &client_uses, &model.rep_set(&[], 1.0, true));
+        add_tables(&cc, 1.0);
         cc.pinned + cc.floating
     };
     // Network: a request to each worker that holds a part of the batch; ids in, pooled rows
@@ -729,22 +810,6 @@ fn per_table(plan: &Plan, w: &Workload<'_>, table_ns: &[f64], table_hits: &[[f64
             }
         })
         .collect()
-}
-
-/// Two lists of pieces, each in table order, as one in table order (ties: `a` first).
-fn merge_by_table(a: &[PieceUse], b: &[PieceUse]) -> Vec<PieceUse> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if j >= b.len() || (i < a.len() && a[i].table <= b[j].table) {
-            out.push(a[i].clone());
-            i += 1;
-        } else {
-            out.push(b[j].clone());
-            j += 1;
-        }
-    }
-    out
 }
 
 /// Predicts `plan` on a cluster of `nodes` (one per worker of the plan's topology).
@@ -813,6 +878,35 @@ mod tests {
     use crate::Strategy;
     use embtune_protocol::Topology;
     use embtune_workloads::{AccessProfile, BatchGenerator, Preset, PresetOptions};
+
+    proptest::proptest! {
+        /// The thresholds over a core's pinned segments and a replicated set's, walked as two
+        /// sorted lists, are those over all of them sorted as one list.
+        #[test]
+        fn thresholds_over_two_lists_equal_those_over_one(
+            a in proptest::collection::vec((0u8..20, 1.0f64..1e6), 0..30),
+            b in proptest::collection::vec((0u8..20, 1.0f64..1e6), 0..60),
+            caps in (1.0f64..2e7, 1.0f64..2e7),
+        ) {
+            // Rates from a small set, so that equal rates (a group) occur across the lists.
+            let seg = |v: &[(u8, f64)]| {
+                let mut s: Vec<(f64, f64)> = v.iter().map(|&(r, bytes)| (f64::from(r) * 0.5 + 0.001, bytes)).collect();
+                s.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
+                s
+            };
+            let (sa, sb) = (seg(&a), seg(&b));
+            let mut all = sa.clone();
+            all.extend_from_slice(&sb);
+            all.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
+            let b_total: f64 = sb.iter().map(|s| s.1).sum();
+            let all_total: f64 = all.iter().map(|s| s.1).sum();
+            let two = thresholds(&sa, &sb, b_total, [caps.0, caps.1]);
+            let one = thresholds(&all, &[], 0.0, [caps.0, caps.1]);
+            let other_way = thresholds(&[], &all, all_total, [caps.0, caps.1]);
+            proptest::prop_assert_eq!(two, one);
+            proptest::prop_assert_eq!(one, other_way);
+        }
+    }
 
     fn synthetic(rows: u64, dist: &str) -> (ModelSpec, Vec<TableProfile>) {
         let spec = Preset::Synthetic

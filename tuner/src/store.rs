@@ -441,6 +441,7 @@ mod tests {
             failure: None,
             started_ms: 0,
             ended_ms: 0,
+            planning_ms: 0,
         }
     }
 

@@ -88,6 +88,7 @@ fn trial(n: u32) -> Trial {
         failure: None,
         started_ms: 0,
         ended_ms: 0,
+        planning_ms: 0,
     }
 }
 
