@@ -303,8 +303,8 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             search: SearchBudget { iterations: SearchBudget::default().iterations, out_of_time: &out_of_time },
         };
         let planning = Instant::now();
-        let Some(p) = tuner.next(&ctx) else { break };
-        let planning_ms = planning.elapsed().as_millis() as u64;
+        let Some(mut p) = tuner.next(&ctx) else { break };
+        p.planning_ms = planning.elapsed().as_millis() as u64;
         let started = now_ms();
         let t0 = Instant::now();
         let outcome = match p.unfit_failure() {
@@ -317,7 +317,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         if let Err(e) = &outcome {
             tracing::warn!("job {id} trial {} ({}) failed: {e}", tuner.trials.len(), p.kind.label());
         }
-        let trial = tuner.record(&ctx, p, outcome, started, now_ms(), t0.elapsed().as_secs_f64(), planning_ms);
+        let trial = tuner.record(&ctx, p, outcome, started, now_ms(), t0.elapsed().as_secs_f64());
         // Commit before anything else: the trial is on disk from here on.
         store.add_trial(&trial).map_err(|e| c.store_failed(&tuner, Some(trial.n), e))?;
         store.put_job(&tuner.job).map_err(|e| c.store_failed(&tuner, None, e))?;

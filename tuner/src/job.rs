@@ -51,18 +51,21 @@ pub struct Proposal {
     /// failed trial ([`does_not_fit`](embtune_protocol::tuning::does_not_fit)) without
     /// deploying it, so that it is not proposed again.
     pub unfit: Option<PlanError>,
+    /// Milliseconds spent proposing it, which the caller measures (the tuner reads no clock)
+    /// and sets before [`Tuner::record`].
+    pub planning_ms: u64,
 }
 
 impl Proposal {
     /// A plan to deploy and measure.
     pub fn measure(kind: TrialKind, plan: Plan, predicted: f64) -> Proposal {
-        Proposal { kind, plan, predicted, unfit: None }
+        Proposal { kind, plan, predicted, unfit: None, planning_ms: 0 }
     }
 
     /// A baseline `name` whose plan cannot be made (`why`), with a stand-in plan to store.
     pub fn does_not_fit(name: &str, stand_in: Plan, why: PlanError) -> Proposal {
         let plan = Plan { strategy: format!("{name} ({})", embtune_protocol::tuning::DOES_NOT_FIT), ..stand_in };
-        Proposal { kind: TrialKind::Baseline(name.into()), plan, predicted: f64::NAN, unfit: Some(why) }
+        Proposal { kind: TrialKind::Baseline(name.into()), plan, predicted: f64::NAN, unfit: Some(why), planning_ms: 0 }
     }
 
     /// The failure to record for it when it does not fit.
@@ -239,7 +242,6 @@ impl Tuner {
         started_ms: u64,
         ended_ms: u64,
         seconds: f64,
-        planning_ms: u64,
     ) -> Trial {
         let n = self.trials.len() as u32;
         let (measured, failure) = match outcome {
@@ -256,7 +258,7 @@ impl Tuner {
             failure,
             started_ms,
             ended_ms,
-            planning_ms,
+            planning_ms: p.planning_ms,
         };
         if trial.measured.is_some() {
             self.seen.insert(plan_key(&trial.plan));
@@ -388,7 +390,7 @@ pub(crate) mod tests {
         while let Some(p) = t.next(&ctx) {
             assert!(keys.insert(plan_key(&p.plan)), "plan proposed twice: {:?}", p.kind);
             let v = truth(&ctx, &p.plan, Objective::Throughput, t.trials.len() as u64);
-            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
         assert_eq!(t.job.status, JobStatus::Running, "running until the caller finishes it");
         t.finish(1);
@@ -424,7 +426,7 @@ pub(crate) mod tests {
         let values = [100.0, 104.0, 101.0, 102.0, 103.0, 150.0, 120.0, 140.0, 130.0];
         for v in values {
             let p = t.next(&ctx).unwrap();
-            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
         assert!(t.next(&ctx).is_none());
         assert_eq!(t.best().unwrap().n, 5, "before the head-to-head: the best measured");
@@ -464,7 +466,7 @@ pub(crate) mod tests {
                 assert!(p.predicted.is_finite());
             }
             kinds.push(p.kind.label());
-            t.record(&ctx, p, Ok(Measured { value: 100.0 + kinds.len() as f64, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&ctx, p, Ok(Measured { value: 100.0 + kinds.len() as f64, ..Default::default() }), 0, 0, 1.0);
         }
         // The strategies, then the named plan, then the search.
         let n = Strategy::baselines(0).len();
@@ -490,7 +492,7 @@ pub(crate) mod tests {
         let mut t = Tuner::new(small, Vec::new());
         for _ in 0..5 {
             let p = t.next(&ctx).unwrap();
-            t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0);
         }
         let p = t.next(&ctx).unwrap();
         assert!(p.predicted.is_nan() && matches!(p.unfit, Some(embtune_protocol::PlanError::Invalid(_))), "{p:?}");
@@ -515,7 +517,7 @@ pub(crate) mod tests {
                 i => 800.0 + 100.0 * i as f64,
             };
             let p = t.next(&ctx).unwrap();
-            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
         // Side by side, trial n and all-replicate (trial 1) trade places from round to round.
         let rounds: Vec<BTreeMap<u32, f64>> =
@@ -545,7 +547,7 @@ pub(crate) mod tests {
         for _ in 0..6 {
             let p = a.next(&ctx).unwrap();
             let v = truth(&ctx, &p.plan, Objective::Throughput, 1);
-            a.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0, 0);
+            a.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
         // "Restart": a new tuner from the stored job and trials.
         let mut b = Tuner::new(a.job.clone(), a.trials.clone());
@@ -572,7 +574,7 @@ pub(crate) mod tests {
         for _ in 0..6 {
             let p = t.next(&two).unwrap();
             let v = truth(&two, &p.plan, Objective::Throughput, 2);
-            t.record(&two, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&two, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
         let one = Context { topology: Topology::uniform(1, 2, 1 << 40), nodes: vec![node], ..two };
         let p = t.next(&one).unwrap();

@@ -360,7 +360,7 @@ mod tests {
         while let Some(p) = t.next(&ctx) {
             out.push(p.kind.clone());
             let value = 100.0 + out.len() as f64;
-            t.record(&ctx, p, Ok(Measured { value, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&ctx, p, Ok(Measured { value, ..Default::default() }), 0, 0, 1.0);
         }
         out
     }
@@ -391,7 +391,7 @@ mod tests {
             if p.kind == TrialKind::Search {
                 break p;
             }
-            t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0);
         };
         let caps = ctx.nodes[0].caps;
         let auto = crate::make::default_plan(&spec, &ctx.topology, &prof, &caps).unwrap();
@@ -411,7 +411,7 @@ mod tests {
             // Two strategies may make the same plan; the search never proposes a measured one.
             let fresh = keys.insert(plan_key(&p.plan));
             assert!(fresh || matches!(p.kind, TrialKind::Baseline(_)), "proposed twice: {:?}", p.kind);
-            t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0, 0);
+            t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0);
         }
         assert_eq!(t.search_trials(), 2, "the search explores around its start instead");
     }
