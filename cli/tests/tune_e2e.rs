@@ -79,7 +79,7 @@ fn tune_local_and_results_follow_the_contract() {
     assert_eq!(h["rounds"], 3, "{r}");
     assert!(h["best"].as_f64().unwrap() > 0.0, "{r}");
     // Clients may hold tables (256 MiB by default), so the client-side baseline is measured too.
-    for b in ["round-robin", "all-replicate", "all-shard", "size-threshold", "greedy-cost", "client-small"] {
+    for b in embtune_tuner::Strategy::ALL.map(|s| s.name()) {
         assert!(baselines[b].as_f64().unwrap() > 0.0, "baseline {b}: {r}");
         assert!(h["baselines"][b].as_f64().unwrap() > 0.0, "head-to-head {b}: {r}");
         let x = r["speedup_vs"][b].as_f64().unwrap();

@@ -45,6 +45,9 @@ impl Strategy {
         Strategy::ClientThreshold,
     ];
 
+    /// Other names a strategy answers to, as (alias, strategy).
+    pub const ALIASES: [(&'static str, Strategy); 1] = [("replicate-small", Strategy::SizeThreshold)];
+
     /// The baselines a tuning job measures: every strategy that applies (the client-side one
     /// only where clients may hold tables, `client_memory_bytes` above 0).
     pub fn baselines(client_memory_bytes: u64) -> Vec<Strategy> {
@@ -59,6 +62,20 @@ impl Strategy {
             Strategy::SizeThreshold => "size-threshold",
             Strategy::GreedyCost => "greedy-cost",
             Strategy::ClientThreshold => "client-small",
+        }
+    }
+
+    /// What the strategy does, in one line, for `--strategy`'s help.
+    pub fn about(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "whole tables dealt to cores in turn",
+            Strategy::AllReplicate => "every table on every worker",
+            Strategy::AllShard => "every table split by rows over every core",
+            Strategy::SizeThreshold => "tables under 1 MiB replicated, the rest split over every core",
+            Strategy::GreedyCost => {
+                "whole tables, costliest first, onto the least-loaded core (TorchRec's planner in miniature)"
+            }
+            Strategy::ClientThreshold => "tables under 1 MiB in the clients where they have memory, the rest split",
         }
     }
 
@@ -121,12 +138,13 @@ impl fmt::Display for Strategy {
 impl FromStr for Strategy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "replicate-small" {
-            return Ok(Strategy::SizeThreshold);
+        if let Some((_, b)) = Strategy::ALIASES.iter().find(|(alias, _)| *alias == s) {
+            return Ok(*b);
         }
         Strategy::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Strategy::ALL.iter().map(|b| b.name()).collect();
-            format!("unknown strategy `{s}`; choose one of: {}, replicate-small", names.join(", "))
+            let names: Vec<&str> =
+                Strategy::ALL.iter().map(|b| b.name()).chain(Strategy::ALIASES.map(|a| a.0)).collect();
+            format!("unknown strategy `{s}`; choose one of: {}", names.join(", "))
         })
     }
 }
