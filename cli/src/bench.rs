@@ -1,22 +1,21 @@
 //! `embtune bench`: measure look-up throughput and latency of a plan.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
 
+use embtune_protocol::Topology;
 use embtune_protocol::report::BenchReport;
-use embtune_protocol::{Plan, Topology};
-use embtune_tuner::{BaselineOptions, FlowChoice, MemoryCaps, Strategy};
 use embtune_worker::bench::{LocalBench, Progress};
 use embtune_worker::engine::kernels::Isa;
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
-use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec, QueryBatch, TableProfile};
+use embtune_workloads::{BatchGenerator, ModelSpec};
 
+use crate::plan_choice::{PlanChoice, StrategyChoice, memory_caps, resolve_plan};
 use crate::ui;
-use crate::workload::WorkloadArgs;
+use crate::workload::{WorkloadArgs, batch_pool, profile};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -32,11 +31,9 @@ pub struct BenchArgs {
     /// ShardingPlan (JSON, as `embtune plan import --torchrec` reads it).
     #[arg(long, value_name = "FILE", conflicts_with = "strategy")]
     pub plan: Option<PathBuf>,
-    /// How to place tables: auto (replicate what every worker's memory holds, smallest first;
-    /// split the rest over every core; flows by rule), round-robin, all-replicate, all-shard,
-    /// size-threshold (alias replicate-small), greedy-cost.
-    #[arg(long, value_name = "S")]
-    pub strategy: Option<String>,
+    /// How to place tables (default auto, whose flows are chosen by rule).
+    #[arg(long, value_name = "S", value_parser = StrategyChoice::parser())]
+    pub strategy: Option<StrategyChoice>,
     /// Data flow per table: auto (by skew and size), direct, hot, blocked, or keep (the
     /// strategy's own: direct for the baselines).
     #[arg(long, value_name = "F")]
@@ -176,7 +173,6 @@ fn gpu(_: BenchArgs, device: usize) -> Result<()> {
     )
 }
 
-/// The local machine's memory system in the planner's terms.
 /// The instruction-set level of this process's look-up kernels.
 #[derive(Args, Debug, Clone, Copy, Default)]
 pub struct IsaArg {
@@ -186,80 +182,6 @@ pub struct IsaArg {
     /// Processes `embtune up` starts take it from EMBTUNE_ISA.
     #[arg(long, env = "EMBTUNE_ISA", value_name = "LEVEL")]
     pub isa: Option<Isa>,
-}
-
-pub fn memory_caps(m: &MachineInfo, huge_pages: bool) -> MemoryCaps {
-    MemoryCaps {
-        l2_bytes: m.l2_bytes,
-        llc_bytes: m.llc_bytes,
-        llc_cores: m.llc_cpus,
-        huge_pages: huge_pages && m.thp != "never",
-    }
-}
-
-/// Access profiles of every table (see [`embtune_workloads::profile::profile_generator`]).
-pub fn profile(generator: &BatchGenerator) -> AccessProfile {
-    embtune_workloads::profile::profile_generator(generator)
-}
-
-/// Batches a benchmark rotates through, generated in parallel before timing.
-pub fn batch_pool(generator: &BatchGenerator, llc: u64) -> Vec<Arc<QueryBatch>> {
-    let n = generator.pool_size_for(llc, 1 << 30);
-    generator.pool(0, n).into_iter().map(Arc::new).collect()
-}
-
-/// What the user asked for: a plan file, or a strategy and flows.
-#[derive(Clone, Debug, Default)]
-pub struct PlanChoice<'a> {
-    pub file: Option<&'a PathBuf>,
-    pub strategy: Option<&'a str>,
-    pub flows: Option<&'a str>,
-    pub prefetch: Option<u16>,
-}
-
-/// The plan `choice` describes, for `topo`.
-pub fn resolve_plan(
-    spec: &ModelSpec,
-    topo: &Topology,
-    choice: &PlanChoice<'_>,
-    profiles: &[TableProfile],
-    caps: &MemoryCaps,
-) -> Result<Plan> {
-    let mut plan = if let Some(path) = choice.file {
-        // An embtune plan, or a TorchRec ShardingPlan imported for this spec.
-        let plan = crate::torchrec_cmd::read_plan_file(path, spec)?;
-        if plan.spec_digest != spec.digest() {
-            bail!(
-                "{} was made for another model (spec digest {:#x}, this one {:#x}): use the same preset, scale and flags it was tuned with",
-                path.display(),
-                plan.spec_digest,
-                spec.digest()
-            );
-        }
-        if plan.topology.workers.len() != topo.workers.len() || plan.topology.total_cores() != topo.total_cores() {
-            eprintln!(
-                "note: {} was made for {} worker(s) and {} cores; running it on {} worker(s) and {} cores, owners of missing cores folded onto present ones",
-                path.display(),
-                plan.topology.workers.len(),
-                plan.topology.total_cores(),
-                topo.workers.len(),
-                topo.total_cores()
-            );
-        }
-        embtune_tuner::job::adapt_plan(&plan, topo)
-    } else {
-        match choice.strategy.unwrap_or("auto") {
-            "auto" => embtune_tuner::default_plan(spec, topo, profiles, caps)?,
-            s => s.parse::<Strategy>().map_err(anyhow::Error::msg)?.plan(spec, topo, &BaselineOptions::default())?,
-        }
-    };
-    let flows = match choice.flows {
-        Some(f) => f.parse::<FlowChoice>().map_err(anyhow::Error::msg)?,
-        None => FlowChoice::Keep,
-    };
-    embtune_tuner::set_flows(&mut plan, spec, profiles, caps, flows, choice.prefetch);
-    plan.validate(spec)?;
-    Ok(plan)
 }
 
 /// Which way queries travel.
@@ -292,7 +214,7 @@ impl Path {
 }
 
 /// Measures a plan on the local engine (`bench` without `--coordinator`; with it, `main` runs
-/// `cluster_bench`, which uses this module's flags and plan choice, not the other way round).
+/// `cluster_bench`, which uses this module's flags, not the other way round).
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.qps.is_some() {
         bail!("--qps drives a cluster: add --coordinator HOST:PORT --cluster DIR");
@@ -330,7 +252,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     sp.finish_and_clear();
     let choice = PlanChoice {
         file: args.plan.as_ref(),
-        strategy: args.strategy.as_deref(),
+        strategy: args.strategy.unwrap_or_default(),
         flows: args.flows.as_deref(),
         prefetch: args.prefetch,
     };

@@ -19,9 +19,11 @@ use embtune_worker::engine::reference::Reference;
 use embtune_worker::machine::MachineInfo;
 use embtune_workloads::{BatchGenerator, QueryBatch};
 
-use crate::bench::{BenchArgs, Path, PlanChoice, batch_pool, memory_caps, print_report, profile, resolve_plan};
+use crate::bench::{BenchArgs, Path, print_report};
 use crate::cluster::{Target, runtime};
+use crate::plan_choice::{PlanChoice, memory_caps, resolve_plan};
 use crate::ui;
+use crate::workload::{batch_pool, profile};
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let spec = args.workload.spec()?;
@@ -86,7 +88,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let caps = memory_caps(&machine, !args.no_huge_pages);
                 let choice = PlanChoice {
                     file: args.plan.as_ref(),
-                    strategy: args.strategy.as_deref(),
+                    strategy: args.strategy.unwrap_or_default(),
                     flows: args.flows.as_deref(),
                     prefetch: args.prefetch,
                 };

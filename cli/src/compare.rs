@@ -12,9 +12,10 @@ use embtune_worker::limit::LimitConfig;
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
 use embtune_workloads::BatchGenerator;
 
-use crate::bench::{IsaArg, PlanChoice, batch_pool, memory_caps, profile, resolve_plan};
+use crate::bench::IsaArg;
+use crate::plan_choice::{PlanChoice, StrategyChoice, memory_caps, resolve_plan};
 use crate::ui;
-use crate::workload::WorkloadArgs;
+use crate::workload::{WorkloadArgs, batch_pool, profile};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
@@ -86,21 +87,24 @@ pub fn run(a: CompareArgs) -> Result<()> {
     for v in &variants {
         if let Some((label, file)) = v.split_once('=') {
             let file = std::path::PathBuf::from(file);
-            let choice = PlanChoice { file: Some(&file), strategy: None, flows: None, prefetch: None };
+            let choice = PlanChoice { file: Some(&file), ..Default::default() };
             let mut plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &cache)?;
             plan.strategy = label.to_string();
             plans.push(Variant { label: label.to_string(), plan });
             continue;
         }
         let mut parts = v.split(':');
-        let strategy = parts.next().unwrap_or("auto");
+        let strategy = match parts.next() {
+            Some(s) => s.parse::<StrategyChoice>().map_err(|e| anyhow::anyhow!("variant `{v}`: {e}"))?,
+            None => StrategyChoice::Auto,
+        };
         let flows = parts.next();
         let prefetch = parts
             .next()
             .map(|p| p.trim_start_matches("pf").parse::<u16>())
             .transpose()
             .map_err(|_| anyhow::anyhow!("variant `{v}`: the third part is a prefetch distance such as pf16"))?;
-        let choice = PlanChoice { file: None, strategy: Some(strategy), flows, prefetch };
+        let choice = PlanChoice { file: None, strategy, flows, prefetch };
         let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &cache)?;
         plans.push(Variant { label: v.to_string(), plan });
     }

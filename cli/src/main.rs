@@ -11,6 +11,7 @@ mod compare;
 mod gpu_bench;
 mod job_view;
 mod launch;
+mod plan_choice;
 mod plan_cmd;
 mod plan_scale;
 mod results;

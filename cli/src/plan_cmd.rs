@@ -12,10 +12,10 @@ use embtune_tuner::rules::choose_flow;
 use embtune_worker::machine::MachineInfo;
 use embtune_workloads::{BatchGenerator, ModelSpec, TableProfile};
 
-use crate::bench::{PlanChoice, memory_caps, profile, resolve_plan};
+use crate::plan_choice::{PlanChoice, StrategyChoice, memory_caps, resolve_plan};
 use crate::results::{Results, Source};
 use crate::ui;
-use crate::workload::WorkloadArgs;
+use crate::workload::{WorkloadArgs, profile};
 
 #[derive(Subcommand, Debug)]
 pub enum PlanCmd {
@@ -95,9 +95,9 @@ pub struct PlanArgs {
     /// A plan file (JSON, as `plan export` writes it).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["strategy", "job"])]
     pub plan: Option<PathBuf>,
-    /// A strategy (auto, round-robin, all-replicate, all-shard, size-threshold, greedy-cost).
-    #[arg(long)]
-    pub strategy: Option<String>,
+    /// How to place tables (default auto).
+    #[arg(long, value_name = "S", value_parser = StrategyChoice::parser())]
+    pub strategy: Option<StrategyChoice>,
     /// The data flow of every table: auto (by rule), direct, hot, blocked or keep (the
     /// strategy's own).
     #[arg(long, value_name = "FLOW")]
@@ -166,7 +166,7 @@ fn load(a: &PlanArgs) -> Result<Loaded> {
     let prof = profile(&BatchGenerator::new(&spec)?);
     let choice = PlanChoice {
         file: a.plan.as_ref(),
-        strategy: a.strategy.as_deref(),
+        strategy: a.strategy.unwrap_or_default(),
         flows: a.flows.as_deref(),
         prefetch: None,
     };

@@ -13,9 +13,9 @@ use embtune_protocol::{Topology, WorkerShape};
 use embtune_worker::machine::MachineInfo;
 use embtune_workloads::BatchGenerator;
 
-use crate::bench::{PlanChoice, memory_caps, profile, resolve_plan};
 use crate::cluster::{Target, runtime, shutdown_signal, wait_for_coordinator};
-use crate::workload::WorkloadArgs;
+use crate::plan_choice::{PlanChoice, StrategyChoice, memory_caps, resolve_plan};
+use crate::workload::{WorkloadArgs, profile};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -37,8 +37,8 @@ pub struct UpArgs {
     #[arg(long, default_value = "embtune-data", value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Strategy of the first plan (default auto).
-    #[arg(long)]
-    pub strategy: Option<String>,
+    #[arg(long, value_name = "S", value_parser = StrategyChoice::parser())]
+    pub strategy: Option<StrategyChoice>,
     /// Coordinator QUIC address (port 0 picks one).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
@@ -524,7 +524,7 @@ pub fn run(mut a: UpArgs) -> Result<()> {
         let generator = BatchGenerator::new(&spec)?;
         let prof = profile(&generator);
         let caps = memory_caps(&machine, true);
-        let choice = PlanChoice { strategy: a.strategy.as_deref(), ..Default::default() };
+        let choice = PlanChoice { strategy: a.strategy.unwrap_or_default(), ..Default::default() };
         let plan = resolve_plan(&spec, &topo, &choice, &prof.tables, &caps)?;
         let d =
             crate::cluster::deploy_watched(&client, &spec, &plan, false).await.context("deploying the first plan")?;

@@ -1,11 +1,15 @@
-//! The workload flags every command shares, and the model spec they build.
+//! The workload flags every command shares, the model spec they build, and what commands
+//! generate from it before measuring: the access profile and the pool of batches.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use embtune_workloads::{AccessDist, ModelSpec, Pooling, Preset, PresetOptions, RowType};
+use embtune_workloads::{
+    AccessDist, AccessProfile, BatchGenerator, ModelSpec, Pooling, Preset, PresetOptions, QueryBatch, RowType,
+};
 
 /// Which model and which queries. Pick a preset (real datasets' table shapes) or a model file.
 #[derive(Args, Clone, Debug, Default)]
@@ -119,4 +123,17 @@ fn apply_overrides(spec: &mut ModelSpec, o: &PresetOptions) {
     if let Some(s) = o.seed {
         spec.seed = s;
     }
+}
+
+/// Access profiles of every table (see [`embtune_workloads::profile::profile_generator`]).
+pub fn profile(generator: &BatchGenerator) -> AccessProfile {
+    embtune_workloads::profile::profile_generator(generator)
+}
+
+/// Batches a benchmark rotates through, generated in parallel before timing: enough that a
+/// pass outgrows the last-level cache (`llc` bytes), so that the pool measures memory and not
+/// the cache.
+pub fn batch_pool(generator: &BatchGenerator, llc: u64) -> Vec<Arc<QueryBatch>> {
+    let n = generator.pool_size_for(llc, 1 << 30);
+    generator.pool(0, n).into_iter().map(Arc::new).collect()
 }

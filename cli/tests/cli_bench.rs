@@ -52,7 +52,8 @@ fn bench_json_has_the_contract_fields_and_verifies() {
 
 #[test]
 fn every_strategy_and_flow_verifies_on_a_small_preset() {
-    for strategy in ["round-robin", "all-replicate", "all-shard", "size-threshold", "greedy-cost", "auto"] {
+    let strategies = embtune_tuner::Strategy::ALL.map(|s| s.name());
+    for strategy in strategies.into_iter().chain(["auto"]) {
         for flows in ["direct", "hot", "blocked"] {
             let out = embtune(&[
                 "bench",

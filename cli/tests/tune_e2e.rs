@@ -79,7 +79,7 @@ fn tune_local_and_results_follow_the_contract() {
     assert_eq!(h["rounds"], 3, "{r}");
     assert!(h["best"].as_f64().unwrap() > 0.0, "{r}");
     // Clients may hold tables (256 MiB by default), so the client-side baseline is measured too.
-    for b in ["round-robin", "all-replicate", "all-shard", "size-threshold", "greedy-cost", "client-small"] {
+    for b in embtune_tuner::Strategy::ALL.map(|s| s.name()) {
         assert!(baselines[b].as_f64().unwrap() > 0.0, "baseline {b}: {r}");
         assert!(h["baselines"][b].as_f64().unwrap() > 0.0, "head-to-head {b}: {r}");
         let x = r["speedup_vs"][b].as_f64().unwrap();
@@ -112,9 +112,11 @@ fn tune_local_and_results_follow_the_contract() {
     assert_eq!(l[0]["job"], job.as_str());
     assert_eq!(l[0]["preset"], "avazu@0.002");
     assert_eq!(l[0]["status"], "done");
-    assert_eq!(l[0]["trials"], 9);
+    // Every baseline (clients may hold tables, so all of them) and the 3 search trials.
+    let trials = embtune_tuner::Strategy::ALL.len() + 3;
+    assert_eq!(l[0]["trials"], trials);
     let show = json(&run(&["results", "show", &job, "--data-dir", d, "--json"]));
-    assert_eq!(show["trials"].as_array().unwrap().len(), 9);
+    assert_eq!(show["trials"].as_array().unwrap().len(), trials);
     let best = json(&run(&["results", "best", "--preset", "avazu@0.002", "--data-dir", d, "--json"]));
     assert_eq!(best["job"], job.as_str());
     // A preset with --scale names the same dataset; without the scale, the match is listed.
@@ -174,7 +176,7 @@ fn tune_local_and_results_follow_the_contract() {
     assert!(best["plan"]["tables"].as_array().unwrap().len() == 21);
     let csv = run(&["results", "export", &job, "--format", "csv", "--data-dir", d]);
     let csv = String::from_utf8_lossy(&csv.stdout);
-    assert_eq!(csv.lines().count(), 10);
+    assert_eq!(csv.lines().count(), trials + 1, "a header and a line per trial");
     assert!(
         csv.starts_with("number,value,datetime_start,datetime_complete,duration_s,state,kind,params_sub_batch,"),
         "{csv}"

@@ -309,7 +309,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         let t0 = Instant::now();
         let outcome = match p.unfit_failure() {
             Some(why) => Err(why),
-            None => match rt.block_on(c.deploy(spec.clone(), p.plan.clone())) {
+            None => match rt.block_on(c.deploy_profiled(spec.clone(), p.plan.clone(), &profile)) {
                 Err(e) => Err(CoordinatorError::Deploy(e).to_string()),
                 Ok(_) => rt.block_on(measure(c, pool, &tuner.job.config)).map_err(|e| e.to_string()),
             },
@@ -328,7 +328,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
             "job {id}: the best plan beside every baseline, {} alternating rounds",
             tuner.job.config.head_to_head_rounds
         );
-        match head_to_head(c, rt, &spec, pool, &tuner, stop) {
+        match head_to_head(c, rt, &spec, &profile, pool, &tuner, stop) {
             // Kept on the job at once, so that a stop while the ceiling is measured does not
             // lose the side-by-side rounds.
             Ok(Some(h)) => tuner.job.head_to_head = Some(h),
@@ -368,7 +368,7 @@ fn run_job(c: &Coordinator, rt: &tokio::runtime::Handle, id: &str, stop: &Atomic
         let objective = tuner.job.config.objective;
         store.offer_best(&rec, |a, b| objective.better(a, b))?;
         // Leave the cluster serving the best plan found.
-        if let Err(e) = rt.block_on(c.deploy(spec.clone(), best.plan.clone())) {
+        if let Err(e) = rt.block_on(c.deploy_profiled(spec.clone(), best.plan.clone(), &profile)) {
             tracing::warn!("job {id}: could not redeploy the best plan: {}", e.message);
         }
     }
@@ -385,12 +385,13 @@ const HEAD_TO_HEAD_SEARCH: usize = 3;
 
 /// Measures the best search trials and every measured baseline again, side by side: in each
 /// round every contender is deployed and loaded once, starting one further along the list each
-/// round so that none always runs first. `None` when asked to stop, or when there is nothing to
-/// compare.
+/// round so that none always runs first; the hot caches are filled from the job's `profile`.
+/// `None` when asked to stop, or when there is nothing to compare.
 fn head_to_head(
     c: &Coordinator,
     rt: &tokio::runtime::Handle,
     spec: &ModelSpec,
+    profile: &AccessProfile,
     pool: Pool,
     tuner: &Tuner,
     stop: &AtomicBool,
@@ -421,7 +422,7 @@ fn head_to_head(
                 return Ok(None);
             }
             let (n, what, plan) = &contenders[(i + r) % contenders.len()];
-            rt.block_on(c.deploy(spec.clone(), plan.clone())).map_err(|e| {
+            rt.block_on(c.deploy_profiled(spec.clone(), plan.clone(), profile)).map_err(|e| {
                 CoordinatorError::Deploy(WireError::new(e.kind, format!("trial {n} ({what}): {}", e.message)))
             })?;
             let v = rt

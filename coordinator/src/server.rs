@@ -29,7 +29,7 @@ use embtune_protocol::{DataFlow, Plan, Topology, WorkerShape};
 use embtune_transport::lanes::{self, Lanes};
 use embtune_transport::rpc::{Body, Peer, accept_loop, call};
 use embtune_transport::{Identity, TransportError, Tuning, certs, server_endpoint};
-use embtune_workloads::{BatchGenerator, ModelSpec, QueryBatch};
+use embtune_workloads::{AccessProfile, BatchGenerator, ModelSpec, QueryBatch, TableProfile};
 
 use crate::error::CoordinatorError;
 use crate::membership::{Action, Membership};
@@ -603,11 +603,37 @@ impl Coordinator {
     }
 
     /// Deploys `plan` for `spec` on the cluster: every worker of the plan's topology gets its
-    /// part, in parallel; the plan becomes active once all have it.
+    /// part, in parallel; the plan becomes active once all have it. The hot-cache tables' rows
+    /// come from a profile of the spec made here; a caller that has one already (a tuning job)
+    /// uses [`Coordinator::deploy_profiled`].
     pub async fn deploy(&self, spec: ModelSpec, plan: Plan) -> Result<DeployedInfo, WireError> {
+        self.deploy_with(spec, plan, None).await
+    }
+
+    /// [`Coordinator::deploy`] with the hot rows taken from `profile`, the caller's profile of
+    /// this spec, so that a job, which profiled its workload once, does not have it profiled
+    /// again for every trial.
+    pub async fn deploy_profiled(
+        &self,
+        spec: ModelSpec,
+        plan: Plan,
+        profile: &AccessProfile,
+    ) -> Result<DeployedInfo, WireError> {
+        self.deploy_with(spec, plan, Some(profile)).await
+    }
+
+    async fn deploy_with(
+        &self,
+        spec: ModelSpec,
+        plan: Plan,
+        profile: Option<&AccessProfile>,
+    ) -> Result<DeployedInfo, WireError> {
         let bad = |m: String| WireError::new(ErrorKind::Deploy, m);
         spec.validate().map_err(|e| bad(e.to_string()))?;
         plan.validate(&spec).map_err(|e| bad(e.to_string()))?;
+        if profile.is_some_and(|p| p.tables.len() != spec.tables.len()) {
+            return Err(bad("the profile given is of another model".into()));
+        }
         let _one = self.inner.deploy_lock.lock().await;
         let need = plan.topology.workers.len();
         // The plan's workers are the cluster's healthy ones, in id order.
@@ -626,7 +652,10 @@ impl Coordinator {
             let conns = mapping.iter().enumerate().map(|(p, id)| (p as u16, conns[id].1.first().clone())).collect();
             (mapping, conns)
         };
-        let hot = hot_ids(&spec, &plan).await;
+        let hot = match profile {
+            Some(p) => hot_rows(&plan, &p.tables),
+            None => hot_ids(&spec, &plan).await,
+        };
         let plan_id =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let active = Arc::new(Active { plan_id, spec, plan, slots: mapping, hot });
@@ -907,30 +936,32 @@ impl Coordinator {
 }
 
 /// Hot rows per table for the plan's hot-cache tables, from a profile of the workload's own
-/// generator (batches disjoint from any benchmark's).
+/// generator (batches disjoint from any benchmark's), made only when the plan has such a table.
 async fn hot_ids(spec: &ModelSpec, plan: &Plan) -> Vec<Vec<u32>> {
-    let need: Vec<bool> = plan.tables.iter().map(|t| matches!(t.flow, DataFlow::HotCache { .. })).collect();
-    if !need.iter().any(|&n| n) {
+    if !plan.tables.iter().any(|t| matches!(t.flow, DataFlow::HotCache { .. })) {
         return vec![Vec::new(); spec.tables.len()];
     }
     let spec = spec.clone();
     let plan = plan.clone();
     tokio::task::spawn_blocking(move || {
         let Ok(g) = BatchGenerator::new(&spec) else { return vec![Vec::new(); spec.tables.len()] };
-        let profile = embtune_workloads::profile::profile_generator(&g);
-        plan.tables
-            .iter()
-            .enumerate()
-            .map(|(t, tp)| match tp.flow {
-                DataFlow::HotCache { hot_rows, .. } => {
-                    profile.tables[t].hottest(hot_rows as usize * tp.placement.shards().max(1))
-                }
-                _ => Vec::new(),
-            })
-            .collect()
+        hot_rows(&plan, &embtune_workloads::profile::profile_generator(&g).tables)
     })
     .await
     .unwrap_or_default()
+}
+
+/// Hot rows per table for the plan's hot-cache tables, the hottest of `profiles` (one per
+/// table): each shard's share times the shard count, so that every shard finds its own.
+fn hot_rows(plan: &Plan, profiles: &[TableProfile]) -> Vec<Vec<u32>> {
+    plan.tables
+        .iter()
+        .zip(profiles)
+        .map(|(tp, profile)| match tp.flow {
+            DataFlow::HotCache { hot_rows, .. } => profile.hottest(hot_rows as usize * tp.placement.shards().max(1)),
+            _ => Vec::new(),
+        })
+        .collect()
 }
 
 /// Runs futures concurrently and collects their results in order.

@@ -32,18 +32,26 @@ pub enum Strategy {
     /// each client's memory holds them), the rest are sharded evenly over every core. Only
     /// where clients may hold tables (`Topology::client_memory_bytes`).
     ClientThreshold,
+    /// Every table's rows dealt over every core by id modulo the shard count, as HugeCTR's
+    /// distributed embedding and parameter servers shard: unlike `all-shard`'s row ranges, it
+    /// keeps a table balanced when its hot ids lie close together (ids numbered by frequency).
+    ModShard,
 }
 
 impl Strategy {
     /// Every named strategy.
-    pub const ALL: [Strategy; 6] = [
+    pub const ALL: [Strategy; 7] = [
         Strategy::RoundRobin,
         Strategy::AllReplicate,
         Strategy::AllShard,
         Strategy::SizeThreshold,
         Strategy::GreedyCost,
         Strategy::ClientThreshold,
+        Strategy::ModShard,
     ];
+
+    /// Other names a strategy answers to, as (alias, strategy).
+    pub const ALIASES: [(&'static str, Strategy); 1] = [("replicate-small", Strategy::SizeThreshold)];
 
     /// The baselines a tuning job measures: every strategy that applies (the client-side one
     /// only where clients may hold tables, `client_memory_bytes` above 0).
@@ -59,6 +67,22 @@ impl Strategy {
             Strategy::SizeThreshold => "size-threshold",
             Strategy::GreedyCost => "greedy-cost",
             Strategy::ClientThreshold => "client-small",
+            Strategy::ModShard => "mod-shard",
+        }
+    }
+
+    /// What the strategy does, in one line, for `--strategy`'s help.
+    pub fn about(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "whole tables dealt to cores in turn",
+            Strategy::AllReplicate => "every table on every worker",
+            Strategy::AllShard => "every table split by rows over every core",
+            Strategy::SizeThreshold => "tables under 1 MiB replicated, the rest split over every core",
+            Strategy::GreedyCost => {
+                "whole tables, costliest first, onto the least-loaded core (TorchRec's planner in miniature)"
+            }
+            Strategy::ClientThreshold => "tables under 1 MiB in the clients where they have memory, the rest split",
+            Strategy::ModShard => "every table's rows dealt over every core by id modulo the shard count",
         }
     }
 
@@ -85,6 +109,7 @@ impl Strategy {
                 .map(|t| if t.bytes() < opts.replicate_below { Placement::Replicated } else { even_rows(t, &cores) })
                 .collect(),
             Strategy::GreedyCost => greedy_cost(spec, topo, &cores),
+            Strategy::ModShard => spec.tables.iter().map(|t| mod_rows(t, &cores)).collect(),
             Strategy::ClientThreshold => {
                 let mut room = topo.client_memory_bytes;
                 spec.tables
@@ -121,12 +146,13 @@ impl fmt::Display for Strategy {
 impl FromStr for Strategy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "replicate-small" {
-            return Ok(Strategy::SizeThreshold);
+        if let Some((_, b)) = Strategy::ALIASES.iter().find(|(alias, _)| *alias == s) {
+            return Ok(*b);
         }
         Strategy::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Strategy::ALL.iter().map(|b| b.name()).collect();
-            format!("unknown strategy `{s}`; choose one of: {}, replicate-small", names.join(", "))
+            let names: Vec<&str> =
+                Strategy::ALL.iter().map(|b| b.name()).chain(Strategy::ALIASES.map(|a| a.0)).collect();
+            format!("unknown strategy `{s}`; choose one of: {}", names.join(", "))
         })
     }
 }
@@ -155,6 +181,16 @@ pub fn even_rows(t: &TableSpec, cores: &[CoreId]) -> Placement {
     }
     let bounds: Vec<u64> = (0..=k).map(|i| i * t.rows / k).collect();
     Placement::RowRange { bounds, owners: cores[..k as usize].to_vec() }
+}
+
+/// Rows dealt over `cores` by id modulo the shard count (fewer shards when the table has fewer
+/// rows), so that neighbouring ids land on different cores.
+fn mod_rows(t: &TableSpec, cores: &[CoreId]) -> Placement {
+    let k = (cores.len() as u64).min(t.rows).max(1) as usize;
+    if k == 1 {
+        return Placement::Owned(cores[0]);
+    }
+    Placement::Hash { owners: cores[..k].to_vec() }
 }
 
 /// TorchRec-style: each table's cost is the bytes it moves per batch (rows gathered plus its
@@ -309,6 +345,27 @@ mod tests {
             *per_core.entry(t.placement.owners()[0]).or_insert(0) += 1;
         }
         assert!(per_core.values().all(|&n| n == 2), "{per_core:?}");
+    }
+
+    #[test]
+    fn mod_shard_spreads_neighbouring_ids_over_every_core() {
+        let spec = kaggle();
+        let topo = Topology::uniform(2, 3, 8 << 30);
+        let p = Strategy::ModShard.plan(&spec, &topo, &Default::default()).unwrap();
+        for (tp, ts) in p.tables.iter().zip(&spec.tables) {
+            let owners = tp.placement.owners();
+            assert_eq!(owners.len() as u64, ts.rows.min(6), "{}", ts.name);
+            if owners.len() < 6 {
+                continue;
+            }
+            // The first 600 ids, where a frequency-numbered table keeps its hottest rows, fall
+            // a hundred on each core; all-shard would put them all on the first.
+            let mut per_shard = [0u32; 6];
+            for id in 0..600 {
+                per_shard[tp.placement.shard_of(id)] += 1;
+            }
+            assert_eq!(per_shard, [100; 6], "{}", ts.name);
+        }
     }
 
     #[test]

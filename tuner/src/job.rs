@@ -422,18 +422,21 @@ pub(crate) mod tests {
         let prof = vec![TableProfile::default(); spec.tables.len()];
         let ctx = two_cores(&spec, &prof);
         let mut t = Tuner::new(job(&spec, 4), Vec::new());
-        // Baselines at 100..104, then search trials that measured 150, 120, 140, 130.
-        let values = [100.0, 104.0, 101.0, 102.0, 103.0, 150.0, 120.0, 140.0, 130.0];
+        // Every baseline at 100 and a little more, then search trials that measured 150, 120,
+        // 140, 130.
+        let n = Strategy::baselines(0).len() as u32;
+        let values = (0..n).map(|b| 100.0 + b as f64).chain([150.0, 120.0, 140.0, 130.0]);
         for v in values {
             let p = t.next(&ctx).unwrap();
             t.record(&ctx, p, Ok(Measured { value: v, ..Default::default() }), 0, 0, 1.0);
         }
         assert!(t.next(&ctx).is_none());
-        assert_eq!(t.best().unwrap().n, 5, "before the head-to-head: the best measured");
-        // The three best search trials, then the five baselines.
-        assert_eq!(t.head_to_head_contenders(3), vec![5, 7, 8, 0, 1, 2, 3, 4]);
-        // Side by side, all-replicate (trial 1) beats the lucky trial 5.
-        let round: BTreeMap<u32, f64> = [(5, 100.0), (7, 98.0), (8, 97.0), (0, 60.0), (1, 105.0)].into_iter().collect();
+        assert_eq!(t.best().unwrap().n, n, "before the head-to-head: the best measured");
+        // The three best search trials, then every baseline.
+        assert_eq!(t.head_to_head_contenders(3), [n, n + 2, n + 3].into_iter().chain(0..n).collect::<Vec<_>>());
+        // Side by side, all-replicate (trial 1) beats the lucky first search trial.
+        let round: BTreeMap<u32, f64> =
+            [(n, 100.0), (n + 2, 98.0), (n + 3, 97.0), (0, 60.0), (1, 105.0)].into_iter().collect();
         let names = [(0, "round-robin".to_string()), (1, "all-replicate".to_string())].into_iter().collect();
         let h = HeadToHead::from_rounds(Objective::Throughput, &[round], &names).unwrap();
         t.job.head_to_head = Some(h);
@@ -490,7 +493,7 @@ pub(crate) mod tests {
             embtune_protocol::Placement::Owned(embtune_protocol::CoreId::new(0, 0));
         small.config.baseline_plans[0].plan.tables[0].flow = embtune_protocol::DataFlow::Blocked { block_rows: 0 };
         let mut t = Tuner::new(small, Vec::new());
-        for _ in 0..5 {
+        for _ in 0..n {
             let p = t.next(&ctx).unwrap();
             t.record(&ctx, p, Ok(Measured { value: 1.0, ..Default::default() }), 0, 0, 1.0);
         }

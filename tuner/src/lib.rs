@@ -1,7 +1,7 @@
 //! embtune's tuner: decides where tables live and how they are read.
 //!
-//! - [`baselines`]: the named strategies (round-robin, all-replicate, all-shard,
-//!   size-threshold, greedy-cost) that a tuned plan is measured against.
+//! - [`baselines`]: the named strategies (`Strategy::ALL`: round-robin, greedy-cost and the
+//!   others) that a tuned plan is measured against.
 //! - [`rules`]: the data-flow rule that picks a flow per table from its skew and the caches.
 //! - [`cost`]: the cost model, [`fit`] its least-squares refit to measurements.
 //! - [`space`] and [`search`]: the plan space and the simulated-annealing search over it.
