@@ -547,7 +547,8 @@ mod tests {
         assert_eq!(v["trials"].as_array().unwrap().len(), 5);
         assert_eq!(v["failed_trials"], 1);
         assert_eq!(v["search_trials"], 3);
-        assert_eq!(v["target_trials"], 7);
+        // The job's trials (2) after every baseline it measures.
+        assert_eq!(v["target_trials"], 2 + baseline_count(&j));
         // The curve covers the search only, as the CLI's.
         assert_eq!(v["curve"], json!([[3, 250.0], [4, 300.0]]));
         // The first baseline had no prediction: no pair for it, and null rather than NaN.

@@ -31,7 +31,6 @@ const BIN = process.env.EMBTUNE_BIN || path.join(ROOT, "target/debug/embtune");
 const ARTIFACTS = path.resolve(process.env.EMBTUNE_ARTIFACTS || path.join(ROOT, "target/ci-artifacts"));
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const TRIALS = 3;
-const BASELINES = 6;
 // The dashboard runs with a token, so that the test also sees the pages carry it to their
 // assets and API calls (a loopback address needs none; any other requires one).
 const TOKEN = crypto.randomBytes(12).toString("hex");
@@ -264,8 +263,14 @@ async function main() {
     const detail = await getJson(new URL(`api/jobs/${encodeURIComponent(job.job)}`, base));
     const measured = detail.trials.filter((t) => t.measured !== null).length;
     log(`job ${job.job}: ${detail.trials.length} trials, ${measured} measured`);
-    // Six baselines: `up` gives the clients memory for tables, so client-small is one of them.
-    check(detail.trials.length === TRIALS + BASELINES, `the job recorded ${TRIALS} trials and ${BASELINES} baselines`, detail.trials.length);
+    // Every baseline the tuner knows, then the trials asked for: the job's own target says how
+    // many baselines that is (a new baseline needs no edit here). `up` gives the clients memory
+    // for tables, so client-small is one of them.
+    const baselines = detail.trials.filter((t) => t.kind.startsWith("baseline")).length;
+    check(detail.trials.length === TRIALS + baselines && detail.target_trials === TRIALS + baselines && baselines >= 6
+        && detail.trials.some((t) => t.kind === "baseline:client-small"),
+        `the job recorded ${TRIALS} trials after its ${baselines} baselines, client-small among them`,
+        JSON.stringify({ trials: detail.trials.length, target: detail.target_trials, baselines }));
 
     context = await launch(profileDir);
     const page = context.pages()[0] || (await context.newPage());
