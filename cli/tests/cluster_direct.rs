@@ -467,16 +467,21 @@ fn bench_reports_the_path_load_generators_and_wire_bytes() {
 
 #[test]
 fn live_replanning_moves_to_a_better_plan_for_drifted_traffic_without_a_failed_or_wrong_query() {
-    let c = Cluster::start_with(2, &["--replan", "auto", "--replan-interval", "1.5"]);
+    // The workers keep the cost model's default coefficients: a start-up calibration on a
+    // loaded machine can price moving bytes so high that the client's reduction of the replies,
+    // which no placement changes, bounds every plan, and the re-planner then rightly predicts
+    // no gain (a CI run saw 1.01x).
+    let c = Cluster::start_with_workers(2, &["--replan", "auto", "--replan-interval", "1.5"], &["--no-calibrate"]);
     let rt = rt();
     // Planned: six tables of four ids a sample, one owned by each worker in turn, which
-    // balances them. Served: table 1 pools 200 ids, so its worker does nine tenths of the work.
-    // Rows of 64 floats and batches of 128 make the look-ups, not the per-request costs (which
-    // the workers' start-up calibration puts high on a loaded machine), what the cost model
-    // sees grow.
+    // balances them. Served: table 1 pools 1,000 ids, so its worker does almost all the work.
+    // Rows of 64 floats and batches of 128 make the look-ups, not the per-request and per-byte
+    // costs, what the cost model sees grow: by the default coefficients the drifted table's
+    // look-ups cost that worker more than its share of moving the batch does.
+    const DRIFTED_POOLING: u32 = 1000;
     let planned = spec(64, 128);
     let mut drifted = planned.clone();
-    drifted.tables[1].pooling = embtune_workloads::Pooling::Fixed(200);
+    drifted.tables[1].pooling = embtune_workloads::Pooling::Fixed(DRIFTED_POOLING);
     let owned = (0..6).map(|t| Placement::Owned(CoreId::new((t % 2) as u16, 0))).collect();
     rt.block_on(async {
         let control = control(&c).await;
@@ -504,7 +509,7 @@ fn live_replanning_moves_to_a_better_plan_for_drifted_traffic_without_a_failed_o
         assert_eq!(load.failed.load(Ordering::Relaxed), 0, "failed: {:?}", load.last_error.lock());
         let a = s.last.as_ref().expect("a check of the traffic");
         assert_eq!(a.drift[0].table, planned.tables[1].name, "the drifted table moved most: {:?}", a.drift);
-        assert!((a.drift[0].pooling_live - 200.0).abs() < 1.0, "{:?}", a.drift[0]);
+        assert!((a.drift[0].pooling_live - f64::from(DRIFTED_POOLING)).abs() < 1.0, "{:?}", a.drift[0]);
         assert!(a.gain >= 1.1, "{a:?}");
         let sw = &s.switches[0];
         assert!(

@@ -86,6 +86,8 @@ pub struct Cluster {
     pub workers: Vec<(SocketAddr, Proc)>,
     /// More arguments for the coordinator (`--max-connections N`).
     pub coordinator_args: Vec<String>,
+    /// More arguments for every worker (`--no-calibrate`).
+    pub worker_args: Vec<String>,
 }
 
 impl Cluster {
@@ -96,13 +98,19 @@ impl Cluster {
 
     /// [`Cluster::start`] with more arguments for the coordinator.
     pub fn start_with(n: usize, coordinator_args: &[&str]) -> Cluster {
+        Self::start_with_workers(n, coordinator_args, &[])
+    }
+
+    /// [`Cluster::start_with`] with more arguments for every worker too.
+    pub fn start_with_workers(n: usize, coordinator_args: &[&str], worker_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("cluster");
         let out = Command::new(exe()).args(["cluster", "init", "--out"]).arg(&certs).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let addr = free_udp();
         let coordinator_args = coordinator_args.iter().map(|s| s.to_string()).collect();
-        let mut c = Cluster { dir, certs, coordinator: None, addr, workers: Vec::new(), coordinator_args };
+        let worker_args = worker_args.iter().map(|s| s.to_string()).collect();
+        let mut c = Cluster { dir, certs, coordinator: None, addr, workers: Vec::new(), coordinator_args, worker_args };
         c.start_coordinator();
         for _ in 0..n {
             c.add_worker(None);
@@ -133,25 +141,30 @@ impl Cluster {
     pub fn add_worker(&mut self, listen: Option<SocketAddr>) -> SocketAddr {
         let listen = listen.unwrap_or_else(free_udp);
         let i = self.workers.len();
-        let p = spawn(
-            self.dir.path(),
-            &format!("worker-{i}"),
-            &[
-                "worker",
-                "--listen",
-                &listen.to_string(),
-                "--coordinator",
-                &self.addr.to_string(),
-                "--cluster",
-                self.certs.to_str().unwrap(),
-                "--cores",
-                &(i % 2).to_string(),
-                "--memory-limit",
-                "2000000000",
-                "--name",
-                &format!("w{i}"),
-            ],
+        let (listen_s, coordinator, certs, core, name) = (
+            listen.to_string(),
+            self.addr.to_string(),
+            self.certs.to_str().unwrap().to_string(),
+            (i % 2).to_string(),
+            format!("w{i}"),
         );
+        let mut args = vec![
+            "worker",
+            "--listen",
+            &listen_s,
+            "--coordinator",
+            &coordinator,
+            "--cluster",
+            &certs,
+            "--cores",
+            &core,
+            "--memory-limit",
+            "2000000000",
+            "--name",
+            &name,
+        ];
+        args.extend(self.worker_args.iter().map(String::as_str));
+        let p = spawn(self.dir.path(), &format!("worker-{i}"), &args);
         self.workers.push((listen, p));
         listen
     }
