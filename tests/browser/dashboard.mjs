@@ -266,9 +266,9 @@ async function main() {
     // Every baseline the tuner knows, then the trials asked for: the job's own target says how
     // many baselines that is (a new baseline needs no edit here). `up` gives the clients memory
     // for tables, so client-small is one of them.
-    const baselines = detail.trials.filter((t) => t.kind.startsWith("baseline")).length;
+    const baselines = detail.trial_rows.filter((t) => t.kind.startsWith("baseline:")).length;
     check(detail.trials.length === TRIALS + baselines && detail.target_trials === TRIALS + baselines && baselines >= 6
-        && detail.trials.some((t) => t.kind === "baseline:client-small"),
+        && detail.trial_rows.some((t) => t.kind === "baseline:client-small"),
         `the job recorded ${TRIALS} trials after its ${baselines} baselines, client-small among them`,
         JSON.stringify({ trials: detail.trials.length, target: detail.target_trials, baselines }));
 
