@@ -118,7 +118,7 @@ if [ "${INTERRUPT:-1}" = 1 ]; then
     t1=$(date +%s.%N)
     alive=$( [ -n "$wpid" ] && kill -0 "$wpid" 2>/dev/null && echo yes || echo no)
     {
-        echo "SIGINT to up $(sed -n 's/.*deploying.*\(of .*\)/\1/p' "$d.stderr" | tail -1) into the deployment"
+        echo "SIGINT to up; its last progress line: $(grep deploying "$d.stderr" | tail -1)"
         echo "up exited after $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s; worker still alive: $alive"
         echo "worker log:"; grep -h -i "deploying plan\|cancel" "$d"/logs/*worker* 2>/dev/null | tail -5
         echo "up's last lines:"; tail -4 "$d.stderr"

@@ -9,7 +9,6 @@ use clap::Args;
 use embtune_protocol::Topology;
 use embtune_protocol::report::BenchReport;
 use embtune_worker::bench::{LocalBench, Progress};
-use embtune_worker::engine::kernels::Isa;
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
 use embtune_workloads::{BatchGenerator, ModelSpec};
 
@@ -60,9 +59,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_huge_pages: bool,
     #[command(flatten)]
-    pub isa: IsaArg,
+    pub isa: crate::flags::IsaArg,
     #[command(flatten)]
-    pub lanes: crate::cluster::LanesArg,
+    pub lanes: crate::flags::LanesArg,
     /// Benchmark a cluster through its coordinator instead of the local engine.
     #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
     pub coordinator: Option<std::net::SocketAddr>,
@@ -171,17 +170,6 @@ fn gpu(_: BenchArgs, device: usize) -> Result<()> {
         "--gpu {device}: this embtune was built without the `gpu` feature; rebuild with \
          `cargo build --release --features gpu` (the CUDA driver is loaded at run time)"
     )
-}
-
-/// The instruction-set level of this process's look-up kernels.
-#[derive(Args, Debug, Clone, Copy, Default)]
-pub struct IsaArg {
-    /// The highest instruction-set level the look-up kernels may use: scalar, avx2 or avx512
-    /// (default: the best this CPU has; a level the CPU lacks is lowered to one it has). Lower
-    /// it to measure what the vector kernels buy, or to compare machines at one level.
-    /// Processes `embtune up` starts take it from EMBTUNE_ISA.
-    #[arg(long, env = "EMBTUNE_ISA", value_name = "LEVEL")]
-    pub isa: Option<Isa>,
 }
 
 /// Which way queries travel.

@@ -269,7 +269,7 @@ pub struct CoordinatorArgs {
     #[command(flatten)]
     pub limits: ServeArgs,
     #[command(flatten)]
-    pub lanes: LanesArg,
+    pub lanes: crate::flags::LanesArg,
     #[command(flatten)]
     pub replan: ReplanArgs,
 }
@@ -321,26 +321,6 @@ impl ReplanArgs {
             "--replan-interval".into(),
             self.replan_interval.to_string(),
         ]
-    }
-}
-
-/// How many QUIC connections this process opens to each peer it queries.
-#[derive(Args, Debug, Clone, Copy)]
-pub struct LanesArg {
-    /// QUIC connections ("lanes") this process opens to each worker, and to the coordinator
-    /// for queries it relays. One connection's encryption runs on one core, so a large reply is
-    /// fetched as stripes of whole samples, one per lane, in parallel; 1 turns striping off,
-    /// for comparisons. Processes `embtune up` starts take it from EMBTUNE_LANES.
-    #[arg(long, env = "EMBTUNE_LANES", value_name = "N", value_parser = parse_lanes,
-          default_value_t = embtune_transport::lanes::DEFAULT_LANES)]
-    pub lanes: usize,
-}
-
-/// A lane count: a whole number of at least one.
-fn parse_lanes(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("`{s}` is not a lane count: give a whole number of at least 1")),
     }
 }
 
@@ -443,7 +423,7 @@ pub struct WorkerArgs {
           default_value_t = embtune_worker::server::DEFAULT_TRAFFIC_SAMPLE)]
     pub traffic_sample: u32,
     #[command(flatten)]
-    pub isa: crate::bench::IsaArg,
+    pub isa: crate::flags::IsaArg,
     #[command(flatten)]
     pub limits: ServeArgs,
 }
@@ -533,7 +513,7 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
-    pub lanes: LanesArg,
+    pub lanes: crate::flags::LanesArg,
 }
 
 pub fn loadgen(a: LoadgenArgs) -> Result<()> {

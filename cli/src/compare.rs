@@ -12,7 +12,7 @@ use embtune_worker::limit::LimitConfig;
 use embtune_worker::machine::{MachineInfo, parse_cpu_list};
 use embtune_workloads::BatchGenerator;
 
-use crate::bench::IsaArg;
+use crate::flags::IsaArg;
 use crate::plan_choice::{PlanChoice, StrategyChoice, memory_caps, resolve_plan};
 use crate::ui;
 use crate::workload::{WorkloadArgs, batch_pool, profile};

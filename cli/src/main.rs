@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod cluster_bench;
 mod compare;
+mod flags;
 #[cfg(feature = "gpu")]
 mod gpu_bench;
 mod job_view;

@@ -12,21 +12,13 @@ use embtune_protocol::Plan;
 use embtune_tuner::torchrec::{self, Ranks};
 use embtune_worker::machine::MachineInfo;
 use embtune_workloads::ModelSpec;
-use embtune_workloads::torchrec::{ImportNote, NoteKind};
 
-use crate::workload::WorkloadArgs;
+use crate::workload::{WorkloadArgs, print_notes};
 
 /// Memory each worker of an imported plan may use: what this machine has free, as `plan show`
 /// assumes. Jobs and benchmarks move a plan onto their own topology anyway.
 fn worker_memory() -> u64 {
     (MachineInfo::detect().mem_available as f64 * 0.85) as u64
-}
-
-/// Prints an import's notes to stderr, one a line; `ignored` ones only when asked.
-pub fn print_notes(notes: &[ImportNote], ignored_too: bool) {
-    for n in notes.iter().filter(|n| ignored_too || n.kind != NoteKind::Ignored) {
-        eprintln!("note: {n}");
-    }
 }
 
 #[derive(Args, Debug)]

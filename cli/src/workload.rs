@@ -1,5 +1,6 @@
 //! The workload flags every command shares, the model spec they build, and what commands
-//! generate from it before measuring: the access profile and the pool of batches.
+//! generate from it before measuring: the access profile and the pool of batches; and how the
+//! notes of an imported TorchRec model are printed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use embtune_workloads::torchrec::{ImportNote, NoteKind};
 use embtune_workloads::{
     AccessDist, AccessProfile, BatchGenerator, ModelSpec, Pooling, Preset, PresetOptions, QueryBatch, RowType,
 };
@@ -85,7 +87,7 @@ impl WorkloadArgs {
                 let (mut spec, notes) = ModelSpec::load_with_notes(path)
                     .with_context(|| format!("loading the model {}", path.display()))?;
                 // A file of TorchRec configs: say what was assumed or approximated.
-                crate::torchrec_cmd::print_notes(&notes, false);
+                print_notes(&notes, false);
                 apply_overrides(&mut spec, &opts);
                 spec.validate()?;
                 spec
@@ -136,4 +138,11 @@ pub fn profile(generator: &BatchGenerator) -> AccessProfile {
 pub fn batch_pool(generator: &BatchGenerator, llc: u64) -> Vec<Arc<QueryBatch>> {
     let n = generator.pool_size_for(llc, 1 << 30);
     generator.pool(0, n).into_iter().map(Arc::new).collect()
+}
+
+/// Prints an import's notes to stderr, one a line; `ignored` ones only when asked.
+pub fn print_notes(notes: &[ImportNote], ignored_too: bool) {
+    for n in notes.iter().filter(|n| ignored_too || n.kind != NoteKind::Ignored) {
+        eprintln!("note: {n}");
+    }
 }

@@ -78,6 +78,34 @@ const IMPURE_ALLOWED: &[(&str, &str, &str)] = &[(
 )];
 
 /// The only file whose code may use bincode: the bytes on the wire are defined in one place.
+/// Module cycles that stay, each with why: `crate: a -> b -> a` as the check reports it.
+const CYCLES_ALLOWED: &[(&str, &str)] = &[
+    (
+        "workloads: spec -> torchrec -> spec",
+        "a spec file may be a TorchRec table list: `ModelSpec::load` reads either, and the TorchRec \
+         reader builds the spec's types",
+    ),
+    (
+        "protocol: tuning -> wire -> tuning",
+        "the wire carries jobs and trials, and a job's configuration names the wire format of its \
+         measurements",
+    ),
+    (
+        "coordinator: jobs -> server -> jobs",
+        "tuning jobs are methods of the `Coordinator` that `server.rs` defines and dispatches \
+         requests to: one type's `impl` split by concern",
+    ),
+    ("coordinator: jobs -> server -> replan -> jobs", "as `jobs -> server -> jobs`, through the re-planner"),
+    (
+        "coordinator: replan -> server -> replan",
+        "the live re-planner is methods of the `Coordinator` too, its state a field of it",
+    ),
+    (
+        "tuner: job -> propose -> job",
+        "the job chains the proposers, which return the job's `Proposal`s: stages of one loop",
+    ),
+];
+
 const BINCODE_HOME: &str = "protocol/src/codec.rs";
 
 /// The workspace's root directory.
@@ -331,4 +359,65 @@ fn only_the_binary_reads_the_environment() {
         }
     }
     report("environment variables read outside the binary", v);
+}
+
+#[test]
+fn the_modules_of_a_crate_import_one_another_one_way() {
+    // ARCHITECTURE.md: within a crate, dependencies between top-level modules point one way,
+    // so that each can be read with only what it imports in mind. A module is `src/X.rs` or
+    // `src/X/`; its uses of another are the `crate::Y` paths in its code (tests excluded).
+    let sources = sources();
+    let mut v = Vec::new();
+    let mut used = BTreeSet::new();
+    for krate in members() {
+        let prefix = format!("{krate}/src/");
+        let module_of = |path: &str| -> Option<String> {
+            let rest = path.strip_prefix(&prefix)?;
+            let first = rest.split('/').next()?.trim_end_matches(".rs");
+            (first != "lib" && first != "main").then(|| first.to_owned())
+        };
+        let modules: BTreeSet<String> = sources.iter().filter_map(|s| module_of(&s.path)).collect();
+        let mut uses: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+        for s in &sources {
+            let Some(m) = module_of(&s.path) else { continue };
+            for (_, line) in s.code_lines() {
+                for (i, _) in line.match_indices("crate::") {
+                    let name: String =
+                        line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if name != m && modules.contains(&name) {
+                        uses.entry(m.clone()).or_default().insert(name);
+                    }
+                }
+            }
+        }
+        // A cycle is a path back to where it started; each is reported once, from its
+        // smallest module.
+        for start in &modules {
+            let mut stack = vec![(start.clone(), vec![start.clone()])];
+            while let Some((at, path)) = stack.pop() {
+                for next in uses.get(&at).into_iter().flatten() {
+                    if next == start {
+                        let mut cycle = path.clone();
+                        cycle.push(start.clone());
+                        let name = format!("{krate}: {}", cycle.join(" -> "));
+                        if CYCLES_ALLOWED.iter().any(|(c, _)| *c == name) {
+                            used.insert(name);
+                        } else {
+                            v.push(format!(
+                                "{name}: these modules import one another in a cycle. Move what they share \
+                                 into a module both can use, so that dependencies point one way, or add the \
+                                 cycle to CYCLES_ALLOWED in {SELF} with the reason it stays."
+                            ));
+                        }
+                    } else if next > start && !path.contains(next) {
+                        let mut p = path.clone();
+                        p.push(next.clone());
+                        stack.push((next.clone(), p));
+                    }
+                }
+            }
+        }
+    }
+    v.extend(stale("CYCLES_ALLOWED", CYCLES_ALLOWED.iter().map(|(c, _)| *c), &used));
+    report("import cycles between modules", v);
 }

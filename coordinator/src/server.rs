@@ -262,16 +262,15 @@ impl Coordinator {
     /// plan that was active stays active.
     pub async fn cancel_deploy(&self) {
         let ids: Vec<u16> = self.inner.conns.read().keys().copied().collect();
-        let mut calls = tokio::task::JoinSet::new();
-        for id in ids {
+        futures_all(ids.into_iter().map(|id| {
             let me = self.clone();
-            calls.spawn(async move {
+            async move {
                 if let Err(e) = me.call_worker(id, &Request::CancelDeploy, Duration::from_secs(5)).await {
                     tracing::warn!("could not cancel worker {id}'s deployment: {e}");
                 }
-            });
-        }
-        calls.join_all().await;
+            }
+        }))
+        .await;
     }
 
     pub(crate) fn unwritten(&self) -> &crate::jobs::Unwritten {

@@ -581,25 +581,25 @@ async fn deploy(state: &Arc<State>, plan_id: u64, a: WorkerAssignment) -> (Respo
     *state.deploying_since.lock() = Some((plan_id, Instant::now()));
     let st = state.clone();
     // Materialising gigabytes takes seconds of CPU: off the async threads.
-    let fill = tokio::task::spawn_blocking(move || st.engine.deploy(&a, keep, &st.progress));
+    let mut fill = tokio::task::spawn_blocking(move || st.engine.deploy(&a, keep, &st.progress));
     // A deployment of gigabytes says how far it is in the log (and in every heartbeat).
-    let logged = async {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            if let Some(p) = state.deploy_progress() {
-                tracing::info!(
-                    "deploying plan {plan_id}: {} of {} ({:.0}%) in {:.0}s",
-                    human_bytes(p.done_bytes),
-                    human_bytes(p.total_bytes),
-                    100.0 * p.done_bytes as f64 / p.total_bytes.max(1) as f64,
-                    p.elapsed_ms as f64 / 1e3
-                );
+    let every = Duration::from_secs(5);
+    let mut log = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let res = loop {
+        tokio::select! {
+            r = &mut fill => break r,
+            _ = log.tick() => {
+                if let Some(p) = state.deploy_progress() {
+                    tracing::info!(
+                        "deploying plan {plan_id}: {} of {} ({:.0}%) in {:.0}s",
+                        human_bytes(p.done_bytes),
+                        human_bytes(p.total_bytes),
+                        100.0 * p.done_bytes as f64 / p.total_bytes.max(1) as f64,
+                        p.elapsed_ms as f64 / 1e3
+                    );
+                }
             }
         }
-    };
-    let res = tokio::select! {
-        r = fill => r,
-        _ = logged => unreachable!("the progress log never ends"),
     };
     *state.deploying_since.lock() = None;
     match res {
